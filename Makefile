@@ -1,0 +1,45 @@
+# vela — top-level entry points. The real build is CMake; this file only
+# installs what is missing, configures and drives it.
+#
+#   make run     install packages, build (Release), start vela on ./data
+#   make test    install packages, build with ASan+UBSan and -Werror, run every test
+#   make bench   build (Release) and run the benchmarks in bench/
+#   make clean
+
+JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
+BUILD   ?= build/release
+TBUILD  ?= build/asan
+DATA    ?= ./data
+CUDA    ?= AUTO
+
+.PHONY: all build run test test-build bench clean
+
+all: build
+
+build:
+	@scripts/bootstrap
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DVELA_CUDA=$(CUDA) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# Until velad (server issue) exists, `make run` runs the engine demo through the CLI.
+run: build
+	$(BUILD)/vela demo $(DATA)
+
+test-build:
+	@scripts/bootstrap test
+	@cmake -S . -B $(TBUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVELA_SANITIZE=ON \
+		-DVELA_WERROR=ON -DVELA_CUDA=$(CUDA) >/dev/null
+	@cmake --build $(TBUILD) -j $(JOBS)
+
+test: test-build
+	@cd $(TBUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --output-on-failure -j $(JOBS) 2>&1 | tee ctest.log; \
+		status=$${PIPESTATUS:-0}; tail -n 3 ctest.log | grep -E 'tests passed|tests failed'; \
+		grep -q '100% tests passed' ctest.log
+
+bench: build
+	OPENBLAS_NUM_THREADS=1 $(BUILD)/bench_flat
+
+clean:
+	rm -rf build
