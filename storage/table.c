@@ -45,7 +45,7 @@ int storage_del_dup(storage_txn_t *txn, storage_table_t t, const void *key, size
 
 static int key_cmp_prefix(const MDB_val *k, const void *prefix, size_t plen)
 {
-	return k->mv_size >= plen && memcmp(k->mv_data, prefix, plen) == 0;
+	return k->mv_size >= plen && (plen == 0 || memcmp(k->mv_data, prefix, plen) == 0);
 }
 
 /* Compare key k with bound b as LMDB does (memcmp, then length). */

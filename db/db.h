@@ -1,0 +1,138 @@
+/**
+ * @file db.h
+ * @brief Private to db/: the structures behind vela_db_t and the helpers
+ * the db files share. The public API is include/vela/vela.h.
+ *
+ * Concurrency (DESIGN §8): `lock` is a readers-writer lock over the in-memory
+ * state (index list, docid bitmaps, flat indexes). Searches hold it shared
+ * for their whole run and open their LMDB read transaction inside it, so the
+ * LMDB snapshot they read always matches the in-memory state. A writer
+ * prepares its LMDB changes holding only `write_mu` (one writer), then takes
+ * `lock` exclusively just to commit and apply the changes to memory.
+ */
+#ifndef VELA_DB_H
+#define VELA_DB_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include <roaring/roaring.h>
+
+#include "common/common.h"
+#include "index/index.h"
+#include "storage/storage.h"
+#include "vela/vela.h"
+
+/** Packed index definitions start with this magic and version. */
+#define DB_CATALOG_MAGIC 0x56494458u /* "VIDX" */
+#define DB_CATALOG_VERSION 1u
+
+/** One field of a loaded index. */
+typedef struct db_field {
+	char *name;  /**< hash field name */
+	char *alias; /**< query name (== name when no AS) */
+	vela_field_type_t type;
+	char separator;
+	bool case_sensitive;
+	vela_algo_t algo;
+	vela_vec_type_t vec_type;
+	uint32_t dim;
+	vela_metric_t metric;
+	flat_index_t *flat; /**< VECTOR fields: the in-memory exact index */
+} db_field_t;
+
+/** A loaded index. */
+typedef struct db_index {
+	char *name;
+	uint32_t id; /**< stable id, the key prefix of its rows */
+	char **prefixes;
+	size_t *prefix_lens;
+	uint32_t n_prefixes;
+	db_field_t *fields;
+	uint32_t n_fields;
+	roaring_bitmap_t *docids; /**< every indexed document */
+	uint64_t failures;        /**< indexing failures so far */
+} db_index_t;
+
+struct vela_db {
+	storage_env_t *env;
+	pthread_rwlock_t lock;   /**< in-memory state; see the file comment */
+	pthread_mutex_t write_mu; /**< one writer (batch, index create/drop) */
+	db_index_t **indexes;
+	size_t n_indexes;
+};
+
+/* ------------------------------------------------------------ pending changes */
+
+/** Kinds of in-memory changes a write transaction applies once committed. */
+enum db_change_kind {
+	DC_VEC_SET,    /**< flat_set(field, docid, vec) */
+	DC_VEC_REMOVE, /**< flat_remove(field, docid) */
+	DC_DOC_ADD,    /**< add docid to the index's bitmap */
+	DC_DOC_REMOVE, /**< remove docid from the bitmap */
+	DC_FAILURE,    /**< one more indexing failure */
+	DC_INDEX_ADD,  /**< publish a new index */
+	DC_INDEX_DROP, /**< unpublish and free an index */
+};
+
+typedef struct db_change {
+	int kind;
+	db_index_t *ix;
+	uint32_t field;
+	uint32_t docid;
+	float *vec; /**< DC_VEC_SET: owned (malloc'd), freed after apply */
+} db_change_t;
+
+/** A list of changes to apply after commit (or drop on abort). */
+typedef struct db_changes {
+	db_change_t *v;
+	size_t n, cap;
+} db_changes_t;
+
+int db_changes_push(db_changes_t *c, db_change_t ch);
+/** Drop changes from `mark` on (their vectors and unpublished indexes freed). */
+void db_changes_truncate(db_changes_t *c, size_t mark);
+/** Apply every change to memory; caller holds db->lock exclusively. Empties `c`. */
+void db_changes_apply(vela_db_t *db, db_changes_t *c);
+
+/** Commit `txn` and apply `ch` under the exclusive lock. Frees txn. */
+int db_commit(vela_db_t *db, storage_txn_t *txn, db_changes_t *ch, vela_err_t *err);
+
+/* ------------------------------------------------------------ catalog */
+
+/** Validate a definition and build a loaded index from it (no docs yet). */
+int db_index_from_def(const vela_index_def_t *def, uint32_t id, db_index_t **out,
+		      vela_err_t *err);
+void db_index_free(db_index_t *ix);
+/** Pack / unpack a definition for the catalog table. */
+int db_index_pack(const db_index_t *ix, uint8_t **out, size_t *len);
+int db_index_unpack(const uint8_t *buf, size_t len, db_index_t **out, vela_err_t *err);
+db_index_t *db_index_find(vela_db_t *db, const char *name);
+bool db_index_matches_key(const db_index_t *ix, const uint8_t *key, size_t klen);
+/** Field position by query name (alias), or -1. */
+int db_field_find(const db_index_t *ix, const char *name, size_t len);
+
+/* ------------------------------------------------------------ indexing */
+
+/**
+ * @brief Re-index one document in one index: `fields` is its new content
+ * (NULL when deleted). Writes postings, vectors and docid rows in `txn`
+ * and records in-memory changes in `ch`.
+ */
+int db_index_doc(db_index_t *ix, storage_txn_t *txn, const uint8_t *key, size_t klen,
+		 const storage_field_t *old, size_t n_old, const storage_field_t *fields,
+		 size_t n_fields, db_changes_t *ch);
+/** Delete a document and re-index it out of every index; *deleted (may be NULL) = existed. */
+int db_doc_delete(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
+		  db_changes_t *ch, int *deleted);
+/** Decode a stored vector blob into floats (normalised for COSINE). Caller frees. */
+int db_vector_decode(const db_field_t *f, const void *blob, size_t len, float **out);
+/** Rebuild an index's in-memory structures from LMDB. */
+int db_index_load(db_index_t *ix, storage_txn_t *txn, vela_err_t *err);
+
+/** Row keys. */
+size_t db_key_idmap(uint8_t *buf, uint32_t index_id, const uint8_t *key, size_t klen);
+size_t db_key_docid(uint8_t *buf, uint32_t index_id, uint32_t docid);
+size_t db_key_vector(uint8_t *buf, uint32_t index_id, uint32_t field, uint32_t docid);
+
+#endif

@@ -1,0 +1,194 @@
+/* Opening and closing a database; reads of single documents. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+
+struct load_ctx {
+	vela_db_t *db;
+	storage_txn_t *txn;
+	vela_err_t *err;
+};
+
+static int load_index(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
+		      size_t vlen)
+{
+	struct load_ctx *l = ctx;
+	db_index_t *ix;
+	int rc = db_index_unpack(val, vlen, &ix, l->err);
+	if (rc)
+		return rc;
+	if ((rc = db_index_load(ix, l->txn, l->err))) {
+		db_index_free(ix);
+		return rc;
+	}
+	db_index_t **v = realloc(l->db->indexes, (l->db->n_indexes + 1) * sizeof(*v));
+	if (v == NULL) {
+		db_index_free(ix);
+		return vela_err_set(l->err, VELA_ENOMEM, "out of memory loading indexes");
+	}
+	l->db->indexes = v;
+	v[l->db->n_indexes++] = ix;
+	return 0;
+}
+
+/* Recovery (DESIGN §3): every index is rebuilt from LMDB, which makes the
+ * change log up to now redundant, so it is trimmed. */
+static int db_load(vela_db_t *db, vela_err_t *err)
+{
+	storage_txn_t *txn;
+	int rc = storage_txn_begin(db->env, NULL, 1, &txn);
+	if (rc)
+		return vela_err_set(err, rc, "cannot begin transaction: %s", vela_strerror(rc));
+	struct load_ctx l = {.db = db, .txn = txn, .err = err};
+	uint64_t seq = 0;
+	rc = storage_scan_prefix(txn, ST_CATALOG, NULL, 0, load_index, &l);
+	if (rc && err && err->code != rc)
+		vela_err_set(err, rc, "cannot load the catalog: %s", vela_strerror(rc));
+	if (rc == 0 && (rc = storage_log_last(txn, &seq)) == 0)
+		rc = storage_log_trim(txn, seq);
+	if (rc) {
+		storage_txn_abort(txn);
+		return rc;
+	}
+	rc = storage_txn_commit(txn);
+	if (rc)
+		return vela_err_set(err, rc, "cannot commit: %s", vela_strerror(rc));
+	for (size_t i = 0; i < db->n_indexes; i++)
+		vela_info("index '%s': %llu documents loaded", db->indexes[i]->name,
+			  (unsigned long long)roaring_bitmap_get_cardinality(db->indexes[i]->docids));
+	return VELA_OK;
+}
+
+int vela_db_open(const char *dir, const vela_db_options_t *opts, vela_db_t **out,
+		 vela_err_t *err)
+{
+	vela_db_t *db = calloc(1, sizeof(*db));
+	if (db == NULL)
+		return vela_err_set(err, VELA_ENOMEM, "out of memory");
+	size_t map = opts ? opts->map_size : 0;
+	unsigned flags = (opts && (opts->flags & VELA_OPEN_NOSYNC)) ? STORAGE_NOSYNC : 0;
+	int rc = storage_open(dir, map, flags, &db->env, err);
+	if (rc) {
+		free(db);
+		return rc;
+	}
+	pthread_rwlock_init(&db->lock, NULL);
+	pthread_mutex_init(&db->write_mu, NULL);
+	if ((rc = db_load(db, err))) {
+		vela_db_close(db);
+		return rc;
+	}
+	*out = db;
+	return VELA_OK;
+}
+
+void vela_db_close(vela_db_t *db)
+{
+	if (db == NULL)
+		return;
+	for (size_t i = 0; i < db->n_indexes; i++)
+		db_index_free(db->indexes[i]);
+	free(db->indexes);
+	storage_close(db->env);
+	pthread_rwlock_destroy(&db->lock);
+	pthread_mutex_destroy(&db->write_mu);
+	free(db);
+}
+
+int vela_db_set_map_size(vela_db_t *db, size_t bytes, vela_err_t *err)
+{
+	/* LMDB resizes only with no transaction active in the process. */
+	pthread_mutex_lock(&db->write_mu);
+	pthread_rwlock_wrlock(&db->lock);
+	int rc = storage_set_map_size(db->env, bytes, err);
+	pthread_rwlock_unlock(&db->lock);
+	pthread_mutex_unlock(&db->write_mu);
+	return rc;
+}
+
+void vela_db_map_usage(vela_db_t *db, size_t *map_size, size_t *used)
+{
+	pthread_rwlock_rdlock(&db->lock);
+	if (map_size)
+		*map_size = storage_map_size(db->env);
+	if (used)
+		*used = storage_used_bytes(db->env);
+	pthread_rwlock_unlock(&db->lock);
+}
+
+int vela_db_sync(vela_db_t *db)
+{
+	return storage_sync(db->env);
+}
+
+uint64_t vela_db_size(vela_db_t *db)
+{
+	uint64_t n = 0;
+	storage_txn_t *txn = NULL;
+	pthread_rwlock_rdlock(&db->lock);
+	if (storage_txn_begin(db->env, NULL, 0, &txn) == 0) {
+		storage_count(txn, ST_DOCS, &n);
+		storage_txn_abort(txn);
+	}
+	pthread_rwlock_unlock(&db->lock);
+	return n;
+}
+
+/* One allocation: the header, the field array, then the bytes. */
+static int doc_copy(const storage_field_t *f, size_t n, vela_doc_t **out)
+{
+	size_t bytes = sizeof(vela_doc_t) + n * sizeof(vela_kv_t);
+	for (size_t i = 0; i < n; i++)
+		bytes += f[i].name_len + f[i].value_len + 2;
+	vela_doc_t *d = malloc(bytes);
+	if (d == NULL)
+		return VELA_ENOMEM;
+	d->fields = (vela_kv_t *)(d + 1);
+	d->n_fields = n;
+	char *p = (char *)(d->fields + n);
+	for (size_t i = 0; i < n; i++) {
+		memcpy(p, f[i].name, f[i].name_len);
+		p[f[i].name_len] = '\0';
+		d->fields[i].name = p;
+		d->fields[i].name_len = f[i].name_len;
+		p += f[i].name_len + 1;
+		memcpy(p, f[i].value, f[i].value_len);
+		p[f[i].value_len] = '\0';
+		d->fields[i].value = p;
+		d->fields[i].value_len = f[i].value_len;
+		p += f[i].value_len + 1;
+	}
+	*out = d;
+	return VELA_OK;
+}
+
+int vela_get(vela_db_t *db, const void *key, size_t klen, vela_doc_t **out, vela_err_t *err)
+{
+	if (key == NULL || klen == 0 || klen > VELA_KEY_MAX)
+		return vela_err_set(err, VELA_ENOTFOUND, "no such key");
+	storage_txn_t *txn = NULL;
+	pthread_rwlock_rdlock(&db->lock);
+	int rc = storage_txn_begin(db->env, NULL, 0, &txn);
+	const void *v;
+	size_t vl;
+	if (rc == 0 && (rc = storage_get(txn, ST_DOCS, key, klen, &v, &vl)) == 0) {
+		storage_field_t *f;
+		size_t n;
+		if ((rc = storage_doc_unpack(v, vl, &f, &n)) == 0) {
+			rc = doc_copy(f, n, out);
+			free(f);
+		}
+	}
+	storage_txn_abort(txn);
+	pthread_rwlock_unlock(&db->lock);
+	if (rc)
+		return vela_err_set(err, rc, rc == VELA_ENOTFOUND ? "no such key" : "%s",
+				    vela_strerror(rc));
+	return VELA_OK;
+}
+
+void vela_doc_free(vela_doc_t *doc)
+{
+	free(doc);
+}

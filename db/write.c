@@ -1,0 +1,419 @@
+/* Writes: batches (group commit), HSET / HDEL / DEL, and applying committed
+ * changes to the in-memory indexes. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+
+/* ------------------------------------------------------------ change lists */
+
+int db_changes_push(db_changes_t *c, db_change_t ch)
+{
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 16;
+		db_change_t *v = realloc(c->v, cap * sizeof(*v));
+		if (v == NULL)
+			return VELA_ENOMEM;
+		c->v = v;
+		c->cap = cap;
+	}
+	c->v[c->n++] = ch;
+	return VELA_OK;
+}
+
+void db_changes_truncate(db_changes_t *c, size_t mark)
+{
+	for (size_t i = mark; i < c->n; i++) {
+		free(c->v[i].vec);
+		if (c->v[i].kind == DC_INDEX_ADD)
+			db_index_free(c->v[i].ix);
+	}
+	c->n = mark;
+}
+
+static void index_publish(vela_db_t *db, db_index_t *ix)
+{
+	db_index_t **v = realloc(db->indexes, (db->n_indexes + 1) * sizeof(*v));
+	if (v == NULL) {
+		vela_error("out of memory publishing index '%s': restart to load it", ix->name);
+		db_index_free(ix);
+		return;
+	}
+	db->indexes = v;
+	db->indexes[db->n_indexes++] = ix;
+}
+
+static void index_unpublish(vela_db_t *db, db_index_t *ix)
+{
+	for (size_t i = 0; i < db->n_indexes; i++) {
+		if (db->indexes[i] != ix)
+			continue;
+		memmove(&db->indexes[i], &db->indexes[i + 1],
+			(db->n_indexes - i - 1) * sizeof(db->indexes[0]));
+		db->n_indexes--;
+		break;
+	}
+	db_index_free(ix);
+}
+
+static void change_apply(vela_db_t *db, db_change_t *c)
+{
+	int rc = VELA_OK;
+	switch (c->kind) {
+	case DC_VEC_SET:
+		rc = flat_set(c->ix->fields[c->field].flat, c->docid, c->vec);
+		break;
+	case DC_VEC_REMOVE:
+		rc = flat_remove(c->ix->fields[c->field].flat, c->docid);
+		rc = rc == VELA_ENOTFOUND ? VELA_OK : rc;
+		break;
+	case DC_DOC_ADD:
+		roaring_bitmap_add(c->ix->docids, c->docid);
+		break;
+	case DC_DOC_REMOVE:
+		roaring_bitmap_remove(c->ix->docids, c->docid);
+		break;
+	case DC_FAILURE:
+		c->ix->failures++;
+		break;
+	case DC_INDEX_ADD:
+		index_publish(db, c->ix);
+		break;
+	case DC_INDEX_DROP:
+		index_unpublish(db, c->ix);
+		break;
+	}
+	/* The commit is durable; memory can only lag (restart reloads it). */
+	if (rc)
+		vela_error("index '%s': in-memory update of docid %u failed (%s); "
+			   "restart to reload from storage",
+			   c->ix->name, c->docid, vela_strerror(rc));
+}
+
+void db_changes_apply(vela_db_t *db, db_changes_t *c)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		change_apply(db, &c->v[i]);
+		free(c->v[i].vec);
+		c->v[i].vec = NULL;
+	}
+	c->n = 0;
+}
+
+int db_commit(vela_db_t *db, storage_txn_t *txn, db_changes_t *ch, vela_err_t *err)
+{
+	pthread_rwlock_wrlock(&db->lock);
+	int rc = storage_txn_commit(txn);
+	if (rc == 0)
+		db_changes_apply(db, ch);
+	pthread_rwlock_unlock(&db->lock);
+	if (rc) {
+		db_changes_truncate(ch, 0);
+		return vela_err_set(err, rc, rc == VELA_EMAPFULL
+						     ? "OOM storage map is full: raise the map size or delete data"
+						     : "commit failed: %s",
+				    vela_strerror(rc));
+	}
+	return VELA_OK;
+}
+
+/* ------------------------------------------------------------ documents */
+
+/* The current document at key: a private copy of its packed bytes and the
+ * fields pointing into it. Absent: *buf = NULL, *n = 0. */
+static int doc_load(storage_txn_t *txn, const uint8_t *key, size_t klen, uint8_t **buf,
+		    storage_field_t **f, size_t *n)
+{
+	const void *v;
+	size_t vl;
+	*buf = NULL;
+	*f = NULL;
+	*n = 0;
+	int rc = storage_get(txn, ST_DOCS, key, klen, &v, &vl);
+	if (rc == VELA_ENOTFOUND)
+		return VELA_OK;
+	if (rc)
+		return rc;
+	/* Copy: the map pointer goes stale at the next write in this txn. */
+	if ((*buf = malloc(vl)) == NULL)
+		return VELA_ENOMEM;
+	memcpy(*buf, v, vl);
+	rc = storage_doc_unpack(*buf, vl, f, n);
+	if (rc) {
+		free(*buf);
+		*buf = NULL;
+	}
+	return rc;
+}
+
+/* Re-index `key` in every index whose prefix matches. */
+static int doc_reindex(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
+		       const storage_field_t *old, size_t n_old, const storage_field_t *doc,
+		       size_t n_doc, db_changes_t *ch)
+{
+	for (size_t i = 0; i < db->n_indexes; i++) {
+		db_index_t *ix = db->indexes[i];
+		if (!db_index_matches_key(ix, key, klen))
+			continue;
+		int rc = db_index_doc(ix, txn, key, klen, old, n_old, doc, n_doc, ch);
+		if (rc)
+			return rc;
+	}
+	return VELA_OK;
+}
+
+static int doc_store(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
+		     const storage_field_t *old, size_t n_old, const storage_field_t *doc,
+		     size_t n_doc, db_changes_t *ch)
+{
+	int rc;
+	if (n_doc == 0) {
+		rc = storage_del(txn, ST_DOCS, key, klen);
+		return rc ? rc : doc_reindex(db, txn, key, klen, old, n_old, NULL, 0, ch);
+	}
+	uint8_t *packed;
+	size_t plen;
+	if ((rc = storage_doc_pack(doc, n_doc, &packed, &plen)))
+		return rc;
+	rc = storage_put(txn, ST_DOCS, key, klen, packed, plen);
+	free(packed);
+	return rc ? rc : doc_reindex(db, txn, key, klen, old, n_old, doc, n_doc, ch);
+}
+
+int db_doc_delete(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
+		  db_changes_t *ch, int *deleted)
+{
+	uint8_t *buf;
+	storage_field_t *old;
+	size_t n_old;
+	int rc = doc_load(txn, key, klen, &buf, &old, &n_old);
+	if (rc == 0 && buf)
+		rc = doc_store(db, txn, key, klen, old, n_old, NULL, 0, ch);
+	if (deleted)
+		*deleted = buf != NULL;
+	free(old);
+	free(buf);
+	return rc;
+}
+
+static int field_index(const storage_field_t *f, size_t n, const void *name, size_t len)
+{
+	for (size_t i = 0; i < n; i++)
+		if (f[i].name_len == len && (len == 0 || memcmp(f[i].name, name, len) == 0))
+			return (int)i;
+	return -1;
+}
+
+static int op_hset(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
+		   const vela_kv_t *kv, size_t n, size_t *n_added, db_changes_t *ch)
+{
+	uint8_t *buf;
+	storage_field_t *old, *doc = NULL;
+	size_t n_old, n_doc, added = 0;
+	int rc = doc_load(txn, key, klen, &buf, &old, &n_old);
+	if (rc)
+		return rc;
+	if (n_old + n > STORAGE_DOC_FIELDS_MAX ||
+	    (doc = malloc((n_old + n) * sizeof(*doc))) == NULL) {
+		rc = n_old + n > STORAGE_DOC_FIELDS_MAX ? VELA_ELIMIT : VELA_ENOMEM;
+		goto out;
+	}
+	if (n_old)
+		memcpy(doc, old, n_old * sizeof(*doc));
+	n_doc = n_old;
+	for (size_t i = 0; i < n; i++) {
+		int at = field_index(doc, n_doc, kv[i].name, kv[i].name_len);
+		if (at < 0) {
+			at = (int)n_doc++;
+			doc[at].name = kv[i].name;
+			doc[at].name_len = kv[i].name_len;
+			added += field_index(old, n_old, kv[i].name, kv[i].name_len) < 0;
+		}
+		doc[at].value = kv[i].value;
+		doc[at].value_len = kv[i].value_len;
+	}
+	rc = doc_store(db, txn, key, klen, old, n_old, doc, n_doc, ch);
+	if (n_added)
+		*n_added = added;
+out:
+	free(doc);
+	free(old);
+	free(buf);
+	return rc;
+}
+
+static int op_hdel(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
+		   const vela_kv_t *names, size_t n, size_t *n_removed, db_changes_t *ch)
+{
+	uint8_t *buf;
+	storage_field_t *old, *doc = NULL;
+	size_t n_old, n_doc = 0, removed = 0;
+	int rc = doc_load(txn, key, klen, &buf, &old, &n_old);
+	if (rc || buf == NULL)
+		goto out;
+	if ((doc = malloc((n_old ? n_old : 1) * sizeof(*doc))) == NULL) {
+		rc = VELA_ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n_old; i++) {
+		int gone = 0;
+		for (size_t j = 0; j < n && !gone; j++)
+			gone = names[j].name_len == old[i].name_len &&
+			       memcmp(names[j].name, old[i].name, old[i].name_len) == 0;
+		if (gone)
+			removed++;
+		else
+			doc[n_doc++] = old[i];
+	}
+	if (removed)
+		rc = doc_store(db, txn, key, klen, old, n_old, doc, n_doc, ch);
+out:
+	if (n_removed)
+		*n_removed = rc ? 0 : removed;
+	free(doc);
+	free(old);
+	free(buf);
+	return rc;
+}
+
+/* ------------------------------------------------------------ batches */
+
+struct vela_batch {
+	vela_db_t *db;
+	storage_txn_t *txn;
+	db_changes_t ch;
+};
+
+int vela_batch_begin(vela_db_t *db, vela_batch_t **out, vela_err_t *err)
+{
+	vela_batch_t *b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		return vela_err_set(err, VELA_ENOMEM, "out of memory");
+	b->db = db;
+	pthread_mutex_lock(&db->write_mu);
+	int rc = storage_txn_begin(db->env, NULL, 1, &b->txn);
+	if (rc) {
+		pthread_mutex_unlock(&db->write_mu);
+		free(b);
+		return vela_err_set(err, rc, "cannot begin write: %s", vela_strerror(rc));
+	}
+	*out = b;
+	return VELA_OK;
+}
+
+static int key_check(const void *key, size_t klen, vela_err_t *err)
+{
+	if (key == NULL || klen == 0)
+		return vela_err_set(err, VELA_EINVAL, "empty key");
+	if (klen > VELA_KEY_MAX)
+		return vela_err_set(err, VELA_ELIMIT, "key is %zu bytes, longer than the %u allowed",
+				    klen, VELA_KEY_MAX);
+	return VELA_OK;
+}
+
+/* Run one write in a nested transaction so it fails alone. */
+enum batch_op { OP_HSET, OP_HDEL, OP_DEL };
+
+static int batch_run(vela_batch_t *b, int op, const uint8_t *key, size_t klen,
+		     const vela_kv_t *kv, size_t n, size_t *count, vela_err_t *err)
+{
+	int rc = key_check(key, klen, err);
+	if (rc)
+		return rc;
+	storage_txn_t *child;
+	if ((rc = storage_txn_begin(b->db->env, b->txn, 1, &child)))
+		return vela_err_set(err, rc, "cannot begin write: %s", vela_strerror(rc));
+	size_t mark = b->ch.n;
+	int del = 0;
+	if (op == OP_HSET)
+		rc = op_hset(b->db, child, key, klen, kv, n, count, &b->ch);
+	else if (op == OP_HDEL)
+		rc = op_hdel(b->db, child, key, klen, kv, n, count, &b->ch);
+	else
+		rc = db_doc_delete(b->db, child, key, klen, &b->ch, &del);
+	if (op == OP_DEL && count)
+		*count = (size_t)del;
+	rc = rc ? (storage_txn_abort(child), rc) : storage_txn_commit(child);
+	if (rc == 0)
+		return VELA_OK;
+	db_changes_truncate(&b->ch, mark);
+	if (rc == VELA_EMAPFULL)
+		return vela_err_set(err, rc, "OOM storage map is full: raise the map size or "
+					     "delete data");
+	return vela_err_set(err, rc, "write failed: %s", vela_strerror(rc));
+}
+
+int vela_batch_hset(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *fields,
+		    size_t n, size_t *n_added, vela_err_t *err)
+{
+	if (n == 0 || fields == NULL)
+		return vela_err_set(err, VELA_EINVAL, "wrong number of arguments for 'hset' command");
+	return batch_run(b, OP_HSET, key, klen, fields, n, n_added, err);
+}
+
+int vela_batch_hdel(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *names,
+		    size_t n, size_t *n_removed, vela_err_t *err)
+{
+	if (n == 0 || names == NULL)
+		return vela_err_set(err, VELA_EINVAL, "wrong number of arguments for 'hdel' command");
+	return batch_run(b, OP_HDEL, key, klen, names, n, n_removed, err);
+}
+
+int vela_batch_del(vela_batch_t *b, const void *key, size_t klen, int *deleted, vela_err_t *err)
+{
+	size_t d = 0;
+	int rc = batch_run(b, OP_DEL, key, klen, NULL, 0, &d, err);
+	if (deleted)
+		*deleted = (int)d;
+	return rc;
+}
+
+int vela_batch_commit(vela_batch_t *b, vela_err_t *err)
+{
+	vela_db_t *db = b->db;
+	int rc = db_commit(db, b->txn, &b->ch, err);
+	pthread_mutex_unlock(&db->write_mu);
+	free(b->ch.v);
+	free(b);
+	return rc;
+}
+
+void vela_batch_abort(vela_batch_t *b)
+{
+	if (b == NULL)
+		return;
+	storage_txn_abort(b->txn);
+	db_changes_truncate(&b->ch, 0);
+	pthread_mutex_unlock(&b->db->write_mu);
+	free(b->ch.v);
+	free(b);
+}
+
+/* One-write batches. */
+#define ONE_WRITE(call)                                          \
+	vela_batch_t *b;                                         \
+	int rc = vela_batch_begin(db, &b, err);                  \
+	if (rc)                                                  \
+		return rc;                                       \
+	if ((rc = (call))) {                                     \
+		vela_batch_abort(b);                             \
+		return rc;                                       \
+	}                                                        \
+	return vela_batch_commit(b, err)
+
+int vela_hset(vela_db_t *db, const void *key, size_t klen, const vela_kv_t *fields, size_t n,
+	      size_t *n_added, vela_err_t *err)
+{
+	ONE_WRITE(vela_batch_hset(b, key, klen, fields, n, n_added, err));
+}
+
+int vela_hdel(vela_db_t *db, const void *key, size_t klen, const vela_kv_t *names, size_t n,
+	      size_t *n_removed, vela_err_t *err)
+{
+	ONE_WRITE(vela_batch_hdel(b, key, klen, names, n, n_removed, err));
+}
+
+int vela_del(vela_db_t *db, const void *key, size_t klen, int *deleted, vela_err_t *err)
+{
+	ONE_WRITE(vela_batch_del(b, key, klen, deleted, err));
+}

@@ -1,0 +1,316 @@
+/**
+ * @file vela.h
+ * @brief The embedded vela engine: open a database directory, define
+ * indexes, write documents, search.
+ *
+ * @section model Data model
+ * A database is one directory holding one LMDB environment. A document is a
+ * binary-safe key holding a hash of binary-safe fields, as in Redis. An index
+ * is a named schema over the documents whose key starts with one of its
+ * prefixes (no prefix: every key). Every matching document is indexed on
+ * every write (Redis HSET/HDEL/DEL semantics): a field that is missing is not
+ * indexed; a vector of the wrong size or a NUMERIC value that is not a number
+ * is an *indexing failure* — the write succeeds, the document leaves that
+ * index and the index's failure counter rises.
+ *
+ * @section durability Durability
+ * A write returns only after the LMDB transaction holding it committed
+ * (fsync'd unless the database was opened with VELA_OPEN_NOSYNC). Use a
+ * vela_batch_t to put many writes in one commit (group commit); each write
+ * in a batch succeeds or fails alone, and either all successful writes of a
+ * batch are committed or none.
+ *
+ * @section threads Threads
+ * A vela_db_t may be used from many threads at once: searches run
+ * concurrently with each other; writes are serialised (one writer). A
+ * vela_batch_t belongs to one thread at a time.
+ *
+ * @section errors Errors
+ * Every function that can fail returns 0 or a negative VELA_E... code (see
+ * errors.h) and, when given a vela_err_t, a message meant for the user.
+ *
+ * @section example Example
+ * @code
+ *   vela_db_t *db; vela_err_t err;
+ *   if (vela_db_open("./data", NULL, &db, &err)) die(err.msg);
+ *   vela_field_def_t f[] = {
+ *     {.name = "genre", .type = VELA_FIELD_TAG},
+ *     {.name = "v", .type = VELA_FIELD_VECTOR, .dim = 4, .metric = VELA_METRIC_L2},
+ *   };
+ *   vela_index_def_t def = {.name = "idx", .prefixes = (const char *[]){"doc:"},
+ *                           .n_prefixes = 1, .fields = f, .n_fields = 2};
+ *   vela_index_create(db, &def, &err);
+ *   float v[4] = {1, 2, 3, 4};
+ *   vela_kv_t kv[] = {{"genre", 5, "jazz", 4}, {"v", 1, v, sizeof v}};
+ *   vela_hset(db, "doc:1", 5, kv, 2, NULL, &err);
+ *   vela_param_t p = {"B", 1, v, sizeof v};
+ *   vela_search_req_t req = {.index = "idx",
+ *     .query = "@genre:{jazz}=>[KNN 10 @v $B AS dist]", .params = &p, .n_params = 1,
+ *     .limit = 10};
+ *   vela_result_t *res;
+ *   vela_search(db, &req, &res, &err);   // res->hits[i].key, .dist, .fields
+ *   vela_result_free(res);
+ *   vela_db_close(db);
+ * @endcode
+ */
+#ifndef VELA_VELA_H
+#define VELA_VELA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vela/errors.h"
+#include "vela/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ================================================================ database */
+
+/** Opaque database handle. */
+typedef struct vela_db vela_db_t;
+
+/** Open flags. */
+enum vela_open_flag {
+	/** Relaxed durability: commits are not fsync'd (like appendfsync
+	 * everysec); call vela_db_sync() periodically. */
+	VELA_OPEN_NOSYNC = 1u << 0,
+};
+
+/** Options for vela_db_open(); NULL means all defaults. Zero fields = default. */
+typedef struct vela_db_options {
+	size_t map_size; /**< LMDB map size in bytes (VELA_MAP_SIZE_*) */
+	unsigned flags;  /**< vela_open_flag bits */
+} vela_db_options_t;
+
+#define VELA_MAP_SIZE_DEFAULT (1ull << 30)
+#define VELA_MAP_SIZE_MIN (1ull << 20)
+#define VELA_MAP_SIZE_MAX (1ull << 46)
+
+/**
+ * @brief Open (creating it if needed) the database in directory `dir`.
+ * Loads every index and rebuilds its in-memory structures from LMDB.
+ * @return 0, VELA_EVERSION (written by a newer vela), VELA_ECORRUPT (not a
+ *         vela database), VELA_EBUSY, VELA_EIO, VELA_ENOMEM.
+ * @param[out] out the handle; close with vela_db_close().
+ */
+int vela_db_open(const char *dir, const vela_db_options_t *opts, vela_db_t **out,
+		 vela_err_t *err);
+/** Close the database; no call on it may be running. NULL is a no-op. */
+void vela_db_close(vela_db_t *db);
+/**
+ * @brief Change the LMDB map size (grow after VELA_EMAPFULL, or shrink while
+ * the data still fits). Waits for running searches and writes.
+ */
+int vela_db_set_map_size(vela_db_t *db, size_t bytes, vela_err_t *err);
+/** Current map size and bytes in use. */
+void vela_db_map_usage(vela_db_t *db, size_t *map_size, size_t *used);
+/** Flush commits to disk (only needed with VELA_OPEN_NOSYNC). */
+int vela_db_sync(vela_db_t *db);
+/** Number of documents (keys) in the database. */
+uint64_t vela_db_size(vela_db_t *db);
+
+/* ================================================================ indexes */
+
+/** Longest index name. */
+#define VELA_INDEX_NAME_MAX 256u
+/** Most fields in one index schema. */
+#define VELA_INDEX_FIELDS_MAX 1024u
+/** Most prefixes of one index. */
+#define VELA_INDEX_PREFIXES_MAX 256u
+
+/** One field of an index schema. */
+typedef struct vela_field_def {
+	const char *name;  /**< the hash field it reads */
+	const char *alias; /**< name used in queries (AS); NULL = name */
+	vela_field_type_t type;
+	/* TAG */
+	char tag_separator;  /**< 0 = ',' */
+	bool case_sensitive; /**< TAG: keep case (default: lowercase) */
+	/* VECTOR */
+	vela_algo_t algo;        /**< VELA_ALGO_FLAT */
+	vela_vec_type_t vec_type; /**< element type of stored blobs */
+	uint32_t dim;            /**< VELA_DIM_MIN..VELA_DIM_MAX */
+	vela_metric_t metric;
+} vela_field_def_t;
+
+/** An index definition. */
+typedef struct vela_index_def {
+	const char *name;
+	const char *const *prefixes; /**< n_prefixes key prefixes; none = every key */
+	uint32_t n_prefixes;
+	const vela_field_def_t *fields;
+	uint32_t n_fields;
+	bool skip_initial_scan; /**< do not index keys that already exist */
+} vela_index_def_t;
+
+/**
+ * @brief Create an index and (unless skip_initial_scan) index every existing
+ * matching document, in one transaction.
+ * @return 0, VELA_EEXISTS ("Index already exists"), VELA_EINVAL (bad
+ *         schema: duplicate field, DIM 0 or above VELA_DIM_MAX, ...),
+ *         VELA_EMAPFULL.
+ * The definition is copied; the caller keeps ownership of `def`.
+ */
+int vela_index_create(vela_db_t *db, const vela_index_def_t *def, vela_err_t *err);
+/**
+ * @brief Drop an index; with `delete_docs`, also delete its documents (FT.DROPINDEX DD).
+ * @return 0, VELA_ENOTFOUND ("Unknown index name").
+ */
+int vela_index_drop(vela_db_t *db, const char *name, bool delete_docs, vela_err_t *err);
+/**
+ * @brief Names of all indexes, sorted. *names is a malloc'd array of malloc'd
+ * strings; free with vela_strv_free(*names, *n).
+ */
+int vela_index_list(vela_db_t *db, char ***names, size_t *n);
+/** Free a string vector returned by vela (NULL is a no-op). */
+void vela_strv_free(char **v, size_t n);
+
+/** Statistics of one index (FT.INFO). */
+typedef struct vela_index_info {
+	uint64_t num_docs;           /**< documents indexed */
+	uint64_t indexing_failures;  /**< writes that left a document unindexed */
+	uint64_t vector_bytes;       /**< in-memory bytes of vector data */
+	uint32_t n_fields;
+	uint32_t n_prefixes;
+} vela_index_info_t;
+
+int vela_index_info(vela_db_t *db, const char *name, vela_index_info_t *out, vela_err_t *err);
+/**
+ * @brief A copy of an index's definition. Free with vela_index_def_free().
+ * Strings and arrays in it are owned by the copy.
+ */
+int vela_index_describe(vela_db_t *db, const char *name, vela_index_def_t **out, vela_err_t *err);
+void vela_index_def_free(vela_index_def_t *def);
+
+/* ================================================================ documents */
+
+/** A binary-safe name/value pair (a hash field, a query parameter). */
+typedef struct vela_kv {
+	const void *name;
+	size_t name_len;
+	const void *value;
+	size_t value_len;
+} vela_kv_t;
+
+/** Longest document key (LMDB's key limit less vela's prefixes). */
+#define VELA_KEY_MAX 480u
+
+/** A batch of writes committed together (group commit). */
+typedef struct vela_batch vela_batch_t;
+
+/**
+ * @brief Start a batch. Only one batch (or single write) runs at a time; a
+ * second caller waits. Finish with vela_batch_commit() or vela_batch_abort().
+ */
+int vela_batch_begin(vela_db_t *db, vela_batch_t **out, vela_err_t *err);
+/**
+ * @brief HSET: set fields of the hash at `key` (creating it). *n_added (may be
+ * NULL) gets the number of fields that were new (Redis's reply).
+ * Fields with the same name later in `fields` win. Each write is atomic on
+ * its own: on error nothing of it is in the batch.
+ * @return 0, VELA_EINVAL (no fields, key too long), VELA_EMAPFULL.
+ */
+int vela_batch_hset(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *fields,
+		    size_t n, size_t *n_added, vela_err_t *err);
+/** HDEL: remove fields; *n_removed gets how many existed. An emptied hash is deleted. */
+int vela_batch_hdel(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *names,
+		    size_t n, size_t *n_removed, vela_err_t *err);
+/** DEL: delete the document; *deleted is 1 if it existed. */
+int vela_batch_del(vela_batch_t *b, const void *key, size_t klen, int *deleted, vela_err_t *err);
+/**
+ * @brief Commit the batch: durable when this returns 0; indexes then reflect
+ * every write in it. The handle is freed either way.
+ */
+int vela_batch_commit(vela_batch_t *b, vela_err_t *err);
+/** Discard every write of the batch and free it. NULL is a no-op. */
+void vela_batch_abort(vela_batch_t *b);
+
+/** One-write batches. */
+int vela_hset(vela_db_t *db, const void *key, size_t klen, const vela_kv_t *fields, size_t n,
+	      size_t *n_added, vela_err_t *err);
+int vela_hdel(vela_db_t *db, const void *key, size_t klen, const vela_kv_t *names, size_t n,
+	      size_t *n_removed, vela_err_t *err);
+int vela_del(vela_db_t *db, const void *key, size_t klen, int *deleted, vela_err_t *err);
+
+/** A document read back: fields in insertion order. */
+typedef struct vela_doc {
+	vela_kv_t *fields; /**< points into the same allocation */
+	size_t n_fields;
+} vela_doc_t;
+
+/**
+ * @brief HGETALL. *out is one allocation; free with vela_doc_free().
+ * @return 0 or VELA_ENOTFOUND.
+ */
+int vela_get(vela_db_t *db, const void *key, size_t klen, vela_doc_t **out, vela_err_t *err);
+void vela_doc_free(vela_doc_t *doc);
+
+/* ================================================================ search */
+
+/** LIMIT of a search. */
+#define VELA_LIMIT_DEFAULT 10u
+#define VELA_LIMIT_MAX 1000000u
+
+/** A search request. Zero-initialise, then set what you need. */
+typedef struct vela_search_req {
+	const char *index;
+	/** Dialect-2 query, e.g. "@tag:{a|b} @n:[1 (5]=>[KNN 10 @v $B AS d]". */
+	const char *query;
+	size_t query_len; /**< 0 = strlen(query) */
+	const vela_kv_t *params; /**< PARAMS: name -> value (binary-safe) */
+	size_t n_params;
+	size_t offset; /**< LIMIT offset */
+	size_t limit;  /**< LIMIT num (0 with limit_set = count only); 0 = VELA_LIMIT_DEFAULT */
+	bool limit_set;
+	bool nocontent; /**< keys only, no fields */
+	/** RETURN: only these fields (the distance alias is a valid name); NULL = all. */
+	const char *const *return_fields;
+	size_t n_return;
+} vela_search_req_t;
+
+/** One result row. */
+typedef struct vela_search_hit {
+	const char *key; /**< binary-safe, NUL-terminated for convenience */
+	size_t key_len;
+	double dist;     /**< distance for KNN queries; NAN otherwise */
+	vela_kv_t *fields;
+	size_t n_fields;
+} vela_search_hit_t;
+
+/** A search result. One allocation tree; free with vela_result_free(). */
+typedef struct vela_result {
+	uint64_t total;       /**< documents matched (KNN: results, at most K) */
+	size_t n_hits;        /**< rows returned after LIMIT */
+	vela_search_hit_t *hits;
+	/** Name of the distance field (the KNN alias or "__<field>_score"); NULL without KNN. */
+	const char *dist_name;
+} vela_result_t;
+
+/**
+ * @brief Run one query. Without KNN, documents come in docid (insertion)
+ * order; with KNN, in ascending distance, ties by docid, and the distance is
+ * also returned as a field named dist_name (formatted "%.12g").
+ * @return 0, VELA_ENOTFOUND (unknown index), VELA_ESYNTAX (with the offset),
+ *         VELA_ETYPE, VELA_EDIM, VELA_ELIMIT.
+ */
+int vela_search(vela_db_t *db, const vela_search_req_t *req, vela_result_t **out,
+		vela_err_t *err);
+/**
+ * @brief Run many queries together: KNN queries on the same vector field
+ * are answered with one blocked matrix product (GEMM) instead of one scan
+ * each; results are the same as vela_search's one by one.
+ * @param[out] outs n results (NULL where that query failed; see errs[i],
+ *             which may be NULL).
+ * @return 0 when every query succeeded, else the first failure's code.
+ */
+int vela_search_batch(vela_db_t *db, const vela_search_req_t *reqs, size_t n,
+		      vela_result_t **outs, vela_err_t *errs);
+void vela_result_free(vela_result_t *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
