@@ -184,9 +184,17 @@ int db_vector_decode(const db_field_t *f, const void *blob, size_t len, float **
 	if (v == NULL)
 		return VELA_ENOMEM;
 	/* Blobs are little-endian, as on every host vela builds for (x86-64). */
-	if (f->vec_type == VELA_VEC_FLOAT16)
-		quant_f16_to_f32(blob, v, f->dim);
-	else
+	if (f->vec_type == VELA_VEC_FLOAT16) {
+		/* Blobs (from LMDB or the wire) may be unaligned: copy first. */
+		uint16_t *h = malloc(len);
+		if (h == NULL) {
+			free(v);
+			return VELA_ENOMEM;
+		}
+		memcpy(h, blob, len);
+		quant_f16_to_f32(h, v, f->dim);
+		free(h);
+	} else
 		memcpy(v, blob, len);
 	if (f->metric == VELA_METRIC_COSINE)
 		quant_normalize(v, f->dim);
