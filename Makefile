@@ -11,6 +11,11 @@ BUILD   ?= build/release
 TBUILD  ?= build/asan
 DATA    ?= ./data
 CUDA    ?= AUTO
+# The demo loads real SIFT vectors when the shared data set is beside the checkout.
+DEMO_FILE ?= $(wildcard ../shared/data/sift-5k.tsv)
+
+SHELL   := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 
 .PHONY: all build run test test-build bench clean
 
@@ -23,7 +28,7 @@ build:
 
 # Until velad (server issue) exists, `make run` runs the engine demo through the CLI.
 run: build
-	$(BUILD)/vela demo $(DATA)
+	$(BUILD)/vela demo $(DATA) $(DEMO_FILE)
 
 test-build:
 	@scripts/bootstrap test
@@ -34,9 +39,7 @@ test-build:
 test: test-build
 	@cd $(TBUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		ctest --output-on-failure -j $(JOBS) 2>&1 | tee ctest.log; \
-		status=$${PIPESTATUS:-0}; tail -n 3 ctest.log | grep -E 'tests passed|tests failed'; \
-		grep -q '100% tests passed' ctest.log
+		ctest --output-on-failure -j $(JOBS) 2>&1 | tee ctest.log
 
 bench: build
 	OPENBLAS_NUM_THREADS=1 $(BUILD)/bench_flat
