@@ -154,7 +154,7 @@ static void flat_bq_finish(const flat_index_t *f, flat_bq_t *p, uint32_t k, vela
 			   uint32_t *n_out)
 {
 	if (p->overflow) {
-		*n_out = 0;
+		flat_search_scan(f, p->q, k, p->filter, out, n_out);
 		return;
 	}
 	flat_pool_compact(p, k);

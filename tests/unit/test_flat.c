@@ -506,3 +506,91 @@ Test(flat, argument_errors)
 	flat_destroy(g);
 	flat_destroy(f);
 }
+
+/* ------------------------------------------------ scale, concurrency */
+
+/* Default block sizes over several blocks, with the pool compacting for
+ * real: 12,000 vectors, 40 queries, F32 and F16. */
+Test(flat, batch_default_blocks_many_rows)
+{
+	for (int t = 0; t < 2; t++) {
+		model_t m;
+		model_init(&m, 48, 12000, VELA_METRIC_L2, types[t]);
+		float v[48];
+		for (uint32_t id = 0; id < 12000; id++) {
+			random_vector(&m, v, 0.5f);
+			model_set(&m, id, v);
+		}
+		enum { NQ = 40 };
+		float *Q = malloc(NQ * 48 * sizeof(float));
+		for (int i = 0; i < NQ; i++)
+			random_vector(&m, Q + i * 48, 0.5f);
+		check_batch_equals_single(&m, Q, NQ, 10, NULL);
+		check_batch_equals_single(&m, Q, NQ, 300, NULL);
+		vela_hit_t h[10];
+		uint32_t n;
+		cr_assert_eq(flat_search(m.f, Q, 10, NULL, h, &n), 0);
+		check_knn(&m, Q, 10, NULL, h, n);
+		free(Q);
+		model_free(&m);
+	}
+}
+
+#include <pthread.h>
+
+typedef struct {
+	const model_t *m;
+	const float *Q;
+	const vela_hit_t *expect;
+	int bad;
+} reader_arg_t;
+
+static void *reader_main(void *p)
+{
+	reader_arg_t *a = p;
+	vela_hit_t h[8 * 5];
+	uint32_t n[8];
+	for (int rep = 0; rep < 20; rep++) {
+		if (rep & 1) {
+			if (flat_search_batch(a->m->f, a->Q, 8, 5, NULL, h, n) != 0)
+				a->bad++;
+		} else {
+			for (int i = 0; i < 8; i++)
+				if (flat_search(a->m->f, a->Q + i * 16, 5, NULL, h + i * 5, &n[i]) != 0)
+					a->bad++;
+		}
+		if (memcmp(h, a->expect, sizeof(h)) != 0)
+			a->bad++;
+	}
+	return NULL;
+}
+
+/* Readers may share an index: concurrent single and batch searches give
+ * the answers a lone reader gets. */
+Test(flat, concurrent_readers)
+{
+	model_t m;
+	model_init(&m, 16, 3000, VELA_METRIC_L2, VELA_VEC_FLOAT32);
+	float v[16], Q[8 * 16];
+	for (uint32_t id = 0; id < 3000; id++) {
+		random_vector(&m, v, 0);
+		model_set(&m, id, v);
+	}
+	for (int i = 0; i < 8; i++)
+		random_vector(&m, Q + i * 16, 0);
+	vela_hit_t expect[8 * 5];
+	uint32_t n;
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(flat_search(m.f, Q + i * 16, 5, NULL, expect + i * 5, &n), 0);
+	pthread_t th[4];
+	reader_arg_t args[4];
+	for (int i = 0; i < 4; i++) {
+		args[i] = (reader_arg_t){&m, Q, expect, 0};
+		cr_assert_eq(pthread_create(&th[i], NULL, reader_main, &args[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		cr_assert_eq(args[i].bad, 0, "reader %d saw %d bad answers", i, args[i].bad);
+	}
+	model_free(&m);
+}
