@@ -212,6 +212,7 @@ static int vector_check(const db_field_t *f, const uint8_t *p, size_t n)
 {
 	if (n != (size_t)f->dim * (f->vec_type == VELA_VEC_FLOAT16 ? 2 : 4))
 		return VELA_EDIM;
+	double norm_sq = 0;
 	for (uint32_t i = 0; i < f->dim; i++) {
 		if (f->vec_type == VELA_VEC_FLOAT16) {
 			if (((p[2 * i + 1] << 8 | p[2 * i]) & 0x7c00) == 0x7c00)
@@ -221,9 +222,12 @@ static int vector_check(const db_field_t *f, const uint8_t *p, size_t n)
 			memcpy(&x, p + 4 * i, 4);
 			if (!isfinite(x))
 				return VELA_ETYPE;
+			norm_sq += (double)x * x;
 		}
 	}
-	return VELA_OK;
+	/* The flat index refuses norms whose squared distances could overflow a
+	 * float; refuse them here, before anything is written. */
+	return norm_sq > FLAT_NORM_SQ_MAX ? VELA_ETYPE : VELA_OK;
 }
 
 /* Check, before writing anything, that every indexed field of the new
