@@ -108,7 +108,7 @@ static int eval_numeric(eval_ctx_t *e, const query_node_t *n, roaring_bitmap_t *
 				       n->num.hi_excl, *out));
 		return 0;
 	}
-	roaring_bitmap_t *eq;
+	roaring_bitmap_t *eq = NULL;
 	EVAL_LEAF(e, &eq, "numeric", s->num_range(s->ctx, f, n->num.lo, 0, n->num.lo, 0, eq));
 	*out = bm_new(e);
 	int rc = *out ? s->num_range(s->ctx, f, -INFINITY, 0, INFINITY, 0, *out) : VELA_ENOMEM;
@@ -201,7 +201,7 @@ static int eval_or(eval_ctx_t *e, const query_node_t *n, roaring_bitmap_t **out)
 {
 	int rc = eval_node(e, n->list.kids[0], out);
 	for (uint32_t i = 1; rc == 0 && i < n->list.n; i++) {
-		roaring_bitmap_t *k;
+		roaring_bitmap_t *k = NULL;
 		rc = eval_node(e, n->list.kids[i], &k);
 		if (rc == 0) {
 			roaring_bitmap_or_inplace(*out, k);
@@ -217,7 +217,7 @@ static int eval_or(eval_ctx_t *e, const query_node_t *n, roaring_bitmap_t **out)
 
 static int eval_not(eval_ctx_t *e, const query_node_t *n, roaring_bitmap_t **out)
 {
-	roaring_bitmap_t *inner;
+	roaring_bitmap_t *inner = NULL;
 	int rc = eval_node(e, n->kid, &inner);
 	if (rc != 0)
 		return rc;
@@ -268,7 +268,7 @@ int query_eval(const query_t *q, const query_source_t *src, roaring_bitmap_t **o
 int query_eval_count(const query_t *q, const query_source_t *src, uint64_t *count,
 		     vela_err_t *err)
 {
-	roaring_bitmap_t *b;
+	roaring_bitmap_t *b = NULL;
 	int rc = query_eval(q, src, &b, err);
 	if (rc != 0)
 		return rc;

@@ -53,7 +53,7 @@ static int kids_finish(query_parser_t *p, kid_vec_t *k, query_node_kind_t kind, 
 		*out = k->v[0];
 		return 0;
 	}
-	query_node_t *n;
+	query_node_t *n = NULL;
 	int rc = query_node_new(p, kind, off, &n);
 	if (rc != 0)
 		return rc;
@@ -77,7 +77,7 @@ static int depth_enter(query_parser_t *p)
 static int text_node(query_parser_t *p, const query_fscope_t *fs, const char *term,
 		     size_t len, size_t off, query_node_t **out)
 {
-	query_node_t *n;
+	query_node_t *n = NULL;
 	int rc = query_node_new(p, QUERY_NODE_TEXT, off, &n);
 	if (rc != 0)
 		return rc;
@@ -129,7 +129,7 @@ static int text_split(query_parser_t *p, const query_fscope_t *fs, const char *s
 			i++;
 			continue;
 		}
-		query_node_t *t;
+		query_node_t *t = NULL;
 		int rc = text_node(p, fs, buf, n, off + (esc ? start : 0), &t);
 		if (rc == 0)
 			rc = kids_push(p, &k, QUERY_NODE_AND, t);
@@ -178,8 +178,8 @@ static int parse_phrase(query_parser_t *p, const query_fscope_t *fs, query_node_
 
 static int parse_param_term(query_parser_t *p, const query_fscope_t *fs, query_node_t **out)
 {
-	const query_param_t *pr;
-	size_t off;
+	const query_param_t *pr = NULL;
+	size_t off = 0;
 	int rc = query_param_read(p, &pr, &off);
 	if (rc != 0)
 		return rc;
@@ -250,7 +250,7 @@ static int tag_value_parse(query_parser_t *p, query_node_t *n, uint32_t *cap, si
 	query_skip_ws(p);
 	size_t start = p->pos;
 	if (query_peek(p, 0) == '$' && query_is_word(query_peek(p, 1))) {
-		const query_param_t *pr;
+		const query_param_t *pr = NULL;
 		int rc = query_param_read(p, &pr, NULL);
 		if (rc != 0)
 			return rc;
@@ -284,7 +284,7 @@ static int parse_tag(query_parser_t *p, const query_field_info_t *fi, const char
 		     size_t off, query_node_t **out)
 {
 	size_t open = p->pos++;
-	query_node_t *n;
+	query_node_t *n = NULL;
 	int rc = query_node_new(p, QUERY_NODE_TAG, off, &n);
 	if (rc != 0)
 		return rc;
@@ -309,7 +309,7 @@ static int num_value_parse(query_parser_t *p, double *v, bool *excl)
 {
 	size_t off = p->pos;
 	if (query_peek(p, 0) == '$') {
-		const query_param_t *pr;
+		const query_param_t *pr = NULL;
 		int rc = query_param_read(p, &pr, NULL);
 		if (rc != 0)
 			return rc;
@@ -369,7 +369,7 @@ static int num_close(query_parser_t *p, size_t open)
 static int parse_range(query_parser_t *p, const query_field_info_t *fi, const char *name,
 		       size_t off, size_t open, query_node_t **out)
 {
-	query_node_t *n;
+	query_node_t *n = NULL;
 	int rc = num_node(p, fi, name, off, &n);
 	if (rc != 0)
 		return rc;
@@ -441,11 +441,11 @@ static int parse_compare(query_parser_t *p, const query_field_info_t *fi, const 
 		return query_err_near(p, p->pos);
 	p->pos += eq ? 2 : 1;
 	query_skip_ws(p);
-	query_node_t *n;
+	query_node_t *n = NULL;
 	int rc = num_node(p, fi, name, off, &n);
 	if (rc != 0)
 		return rc;
-	double v;
+	double v = 0;
 	rc = num_value_parse(p, &v, NULL);
 	if (rc != 0)
 		return rc;
@@ -597,7 +597,7 @@ static int parse_unary(query_parser_t *p, const query_fscope_t *fs, query_node_t
 	unsigned char c = query_peek(p, 0);
 	if ((c == '-' || c == '~') && !query_at_end(p)) {
 		size_t off = p->pos++;
-		query_node_t *kid;
+		query_node_t *kid = NULL;
 		int rc = depth_enter(p);
 		if (rc == 0)
 			rc = parse_unary(p, fs, &kid);
@@ -628,7 +628,7 @@ static int parse_inter(query_parser_t *p, const query_fscope_t *fs, query_node_t
 		unsigned char c = query_peek(p, 0);
 		if (query_at_end(p) || c == '|' || c == ')' || query_at_arrow(p, '['))
 			break;
-		query_node_t *n;
+		query_node_t *n = NULL;
 		int rc = parse_unary(p, fs, &n);
 		if (rc == 0)
 			rc = kids_push(p, &k, QUERY_NODE_AND, n);
@@ -646,7 +646,7 @@ static int parse_union(query_parser_t *p, const query_fscope_t *fs, query_node_t
 	size_t off = p->pos;
 	int rc = depth_enter(p);
 	while (rc == 0) {
-		query_node_t *n;
+		query_node_t *n = NULL;
 		rc = parse_inter(p, fs, &n);
 		if (rc == 0)
 			rc = kids_push(p, &k, QUERY_NODE_OR, n);

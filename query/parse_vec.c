@@ -57,7 +57,7 @@ static int blob_take(query_parser_t *p, const query_field_info_t *fi, const void
 		return vela_err_set(p->err, VELA_ESYNTAX,
 				    "Expected a $parameter holding the query vector at offset %zu",
 				    p->pos);
-	const query_param_t *pr;
+	const query_param_t *pr = NULL;
 	int rc = query_param_read(p, &pr, NULL);
 	if (rc != 0)
 		return rc;
@@ -125,8 +125,8 @@ static const struct knn_attr_def {
 static int knn_attr_value(query_parser_t *p, query_knn_t *knn, const struct knn_attr_def *d,
 			  const char *v, size_t len, size_t off)
 {
-	uint64_t u;
-	double x;
+	uint64_t u = 0;
+	double x = 0;
 	switch (d->kind) {
 	case KA_UINT:
 		if (!uint_parse(v, len, QUERY_KNN_ATTR_INT_MAX, &u) || u < QUERY_KNN_ATTR_INT_MIN)
@@ -306,8 +306,8 @@ typedef struct node_attr_ctx {
 static int node_attr_value(query_parser_t *p, query_node_t *n, uint32_t bit, const char *v,
 			   size_t len, size_t off)
 {
-	double x;
-	uint64_t u;
+	double x = 0;
+	uint64_t u = 0;
 	query_vrange_t *vr = n->kind == QUERY_NODE_VRANGE ? &p->q->vranges[n->vrange.idx] : NULL;
 	if ((bit == NA_YIELD || bit == NA_EPSILON) && vr == NULL)
 		return vela_err_set(p->err, VELA_ESYNTAX,
@@ -388,7 +388,7 @@ static int token_read(query_parser_t *p, const char **v, size_t *len, size_t *of
 	query_skip_ws(p);
 	*off = p->pos;
 	if (query_peek(p, 0) == '$' && query_is_word(query_peek(p, 1))) {
-		const query_param_t *pr;
+		const query_param_t *pr = NULL;
 		int rc = query_param_read(p, &pr, NULL);
 		if (rc == 0) {
 			*v = pr->value;
@@ -421,9 +421,9 @@ static int bracket_close(query_parser_t *p, size_t open)
 int query_vrange_parse(query_parser_t *p, const query_field_info_t *fi, const char *name,
 		       size_t open, query_node_t **out)
 {
-	const char *v;
-	size_t len, off;
-	double r;
+	const char *v = NULL;
+	size_t len = 0, off = 0;
+	double r = 0;
 	int rc = token_read(p, &v, &len, &off);
 	if (rc == 0)
 		rc = query_number_parse(p, v, len, off, &r);
@@ -433,13 +433,13 @@ int query_vrange_parse(query_parser_t *p, const query_field_info_t *fi, const ch
 		return vela_err_set(p->err, VELA_ESYNTAX,
 				    "Negative radius for VECTOR_RANGE at offset %zu", off);
 	query_skip_ws(p);
-	const void *blob;
-	size_t blob_len;
+	const void *blob = NULL;
+	size_t blob_len = 0;
 	rc = blob_take(p, fi, &blob, &blob_len);
 	if (rc == 0)
 		rc = bracket_close(p, open);
-	query_vrange_t *vr;
-	uint32_t idx;
+	query_vrange_t *vr = NULL;
+	uint32_t idx = 0;
 	if (rc == 0)
 		rc = vrange_push(p, &vr, &idx);
 	if (rc == 0)
@@ -456,9 +456,9 @@ int query_vrange_parse(query_parser_t *p, const query_field_info_t *fi, const ch
 
 static int knn_k_parse(query_parser_t *p, query_knn_t *knn)
 {
-	const char *v;
-	size_t len, off;
-	uint64_t k;
+	const char *v = NULL;
+	size_t len = 0, off = 0;
+	uint64_t k = 0;
 	int rc = token_read(p, &v, &len, &off);
 	if (rc != 0)
 		return rc;
@@ -479,7 +479,7 @@ static int knn_k_parse(query_parser_t *p, query_knn_t *knn)
 static int knn_field_parse(query_parser_t *p, query_knn_t *knn, query_field_info_t *fi)
 {
 	char buf[QUERY_NAME_MAX + 1];
-	size_t len, off;
+	size_t len = 0, off = 0;
 	query_skip_ws(p);
 	if (query_peek(p, 0) != '@' || query_at_end(p))
 		return vela_err_set(p->err, VELA_ESYNTAX,
@@ -518,8 +518,8 @@ static int knn_options_parse(query_parser_t *p, query_knn_t *knn, size_t open)
 		size_t nlen = p->pos - noff;
 		if (nlen == 0)
 			return query_err_near(p, p->pos);
-		const char *v;
-		size_t vlen, voff;
+		const char *v = NULL;
+		size_t vlen = 0, voff = 0;
 		int rc = token_read(p, &v, &vlen, &voff);
 		if (rc != 0)
 			return rc;
