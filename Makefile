@@ -30,10 +30,19 @@ build:
 run: build
 	$(BUILD)/vela demo $(DATA) $(DEMO_FILE)
 
-test-build:
+VENV    := $(TBUILD)/venv
+
+# The virtualenv is rebuilt when tests/requirements.txt changes.
+$(VENV)/.installed: tests/requirements.txt
+	@scripts/bootstrap test
+	@python3 -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+	@touch $@
+
+test-build: $(VENV)/.installed
 	@scripts/bootstrap test
 	@cmake -S . -B $(TBUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVELA_SANITIZE=ON \
-		-DVELA_WERROR=ON -DVELA_CUDA=$(CUDA) >/dev/null
+		-DVELA_WERROR=ON -DVELA_CUDA=$(CUDA) -DVELA_PYTHON=$(abspath $(VENV))/bin/python >/dev/null
 	@cmake --build $(TBUILD) -j $(JOBS)
 
 test: test-build

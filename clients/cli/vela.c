@@ -5,8 +5,8 @@
  *                                filtered KNN queries and check them
  *   vela info DIR                list indexes with their document counts
  *   vela query DIR INDEX QUERY [NAME=v1,v2,...]...
- *                                run one query; each NAME=... is a FLOAT32
- *                                vector parameter
+ *                                run one query (first 100 rows); each
+ *                                NAME=... is a FLOAT32 vector parameter
  *
  * `vela batch` (query files) comes with the hybrid-query issue. */
 #include <errno.h>
@@ -22,6 +22,8 @@
 #define DEMO_DIM_DEFAULT 128
 #define DEMO_N_DEFAULT 5000
 #define DEMO_BATCH 500
+/* Rows `vela query` prints. */
+#define CLI_QUERY_LIMIT 100
 
 static int usage(void)
 {
@@ -268,7 +270,7 @@ static int cmd_query(int argc, char **argv)
 	if (vela_db_open(argv[0], NULL, &db, &err))
 		die_err(argv[0], &err);
 	vela_search_req_t req = {.index = argv[1], .query = argv[2], .params = params,
-				 .n_params = (size_t)np};
+				 .n_params = (size_t)np, .limit = CLI_QUERY_LIMIT};
 	vela_result_t *r;
 	int rc = vela_search(db, &req, &r, &err);
 	if (rc == 0) {
