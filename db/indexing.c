@@ -175,11 +175,35 @@ static int postings_apply(db_index_t *ix, storage_txn_t *txn, uint32_t docid,
 
 /* ------------------------------------------------------------ vectors */
 
+/* A vector blob of the right size with only finite elements and a norm the
+ * flat index accepts. */
+static int vector_check(const db_field_t *f, const uint8_t *p, size_t n)
+{
+	if (n != (size_t)f->dim * (f->vec_type == VELA_VEC_FLOAT16 ? 2 : 4))
+		return VELA_EDIM;
+	double norm_sq = 0;
+	for (uint32_t i = 0; i < f->dim; i++) {
+		if (f->vec_type == VELA_VEC_FLOAT16) {
+			if (((p[2 * i + 1] << 8 | p[2 * i]) & 0x7c00) == 0x7c00)
+				return VELA_ETYPE;
+		} else {
+			float x;
+			memcpy(&x, p + 4 * i, 4);
+			if (!isfinite(x))
+				return VELA_ETYPE;
+			norm_sq += (double)x * x;
+		}
+	}
+	/* The flat index refuses norms whose squared distances could overflow a
+	 * float; refuse them here, before anything is written. */
+	return norm_sq > FLAT_NORM_SQ_MAX ? VELA_ETYPE : VELA_OK;
+}
+
 int db_vector_decode(const db_field_t *f, const void *blob, size_t len, float **out)
 {
-	size_t es = f->vec_type == VELA_VEC_FLOAT16 ? 2 : 4;
-	if (len != (size_t)f->dim * es)
-		return VELA_EDIM;
+	int rc = vector_check(f, blob, len);
+	if (rc)
+		return rc;
 	float *v = vela_aligned_alloc(64, (size_t)f->dim * sizeof(float));
 	if (v == NULL)
 		return VELA_ENOMEM;
@@ -205,29 +229,6 @@ int db_vector_decode(const db_field_t *f, const void *blob, size_t len, float **
 static int tag_len_ok(void *ctx, const uint8_t *term, size_t len)
 {
 	return VELA_OK;
-}
-
-/* A vector blob of the right size with only finite elements. */
-static int vector_check(const db_field_t *f, const uint8_t *p, size_t n)
-{
-	if (n != (size_t)f->dim * (f->vec_type == VELA_VEC_FLOAT16 ? 2 : 4))
-		return VELA_EDIM;
-	double norm_sq = 0;
-	for (uint32_t i = 0; i < f->dim; i++) {
-		if (f->vec_type == VELA_VEC_FLOAT16) {
-			if (((p[2 * i + 1] << 8 | p[2 * i]) & 0x7c00) == 0x7c00)
-				return VELA_ETYPE;
-		} else {
-			float x;
-			memcpy(&x, p + 4 * i, 4);
-			if (!isfinite(x))
-				return VELA_ETYPE;
-			norm_sq += (double)x * x;
-		}
-	}
-	/* The flat index refuses norms whose squared distances could overflow a
-	 * float; refuse them here, before anything is written. */
-	return norm_sq > FLAT_NORM_SQ_MAX ? VELA_ETYPE : VELA_OK;
 }
 
 /* Check, before writing anything, that every indexed field of the new

@@ -217,7 +217,8 @@ static int plan_knn(plan_t *p, vela_err_t *err)
 	const db_field_t *f = &p->ix->fields[p->knn->field_no];
 	int rc = db_vector_decode(f, p->knn->blob, p->knn->blob_len, &p->qvec);
 	if (rc == VELA_ETYPE)
-		return vela_err_set(err, VELA_ETYPE, "query vector has a NaN or infinite element");
+		return vela_err_set(err, VELA_ETYPE,
+				    "query vector has a NaN or infinite element or a norm too large");
 	if (rc)
 		return vela_err_set(err, rc, "%s", vela_strerror(rc));
 	if (p->knn->alias)

@@ -285,6 +285,10 @@ Test(db, bad_queries_name_the_problem)
 	r = (vela_search_req_t){.index = "idx", .query = "*=>[KNN 2 @v $B]", .params = &p, .n_params = 1};
 	cr_assert_neq(vela_search(db, &r, &res, &err), 0);
 	cr_assert(strstr(err.msg, "blob size (12)") != NULL, "%s", err.msg);
+	float nanq[2] = {NAN, 0};
+	p = (vela_kv_t){"B", 1, nanq, sizeof(nanq)};
+	cr_assert_eq(vela_search(db, &r, &res, &err), VELA_ETYPE);
+	cr_assert(strstr(err.msg, "NaN") != NULL, "%s", err.msg);
 	vela_db_close(db);
 }
 
