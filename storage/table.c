@@ -58,17 +58,30 @@ static int key_cmp(const MDB_val *k, const void *b, size_t blen)
 	return k->mv_size < blen ? -1 : k->mv_size > blen;
 }
 
-int storage_scan_prefix(storage_txn_t *txn, storage_table_t t, const void *prefix, size_t plen,
-			storage_scan_fn fn, void *ctx)
+static int more_prefix(const MDB_val *k, const void *b, size_t blen)
+{
+	return key_cmp_prefix(k, b, blen);
+}
+
+/* hi == NULL: no upper bound. */
+static int more_upto(const MDB_val *k, const void *b, size_t blen)
+{
+	return b == NULL || key_cmp(k, b, blen) <= 0;
+}
+
+/* Visit entries from `from` (empty: the first) while `more` holds. */
+static int scan_from(storage_txn_t *txn, storage_table_t t, const void *from, size_t flen,
+		     int (*more)(const MDB_val *, const void *, size_t), const void *b,
+		     size_t blen, storage_scan_fn fn, void *ctx)
 {
 	MDB_cursor *c;
 	int rc = mdb_cursor_open(txn->txn, txn->env->dbi[t], &c);
 	if (rc)
 		return storage_rc(rc);
-	MDB_val k = mval(prefix, plen), v;
-	int op = plen ? MDB_SET_RANGE : MDB_FIRST;
+	MDB_val k = mval(from, flen), v;
+	int op = flen ? MDB_SET_RANGE : MDB_FIRST;
 	int out = 0;
-	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0 && key_cmp_prefix(&k, prefix, plen)) {
+	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0 && more(&k, b, blen)) {
 		out = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
 		if (out)
 			break;
@@ -80,28 +93,16 @@ int storage_scan_prefix(storage_txn_t *txn, storage_table_t t, const void *prefi
 	return (rc == 0 || rc == MDB_NOTFOUND) ? VELA_OK : storage_rc(rc);
 }
 
+int storage_scan_prefix(storage_txn_t *txn, storage_table_t t, const void *prefix, size_t plen,
+			storage_scan_fn fn, void *ctx)
+{
+	return scan_from(txn, t, prefix, plen, more_prefix, prefix, plen, fn, ctx);
+}
+
 int storage_scan_range(storage_txn_t *txn, storage_table_t t, const void *lo, size_t lolen,
 		       const void *hi, size_t hilen, storage_scan_fn fn, void *ctx)
 {
-	MDB_cursor *c;
-	int rc = mdb_cursor_open(txn->txn, txn->env->dbi[t], &c);
-	if (rc)
-		return storage_rc(rc);
-	MDB_val k = mval(lo, lolen), v;
-	int op = lolen ? MDB_SET_RANGE : MDB_FIRST;
-	int out = 0;
-	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
-		if (hi && key_cmp(&k, hi, hilen) > 0)
-			break;
-		out = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
-		if (out)
-			break;
-		op = MDB_NEXT;
-	}
-	mdb_cursor_close(c);
-	if (out < 0)
-		return out;
-	return (rc == 0 || rc == MDB_NOTFOUND) ? VELA_OK : storage_rc(rc);
+	return scan_from(txn, t, lo, lolen, more_upto, hi, hilen, fn, ctx);
 }
 
 /* Delete entries from the cursor position while `more` holds. */
@@ -122,16 +123,6 @@ static int del_while(MDB_cursor *c, storage_table_t t, MDB_val *k, int rc,
 			rc = mdb_cursor_get(c, k, &v, MDB_NEXT);
 	}
 	return (rc == 0 || rc == MDB_NOTFOUND) ? VELA_OK : storage_rc(rc);
-}
-
-static int more_prefix(const MDB_val *k, const void *b, size_t blen)
-{
-	return key_cmp_prefix(k, b, blen);
-}
-
-static int more_upto(const MDB_val *k, const void *b, size_t blen)
-{
-	return key_cmp(k, b, blen) <= 0;
 }
 
 static int del_from(storage_txn_t *txn, storage_table_t t, const void *from, size_t flen,
