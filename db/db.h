@@ -122,6 +122,8 @@ int db_field_find(const db_index_t *ix, const char *name, size_t len);
 int db_index_doc(db_index_t *ix, storage_txn_t *txn, const uint8_t *key, size_t klen,
 		 const storage_field_t *old, size_t n_old, const storage_field_t *fields,
 		 size_t n_fields, db_changes_t *ch);
+/** The field called `name` in a document's fields, or NULL. */
+const storage_field_t *db_doc_field(const storage_field_t *f, size_t n, const char *name);
 /** Delete a document and re-index it out of every index; *deleted (may be NULL) = existed. */
 int db_doc_delete(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
 		  db_changes_t *ch, int *deleted);

@@ -36,7 +36,7 @@ size_t db_key_vector(uint8_t *buf, uint32_t index_id, uint32_t field, uint32_t d
 
 /* ------------------------------------------------------------ field values */
 
-static const storage_field_t *doc_field(const storage_field_t *f, size_t n, const char *name)
+const storage_field_t *db_doc_field(const storage_field_t *f, size_t n, const char *name)
 {
 	size_t len = strlen(name);
 	for (size_t i = 0; i < n; i++)
@@ -147,7 +147,7 @@ static int postings_apply(db_index_t *ix, storage_txn_t *txn, uint32_t docid,
 	struct post_ctx p = {.txn = txn, .index_id = ix->id, .docid = docid, .add = add};
 	for (uint32_t i = 0; i < ix->n_fields; i++) {
 		const db_field_t *f = &ix->fields[i];
-		const storage_field_t *v = doc_field(doc, n, f->name);
+		const storage_field_t *v = db_doc_field(doc, n, f->name);
 		if (v == NULL || f->type == VELA_FIELD_VECTOR)
 			continue;
 		p.field = (uint16_t)i;
@@ -237,7 +237,7 @@ static int doc_validate(const db_index_t *ix, const storage_field_t *doc, size_t
 {
 	for (uint32_t i = 0; i < ix->n_fields; i++) {
 		const db_field_t *f = &ix->fields[i];
-		const storage_field_t *v = doc_field(doc, n, f->name);
+		const storage_field_t *v = db_doc_field(doc, n, f->name);
 		double d;
 		int rc = VELA_OK;
 		if (v == NULL)
@@ -276,7 +276,7 @@ static int vectors_add(db_index_t *ix, storage_txn_t *txn, uint32_t docid,
 {
 	for (uint32_t i = 0; i < ix->n_fields; i++) {
 		const db_field_t *f = &ix->fields[i];
-		const storage_field_t *v = doc_field(doc, n, f->name);
+		const storage_field_t *v = db_doc_field(doc, n, f->name);
 		if (f->type != VELA_FIELD_VECTOR || v == NULL)
 			continue;
 		float *vec;

@@ -293,15 +293,6 @@ static int row_add_field(result_impl_t *r, vela_search_hit_t *h, const void *nam
 	return VELA_OK;
 }
 
-static const storage_field_t *row_field(const storage_field_t *f, size_t n, const char *name)
-{
-	size_t len = strlen(name);
-	for (size_t i = 0; i < n; i++)
-		if (f[i].name_len == len && memcmp(f[i].name, name, len) == 0)
-			return &f[i];
-	return NULL;
-}
-
 /* Fill the fields of one row: RETURN's list in order, else distance + all. */
 static int row_fields(result_impl_t *r, const plan_t *p, vela_search_hit_t *h,
 		      const storage_field_t *f, size_t n)
@@ -329,7 +320,7 @@ static int row_fields(result_impl_t *r, const plan_t *p, vela_search_hit_t *h,
 		}
 		/* A schema alias returns the hash field it names. */
 		int fi = db_field_find(p->ix, name, strlen(name));
-		const storage_field_t *v = row_field(f, n, fi >= 0 ? p->ix->fields[fi].name : name);
+		const storage_field_t *v = db_doc_field(f, n, fi >= 0 ? p->ix->fields[fi].name : name);
 		if (v)
 			rc = row_add_field(r, h, name, strlen(name), v->value, v->value_len);
 	}
