@@ -350,14 +350,24 @@ struct scan_ctx {
 	db_index_t *ix;
 	storage_txn_t *txn;
 	db_changes_t *ch;
-	int rc;
+	uint32_t prefix; /**< the prefix being scanned */
 };
+
+/* A key under an earlier prefix was already indexed by that prefix's scan. */
+static bool scan_seen(const struct scan_ctx *s, const uint8_t *key, size_t klen)
+{
+	for (uint32_t j = 0; j < s->prefix; j++)
+		if (klen >= s->ix->prefix_lens[j] &&
+		    memcmp(key, s->ix->prefixes[j], s->ix->prefix_lens[j]) == 0)
+			return true;
+	return false;
+}
 
 static int index_initial_scan_doc(void *ctx, const uint8_t *key, size_t klen,
 				  const uint8_t *val, size_t vlen)
 {
 	struct scan_ctx *s = ctx;
-	if (!db_index_matches_key(s->ix, key, klen))
+	if (!db_index_matches_key(s->ix, key, klen) || scan_seen(s, key, klen))
 		return 0;
 	storage_field_t *f;
 	size_t n;
@@ -374,12 +384,11 @@ static int index_initial_scan(db_index_t *ix, storage_txn_t *txn, db_changes_t *
 	struct scan_ctx s = {.ix = ix, .txn = txn, .ch = ch};
 	if (ix->n_prefixes == 0)
 		return storage_scan_prefix(txn, ST_DOCS, NULL, 0, index_initial_scan_doc, &s);
-	for (uint32_t i = 0; i < ix->n_prefixes; i++) {
-		int rc = storage_scan_prefix(txn, ST_DOCS, ix->prefixes[i], ix->prefix_lens[i],
-					     index_initial_scan_doc, &s);
+	for (s.prefix = 0; s.prefix < ix->n_prefixes; s.prefix++) {
+		int rc = storage_scan_prefix(txn, ST_DOCS, ix->prefixes[s.prefix],
+					     ix->prefix_lens[s.prefix], index_initial_scan_doc, &s);
 		if (rc)
 			return rc;
-		/* Overlapping prefixes: a doc indexed twice is harmless (same docid). */
 	}
 	return VELA_OK;
 }
@@ -428,9 +437,12 @@ int vela_index_create(vela_db_t *db, const vela_index_def_t *def, vela_err_t *er
 	}
 	storage_txn_t *txn;
 	db_changes_t ch = {0};
-	rc = storage_txn_begin(db->env, NULL, 1, &txn);
-	if (rc) {
+	rc = db_indexes_reserve(db, db->n_indexes + 1);
+	if (rc == 0 && (rc = storage_txn_begin(db->env, NULL, 1, &txn)))
 		vela_err_set(err, rc, "cannot begin transaction: %s", vela_strerror(rc));
+	if (rc) {
+		if (rc == VELA_ENOMEM)
+			vela_err_set(err, rc, "out of memory");
 	} else if ((rc = index_create_txn(db, def, txn, &ch, err))) {
 		storage_txn_abort(txn);
 		db_changes_truncate(&ch, 0);

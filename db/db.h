@@ -9,6 +9,8 @@
  * LMDB snapshot they read always matches the in-memory state. A writer
  * prepares its LMDB changes holding only `write_mu` (one writer), then takes
  * `lock` exclusively just to commit and apply the changes to memory.
+ * `lock` prefers writers (so searches cannot starve writes); hence no thread
+ * may take it shared twice.
  */
 #ifndef VELA_DB_H
 #define VELA_DB_H
@@ -60,6 +62,7 @@ struct vela_db {
 	pthread_mutex_t write_mu; /**< one writer (batch, index create/drop) */
 	db_index_t **indexes;
 	size_t n_indexes;
+	size_t cap_indexes; /**< reserved before a create commits, so publishing cannot fail */
 };
 
 /* ------------------------------------------------------------ pending changes */
@@ -95,6 +98,8 @@ void db_changes_truncate(db_changes_t *c, size_t mark);
 /** Apply every change to memory; caller holds db->lock exclusively. Empties `c`. */
 void db_changes_apply(vela_db_t *db, db_changes_t *c);
 
+/** Make room for n published indexes (call holding write_mu, not lock). */
+int db_indexes_reserve(vela_db_t *db, size_t n);
 /** Commit `txn` and apply `ch` under the exclusive lock. Frees txn. */
 int db_commit(vela_db_t *db, storage_txn_t *txn, db_changes_t *ch, vela_err_t *err);
 

@@ -22,13 +22,11 @@ static int load_index(void *ctx, const uint8_t *key, size_t klen, const uint8_t 
 		db_index_free(ix);
 		return rc;
 	}
-	db_index_t **v = realloc(l->db->indexes, (l->db->n_indexes + 1) * sizeof(*v));
-	if (v == NULL) {
+	if (db_indexes_reserve(l->db, l->db->n_indexes + 1)) {
 		db_index_free(ix);
 		return vela_err_set(l->err, VELA_ENOMEM, "out of memory loading indexes");
 	}
-	l->db->indexes = v;
-	v[l->db->n_indexes++] = ix;
+	l->db->indexes[l->db->n_indexes++] = ix;
 	return 0;
 }
 
@@ -73,7 +71,14 @@ int vela_db_open(const char *dir, const vela_db_options_t *opts, vela_db_t **out
 		free(db);
 		return rc;
 	}
-	pthread_rwlock_init(&db->lock, NULL);
+	/* glibc's default rwlock prefers readers: a steady stream of searches
+	 * would starve the writer forever. No reader takes the lock twice, so
+	 * writer preference cannot deadlock. */
+	pthread_rwlockattr_t attr;
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&db->lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
 	pthread_mutex_init(&db->write_mu, NULL);
 	if ((rc = db_load(db, err))) {
 		vela_db_close(db);

@@ -119,8 +119,8 @@ static int src_text(void *ctx, int32_t field, const char *term, size_t len, roar
 	src_ctx_t *s = ctx;
 	/* Terms are stored lowercased; the parser lowercases too, but be sure. */
 	char buf[STORAGE_TERM_MAX];
-	if (len > STORAGE_TERM_MAX)
-		return VELA_OK;
+	if (len > STORAGE_TERM_MAX) /* indexing cuts long terms the same way */
+		len = STORAGE_TERM_MAX;
 	for (size_t i = 0; i < len; i++)
 		buf[i] = (char)((term[i] >= 'A' && term[i] <= 'Z') ? term[i] + 32 : term[i]);
 	for (uint32_t f = 0; f < s->ix->n_fields; f++) {
@@ -137,6 +137,9 @@ static int src_num(void *ctx, uint32_t field, double lo, int lo_excl, double hi,
 		   roaring_bitmap_t *out)
 {
 	src_ctx_t *s = ctx;
+	/* Nothing lies above (+inf or below (-inf. */
+	if ((lo_excl && lo == INFINITY) || (hi_excl && hi == -INFINITY))
+		return VELA_OK;
 	if (lo_excl)
 		lo = nextafter(lo, INFINITY);
 	if (hi_excl)

@@ -31,15 +31,23 @@ void db_changes_truncate(db_changes_t *c, size_t mark)
 	c->n = mark;
 }
 
+int db_indexes_reserve(vela_db_t *db, size_t n)
+{
+	if (db->cap_indexes >= n)
+		return VELA_OK;
+	pthread_rwlock_wrlock(&db->lock); /* readers walk the array */
+	db_index_t **v = realloc(db->indexes, n * sizeof(*v));
+	if (v) {
+		db->indexes = v;
+		db->cap_indexes = n;
+	}
+	pthread_rwlock_unlock(&db->lock);
+	return v ? VELA_OK : VELA_ENOMEM;
+}
+
+/* Capacity was reserved by db_indexes_reserve before the commit. */
 static void index_publish(vela_db_t *db, db_index_t *ix)
 {
-	db_index_t **v = realloc(db->indexes, (db->n_indexes + 1) * sizeof(*v));
-	if (v == NULL) {
-		vela_error("out of memory publishing index '%s': restart to load it", ix->name);
-		db_index_free(ix);
-		return;
-	}
-	db->indexes = v;
 	db->indexes[db->n_indexes++] = ix;
 }
 
@@ -259,7 +267,8 @@ static int op_hdel(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t
 		int gone = 0;
 		for (size_t j = 0; j < n && !gone; j++)
 			gone = names[j].name_len == old[i].name_len &&
-			       memcmp(names[j].name, old[i].name, old[i].name_len) == 0;
+			       (old[i].name_len == 0 ||
+				memcmp(names[j].name, old[i].name, old[i].name_len) == 0);
 		if (gone)
 			removed++;
 		else
@@ -282,6 +291,7 @@ struct vela_batch {
 	vela_db_t *db;
 	storage_txn_t *txn;
 	db_changes_t ch;
+	pthread_t owner; /**< LMDB write txns are bound to the thread that began them */
 };
 
 int vela_batch_begin(vela_db_t *db, vela_batch_t **out, vela_err_t *err)
@@ -290,6 +300,7 @@ int vela_batch_begin(vela_db_t *db, vela_batch_t **out, vela_err_t *err)
 	if (b == NULL)
 		return vela_err_set(err, VELA_ENOMEM, "out of memory");
 	b->db = db;
+	b->owner = pthread_self();
 	pthread_mutex_lock(&db->write_mu);
 	int rc = storage_txn_begin(db->env, NULL, 1, &b->txn);
 	if (rc) {
@@ -314,10 +325,21 @@ static int key_check(const void *key, size_t klen, vela_err_t *err)
 /* Run one write in a nested transaction so it fails alone. */
 enum batch_op { OP_HSET, OP_HDEL, OP_DEL };
 
-static int batch_run(vela_batch_t *b, int op, const uint8_t *key, size_t klen,
-		     const vela_kv_t *kv, size_t n, size_t *count, vela_err_t *err)
+static int batch_thread_check(const vela_batch_t *b, vela_err_t *err)
 {
-	int rc = key_check(key, klen, err);
+	if (pthread_equal(b->owner, pthread_self()))
+		return VELA_OK;
+	return vela_err_set(err, VELA_EINVAL, "a batch must be used and committed on the "
+					      "thread that began it");
+}
+
+static int batch_run(vela_batch_t *b, int op, const uint8_t *key, size_t klen,
+		     const vela_kv_t *kv, size_t n, size_t *count_out, vela_err_t *err)
+{
+	size_t cnt = 0, *count = &cnt;
+	int rc = batch_thread_check(b, err);
+	if (rc == 0)
+		rc = key_check(key, klen, err);
 	if (rc)
 		return rc;
 	storage_txn_t *child;
@@ -334,8 +356,11 @@ static int batch_run(vela_batch_t *b, int op, const uint8_t *key, size_t klen,
 	if (op == OP_DEL && count)
 		*count = (size_t)del;
 	rc = rc ? (storage_txn_abort(child), rc) : storage_txn_commit(child);
-	if (rc == 0)
+	if (rc == 0) {
+		if (count_out)
+			*count_out = cnt;
 		return VELA_OK;
+	}
 	db_changes_truncate(&b->ch, mark);
 	if (rc == VELA_EMAPFULL)
 		return vela_err_set(err, rc, "OOM storage map is full: raise the map size or "
@@ -371,7 +396,10 @@ int vela_batch_del(vela_batch_t *b, const void *key, size_t klen, int *deleted, 
 int vela_batch_commit(vela_batch_t *b, vela_err_t *err)
 {
 	vela_db_t *db = b->db;
-	int rc = db_commit(db, b->txn, &b->ch, err);
+	int rc = batch_thread_check(b, err);
+	if (rc)
+		return rc; /* the batch stays open for its own thread */
+	rc = db_commit(db, b->txn, &b->ch, err);
 	pthread_mutex_unlock(&db->write_mu);
 	free(b->ch.v);
 	free(b);

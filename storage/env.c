@@ -113,11 +113,14 @@ static int env_create(const char *dir, size_t map_size, unsigned flags, storage_
 		return vela_err_set(err, storage_rc(rc), "mdb_env_create: %s", mdb_strerror(rc));
 	mdb_env_set_maxdbs(env->mdb, ST_NTABLES + 2);
 	mdb_env_set_maxreaders(env->mdb, 1024);
-	rc = mdb_env_set_mapsize(env->mdb, map_size);
+	/* Size 0 before open keeps the size stored in an existing file (a
+	 * non-zero size would override it, shrinking a grown map); the requested
+	 * size is applied after open, only to grow. */
+	rc = mdb_env_set_mapsize(env->mdb, 0);
 	if (rc)
 		return vela_err_set(err, storage_rc(rc), "cannot set map size: %s", mdb_strerror(rc));
 	if (!(flags & STORAGE_RDONLY) && mkdir(dir, 0755) != 0 && errno != EEXIST)
-		return vela_err_set(err, errno, "cannot create directory '%s': %s", dir,
+		return vela_err_set(err, VELA_EIO, "cannot create directory '%s': %s", dir,
 				    strerror(errno));
 	/* MDB_NOTLS: read txns are not tied to threads (worker pools). Never
 	 * MDB_WRITEMAP, so MDB_NOSYNC cannot corrupt (DESIGN §3). */
@@ -130,6 +133,10 @@ static int env_create(const char *dir, size_t map_size, unsigned flags, storage_
 	if (rc)
 		return vela_err_set(err, storage_rc(rc), "cannot open database '%s': %s", dir,
 				    mdb_strerror(rc));
+	MDB_envinfo info;
+	mdb_env_info(env->mdb, &info);
+	if (info.me_mapsize < map_size && (rc = mdb_env_set_mapsize(env->mdb, map_size)))
+		return vela_err_set(err, storage_rc(rc), "cannot set map size: %s", mdb_strerror(rc));
 	return VELA_OK;
 }
 

@@ -76,8 +76,8 @@ typedef struct storage_txn storage_txn_t;
  * A new database is stamped with STORAGE_MAGIC / STORAGE_FORMAT_VERSION; an
  * existing one is checked: another magic is VELA_ECORRUPT, a newer version
  * VELA_EVERSION, both with a message in `err`.
- * @param map_size 0 for STORAGE_MAP_SIZE_DEFAULT; else MIN..MAX. An existing
- *        larger map is kept.
+ * @param map_size 0 for STORAGE_MAP_SIZE_DEFAULT; else MIN..MAX. The map
+ *        only grows here: an existing larger map keeps its size.
  * @param[out] out the environment; free with storage_close().
  */
 int storage_open(const char *dir, size_t map_size, unsigned flags, storage_env_t **out,

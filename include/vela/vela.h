@@ -23,7 +23,10 @@
  * @section threads Threads
  * A vela_db_t may be used from many threads at once: searches run
  * concurrently with each other; writes are serialised (one writer). A
- * vela_batch_t belongs to one thread at a time.
+ * vela_batch_t must be begun, used and committed (or aborted) on one thread:
+ * LMDB binds a write transaction to its thread. Other threads get
+ * VELA_EINVAL. While a thread holds a batch it must not call the one-write
+ * functions, index create/drop or vela_db_set_map_size (they wait for it).
  *
  * @section errors Errors
  * Every function that can fail returns 0 or a negative VELA_E... code (see
@@ -211,7 +214,11 @@ int vela_batch_begin(vela_db_t *db, vela_batch_t **out, vela_err_t *err);
  * NULL) gets the number of fields that were new (Redis's reply).
  * Fields with the same name later in `fields` win. Each write is atomic on
  * its own: on error nothing of it is in the batch.
- * @return 0, VELA_EINVAL (no fields, key too long), VELA_EMAPFULL.
+ * @return 0, VELA_EINVAL (no fields, empty key), VELA_ELIMIT (key longer
+ *         than VELA_KEY_MAX), VELA_EMAPFULL ("OOM ...": this write left no
+ *         trace; the batch's earlier writes may still commit, but a map that
+ *         is full may also make the commit fail, losing the whole batch —
+ *         abort, grow the map with vela_db_set_map_size, retry).
  */
 int vela_batch_hset(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *fields,
 		    size_t n, size_t *n_added, vela_err_t *err);
@@ -290,8 +297,8 @@ typedef struct vela_result {
 } vela_result_t;
 
 /**
- * @brief Run one query. Without KNN, documents come in docid (insertion)
- * order; with KNN, in ascending distance, ties by docid, and the distance is
+ * @brief Run one query. Without KNN, documents come in docid order
+ * (insertion order until deleted docids are reused); with KNN, in ascending distance, ties by docid, and the distance is
  * also returned as a field named dist_name (formatted "%.12g").
  * @return 0, VELA_ENOTFOUND (unknown index), VELA_ESYNTAX (with the offset),
  *         VELA_ETYPE, VELA_EDIM, VELA_ELIMIT.

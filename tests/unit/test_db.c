@@ -568,3 +568,147 @@ Test(db, newer_format_directory_is_refused)
 	cr_assert_eq(vela_db_open(dir, NULL, &db, &err), VELA_EVERSION);
 	cr_assert(strstr(err.msg, "newer") != NULL, "%s", err.msg);
 }
+
+/* ---- regressions from review ---- */
+
+struct spin_arg {
+	vela_db_t *db;
+	volatile int *stop;
+};
+
+static void *spin_search(void *p)
+{
+	struct spin_arg *a = p;
+	float q[2] = {1, 1};
+	vela_kv_t prm = {"B", 1, q, sizeof(q)};
+	while (!*a->stop) {
+		vela_search_req_t r = {.index = "idx", .query = "*=>[KNN 5 @v $B]", .params = &prm,
+				       .n_params = 1};
+		vela_result_t *res;
+		vela_err_t err;
+		if (vela_search(a->db, &r, &res, &err) == 0)
+			vela_result_free(res);
+	}
+	return NULL;
+}
+
+/* With a reader-preferring lock, 6 searching threads starved every write. */
+Test(db, writes_progress_under_search_load)
+{
+	vela_db_t *db = db_open_ok(dir, 0);
+	create_basic(db, VELA_METRIC_L2);
+	for (int i = 0; i < 2000; i++) {
+		char key[32];
+		snprintf(key, sizeof(key), "doc:%d", i);
+		put_doc(db, key, "a", "1", "x", (float)(i % 17), (float)(i % 23));
+	}
+	volatile int stop = 0;
+	struct spin_arg a = {db, &stop};
+	pthread_t th[6];
+	for (int i = 0; i < 6; i++)
+		pthread_create(&th[i], NULL, spin_search, &a);
+	for (int i = 0; i < 20; i++)
+		put_doc(db, "doc:new", "b", "2", "y", (float)i, 0);
+	stop = 1;
+	for (int i = 0; i < 6; i++)
+		pthread_join(th[i], NULL);
+	vela_db_close(db);
+}
+
+struct other_arg {
+	vela_batch_t *b;
+	int rc;
+};
+
+static void *commit_elsewhere(void *p)
+{
+	struct other_arg *a = p;
+	vela_err_t err;
+	a->rc = vela_batch_commit(a->b, &err);
+	return NULL;
+}
+
+Test(db, batch_is_bound_to_its_thread)
+{
+	vela_db_t *db = db_open_ok(dir, 0);
+	vela_batch_t *b;
+	vela_err_t err;
+	cr_assert_eq(vela_batch_begin(db, &b, &err), 0);
+	vela_kv_t kv = {"a", 1, "1", 1};
+	cr_assert_eq(vela_batch_hset(b, "k", 1, &kv, 1, NULL, &err), 0);
+	struct other_arg a = {b, 0};
+	pthread_t t;
+	pthread_create(&t, NULL, commit_elsewhere, &a);
+	pthread_join(t, NULL);
+	cr_assert_eq(a.rc, VELA_EINVAL);
+	cr_assert_eq(vela_batch_commit(b, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_hset(db, "k2", 2, &kv, 1, NULL, &err), 0, "later writes proceed");
+	cr_assert_eq(vela_db_size(db), 2);
+	vela_db_close(db);
+}
+
+Test(db, reopen_keeps_a_grown_map)
+{
+	vela_db_t *db = db_open_ok(dir, 2u << 20);
+	vela_err_t err;
+	cr_assert_eq(vela_db_set_map_size(db, 64ull << 20, &err), 0, "%s", err.msg);
+	static char big[200000];
+	for (int i = 0; i < 30; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "b%d", i);
+		vela_kv_t kv = {"f", 1, big, sizeof(big)};
+		cr_assert_eq(vela_hset(db, key, strlen(key), &kv, 1, NULL, &err), 0, "%s", err.msg);
+	}
+	vela_db_close(db);
+	db = db_open_ok(dir, 2u << 20);
+	size_t map, used;
+	vela_db_map_usage(db, &map, &used);
+	cr_assert_geq(map, 64ull << 20, "map shrank to %zu on reopen", map);
+	vela_kv_t kv = {"f", 1, big, sizeof(big)};
+	cr_assert_eq(vela_hset(db, "more", 4, &kv, 1, NULL, &err), 0, "%s", err.msg);
+	vela_db_close(db);
+}
+
+Test(db, overlapping_prefixes_count_one_failure)
+{
+	vela_db_t *db = db_open_ok(dir, 0);
+	cr_assert_eq(hset1(db, "ab:1", "n", "abc", 3), 0);
+	cr_assert_eq(hset1(db, "ab:2", "n", "5", 1), 0);
+	vela_field_def_t f = {.name = "n", .type = VELA_FIELD_NUMERIC};
+	const char *pre[] = {"a", "ab"};
+	vela_index_def_t d = {.name = "o", .prefixes = pre, .n_prefixes = 2, .fields = &f, .n_fields = 1};
+	vela_err_t err;
+	cr_assert_eq(vela_index_create(db, &d, &err), 0, "%s", err.msg);
+	vela_index_info_t info;
+	cr_assert_eq(vela_index_info(db, "o", &info, &err), 0);
+	cr_assert_eq(info.num_docs, 1);
+	cr_assert_eq(info.indexing_failures, 1);
+	vela_db_close(db);
+}
+
+Test(db, open_errors_are_vela_codes)
+{
+	vela_db_t *db;
+	vela_err_t err;
+	int rc = vela_db_open("/etc/passwd/x", NULL, &db, &err);
+	cr_assert_lt(rc, 0, "rc %d", rc);
+	cr_assert(strstr(err.msg, "/etc/passwd/x") != NULL, "%s", err.msg);
+}
+
+Test(db, exclusive_infinite_bounds_match_nothing)
+{
+	vela_db_t *db = db_open_ok(dir, 0);
+	create_basic(db, VELA_METRIC_L2);
+	cr_assert_eq(hset1(db, "doc:i", "year", "inf", 3), 0);
+	cr_assert_eq(hset1(db, "doc:m", "year", "-inf", 4), 0);
+	vela_result_t *r = search(db, "@year:[(inf +inf]", NULL, 0);
+	cr_assert_eq(r->total, 0);
+	vela_result_free(r);
+	r = search(db, "@year:[-inf (-inf]", NULL, 0);
+	cr_assert_eq(r->total, 0);
+	vela_result_free(r);
+	r = search(db, "@year:[-inf +inf]", NULL, 0);
+	cr_assert_eq(r->total, 2);
+	vela_result_free(r);
+	vela_db_close(db);
+}
