@@ -127,6 +127,46 @@ int db_field_find(const db_index_t *ix, const char *name, size_t len);
 int db_index_doc(db_index_t *ix, storage_txn_t *txn, const uint8_t *key, size_t klen,
 		 const storage_field_t *old, size_t n_old, const storage_field_t *fields,
 		 size_t n_fields, db_changes_t *ch);
+/* ------------------------------------------------------------ write ops */
+
+/** Kinds of writes a batch runs (each in its own nested transaction). */
+enum db_op_kind { OP_HSET, OP_HSETNX, OP_HDEL, OP_DEL, OP_SET, OP_EXPIRE, OP_EXPIRE_CYCLE };
+
+/** One write and its arguments; `count` is its result (fields added, ...). */
+typedef struct db_op {
+	int kind;
+	const uint8_t *key;
+	size_t klen;
+	const vela_kv_t *kv; /**< HSET/HDEL fields */
+	size_t n;            /**< number of kv; OP_EXPIRE_CYCLE: most keys to expire */
+	const void *val;     /**< SET value */
+	size_t vlen;
+	unsigned flags;      /**< SET: VELA_SET_* */
+	int64_t at_ms;       /**< SET/EXPIRE: unix ms; EXPIRE < 0 = persist */
+	size_t count;
+} db_op_t;
+
+/** Store a hash (n_doc == 0 deletes it) and re-index it everywhere. */
+int db_doc_store(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
+		 const storage_field_t *old, size_t n_old, const storage_field_t *doc,
+		 size_t n_doc, db_changes_t *ch);
+/** Wall clock in unix milliseconds (expiry times). */
+int64_t db_now_ms(void);
+/** VELA_ETYPE if `key` holds a string, else 0. */
+int db_key_is_string(storage_txn_t *txn, const uint8_t *key, size_t klen);
+/** Delete `key` (hash or string) if its expiry time has passed. */
+int db_key_lazy_expire(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
+		       db_changes_t *ch);
+/** Delete a key of any type; *count = 1 if it existed. */
+int db_key_delete(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
+		  db_changes_t *ch, size_t *count);
+/** 0 if `key` has an expiry time that has passed (reads treat it as absent). */
+int db_key_live_read(storage_txn_t *txn, const uint8_t *key, size_t klen);
+/** Remove a key's expiry (absent is fine). */
+int db_expiry_clear(storage_txn_t *txn, const uint8_t *key, size_t klen);
+/** OP_SET, OP_EXPIRE, OP_EXPIRE_CYCLE. */
+int db_keyspace_op(vela_db_t *db, storage_txn_t *txn, db_op_t *op, db_changes_t *ch);
+
 /** The field called `name` in a document's fields, or NULL. */
 const storage_field_t *db_doc_field(const storage_field_t *f, size_t n, const char *name);
 /** Delete a document and re-index it out of every index; *deleted (may be NULL) = existed. */

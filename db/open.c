@@ -129,13 +129,15 @@ int vela_db_sync(vela_db_t *db)
 
 uint64_t vela_db_size(vela_db_t *db)
 {
-	uint64_t n = 0;
+	uint64_t n = 0, s = 0;
 	storage_txn_t *txn = NULL;
 	pthread_rwlock_rdlock(&db->lock);
 	if (storage_txn_begin(db->env, NULL, 0, &txn) == 0) {
 		storage_count(txn, ST_DOCS, &n);
+		storage_count(txn, ST_STRINGS, &s);
 		storage_txn_abort(txn);
 	}
+	n += s;
 	pthread_rwlock_unlock(&db->lock);
 	return n;
 }
@@ -177,7 +179,10 @@ int vela_get(vela_db_t *db, const void *key, size_t klen, vela_doc_t **out, vela
 	int rc = storage_txn_begin(db->env, NULL, 0, &txn);
 	const void *v;
 	size_t vl;
-	if (rc == 0 && (rc = storage_get(txn, ST_DOCS, key, klen, &v, &vl)) == 0) {
+	if (rc == 0 && !db_key_live_read(txn, key, klen))
+		rc = VELA_ENOTFOUND;
+	if (rc == 0 && (rc = db_key_is_string(txn, key, klen)) == 0 &&
+	    (rc = storage_get(txn, ST_DOCS, key, klen, &v, &vl)) == 0) {
 		storage_field_t *f;
 		size_t n;
 		if ((rc = storage_doc_unpack(v, vl, &f, &n)) == 0) {
@@ -187,6 +192,9 @@ int vela_get(vela_db_t *db, const void *key, size_t klen, vela_doc_t **out, vela
 	}
 	storage_txn_abort(txn);
 	pthread_rwlock_unlock(&db->lock);
+	if (rc == VELA_ETYPE)
+		return vela_err_set(err, rc, "WRONGTYPE Operation against a key holding the wrong "
+					     "kind of value");
 	if (rc)
 		return vela_err_set(err, rc, rc == VELA_ENOTFOUND ? "no such key" : "%s",
 				    vela_strerror(rc));

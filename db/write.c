@@ -170,13 +170,15 @@ static int doc_reindex(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, si
 	return VELA_OK;
 }
 
-static int doc_store(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
+int db_doc_store(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
 		     const storage_field_t *old, size_t n_old, const storage_field_t *doc,
 		     size_t n_doc, db_changes_t *ch)
 {
 	int rc;
 	if (n_doc == 0) {
 		rc = storage_del(txn, ST_DOCS, key, klen);
+		if (rc == 0)
+			rc = db_expiry_clear(txn, key, klen);
 		return rc ? rc : doc_reindex(db, txn, key, klen, old, n_old, NULL, 0, ch);
 	}
 	uint8_t *packed;
@@ -196,7 +198,7 @@ int db_doc_delete(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t 
 	size_t n_old;
 	int rc = doc_load(txn, key, klen, &buf, &old, &n_old);
 	if (rc == 0 && buf)
-		rc = doc_store(db, txn, key, klen, old, n_old, NULL, 0, ch);
+		rc = db_doc_store(db, txn, key, klen, old, n_old, NULL, 0, ch);
 	if (deleted)
 		*deleted = buf != NULL;
 	free(old);
@@ -212,14 +214,16 @@ static int field_index(const storage_field_t *f, size_t n, const void *name, siz
 	return -1;
 }
 
-static int op_hset(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
-		   const vela_kv_t *kv, size_t n, size_t *n_added, db_changes_t *ch)
+static int op_hset(vela_db_t *db, storage_txn_t *txn, db_op_t *op, db_changes_t *ch)
 {
 	uint8_t *buf;
 	storage_field_t *old, *doc = NULL;
-	size_t n_old, n_doc, added = 0;
-	int rc = doc_load(txn, key, klen, &buf, &old, &n_old);
+	size_t n_old, n_doc, added = 0, n = op->n;
+	const vela_kv_t *kv = op->kv;
+	int rc = db_key_is_string(txn, op->key, op->klen);
 	if (rc)
+		return rc;
+	if ((rc = doc_load(txn, op->key, op->klen, &buf, &old, &n_old)))
 		return rc;
 	if (n_old + n > STORAGE_DOC_FIELDS_MAX ||
 	    (doc = malloc((n_old + n) * sizeof(*doc))) == NULL) {
@@ -231,6 +235,8 @@ static int op_hset(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t
 	n_doc = n_old;
 	for (size_t i = 0; i < n; i++) {
 		int at = field_index(doc, n_doc, kv[i].name, kv[i].name_len);
+		if (at >= 0 && op->kind == OP_HSETNX)
+			goto out; /* HSETNX: the field exists, nothing to do */
 		if (at < 0) {
 			at = (int)n_doc++;
 			doc[at].name = kv[i].name;
@@ -240,9 +246,8 @@ static int op_hset(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t
 		doc[at].value = kv[i].value;
 		doc[at].value_len = kv[i].value_len;
 	}
-	rc = doc_store(db, txn, key, klen, old, n_old, doc, n_doc, ch);
-	if (n_added)
-		*n_added = added;
+	rc = db_doc_store(db, txn, op->key, op->klen, old, n_old, doc, n_doc, ch);
+	op->count = added;
 out:
 	free(doc);
 	free(old);
@@ -256,7 +261,9 @@ static int op_hdel(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t
 	uint8_t *buf;
 	storage_field_t *old, *doc = NULL;
 	size_t n_old, n_doc = 0, removed = 0;
-	int rc = doc_load(txn, key, klen, &buf, &old, &n_old);
+	int rc = db_key_is_string(txn, key, klen);
+	if (rc == 0)
+		rc = doc_load(txn, key, klen, &buf, &old, &n_old);
 	if (rc || buf == NULL)
 		goto out;
 	if ((doc = malloc((n_old ? n_old : 1) * sizeof(*doc))) == NULL) {
@@ -275,7 +282,7 @@ static int op_hdel(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t
 			doc[n_doc++] = old[i];
 	}
 	if (removed)
-		rc = doc_store(db, txn, key, klen, old, n_old, doc, n_doc, ch);
+		rc = db_doc_store(db, txn, key, klen, old, n_old, doc, n_doc, ch);
 out:
 	if (n_removed)
 		*n_removed = rc ? 0 : removed;
@@ -322,9 +329,6 @@ static int key_check(const void *key, size_t klen, vela_err_t *err)
 	return VELA_OK;
 }
 
-/* Run one write in a nested transaction so it fails alone. */
-enum batch_op { OP_HSET, OP_HDEL, OP_DEL };
-
 static int batch_thread_check(const vela_batch_t *b, vela_err_t *err)
 {
 	if (pthread_equal(b->owner, pthread_self()))
@@ -333,35 +337,46 @@ static int batch_thread_check(const vela_batch_t *b, vela_err_t *err)
 					      "thread that began it");
 }
 
-static int batch_run(vela_batch_t *b, int op, const uint8_t *key, size_t klen,
-		     const vela_kv_t *kv, size_t n, size_t *count_out, vela_err_t *err)
+static int op_exec(vela_db_t *db, storage_txn_t *txn, db_op_t *op, db_changes_t *ch)
 {
-	size_t cnt = 0, *count = &cnt;
+	int rc = op->kind == OP_EXPIRE_CYCLE ? VELA_OK
+					     : db_key_lazy_expire(db, txn, op->key, op->klen, ch);
+	if (rc)
+		return rc;
+	switch (op->kind) {
+	case OP_HSET:
+	case OP_HSETNX:
+		return op_hset(db, txn, op, ch);
+	case OP_HDEL:
+		return op_hdel(db, txn, op->key, op->klen, op->kv, op->n, &op->count, ch);
+	case OP_DEL:
+		return db_key_delete(db, txn, op->key, op->klen, ch, &op->count);
+	default:
+		return db_keyspace_op(db, txn, op, ch);
+	}
+}
+
+/* Run one write in a nested transaction so it fails alone. */
+static int batch_run(vela_batch_t *b, db_op_t *op, vela_err_t *err)
+{
 	int rc = batch_thread_check(b, err);
-	if (rc == 0)
-		rc = key_check(key, klen, err);
+	if (rc == 0 && op->kind != OP_EXPIRE_CYCLE)
+		rc = key_check(op->key, op->klen, err);
 	if (rc)
 		return rc;
 	storage_txn_t *child;
 	if ((rc = storage_txn_begin(b->db->env, b->txn, 1, &child)))
 		return vela_err_set(err, rc, "cannot begin write: %s", vela_strerror(rc));
 	size_t mark = b->ch.n;
-	int del = 0;
-	if (op == OP_HSET)
-		rc = op_hset(b->db, child, key, klen, kv, n, count, &b->ch);
-	else if (op == OP_HDEL)
-		rc = op_hdel(b->db, child, key, klen, kv, n, count, &b->ch);
-	else
-		rc = db_doc_delete(b->db, child, key, klen, &b->ch, &del);
-	if (op == OP_DEL && count)
-		*count = (size_t)del;
+	rc = op_exec(b->db, child, op, &b->ch);
 	rc = rc ? (storage_txn_abort(child), rc) : storage_txn_commit(child);
-	if (rc == 0) {
-		if (count_out)
-			*count_out = cnt;
+	if (rc == 0)
 		return VELA_OK;
-	}
+	op->count = 0;
 	db_changes_truncate(&b->ch, mark);
+	if (rc == VELA_ETYPE)
+		return vela_err_set(err, rc, "WRONGTYPE Operation against a key holding the wrong "
+					     "kind of value");
 	if (rc == VELA_EMAPFULL)
 		return vela_err_set(err, rc, "OOM storage map is full: raise the map size or "
 					     "delete data");
@@ -373,7 +388,21 @@ int vela_batch_hset(vela_batch_t *b, const void *key, size_t klen, const vela_kv
 {
 	if (n == 0 || fields == NULL)
 		return vela_err_set(err, VELA_EINVAL, "wrong number of arguments for 'hset' command");
-	return batch_run(b, OP_HSET, key, klen, fields, n, n_added, err);
+	db_op_t op = {.kind = OP_HSET, .key = key, .klen = klen, .kv = fields, .n = n};
+	int rc = batch_run(b, &op, err);
+	if (n_added)
+		*n_added = op.count;
+	return rc;
+}
+
+int vela_batch_hsetnx(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *field,
+		      int *set, vela_err_t *err)
+{
+	db_op_t op = {.kind = OP_HSETNX, .key = key, .klen = klen, .kv = field, .n = 1};
+	int rc = batch_run(b, &op, err);
+	if (set)
+		*set = op.count > 0;
+	return rc;
 }
 
 int vela_batch_hdel(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *names,
@@ -381,15 +410,49 @@ int vela_batch_hdel(vela_batch_t *b, const void *key, size_t klen, const vela_kv
 {
 	if (n == 0 || names == NULL)
 		return vela_err_set(err, VELA_EINVAL, "wrong number of arguments for 'hdel' command");
-	return batch_run(b, OP_HDEL, key, klen, names, n, n_removed, err);
+	db_op_t op = {.kind = OP_HDEL, .key = key, .klen = klen, .kv = names, .n = n};
+	int rc = batch_run(b, &op, err);
+	if (n_removed)
+		*n_removed = op.count;
+	return rc;
 }
 
 int vela_batch_del(vela_batch_t *b, const void *key, size_t klen, int *deleted, vela_err_t *err)
 {
-	size_t d = 0;
-	int rc = batch_run(b, OP_DEL, key, klen, NULL, 0, &d, err);
+	db_op_t op = {.kind = OP_DEL, .key = key, .klen = klen};
+	int rc = batch_run(b, &op, err);
 	if (deleted)
-		*deleted = (int)d;
+		*deleted = (int)op.count;
+	return rc;
+}
+
+int vela_batch_set(vela_batch_t *b, const void *key, size_t klen, const void *val, size_t vlen,
+		   unsigned flags, int64_t expire_at_ms, int *done, vela_err_t *err)
+{
+	db_op_t op = {.kind = OP_SET, .key = key, .klen = klen, .val = val, .vlen = vlen,
+		      .flags = flags, .at_ms = expire_at_ms};
+	int rc = batch_run(b, &op, err);
+	if (done)
+		*done = op.count > 0;
+	return rc;
+}
+
+int vela_batch_expire(vela_batch_t *b, const void *key, size_t klen, int64_t at_ms, int *applied,
+		      vela_err_t *err)
+{
+	db_op_t op = {.kind = OP_EXPIRE, .key = key, .klen = klen, .at_ms = at_ms};
+	int rc = batch_run(b, &op, err);
+	if (applied)
+		*applied = op.count > 0;
+	return rc;
+}
+
+int vela_batch_expire_cycle(vela_batch_t *b, size_t max, size_t *n_expired, vela_err_t *err)
+{
+	db_op_t op = {.kind = OP_EXPIRE_CYCLE, .n = max};
+	int rc = batch_run(b, &op, err);
+	if (n_expired)
+		*n_expired = op.count;
 	return rc;
 }
 

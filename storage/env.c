@@ -13,6 +13,7 @@ static const char *const table_names[ST_NTABLES] = {
 	[ST_META] = "meta",       [ST_CATALOG] = "catalog", [ST_DOCS] = "docs",
 	[ST_IDMAP] = "idmap",     [ST_KEYS] = "keys",       [ST_VECTORS] = "vectors",
 	[ST_POSTINGS] = "postings", [ST_FREE] = "free",     [ST_LOG] = "log",
+	[ST_STRINGS] = "strings", [ST_EXPIRES] = "expires", [ST_EXPIRE_IDX] = "expire_idx",
 };
 
 int storage_rc(int mdb_rc)

@@ -58,6 +58,9 @@ typedef enum storage_table {
 	ST_POSTINGS,  /**< be32 index id | be16 field | kind | value -> be32 docids (dupsort) */
 	ST_FREE,      /**< be32 index id | be32 docid -> "" : docids to reuse */
 	ST_LOG,       /**< be64 sequence -> change record */
+	ST_STRINGS,   /**< string key -> value (Redis SET/GET) */
+	ST_EXPIRES,   /**< key -> be64 unix time in ms when it expires */
+	ST_EXPIRE_IDX, /**< be64 ms | key -> "" : keys by expiry time */
 	ST_NTABLES
 } storage_table_t;
 
@@ -137,6 +140,8 @@ int storage_del_prefix(storage_txn_t *txn, storage_table_t t, const void *prefix
 /** Delete every entry with key in [lo, hi] (lo may be empty: from the start). */
 int storage_del_range(storage_txn_t *txn, storage_table_t t, const void *lo, size_t lolen,
 		      const void *hi, size_t hilen, uint64_t *n_deleted);
+/** Empty a table (keeps it open). */
+int storage_clear(storage_txn_t *txn, storage_table_t t);
 /** Number of entries (keys, duplicates counted) of a table. */
 int storage_count(storage_txn_t *txn, storage_table_t t, uint64_t *n);
 

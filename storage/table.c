@@ -155,6 +155,11 @@ int storage_del_range(storage_txn_t *txn, storage_table_t t, const void *lo, siz
 	return del_from(txn, t, lo, lolen, more_upto, hi, hilen, n_deleted);
 }
 
+int storage_clear(storage_txn_t *txn, storage_table_t t)
+{
+	return storage_rc(mdb_drop(txn->txn, txn->env->dbi[t], 0));
+}
+
 int storage_count(storage_txn_t *txn, storage_table_t t, uint64_t *n)
 {
 	MDB_stat st;

@@ -242,6 +242,76 @@ int vela_hdel(vela_db_t *db, const void *key, size_t klen, const vela_kv_t *name
 	      size_t *n_removed, vela_err_t *err);
 int vela_del(vela_db_t *db, const void *key, size_t klen, int *deleted, vela_err_t *err);
 
+/** HSETNX: set one field only if the hash lacks it; *set = 1 if it was set. */
+int vela_batch_hsetnx(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *field,
+		      int *set, vela_err_t *err);
+
+/** SET flags. */
+enum vela_set_flag {
+	VELA_SET_NX = 1u << 0,      /**< only if the key does not exist */
+	VELA_SET_XX = 1u << 1,      /**< only if it exists */
+	VELA_SET_KEEPTTL = 1u << 2, /**< keep an existing expiry */
+};
+
+/**
+ * @brief SET a string key (replacing a hash of that name, which leaves its
+ * indexes). `expire_at_ms` > 0 sets an expiry (unix ms), else the expiry is
+ * cleared unless VELA_SET_KEEPTTL. *done = 1 if the value was written.
+ */
+int vela_batch_set(vela_batch_t *b, const void *key, size_t klen, const void *val, size_t vlen,
+		   unsigned flags, int64_t expire_at_ms, int *done, vela_err_t *err);
+/**
+ * @brief EXPIRE / PEXPIREAT / PERSIST: `at_ms` is a unix time in ms; a time
+ * already past deletes the key (it leaves its indexes); `at_ms` < 0 removes
+ * the expiry. *applied = 1 if the key existed (PERSIST: if it had an expiry).
+ */
+int vela_batch_expire(vela_batch_t *b, const void *key, size_t klen, int64_t at_ms, int *applied,
+		      vela_err_t *err);
+/**
+ * @brief Active expiry: delete up to `max` keys whose time has passed,
+ * oldest first, removing them from their indexes. Expired keys also read as
+ * absent before the cycle reaches them (lazy expiry), except in search results.
+ */
+int vela_batch_expire_cycle(vela_batch_t *b, size_t max, size_t *n_expired, vela_err_t *err);
+
+/** Key types (TYPE). */
+typedef enum vela_key_type {
+	VELA_KEY_NONE = 0,
+	VELA_KEY_STRING = 1,
+	VELA_KEY_HASH = 2,
+} vela_key_type_t;
+
+int vela_key_type(vela_db_t *db, const void *key, size_t klen, vela_key_type_t *type);
+/** Time to live in ms: -2 no such key, -1 no expiry. */
+int vela_ttl(vela_db_t *db, const void *key, size_t klen, int64_t *ms);
+/**
+ * @brief GET a string key. *val is malloc'd and NUL-terminated (free it).
+ * @return 0, VELA_ENOTFOUND, VELA_ETYPE ("WRONGTYPE ..." for a hash).
+ */
+int vela_getstr(vela_db_t *db, const void *key, size_t klen, char **val, size_t *vlen,
+		vela_err_t *err);
+
+/** A list of keys; free with vela_keylist_free. Keys are NUL-terminated copies. */
+typedef struct vela_keylist {
+	char **keys;
+	size_t *lens;
+	size_t n, cap;
+} vela_keylist_t;
+
+/**
+ * @brief KEYS / SCAN: live keys matching the glob `pattern` (NULL = all),
+ * hashes then strings in byte order, starting `cursor` keys in. At most
+ * `count` keys are visited when count > 0 (0 = all). *next is the cursor to
+ * pass next, 0 when the walk is complete. Keys added or removed between calls
+ * may be missed or repeated (as with Redis SCAN across rehashing).
+ */
+int vela_scan(vela_db_t *db, const char *pattern, uint64_t cursor, size_t count,
+	      vela_keylist_t *out, uint64_t *next);
+void vela_keylist_free(vela_keylist_t *l);
+
+/** FLUSHALL: delete every key and every index definition. */
+int vela_db_flush(vela_db_t *db, vela_err_t *err);
+
 /** A document read back: fields in insertion order. */
 typedef struct vela_doc {
 	vela_kv_t *fields; /**< points into the same allocation */
