@@ -549,3 +549,26 @@ int vela_search_batch(vela_db_t *db, const vela_search_req_t *reqs, size_t n,
 	free(state);
 	return first_rc;
 }
+
+int vela_explain(vela_db_t *db, const char *index, const char *query, size_t query_len,
+		 const vela_kv_t *params, size_t n_params, char **out, vela_err_t *err)
+{
+	pthread_rwlock_rdlock(&db->lock);
+	db_index_t *ix = index ? db_index_find(db, index) : NULL;
+	query_t *q = NULL;
+	int rc = ix ? query_parse(query, query_len ? query_len : strlen(query),
+				  (const query_param_t *)params, n_params, field_lookup, ix, &q, err)
+		    : vela_err_set(err, VELA_ENOTFOUND, "%s: no such index", index ? index : "(null)");
+	pthread_rwlock_unlock(&db->lock);
+	if (rc)
+		return rc;
+	int n = query_explain(q, NULL, 0);
+	char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+	if (buf)
+		query_explain(q, buf, (size_t)n + 1);
+	query_free(q);
+	if (buf == NULL)
+		return vela_err_set(err, VELA_ENOMEM, "out of memory");
+	*out = buf;
+	return VELA_OK;
+}

@@ -7,8 +7,9 @@
  *   vela query DIR INDEX QUERY [NAME=v1,v2,...]...
  *                                run one query (first 100 rows); each
  *                                NAME=... is a FLOAT32 vector parameter
- *
- * `vela batch` (query files) comes with the hybrid-query issue. */
+ *   vela batch | import | create  query files, bulk loads, index creation,
+ *                                in-process (--db) or through a server
+ *                                (batch.c, import.c, create.c; docs/cli.md) */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli.h"
 #include "common/common.h"
 #include "vela/vela.h"
 
@@ -30,7 +32,8 @@ static int usage(void)
 	fprintf(stderr,
 		"usage: vela demo [DIR] [FILE.tsv]\n"
 		"       vela info DIR\n"
-		"       vela query DIR INDEX QUERY [NAME=v1,v2,...]...\n");
+		"       vela query DIR INDEX QUERY [NAME=v1,v2,...]...\n"
+		"       vela batch|import|create ... (run one without arguments for help)\n");
 	return 2;
 }
 
@@ -301,5 +304,11 @@ int main(int argc, char **argv)
 		return cmd_info(argc - 2, argv + 2);
 	if (strcmp(argv[1], "query") == 0)
 		return cmd_query(argc - 2, argv + 2);
+	if (strcmp(argv[1], "batch") == 0)
+		return cmd_batch(argc - 2, argv + 2);
+	if (strcmp(argv[1], "import") == 0)
+		return cmd_import(argc - 2, argv + 2);
+	if (strcmp(argv[1], "create") == 0)
+		return cmd_create(argc - 2, argv + 2);
 	return usage();
 }

@@ -387,6 +387,13 @@ int vela_search_batch(vela_db_t *db, const vela_search_req_t *reqs, size_t n,
 		      vela_result_t **outs, vela_err_t *errs);
 void vela_result_free(vela_result_t *res);
 
+/**
+ * @brief FT.EXPLAIN: the parsed query as an indented tree. *out is malloc'd
+ * (free it). Errors as vela_search's parse errors.
+ */
+int vela_explain(vela_db_t *db, const char *index, const char *query, size_t query_len,
+		 const vela_kv_t *params, size_t n_params, char **out, vela_err_t *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,613 @@
+/* Connection, server and transaction commands: PING ECHO QUIT HELLO AUTH
+ * SELECT CLIENT COMMAND INFO CONFIG MODULE DBSIZE FLUSHALL/FLUSHDB ACL
+ * MULTI/EXEC/DISCARD, and the command table. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "server/srv_int.h"
+
+/* ------------------------------------------------------------ auth */
+
+/* Constant-time comparison: the time does not depend on where inputs differ. */
+static bool secret_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+	unsigned char d = (unsigned char)(alen != blen);
+	size_t n = alen > blen ? alen : blen;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char x = i < alen ? (unsigned char)a[i] : 0;
+		unsigned char y = i < blen ? (unsigned char)b[i] : 0;
+		d |= x ^ y;
+	}
+	return d == 0;
+}
+
+bool srv_auth_required(srv_t *s)
+{
+	return s->cfg.users[0].pass != NULL || !s->cfg.users[0].enabled;
+}
+
+const srv_user_t *srv_auth_check(srv_t *s, const char *user, size_t ulen, const char *pass,
+				 size_t plen)
+{
+	const srv_user_t *found = NULL;
+	pthread_mutex_lock(&s->cfg_mu);
+	for (uint32_t i = 0; i < s->cfg.n_users; i++) {
+		const srv_user_t *u = &s->cfg.users[i];
+		if (strlen(u->name) != ulen || memcmp(u->name, user, ulen) != 0 || !u->enabled)
+			continue;
+		if (u->pass == NULL || secret_eq(u->pass, strlen(u->pass), pass, plen))
+			found = u;
+	}
+	pthread_mutex_unlock(&s->cfg_mu);
+	return found;
+}
+
+static void reply_wrongpass(resp_out_t *o)
+{
+	resp_error(o, "WRONGPASS invalid username-password pair or user is disabled.");
+}
+
+static void cmd_auth(cmd_ctx_t *x)
+{
+	srv_client_t *c = x->c;
+	if (x->argc > 3) {
+		resp_error(x->out, "ERR syntax error");
+		return;
+	}
+	if (x->argc == 2 && x->srv->cfg.users[0].pass == NULL) {
+		resp_error(x->out, "ERR AUTH <password> called without any password configured for "
+				   "the default user. Are you sure your configuration is correct?");
+		return;
+	}
+	const resp_arg_t *user = x->argc == 3 ? &x->argv[1] : NULL;
+	const resp_arg_t *pass = &x->argv[x->argc - 1];
+	const srv_user_t *u = srv_auth_check(x->srv, user ? user->p : "default",
+					     user ? user->len : 7, pass->p, pass->len);
+	if (u == NULL) {
+		reply_wrongpass(x->out);
+		return;
+	}
+	c->authed = true;
+	c->user = u;
+	resp_simple(x->out, "OK");
+}
+
+/* ------------------------------------------------------------ connection */
+
+void cmd_ping(cmd_ctx_t *x)
+{
+	if (x->argc > 2)
+		reply_wrong_arity(x->out, &x->argv[0]);
+	else if (x->argc == 2)
+		resp_bulk(x->out, x->argv[1].p, x->argv[1].len);
+	else
+		resp_simple(x->out, "PONG");
+}
+
+static void cmd_echo(cmd_ctx_t *x)
+{
+	resp_bulk(x->out, x->argv[1].p, x->argv[1].len);
+}
+
+static void cmd_quit(cmd_ctx_t *x)
+{
+	resp_simple(x->out, "OK");
+	x->c->closing = true;
+}
+
+static void cmd_select(cmd_ctx_t *x)
+{
+	int64_t n;
+	if (arg_int64(&x->argv[1], &n))
+		resp_error(x->out, "ERR value is not an integer or out of range");
+	else if (n != 0)
+		resp_error(x->out, "ERR DB index is out of range");
+	else
+		resp_simple(x->out, "OK");
+}
+
+static void hello_reply(cmd_ctx_t *x)
+{
+	resp_out_t *o = x->out;
+	o->proto = x->c->proto;
+	resp_map(o, 7);
+	resp_bulk_str(o, "server");
+	resp_bulk_str(o, "redis");
+	resp_bulk_str(o, "version");
+	resp_bulk_str(o, VELA_REDIS_COMPAT_VERSION);
+	resp_bulk_str(o, "proto");
+	resp_int(o, x->c->proto);
+	resp_bulk_str(o, "id");
+	resp_int(o, (int64_t)x->c->id);
+	resp_bulk_str(o, "mode");
+	resp_bulk_str(o, "standalone");
+	resp_bulk_str(o, "role");
+	resp_bulk_str(o, "master");
+	resp_bulk_str(o, "modules");
+	resp_array(o, 1);
+	resp_map(o, 4);
+	resp_bulk_str(o, "name");
+	resp_bulk_str(o, "search");
+	resp_bulk_str(o, "ver");
+	resp_int(o, VELA_SEARCH_MODULE_VERSION);
+	resp_bulk_str(o, "path");
+	resp_bulk_str(o, "");
+	resp_bulk_str(o, "args");
+	resp_array(o, 0);
+}
+
+/* HELLO [protover [AUTH user pass] [SETNAME name]] */
+static void cmd_hello(cmd_ctx_t *x)
+{
+	srv_client_t *c = x->c;
+	int64_t ver = c->proto;
+	if (x->argc >= 2 && (arg_int64(&x->argv[1], &ver) || ver < 1 || ver > 1000)) {
+		resp_error(x->out, "ERR Protocol version is not an integer or out of range");
+		return;
+	}
+	if (ver != 2 && ver != 3) {
+		resp_error(x->out, "NOPROTO unsupported protocol version");
+		return;
+	}
+	const srv_user_t *u = NULL;
+	const resp_arg_t *setname = NULL;
+	for (int i = 2; i < x->argc; i++) {
+		if (arg_eq(&x->argv[i], "AUTH") && i + 2 < x->argc) {
+			u = srv_auth_check(x->srv, x->argv[i + 1].p, x->argv[i + 1].len,
+					   x->argv[i + 2].p, x->argv[i + 2].len);
+			if (u == NULL) {
+				reply_wrongpass(x->out);
+				return;
+			}
+			i += 2;
+		} else if (arg_eq(&x->argv[i], "SETNAME") && i + 1 < x->argc) {
+			setname = &x->argv[++i];
+		} else {
+			resp_errorf(x->out, "ERR Syntax error in HELLO option '%.*s'",
+				    (int)(x->argv[i].len > 64 ? 64 : x->argv[i].len), x->argv[i].p);
+			return;
+		}
+	}
+	if (u) {
+		c->authed = true;
+		c->user = u;
+	}
+	if (!c->authed) {
+		resp_error(x->out, "NOAUTH HELLO must be called with the client already "
+				   "authenticated, otherwise the HELLO <proto> AUTH <user> <pass> "
+				   "option can be used to authenticate the client and select the "
+				   "RESP protocol version at the same time");
+		return;
+	}
+	if (setname) {
+		free(c->name);
+		c->name = arg_dup(setname);
+	}
+	c->proto = (int)ver;
+	hello_reply(x);
+}
+
+static void client_list_line(resp_out_t *o, srv_client_t *c)
+{
+	char line[512];
+	uint64_t now = vela_now_ns() / 1000000;
+	int n = snprintf(line, sizeof(line),
+			 "id=%llu addr=%s name=%s age=%llu db=0 resp=%d user=%s lib-name=%s "
+			 "lib-ver=%s\n",
+			 (unsigned long long)c->id, c->addr, c->name ? c->name : "",
+			 (unsigned long long)((now - c->created_ms) / 1000), c->proto,
+			 c->user ? c->user->name : "", c->lib_name ? c->lib_name : "",
+			 c->lib_ver ? c->lib_ver : "");
+	resp_raw(o, line, (size_t)n);
+}
+
+static void client_info(cmd_ctx_t *x, bool all)
+{
+	resp_out_t tmp;
+	resp_out_init(&tmp, 2);
+	if (all)
+		for (srv_client_t *c = x->srv->clients; c; c = c->next)
+			client_list_line(&tmp, c);
+	else
+		client_list_line(&tmp, x->c);
+	if (x->proto == 3)
+		resp_verbatim(x->out, tmp.p, tmp.len);
+	else
+		resp_bulk(x->out, tmp.p, tmp.len);
+	resp_out_free(&tmp);
+}
+
+static void cmd_client(cmd_ctx_t *x)
+{
+	srv_client_t *c = x->c;
+	const resp_arg_t *sub = &x->argv[1];
+	if (arg_eq(sub, "SETNAME") && x->argc == 3) {
+		free(c->name);
+		c->name = x->argv[2].len ? arg_dup(&x->argv[2]) : NULL;
+		resp_simple(x->out, "OK");
+	} else if (arg_eq(sub, "GETNAME") && x->argc == 2) {
+		if (c->name)
+			resp_bulk_str(x->out, c->name);
+		else
+			resp_null(x->out);
+	} else if (arg_eq(sub, "ID") && x->argc == 2) {
+		resp_int(x->out, (int64_t)c->id);
+	} else if (arg_eq(sub, "SETINFO") && x->argc == 4) {
+		char **slot = arg_eq(&x->argv[2], "LIB-NAME") ? &c->lib_name
+			      : arg_eq(&x->argv[2], "LIB-VER") ? &c->lib_ver : NULL;
+		if (slot == NULL) {
+			resp_errorf(x->out, "ERR Unrecognized option '%.*s'",
+				    (int)(x->argv[2].len > 64 ? 64 : x->argv[2].len), x->argv[2].p);
+			return;
+		}
+		free(*slot);
+		*slot = arg_dup(&x->argv[3]);
+		resp_simple(x->out, "OK");
+	} else if (arg_eq(sub, "INFO") && x->argc == 2) {
+		client_info(x, false);
+	} else if (arg_eq(sub, "LIST")) {
+		client_info(x, true);
+	} else {
+		resp_errorf(x->out, "ERR unknown subcommand '%.*s'. Try CLIENT HELP.",
+			    (int)(sub->len > 64 ? 64 : sub->len), sub->p);
+	}
+}
+
+static void cmd_command(cmd_ctx_t *x)
+{
+	if (x->argc >= 2 && arg_eq(&x->argv[1], "COUNT"))
+		resp_int(x->out, (int64_t)cmd_count());
+	else if (x->argc >= 2 && arg_eq(&x->argv[1], "DOCS"))
+		resp_map(x->out, 0);
+	else
+		resp_array(x->out, 0);
+}
+
+static void cmd_module(cmd_ctx_t *x)
+{
+	if (!arg_eq(&x->argv[1], "LIST")) {
+		resp_errorf(x->out, "ERR unknown subcommand '%.*s'. Try MODULE HELP.",
+			    (int)(x->argv[1].len > 64 ? 64 : x->argv[1].len), x->argv[1].p);
+		return;
+	}
+	resp_array(x->out, 1);
+	resp_map(x->out, 4);
+	resp_bulk_str(x->out, "name");
+	resp_bulk_str(x->out, "search");
+	resp_bulk_str(x->out, "ver");
+	resp_int(x->out, VELA_SEARCH_MODULE_VERSION);
+	resp_bulk_str(x->out, "path");
+	resp_bulk_str(x->out, "");
+	resp_bulk_str(x->out, "args");
+	resp_array(x->out, 0);
+}
+
+static void cmd_dbsize(cmd_ctx_t *x)
+{
+	resp_int(x->out, (int64_t)vela_db_size(x->db));
+}
+
+/* Runs on the writer outside any batch (CMD_ALONE). */
+static void cmd_flushall(cmd_ctx_t *x)
+{
+	vela_err_t err = {0};
+	if (vela_db_flush(x->db, &err))
+		resp_errorf(x->out, "ERR %s", err.msg);
+	else
+		resp_simple(x->out, "OK");
+}
+
+/* ------------------------------------------------------------ INFO */
+
+static void info_section(resp_out_t *t, const char *want, const char *name, bool *first)
+{
+	(void)want;
+	resp_raw(t, *first ? "" : "\r\n", *first ? 0 : 2);
+	*first = false;
+	char h[64];
+	int n = snprintf(h, sizeof(h), "# %s\r\n", name);
+	resp_raw(t, h, (size_t)n);
+}
+
+static bool info_want(const char *want, const char *name)
+{
+	return want == NULL || strcasecmp(want, "all") == 0 || strcasecmp(want, "everything") == 0 ||
+	       strcasecmp(want, "default") == 0 || strcasecmp(want, name) == 0;
+}
+
+static void info_kv(resp_out_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void info_kv(resp_out_t *t, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		resp_raw(t, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+	resp_raw(t, "\r\n", 2);
+}
+
+static void info_build(srv_t *s, const char *want, resp_out_t *t)
+{
+	bool first = true;
+	uint64_t now = vela_now_ns() / 1000000;
+	if (info_want(want, "server")) {
+		info_section(t, want, "Server", &first);
+		info_kv(t, "redis_version:%s", VELA_REDIS_COMPAT_VERSION);
+		info_kv(t, "vela_version:%s", VELA_SERVER_VERSION);
+		info_kv(t, "redis_mode:standalone");
+		info_kv(t, "process_id:%ld", (long)getpid());
+		info_kv(t, "tcp_port:%d", s->port);
+		info_kv(t, "uptime_in_seconds:%llu", (unsigned long long)((now - s->start_ms) / 1000));
+		info_kv(t, "cpu_features:%s", vela_cpu_features_str());
+	}
+	if (info_want(want, "clients")) {
+		info_section(t, want, "Clients", &first);
+		info_kv(t, "connected_clients:%u", s->n_clients);
+		info_kv(t, "maxclients:%u", s->cfg.maxclients);
+	}
+	if (info_want(want, "persistence")) {
+		size_t map, used;
+		vela_db_map_usage(s->db, &map, &used);
+		info_section(t, want, "Persistence", &first);
+		info_kv(t, "loading:0");
+		info_kv(t, "storage_engine:lmdb");
+		info_kv(t, "map_size:%zu", map);
+		info_kv(t, "map_used:%zu", used);
+		info_kv(t, "fsync:%s", s->cfg.nosync ? "everysec" : "always");
+	}
+	if (info_want(want, "stats")) {
+		info_section(t, want, "Stats", &first);
+		info_kv(t, "total_connections_received:%llu", (unsigned long long)atomic_load(&s->stat_conns));
+		info_kv(t, "total_commands_processed:%llu", (unsigned long long)atomic_load(&s->stat_commands));
+		info_kv(t, "rejected_connections:%llu", (unsigned long long)atomic_load(&s->stat_rejected));
+		info_kv(t, "expired_keys:%llu", (unsigned long long)atomic_load(&s->stat_expired));
+	}
+	if (info_want(want, "gpu")) {
+		info_section(t, want, "Gpu", &first);
+		info_kv(t, "gpu_backend:none (CPU backend in use)");
+	}
+	if (info_want(want, "keyspace")) {
+		info_section(t, want, "Keyspace", &first);
+		uint64_t n = vela_db_size(s->db);
+		if (n)
+			info_kv(t, "db0:keys=%llu,expires=0,avg_ttl=0", (unsigned long long)n);
+	}
+}
+
+static void cmd_info(cmd_ctx_t *x)
+{
+	char *want = x->argc >= 2 ? arg_dup(&x->argv[1]) : NULL;
+	resp_out_t t;
+	resp_out_init(&t, 2);
+	info_build(x->srv, want, &t);
+	if (x->proto == 3)
+		resp_verbatim(x->out, t.p, t.len);
+	else
+		resp_bulk(x->out, t.p, t.len);
+	resp_out_free(&t);
+	free(want);
+}
+
+/* ------------------------------------------------------------ MULTI / EXEC */
+
+static void cmd_multi(cmd_ctx_t *x)
+{
+	if (x->c->in_multi) {
+		resp_error(x->out, "ERR MULTI calls can not be nested");
+		return;
+	}
+	x->c->in_multi = true;
+	x->c->multi_err = false;
+	resp_simple(x->out, "OK");
+}
+
+static void multi_reset(srv_client_t *c)
+{
+	srv_job_t *m = c->mq_head;
+	while (m) {
+		srv_job_t *n = m->next;
+		job_free(m);
+		m = n;
+	}
+	c->mq_head = c->mq_tail = NULL;
+	c->mq_n = 0;
+	c->in_multi = c->multi_err = false;
+}
+
+static void cmd_discard(cmd_ctx_t *x)
+{
+	if (!x->c->in_multi) {
+		resp_error(x->out, "ERR DISCARD without MULTI");
+		return;
+	}
+	multi_reset(x->c);
+	resp_simple(x->out, "OK");
+}
+
+/* EXEC on the loop thread: without MULTI, or after a queuing error. */
+static void cmd_exec(cmd_ctx_t *x)
+{
+	if (!x->c->in_multi) {
+		resp_error(x->out, "ERR EXEC without MULTI");
+		return;
+	}
+	multi_reset(x->c);
+	resp_error(x->out, "EXECABORT Transaction discarded because of previous errors.");
+}
+
+/* Build the job that runs a transaction on the writer thread. */
+srv_job_t *multi_take(srv_client_t *c)
+{
+	resp_arg_t name = {"exec", 4};
+	srv_job_t *j = job_new(c, cmd_lookup("exec", 4), 1, &name, c->proto);
+	if (j == NULL)
+		return NULL;
+	j->multi = 1;
+	j->multi_cmds = c->mq_head;
+	c->mq_head = c->mq_tail = NULL;
+	c->in_multi = c->multi_err = false;
+	return j;
+}
+
+/* On the writer: run the queued commands in order, one reply each. Reads see
+ * committed data only (not the transaction's own earlier writes). */
+void cmd_exec_multi(cmd_ctx_t *x, srv_job_t *j, vela_batch_t **batch)
+{
+	size_t n = 0;
+	for (srv_job_t *m = j->multi_cmds; m; m = m->next)
+		n++;
+	resp_array(x->out, n);
+	for (srv_job_t *m = j->multi_cmds; m; m = m->next) {
+		cmd_ctx_t y = {.srv = x->srv, .db = x->db, .argc = m->argc, .argv = m->argv,
+			       .out = x->out, .proto = x->proto};
+		vela_err_t err = {0};
+		if ((m->cmd->flags & CMD_WRITE) && (m->cmd->flags & CMD_ALONE) && *batch) {
+			vela_batch_commit(*batch, &err); /* DDL runs outside a batch */
+			*batch = NULL;
+		}
+		if ((m->cmd->flags & CMD_WRITE) && !(m->cmd->flags & CMD_ALONE) && *batch == NULL &&
+		    vela_batch_begin(x->db, batch, &err)) {
+			resp_errorf(x->out, "ERR %s", err.msg);
+			continue;
+		}
+		y.batch = *batch;
+		if (m->cmd->flags & CMD_SEARCH) {
+			void ft_search_one(cmd_ctx_t *x);
+			ft_search_one(&y);
+		} else {
+			m->cmd->fn(&y);
+		}
+	}
+}
+
+/* ------------------------------------------------------------ expiry job */
+
+static void cmd_expire_cycle(cmd_ctx_t *x)
+{
+	size_t n = 0;
+	vela_err_t err = {0};
+	if (vela_batch_expire_cycle(x->batch, SRV_EXPIRE_CYCLE_KEYS, &n, &err))
+		vela_warn("expiry cycle: %s", err.msg);
+	atomic_fetch_add(&x->srv->stat_expired, n);
+}
+
+static const srv_command_t expire_cmd = {"__expire", 1, CMD_WRITE, cmd_expire_cycle};
+
+void srv_job_expire_submit(srv_t *s)
+{
+	resp_arg_t a = {"__expire", 8};
+	srv_job_t *j = job_new(NULL, &expire_cmd, 1, &a, 2);
+	if (j == NULL) {
+		s->expire_pending = false;
+		return;
+	}
+	jobq_push(&s->writeq, j);
+}
+
+/* ------------------------------------------------------------ CONFIG / ACL */
+
+void cmd_config(cmd_ctx_t *x);
+void cmd_acl(cmd_ctx_t *x);
+
+/* ------------------------------------------------------------ the table */
+
+/* Declared in cmd_keys.c and cmd_ft.c. */
+void cmd_del(cmd_ctx_t *), cmd_exists(cmd_ctx_t *), cmd_type(cmd_ctx_t *),
+	cmd_expire(cmd_ctx_t *), cmd_pexpire(cmd_ctx_t *), cmd_expireat(cmd_ctx_t *),
+	cmd_ttl(cmd_ctx_t *), cmd_pttl(cmd_ctx_t *), cmd_persist(cmd_ctx_t *),
+	cmd_keys(cmd_ctx_t *), cmd_scan(cmd_ctx_t *), cmd_set(cmd_ctx_t *), cmd_get(cmd_ctx_t *),
+	cmd_hset(cmd_ctx_t *), cmd_hmset(cmd_ctx_t *), cmd_hsetnx(cmd_ctx_t *),
+	cmd_hget(cmd_ctx_t *), cmd_hmget(cmd_ctx_t *), cmd_hgetall(cmd_ctx_t *),
+	cmd_hdel(cmd_ctx_t *), cmd_hexists(cmd_ctx_t *), cmd_hlen(cmd_ctx_t *);
+void cmd_ft_create(cmd_ctx_t *), cmd_ft_search(cmd_ctx_t *), cmd_ft_info(cmd_ctx_t *),
+	cmd_ft_list(cmd_ctx_t *), cmd_ft_dropindex(cmd_ctx_t *), cmd_ft_config(cmd_ctx_t *),
+	cmd_ft_explain(cmd_ctx_t *);
+
+#define W CMD_WRITE
+#define ALONE (CMD_WRITE | CMD_ALONE)
+#define NA CMD_NOAUTH
+#define NM CMD_NOMULTI
+
+static const srv_command_t commands[] = {
+	{"acl", -2, CMD_ADMIN, cmd_acl},
+	{"auth", -2, NA | NM, cmd_auth},
+	{"client", -2, 0, cmd_client},
+	{"command", -1, 0, cmd_command},
+	{"config", -2, CMD_ADMIN, cmd_config},
+	{"dbsize", 1, 0, cmd_dbsize},
+	{"del", -2, W, cmd_del},
+	{"discard", 1, NM, cmd_discard},
+	{"echo", 2, 0, cmd_echo},
+	{"exec", 1, NM, cmd_exec},
+	{"exists", -2, 0, cmd_exists},
+	{"expire", -3, W, cmd_expire},
+	{"expireat", -3, W, cmd_expireat},
+	{"flushall", -1, ALONE, cmd_flushall},
+	{"flushdb", -1, ALONE, cmd_flushall},
+	{"ft._list", 1, 0, cmd_ft_list},
+	{"ft.config", -3, CMD_CSTR, cmd_ft_config},
+	{"ft.create", -2, ALONE, cmd_ft_create},
+	{"ft.dropindex", -2, ALONE, cmd_ft_dropindex},
+	{"ft.explain", -3, CMD_CSTR, cmd_ft_explain},
+	{"ft.info", 2, CMD_CSTR, cmd_ft_info},
+	{"ft.search", -3, CMD_SEARCH, cmd_ft_search},
+	{"get", 2, 0, cmd_get},
+	{"hdel", -3, W, cmd_hdel},
+	{"hello", -1, NA | NM, cmd_hello},
+	{"hexists", 3, 0, cmd_hexists},
+	{"hget", 3, 0, cmd_hget},
+	{"hgetall", 2, 0, cmd_hgetall},
+	{"hlen", 2, 0, cmd_hlen},
+	{"hmget", -3, 0, cmd_hmget},
+	{"hmset", -4, W, cmd_hmset},
+	{"hset", -4, W, cmd_hset},
+	{"hsetnx", 4, W, cmd_hsetnx},
+	{"info", -1, 0, cmd_info},
+	{"keys", 2, 0, cmd_keys},
+	{"module", -2, 0, cmd_module},
+	{"multi", 1, NM, cmd_multi},
+	{"persist", 2, W, cmd_persist},
+	{"pexpire", -3, W, cmd_pexpire},
+	{"ping", -1, 0, cmd_ping},
+	{"pttl", 2, 0, cmd_pttl},
+	{"quit", -1, NA | NM, cmd_quit},
+	{"scan", -2, 0, cmd_scan},
+	{"select", 2, 0, cmd_select},
+	{"set", -3, W, cmd_set},
+	{"ttl", 2, 0, cmd_ttl},
+	{"type", 2, 0, cmd_type},
+	{"unlink", -2, W, cmd_del},
+};
+
+const srv_command_t *cmd_lookup(const char *name, size_t len)
+{
+	char low[32];
+	if (len == 0 || len >= sizeof(low))
+		return NULL;
+	for (size_t i = 0; i < len; i++)
+		low[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+	low[len] = '\0';
+	size_t lo = 0, hi = sizeof(commands) / sizeof(commands[0]);
+	while (lo < hi) { /* the table is sorted by name */
+		size_t mid = (lo + hi) / 2;
+		int c = strcmp(low, commands[mid].name);
+		if (c == 0)
+			return &commands[mid];
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+size_t cmd_count(void)
+{
+	return sizeof(commands) / sizeof(commands[0]);
+}

@@ -1,0 +1,770 @@
+#define _GNU_SOURCE /* qsort_r */
+/* The Redis Query Engine subset: FT.CREATE FT.SEARCH FT.INFO FT._LIST
+ * FT.DROPINDEX FT.CONFIG FT.EXPLAIN (reference §2). FT.SEARCH runs on the
+ * search workers; the queries a worker takes together go through
+ * vela_search_batch. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "server/srv_int.h"
+
+#define FT_DIALECT_DEFAULT 2
+
+/* ------------------------------------------------------------ FT.CREATE */
+
+typedef struct ft_create {
+	vela_index_def_t def;
+	const char **prefixes;
+	vela_field_def_t *fields;
+	char *names; /* one buffer for the NUL-terminated names */
+} ft_create_t;
+
+static bool is_field_type(const resp_arg_t *a)
+{
+	return arg_eq(a, "TEXT") || arg_eq(a, "TAG") || arg_eq(a, "NUMERIC") ||
+	       arg_eq(a, "VECTOR") || arg_eq(a, "GEO") || arg_eq(a, "GEOSHAPE");
+}
+
+/* Skip the options of a non-vector field; returns the next argument index. */
+static int skip_field_opts(cmd_ctx_t *x, int i, vela_field_def_t *f)
+{
+	while (i < x->argc) {
+		const resp_arg_t *a = &x->argv[i];
+		if (f->type == VELA_FIELD_TAG && arg_eq(a, "SEPARATOR") && i + 1 < x->argc) {
+			f->tag_separator = x->argv[i + 1].len ? x->argv[i + 1].p[0] : ',';
+			i += 2;
+		} else if (f->type == VELA_FIELD_TAG && arg_eq(a, "CASESENSITIVE")) {
+			f->case_sensitive = true;
+			i++;
+		} else if ((arg_eq(a, "WEIGHT") || arg_eq(a, "PHONETIC")) && i + 1 < x->argc) {
+			i += 2;
+		} else if (arg_eq(a, "SORTABLE") || arg_eq(a, "UNF") || arg_eq(a, "NOSTEM") ||
+			   arg_eq(a, "NOINDEX") || arg_eq(a, "INDEXMISSING") ||
+			   arg_eq(a, "INDEXEMPTY") || arg_eq(a, "WITHSUFFIXTRIE")) {
+			i++;
+		} else {
+			break;
+		}
+	}
+	return i;
+}
+
+static int vec_err(cmd_ctx_t *x, const char *algo, const char *fmt, const char *what)
+{
+	char msg[256];
+	msg[0] = '-';
+	snprintf(msg + 1, sizeof(msg) - 1, fmt, algo, what);
+	resp_error(x->out, msg);
+	return -1;
+}
+
+/* One name/value pair of a VECTOR field. */
+static int vec_attr(cmd_ctx_t *x, const char *algo, const resp_arg_t *n, const resp_arg_t *v,
+		    vela_field_def_t *f)
+{
+	int64_t iv;
+	if (arg_eq(n, "TYPE")) {
+		if (arg_eq(v, "FLOAT32"))
+			f->vec_type = VELA_VEC_FLOAT32;
+		else if (arg_eq(v, "FLOAT16"))
+			f->vec_type = VELA_VEC_FLOAT16;
+		else
+			return vec_err(x, algo, "Bad arguments for vector similarity %s index `TYPE`: "
+						"%s is not supported (FLOAT32, FLOAT16)", v->p);
+	} else if (arg_eq(n, "DIM")) {
+		if (arg_int64(v, &iv) || iv < 1 || iv > VELA_DIM_MAX)
+			return vec_err(x, algo, "Bad arguments for vector similarity %s index `DIM`: "
+						"%s (must be 1..32768)", v->p);
+		f->dim = (uint32_t)iv;
+	} else if (arg_eq(n, "DISTANCE_METRIC")) {
+		if (arg_eq(v, "L2"))
+			f->metric = VELA_METRIC_L2;
+		else if (arg_eq(v, "IP"))
+			f->metric = VELA_METRIC_IP;
+		else if (arg_eq(v, "COSINE"))
+			f->metric = VELA_METRIC_COSINE;
+		else
+			return vec_err(x, algo, "Bad arguments for vector similarity %s index "
+						"`DISTANCE_METRIC`: %s", v->p);
+	} else if (!(arg_eq(n, "INITIAL_CAP") || arg_eq(n, "BLOCK_SIZE") || arg_eq(n, "M") ||
+		     arg_eq(n, "EF_CONSTRUCTION") || arg_eq(n, "EF_RUNTIME") || arg_eq(n, "EPSILON") ||
+		     arg_eq(n, "GRAPH_MAX_DEGREE") || arg_eq(n, "CONSTRUCTION_WINDOW_SIZE") ||
+		     arg_eq(n, "SEARCH_WINDOW_SIZE") || arg_eq(n, "COMPRESSION") ||
+		     arg_eq(n, "TRAINING_THRESHOLD") || arg_eq(n, "REDUCE"))) {
+		return vec_err(x, algo, "Bad arguments for algorithm %s: %s", n->p);
+	}
+	return 0;
+}
+
+/* VECTOR {FLAT|HNSW|SVS-VAMANA} nargs name value ... ; returns the next index. */
+static int parse_vector(cmd_ctx_t *x, int i, vela_field_def_t *f)
+{
+	if (i + 1 >= x->argc) {
+		resp_error(x->out, "-Bad arguments for vector similarity: not enough arguments");
+		return -1;
+	}
+	const char *algo = x->argv[i].p;
+	if (!(arg_eq(&x->argv[i], "FLAT") || arg_eq(&x->argv[i], "HNSW") ||
+	      arg_eq(&x->argv[i], "SVS-VAMANA"))) {
+		resp_errorf(x->out, "-Bad arguments for vector similarity algorithm: %s", algo);
+		return -1;
+	}
+	int64_t nargs;
+	if (arg_int64(&x->argv[i + 1], &nargs) || nargs < 0 || nargs > x->argc - i - 2) {
+		resp_error(x->out, "-Bad arguments for vector similarity: not enough arguments");
+		return -1;
+	}
+	if (nargs % 2) {
+		resp_errorf(x->out, "-Bad number of arguments for vector similarity index: got %lld "
+				    "but expected even number as algorithm parameters",
+			    (long long)nargs);
+		return -1;
+	}
+	if (nargs < 6) {
+		resp_errorf(x->out, "-Expected 6 parameters but got %lld", (long long)nargs);
+		return -1;
+	}
+	f->dim = 0;
+	f->metric = (vela_metric_t)-1;
+	f->vec_type = (vela_vec_type_t)-1;
+	for (int k = 0; k < nargs; k += 2)
+		if (vec_attr(x, algo, &x->argv[i + 2 + k], &x->argv[i + 3 + k], f))
+			return -1;
+	const char *missing = f->dim == 0 ? "DIM" : (int)f->metric < 0 ? "DISTANCE_METRIC"
+				: (int)f->vec_type < 0 ? "TYPE" : NULL;
+	if (missing) {
+		resp_errorf(x->out, "-Missing mandatory parameter: cannot create %s index without "
+				    "specifying %s argument", algo, missing);
+		return -1;
+	}
+	/* HNSW and SVS-VAMANA are answered exactly by FLAT until the graph index lands. */
+	f->algo = VELA_ALGO_FLAT;
+	return i + 2 + (int)nargs;
+}
+
+/* SCHEMA field [AS alias] TYPE [opts] ... ; returns 0 or -1 (reply written). */
+static int parse_schema(cmd_ctx_t *x, int i, ft_create_t *fc)
+{
+	uint32_t n = 0;
+	while (i < x->argc) {
+		vela_field_def_t *f = &fc->fields[n];
+		memset(f, 0, sizeof(*f));
+		f->name = x->argv[i++].p;
+		if (i + 1 < x->argc && arg_eq(&x->argv[i], "AS")) {
+			f->alias = x->argv[i + 1].p;
+			i += 2;
+		}
+		if (i >= x->argc || !is_field_type(&x->argv[i])) {
+			resp_errorf(x->out, "-Invalid field type for field `%s`", f->name);
+			return -1;
+		}
+		const resp_arg_t *t = &x->argv[i++];
+		if (arg_eq(t, "GEO") || arg_eq(t, "GEOSHAPE")) {
+			resp_errorf(x->out, "-Field type %s is not supported", t->p);
+			return -1;
+		}
+		f->type = arg_eq(t, "TEXT") ? VELA_FIELD_TEXT : arg_eq(t, "TAG") ? VELA_FIELD_TAG
+			  : arg_eq(t, "NUMERIC") ? VELA_FIELD_NUMERIC : VELA_FIELD_VECTOR;
+		i = f->type == VELA_FIELD_VECTOR ? parse_vector(x, i, f) : skip_field_opts(x, i, f);
+		if (i < 0)
+			return -1;
+		n++;
+	}
+	if (n == 0) {
+		resp_error(x->out, "-Fields arguments are missing");
+		return -1;
+	}
+	fc->def.n_fields = n;
+	return 0;
+}
+
+/* Options before SCHEMA; returns the index after SCHEMA or -1. */
+static int parse_create_opts(cmd_ctx_t *x, ft_create_t *fc)
+{
+	int i = 2;
+	for (; i < x->argc && !arg_eq(&x->argv[i], "SCHEMA"); i++) {
+		const resp_arg_t *a = &x->argv[i];
+		int64_t n;
+		if (arg_eq(a, "ON") && i + 1 < x->argc) {
+			if (!arg_eq(&x->argv[++i], "HASH")) {
+				resp_error(x->out, "-Only ON HASH is supported (JSON is not)");
+				return -1;
+			}
+		} else if (arg_eq(a, "PREFIX") && i + 1 < x->argc) {
+			if (arg_int64(&x->argv[++i], &n) || n < 0 || n > x->argc - i - 1 ||
+			    n > VELA_INDEX_PREFIXES_MAX) {
+				resp_error(x->out, "-Bad arguments for PREFIX: invalid count");
+				return -1;
+			}
+			for (int64_t k = 0; k < n; k++)
+				fc->prefixes[fc->def.n_prefixes++] = x->argv[++i].p;
+		} else if (arg_eq(a, "STOPWORDS") && i + 1 < x->argc) {
+			if (arg_int64(&x->argv[++i], &n) || n < 0 || n > x->argc - i - 1) {
+				resp_error(x->out, "-Bad arguments for STOPWORDS: invalid count");
+				return -1;
+			}
+			i += (int)n;
+		} else if (arg_eq(a, "SKIPINITIALSCAN")) {
+			fc->def.skip_initial_scan = true;
+		} else if ((arg_eq(a, "LANGUAGE") || arg_eq(a, "LANGUAGE_FIELD") || arg_eq(a, "SCORE") ||
+			    arg_eq(a, "SCORE_FIELD") || arg_eq(a, "PAYLOAD_FIELD") ||
+			    arg_eq(a, "TEMPORARY") || arg_eq(a, "INDEXALL")) && i + 1 < x->argc) {
+			i++;
+		} else if (arg_eq(a, "FILTER")) {
+			resp_error(x->out, "-FILTER expressions in FT.CREATE are not supported");
+			return -1;
+		} else if (!(arg_eq(a, "MAXTEXTFIELDS") || arg_eq(a, "NOOFFSETS") || arg_eq(a, "NOHL") ||
+			     arg_eq(a, "NOFIELDS") || arg_eq(a, "NOFREQS"))) {
+			resp_errorf(x->out, "-Unknown argument `%s`", a->p);
+			return -1;
+		}
+	}
+	if (i >= x->argc) {
+		resp_error(x->out, "-No schema found");
+		return -1;
+	}
+	return i + 1;
+}
+
+/* On the writer outside a batch (CMD_ALONE). Arguments are NUL-terminated. */
+void cmd_ft_create(cmd_ctx_t *x)
+{
+	ft_create_t fc = {0};
+	fc.def.name = x->argv[1].p;
+	fc.prefixes = calloc((size_t)x->argc, sizeof(char *));
+	fc.fields = calloc((size_t)x->argc, sizeof(vela_field_def_t));
+	fc.def.prefixes = fc.prefixes;
+	fc.def.fields = fc.fields;
+	int i = fc.prefixes && fc.fields ? parse_create_opts(x, &fc) : -1;
+	if (i >= 0 && parse_schema(x, i, &fc) == 0) {
+		vela_err_t err = {0};
+		if (vela_index_create(x->db, &fc.def, &err))
+			resp_errorf(x->out, "-%s", err.msg);
+		else
+			resp_simple(x->out, "OK");
+	} else if (!fc.prefixes || !fc.fields) {
+		resp_error(x->out, "OOM out of memory");
+	}
+	free(fc.prefixes);
+	free(fc.fields);
+}
+
+/* ------------------------------------------------------------ FT.DROPINDEX / _LIST */
+
+void cmd_ft_dropindex(cmd_ctx_t *x)
+{
+	bool dd = x->argc >= 3 && arg_eq(&x->argv[2], "DD");
+	if (x->argc > 3 || (x->argc == 3 && !dd)) {
+		resp_error(x->out, "ERR syntax error");
+		return;
+	}
+	vela_err_t err = {0};
+	int rc = vela_index_drop(x->db, x->argv[1].p, dd, &err);
+	if (rc == VELA_ENOTFOUND)
+		resp_error(x->out, "-Unknown Index name");
+	else if (rc)
+		resp_errorf(x->out, "-%s", err.msg);
+	else
+		resp_simple(x->out, "OK");
+}
+
+void cmd_ft_list(cmd_ctx_t *x)
+{
+	char **names;
+	size_t n;
+	if (vela_index_list(x->db, &names, &n)) {
+		resp_error(x->out, "ERR cannot list indexes");
+		return;
+	}
+	resp_set(x->out, n);
+	for (size_t i = 0; i < n; i++)
+		resp_simple(x->out, names[i]);
+	vela_strv_free(names, n);
+}
+
+/* ------------------------------------------------------------ FT.INFO */
+
+static const char *metric_name(vela_metric_t m)
+{
+	return m == VELA_METRIC_L2 ? "L2" : m == VELA_METRIC_IP ? "IP" : "COSINE";
+}
+
+static void info_attribute(resp_out_t *o, const vela_field_def_t *f)
+{
+	static const char *types[] = {"TAG", "NUMERIC", "TEXT", "VECTOR"};
+	size_t n = 6 + (f->type == VELA_FIELD_TAG ? 2 + f->case_sensitive : 0) +
+		   (f->type == VELA_FIELD_TEXT ? 2 : 0) + (f->type == VELA_FIELD_VECTOR ? 8 : 0);
+	resp_array(o, n);
+	resp_simple(o, "identifier");
+	resp_bulk_str(o, f->name);
+	resp_simple(o, "attribute");
+	resp_bulk_str(o, f->alias ? f->alias : f->name);
+	resp_simple(o, "type");
+	resp_simple(o, types[f->type]);
+	if (f->type == VELA_FIELD_TAG) {
+		char sep[2] = {f->tag_separator ? f->tag_separator : ',', 0};
+		resp_simple(o, "SEPARATOR");
+		resp_bulk_str(o, sep);
+		if (f->case_sensitive)
+			resp_simple(o, "CASESENSITIVE");
+	} else if (f->type == VELA_FIELD_TEXT) {
+		resp_simple(o, "WEIGHT");
+		resp_bulk_str(o, "1");
+	} else if (f->type == VELA_FIELD_VECTOR) {
+		resp_simple(o, "algorithm");
+		resp_simple(o, "FLAT");
+		resp_simple(o, "data_type");
+		resp_simple(o, f->vec_type == VELA_VEC_FLOAT16 ? "FLOAT16" : "FLOAT32");
+		resp_simple(o, "dim");
+		resp_int(o, f->dim);
+		resp_simple(o, "distance_metric");
+		resp_simple(o, metric_name(f->metric));
+	}
+}
+
+void cmd_ft_info(cmd_ctx_t *x)
+{
+	vela_index_def_t *d;
+	vela_index_info_t info;
+	vela_err_t err = {0};
+	if (vela_index_describe(x->db, x->argv[1].p, &d, &err) ||
+	    vela_index_info(x->db, x->argv[1].p, &info, &err)) {
+		resp_error(x->out, "-Unknown index name");
+		return;
+	}
+	resp_out_t *o = x->out;
+	resp_map(o, 12);
+	resp_simple(o, "index_name");
+	resp_bulk_str(o, d->name);
+	resp_simple(o, "index_options");
+	resp_array(o, 0);
+	resp_simple(o, "index_definition");
+	resp_array(o, 8);
+	resp_simple(o, "key_type");
+	resp_simple(o, "HASH");
+	resp_simple(o, "prefixes");
+	resp_array(o, d->n_prefixes ? d->n_prefixes : 1);
+	if (d->n_prefixes == 0)
+		resp_bulk_str(o, "");
+	for (uint32_t i = 0; i < d->n_prefixes; i++)
+		resp_bulk_str(o, d->prefixes[i]);
+	resp_simple(o, "default_score");
+	resp_bulk_str(o, "1");
+	resp_simple(o, "indexes_all");
+	resp_simple(o, "false");
+	resp_simple(o, "attributes");
+	resp_array(o, d->n_fields);
+	for (uint32_t i = 0; i < d->n_fields; i++)
+		info_attribute(o, &d->fields[i]);
+	resp_simple(o, "num_docs");
+	resp_int(o, (int64_t)info.num_docs);
+	resp_simple(o, "max_doc_id");
+	resp_int(o, (int64_t)info.num_docs);
+	resp_simple(o, "num_terms");
+	resp_int(o, 0);
+	resp_simple(o, "num_records");
+	resp_int(o, (int64_t)info.num_docs);
+	resp_simple(o, "vector_index_sz_mb");
+	resp_double(o, (double)info.vector_bytes / (1024.0 * 1024.0));
+	resp_simple(o, "hash_indexing_failures");
+	resp_int(o, (int64_t)info.indexing_failures);
+	resp_simple(o, "indexing");
+	resp_int(o, 0);
+	resp_simple(o, "percent_indexed");
+	resp_double(o, 1.0);
+	vela_index_def_free(d);
+}
+
+/* ------------------------------------------------------------ FT.CONFIG / EXPLAIN */
+
+void cmd_ft_config(cmd_ctx_t *x)
+{
+	if (arg_eq(&x->argv[1], "SET") && x->argc == 4) {
+		resp_simple(x->out, "OK"); /* accepted; vela's search options are fixed */
+		return;
+	}
+	if (!arg_eq(&x->argv[1], "GET") || x->argc != 3) {
+		resp_error(x->out, "ERR syntax error");
+		return;
+	}
+	static const char *const opts[][2] = {{"DEFAULT_DIALECT", "2"}, {"TIMEOUT", "0"},
+					      {"MAXSEARCHRESULTS", "1000000"}};
+	size_t n = 0;
+	for (size_t i = 0; i < 3; i++)
+		n += arg_eq(&x->argv[2], "*") || arg_eq(&x->argv[2], opts[i][0]);
+	resp_array(x->out, n);
+	for (size_t i = 0; i < 3; i++) {
+		if (!(arg_eq(&x->argv[2], "*") || arg_eq(&x->argv[2], opts[i][0])))
+			continue;
+		resp_array(x->out, 2);
+		resp_bulk_str(x->out, opts[i][0]);
+		resp_bulk_str(x->out, opts[i][1]);
+	}
+}
+
+/* ------------------------------------------------------------ FT.SEARCH parsing */
+
+typedef struct ft_search {
+	vela_search_req_t req;
+	vela_kv_t *params;
+	const char **ret;
+	bool withscores;
+	const char *sortby;
+	bool desc;
+	size_t offset, num;
+	bool sort_all; /* sort on a field other than the distance: fetch everything */
+} ft_search_t;
+
+static int fs_count(cmd_ctx_t *x, int i, int64_t *n)
+{
+	if (i >= x->argc || arg_int64(&x->argv[i], n) || *n < 0 || *n > x->argc - i - 1) {
+		resp_error(x->out, "ERR syntax error");
+		return -1;
+	}
+	return 0;
+}
+
+static int fs_option(cmd_ctx_t *x, int i, ft_search_t *fs)
+{
+	const resp_arg_t *a = &x->argv[i];
+	int64_t n, m;
+	if (arg_eq(a, "NOCONTENT")) {
+		fs->req.nocontent = true;
+	} else if (arg_eq(a, "WITHSCORES")) {
+		fs->withscores = true;
+	} else if (arg_eq(a, "VERBATIM") || arg_eq(a, "NOSTOPWORDS") || arg_eq(a, "INORDER")) {
+	} else if ((arg_eq(a, "SCORER") || arg_eq(a, "TIMEOUT") || arg_eq(a, "LANGUAGE") ||
+		    arg_eq(a, "SLOP") || arg_eq(a, "EXPANDER") || arg_eq(a, "DIALECT")) &&
+		   i + 1 < x->argc) {
+		if (arg_eq(a, "DIALECT") && (arg_int64(&x->argv[i + 1], &n) || n < 1 || n > 4)) {
+			resp_error(x->out, "-DIALECT requires a value between 1 and 4");
+			return -1;
+		}
+		return i + 2;
+	} else if (arg_eq(a, "LIMIT") && i + 2 < x->argc) {
+		if (arg_int64(&x->argv[i + 1], &n) || arg_int64(&x->argv[i + 2], &m) || n < 0 ||
+		    m < 0 || m > VELA_LIMIT_MAX) {
+			resp_error(x->out, "-LIMIT exceeds maximum of 1000000");
+			return -1;
+		}
+		fs->offset = (size_t)n;
+		fs->num = (size_t)m;
+		return i + 3;
+	} else if (arg_eq(a, "RETURN")) {
+		if (fs_count(x, i + 1, &n))
+			return -1;
+		size_t k = 0;
+		for (int64_t j = 0; j < n; j++) {
+			const resp_arg_t *f = &x->argv[i + 2 + j];
+			/* "f AS a": the AS tokens count in n; vela returns f under its own name. */
+			if (arg_eq(f, "AS") && j + 1 < n) {
+				j++;
+				continue;
+			}
+			fs->ret[k++] = f->p;
+		}
+		fs->req.return_fields = fs->ret;
+		fs->req.n_return = k;
+		if (k == 0)
+			fs->req.nocontent = true;
+		return i + 2 + (int)n;
+	} else if (arg_eq(a, "SORTBY") && i + 1 < x->argc) {
+		fs->sortby = x->argv[i + 1].p;
+		i += 2;
+		if (i < x->argc && (arg_eq(&x->argv[i], "ASC") || arg_eq(&x->argv[i], "DESC")))
+			fs->desc = arg_eq(&x->argv[i++], "DESC");
+		if (i < x->argc && (arg_eq(&x->argv[i], "WITHCOUNT") || arg_eq(&x->argv[i], "WITHOUTCOUNT")))
+			i++;
+		return i;
+	} else if (arg_eq(a, "PARAMS")) {
+		if (fs_count(x, i + 1, &n) || n % 2) {
+			resp_error(x->out, "-Bad arguments for PARAMS: Expected an even number of arguments");
+			return -1;
+		}
+		for (int64_t j = 0; j < n; j += 2) {
+			const resp_arg_t *k = &x->argv[i + 2 + j], *v = &x->argv[i + 3 + j];
+			fs->params[fs->req.n_params++] = (vela_kv_t){k->p, k->len, v->p, v->len};
+		}
+		fs->req.params = fs->params;
+		return i + 2 + (int)n;
+	} else {
+		resp_errorf(x->out, "-Unknown argument `%s`", a->p);
+		return -1;
+	}
+	return i + 1;
+}
+
+static int fs_parse(cmd_ctx_t *x, ft_search_t *fs)
+{
+	memset(fs, 0, sizeof(*fs));
+	fs->params = calloc((size_t)x->argc, sizeof(vela_kv_t));
+	fs->ret = calloc((size_t)x->argc, sizeof(char *));
+	if (!fs->params || !fs->ret) {
+		resp_error(x->out, "OOM out of memory");
+		return -1;
+	}
+	fs->req.index = x->argv[1].p;
+	fs->req.query = x->argv[2].p;
+	fs->req.query_len = x->argv[2].len;
+	fs->num = VELA_LIMIT_DEFAULT;
+	for (int i = 3; i < x->argc;)
+		if ((i = fs_option(x, i, fs)) < 0)
+			return -1;
+	return 0;
+}
+
+static void fs_free(ft_search_t *fs)
+{
+	free(fs->params);
+	free(fs->ret);
+}
+
+/* The engine request: sorting on a field needs every match first. */
+static void fs_engine_req(ft_search_t *fs, bool knn_sort_ok)
+{
+	fs->sort_all = fs->sortby != NULL && !knn_sort_ok;
+	fs->req.limit_set = true;
+	if (fs->sort_all || fs->desc) {
+		fs->req.offset = 0;
+		fs->req.limit = VELA_LIMIT_MAX;
+	} else {
+		fs->req.offset = fs->offset;
+		fs->req.limit = fs->num;
+	}
+}
+
+/* ------------------------------------------------------------ FT.SEARCH replies */
+
+static const vela_kv_t *hit_field(const vela_search_hit_t *h, const char *name)
+{
+	size_t n = strlen(name);
+	for (size_t i = 0; i < h->n_fields; i++)
+		if (h->fields[i].name_len == n && memcmp(h->fields[i].name, name, n) == 0)
+			return &h->fields[i];
+	return NULL;
+}
+
+/* Numbers compare as numbers, otherwise bytes; documents missing it sort last. */
+static int hit_cmp(const void *pa, const void *pb, void *arg)
+{
+	const char *sort_name = arg;
+	const vela_search_hit_t *a = pa, *b = pb;
+	const vela_kv_t *fa = hit_field(a, sort_name), *fb = hit_field(b, sort_name);
+	if (!fa || !fb)
+		return fa ? -1 : fb ? 1 : 0;
+	char *ea, *eb;
+	double da = strtod(fa->value, &ea), db = strtod(fb->value, &eb);
+	if (*ea == '\0' && *eb == '\0' && fa->value_len && fb->value_len)
+		return da < db ? -1 : da > db;
+	size_t n = fa->value_len < fb->value_len ? fa->value_len : fb->value_len;
+	int c = memcmp(fa->value, fb->value, n);
+	return c ? c : (fa->value_len > fb->value_len) - (fa->value_len < fb->value_len);
+}
+
+/* SORTBY, DESC and LIMIT applied on the rows the engine returned. */
+static void fs_order(ft_search_t *fs, vela_result_t *r, size_t *first, size_t *count)
+{
+	if (fs->sort_all) {
+		qsort_r(r->hits, r->n_hits, sizeof(r->hits[0]), hit_cmp, (void *)fs->sortby);
+	}
+	if (fs->desc)
+		for (size_t i = 0; i < r->n_hits / 2; i++) {
+			vela_search_hit_t t = r->hits[i];
+			r->hits[i] = r->hits[r->n_hits - 1 - i];
+			r->hits[r->n_hits - 1 - i] = t;
+		}
+	if (fs->sort_all || fs->desc) {
+		*first = fs->offset < r->n_hits ? fs->offset : r->n_hits;
+		*count = r->n_hits - *first < fs->num ? r->n_hits - *first : fs->num;
+	} else {
+		*first = 0;
+		*count = r->n_hits;
+	}
+}
+
+static void fs_score(resp_out_t *o, const vela_search_hit_t *h)
+{
+	char s[32];
+	int n = snprintf(s, sizeof(s), "%.12g", isnan(h->dist) ? 1.0 : h->dist);
+	if (o->proto == 3)
+		resp_double(o, isnan(h->dist) ? 1.0 : h->dist);
+	else
+		resp_bulk(o, s, (size_t)n);
+}
+
+static void fs_fields(resp_out_t *o, const vela_search_hit_t *h, bool map)
+{
+	if (map)
+		resp_map(o, h->n_fields);
+	else
+		resp_array(o, h->n_fields * 2);
+	for (size_t i = 0; i < h->n_fields; i++) {
+		resp_bulk(o, h->fields[i].name, h->fields[i].name_len);
+		resp_bulk(o, h->fields[i].value, h->fields[i].value_len);
+	}
+}
+
+static void fs_reply(resp_out_t *o, ft_search_t *fs, vela_result_t *r)
+{
+	size_t first, count;
+	fs_order(fs, r, &first, &count);
+	uint64_t total = r->total;
+	if (o->proto == 3) {
+		resp_map(o, 5);
+		resp_simple(o, "attributes");
+		resp_array(o, 0);
+		resp_simple(o, "format");
+		resp_simple(o, "STRING");
+		resp_simple(o, "results");
+		resp_array(o, count);
+		for (size_t i = first; i < first + count; i++) {
+			const vela_search_hit_t *h = &r->hits[i];
+			resp_map(o, 2 + fs->withscores + !fs->req.nocontent);
+			resp_simple(o, "id");
+			resp_bulk(o, h->key, h->key_len);
+			if (fs->withscores) {
+				resp_simple(o, "score");
+				fs_score(o, h);
+			}
+			if (!fs->req.nocontent) {
+				resp_simple(o, "extra_attributes");
+				fs_fields(o, h, true);
+			}
+			resp_simple(o, "values");
+			resp_array(o, 0);
+		}
+		resp_simple(o, "total_results");
+		resp_int(o, (int64_t)total);
+		resp_simple(o, "warning");
+		resp_array(o, 0);
+		return;
+	}
+	resp_array(o, 1 + count * (1 + fs->withscores + !fs->req.nocontent));
+	resp_int(o, (int64_t)total);
+	for (size_t i = first; i < first + count; i++) {
+		resp_bulk(o, r->hits[i].key, r->hits[i].key_len);
+		if (fs->withscores)
+			fs_score(o, &r->hits[i]);
+		if (!fs->req.nocontent)
+			fs_fields(o, &r->hits[i], false);
+	}
+}
+
+static void fs_error(resp_out_t *o, const vela_err_t *err, const char *index)
+{
+	if (err->code == VELA_ENOTFOUND && strstr(err->msg, "no such index"))
+		resp_errorf(o, "-No such index %s", index);
+	else
+		resp_errorf(o, "-%s", err->msg[0] ? err->msg : vela_strerror(err->code));
+}
+
+/* Is SORTBY satisfied by the engine's order (the distance, ascending)? */
+static bool fs_sort_is_dist(const ft_search_t *fs, const char *knn_alias_guess)
+{
+	return fs->sortby == NULL || (knn_alias_guess && strcmp(fs->sortby, knn_alias_guess) == 0);
+}
+
+/* The KNN alias as written in the query ("AS x" inside =>[...]), a guess
+ * good enough to know whether SORTBY names the distance. */
+static const char *knn_alias(const char *q, char *buf, size_t cap)
+{
+	const char *k = strstr(q, "=>[");
+	const char *as = NULL;
+	for (const char *p = k; p && *p && *p != ']'; p++)
+		if ((p[0] == ' ') && (p[1] == 'A' || p[1] == 'a') && (p[2] == 'S' || p[2] == 's') &&
+		    p[3] == ' ')
+			as = p + 4;
+	if (as == NULL) {
+		const char *at = k ? strchr(k, '@') : NULL;
+		if (at == NULL)
+			return NULL;
+		size_t n = strcspn(at + 1, " ]");
+		snprintf(buf, cap, "__%.*s_score", (int)n, at + 1);
+		return buf;
+	}
+	while (*as == ' ')
+		as++;
+	size_t n = strcspn(as, " ]");
+	snprintf(buf, cap, "%.*s", (int)n, as);
+	return buf;
+}
+
+void ft_search_one(cmd_ctx_t *x);
+void ft_search_many(srv_t *s, srv_job_t **jobs, size_t n);
+
+/* Only reached through ft_search_many on a worker (or EXEC); kept for the table. */
+void cmd_ft_search(cmd_ctx_t *x)
+{
+	ft_search_one(x);
+}
+
+void ft_search_one(cmd_ctx_t *x)
+{
+	srv_job_t j = {.argc = x->argc, .argv = x->argv, .out = *x->out};
+	srv_job_t *v = &j;
+	ft_search_many(x->srv, &v, 1);
+	*x->out = j.out;
+}
+
+void ft_search_many(srv_t *s, srv_job_t **jobs, size_t n)
+{
+	ft_search_t *fs = calloc(n, sizeof(*fs));
+	vela_search_req_t *reqs = calloc(n, sizeof(*reqs));
+	size_t *which = calloc(n, sizeof(*which));
+	vela_result_t **res = calloc(n, sizeof(*res));
+	vela_err_t *errs = calloc(n, sizeof(*errs));
+	if (!fs || !reqs || !which || !res || !errs) {
+		for (size_t i = 0; i < n; i++)
+			resp_error(&jobs[i]->out, "OOM out of memory");
+		goto out;
+	}
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		cmd_ctx_t x = {.srv = s, .db = s->db, .argc = jobs[i]->argc, .argv = jobs[i]->argv,
+			       .out = &jobs[i]->out, .proto = jobs[i]->out.proto};
+		if (fs_parse(&x, &fs[i]))
+			continue;
+		char buf[300];
+		fs_engine_req(&fs[i], fs_sort_is_dist(&fs[i], knn_alias(fs[i].req.query, buf, sizeof(buf))));
+		reqs[m] = fs[i].req;
+		which[m++] = i;
+	}
+	vela_search_batch(s->db, reqs, m, res, errs);
+	for (size_t k = 0; k < m; k++) {
+		size_t i = which[k];
+		if (res[k] == NULL) {
+			fs_error(&jobs[i]->out, &errs[k], fs[i].req.index);
+			continue;
+		}
+		fs_reply(&jobs[i]->out, &fs[i], res[k]);
+		vela_result_free(res[k]);
+	}
+out:
+	for (size_t i = 0; fs && i < n; i++)
+		fs_free(&fs[i]);
+	free(fs);
+	free(reqs);
+	free(which);
+	free(res);
+	free(errs);
+}
+
+void cmd_ft_explain(cmd_ctx_t *x)
+{
+	ft_search_t fs;
+	if (fs_parse(x, &fs) == 0) {
+		char *text;
+		vela_err_t err = {0};
+		if (vela_explain(x->db, fs.req.index, fs.req.query, fs.req.query_len, fs.req.params,
+				 fs.req.n_params, &text, &err))
+			fs_error(x->out, &err, fs.req.index);
+		else {
+			resp_bulk_str(x->out, text);
+			free(text);
+		}
+	}
+	fs_free(&fs);
+}

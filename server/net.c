@@ -1,0 +1,583 @@
+/* The event loop side: accepting clients, reading and parsing requests,
+ * dispatching commands (inline, writer or search workers), and writing
+ * replies in request order. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/thread.h>
+
+#include "server/srv_int.h"
+
+static void client_process_input(srv_client_t *c);
+
+/* ------------------------------------------------------------ argument helpers */
+
+bool arg_eq(const resp_arg_t *a, const char *s)
+{
+	size_t n = strlen(s);
+	return a->len == n && strncasecmp(a->p, s, n) == 0;
+}
+
+int arg_int64(const resp_arg_t *a, int64_t *v)
+{
+	char buf[32];
+	if (a->len == 0 || a->len >= sizeof(buf))
+		return VELA_EINVAL;
+	memcpy(buf, a->p, a->len);
+	buf[a->len] = '\0';
+	char *end;
+	errno = 0;
+	long long x = strtoll(buf, &end, 10);
+	if (*end || errno)
+		return VELA_EINVAL;
+	*v = x;
+	return VELA_OK;
+}
+
+int arg_double(const resp_arg_t *a, double *v)
+{
+	char buf[64];
+	if (a->len == 0 || a->len >= sizeof(buf))
+		return VELA_EINVAL;
+	memcpy(buf, a->p, a->len);
+	buf[a->len] = '\0';
+	char *end;
+	double x = strtod(buf, &end);
+	if (*end || x != x)
+		return VELA_EINVAL;
+	*v = x;
+	return VELA_OK;
+}
+
+char *arg_dup(const resp_arg_t *a)
+{
+	char *s = malloc(a->len + 1);
+	if (s) {
+		memcpy(s, a->p, a->len);
+		s[a->len] = '\0';
+	}
+	return s;
+}
+
+void reply_wrong_arity(resp_out_t *o, const resp_arg_t *name)
+{
+	char n[64];
+	size_t l = name->len < sizeof(n) - 1 ? name->len : sizeof(n) - 1;
+	for (size_t i = 0; i < l; i++)
+		n[i] = (char)((name->p[i] >= 'A' && name->p[i] <= 'Z') ? name->p[i] + 32 : name->p[i]);
+	n[l] = '\0';
+	resp_errorf(o, "ERR wrong number of arguments for '%s' command", n);
+}
+
+/* ------------------------------------------------------------ clients */
+
+static void client_unlink(srv_client_t *c)
+{
+	srv_t *s = c->srv;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->n_clients--;
+}
+
+void client_free_if_gone(srv_client_t *c)
+{
+	if (!c->gone || c->pend_head)
+		return;
+	srv_job_t *m = c->mq_head;
+	while (m) {
+		srv_job_t *n = m->next;
+		job_free(m);
+		m = n;
+	}
+	resp_parser_free(&c->parser);
+	free(c->qbuf);
+	free(c->name);
+	free(c->lib_name);
+	free(c->lib_ver);
+	free(c);
+}
+
+/* Close the socket now; the struct lives until its jobs come back. */
+static void client_close(srv_client_t *c)
+{
+	if (c->gone)
+		return;
+	c->gone = true;
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	client_unlink(c);
+	client_free_if_gone(c);
+}
+
+/* Append reply bytes; a client that lets replies pile up is disconnected. */
+static void client_send(srv_client_t *c, const resp_out_t *o)
+{
+	if (c->gone || o->len == 0)
+		return;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (o->oom || evbuffer_add(out, o->p, o->len) != 0) {
+		client_close(c);
+		return;
+	}
+	if (evbuffer_get_length(out) > c->srv->cfg.output_buf_limit) {
+		vela_warn("client %llu (%s) closed: output buffer over %llu bytes (not reading)",
+			  (unsigned long long)c->id, c->addr,
+			  (unsigned long long)c->srv->cfg.output_buf_limit);
+		client_close(c);
+	}
+}
+
+/* A job of this client finished: send every reply that is now in order. */
+void client_job_done(srv_client_t *c)
+{
+	while (c->pend_head && c->pend_head->done) {
+		srv_job_t *j = c->pend_head;
+		c->pend_head = j->cnext;
+		if (c->pend_head == NULL)
+			c->pend_tail = NULL;
+		client_send(c, &j->out);
+		job_free(j);
+	}
+	if (c->gone) {
+		client_free_if_gone(c);
+		return;
+	}
+	if (c->pend_head == NULL && c->paused) {
+		c->paused = false;
+		client_process_input(c);
+	}
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static void reply_unknown(resp_out_t *o, int argc, const resp_arg_t *argv)
+{
+	char msg[512];
+	size_t n = (size_t)snprintf(msg, sizeof(msg), "ERR unknown command '%.*s', with args beginning with: ",
+				    (int)(argv[0].len > 128 ? 128 : argv[0].len), argv[0].p);
+	for (int i = 1; i < argc && n < sizeof(msg) - 140; i++)
+		n += (size_t)snprintf(msg + n, sizeof(msg) - n, "'%.*s' ",
+				      (int)(argv[i].len > 128 ? 128 : argv[i].len), argv[i].p);
+	resp_error(o, msg);
+}
+
+static bool arity_ok(const srv_command_t *cmd, int argc)
+{
+	return cmd->arity >= 0 ? argc == cmd->arity : argc >= -cmd->arity;
+}
+
+/* Check a command before it runs or is queued; writes the error reply. */
+static bool command_allowed(srv_client_t *c, const srv_command_t *cmd, int argc,
+			    const resp_arg_t *argv, resp_out_t *o)
+{
+	if (cmd == NULL) {
+		reply_unknown(o, argc, argv);
+		return false;
+	}
+	if (!arity_ok(cmd, argc)) {
+		reply_wrong_arity(o, &argv[0]);
+		return false;
+	}
+	if (!c->authed && !(cmd->flags & CMD_NOAUTH)) {
+		resp_error(o, "NOAUTH Authentication required.");
+		return false;
+	}
+	if (c->user && c->user->readonly && (cmd->flags & (CMD_WRITE | CMD_ADMIN))) {
+		resp_errorf(o, "NOPERM User %s has no permissions to run the '%s' command",
+			    c->user->name, cmd->name);
+		return false;
+	}
+	return true;
+}
+
+static void multi_queue(srv_client_t *c, const srv_command_t *cmd, int argc,
+			const resp_arg_t *argv, resp_out_t *o)
+{
+	srv_job_t *j = job_new(c, cmd, argc, argv, c->proto);
+	if (j == NULL) {
+		resp_error(o, "OOM cannot queue command");
+		c->multi_err = true;
+		return;
+	}
+	if (c->mq_tail)
+		c->mq_tail->next = j;
+	else
+		c->mq_head = j;
+	c->mq_tail = j;
+	c->mq_n++;
+	resp_simple(o, "QUEUED");
+}
+
+/* Queue a job for the writer or the search workers. */
+static void client_submit(srv_client_t *c, srv_job_t *j, unsigned kind)
+{
+	if (c->pend_tail)
+		c->pend_tail->cnext = j;
+	else
+		c->pend_head = j;
+	c->pend_tail = j;
+	c->pend_kind = kind;
+	jobq_push(kind == CMD_SEARCH ? &c->srv->searchq : &c->srv->writeq, j);
+}
+
+srv_job_t *multi_take(srv_client_t *c); /* cmd_core.c: EXEC builds its job */
+
+/* Run or queue one command. Returns false if it must wait (not consumed). */
+static bool client_command(srv_client_t *c, int argc, resp_arg_t *argv)
+{
+	const srv_command_t *cmd = cmd_lookup(argv[0].p, argv[0].len);
+	unsigned kind = cmd == NULL ? 0 : (cmd->flags & CMD_WRITE) ? CMD_WRITE
+					   : (cmd->flags & CMD_SEARCH) ? CMD_SEARCH : 0;
+	bool is_exec = cmd && strcmp(cmd->name, "exec") == 0 && c->in_multi;
+	if (is_exec)
+		kind = CMD_WRITE;
+	if (c->pend_head && (kind == 0 || kind != c->pend_kind) && !(c->in_multi && !is_exec)) {
+		c->paused = true; /* wait for this client's queued jobs: order */
+		return false;
+	}
+	atomic_fetch_add(&c->srv->stat_commands, 1);
+	resp_out_t o;
+	resp_out_init(&o, c->proto);
+	if (!command_allowed(c, cmd, argc, argv, &o)) {
+		if (c->in_multi)
+			c->multi_err = true;
+	} else if (c->in_multi && !(cmd->flags & CMD_NOMULTI)) {
+		multi_queue(c, cmd, argc, argv, &o);
+	} else if (is_exec && !c->multi_err) {
+		srv_job_t *j = multi_take(c);
+		if (j)
+			client_submit(c, j, CMD_WRITE);
+		else
+			resp_error(&o, "OOM cannot run transaction");
+	} else if (kind == 0 || is_exec) {
+		/* Job arguments are NUL-terminated copies; inline ones point into qbuf. */
+		srv_job_t *copy = (cmd->flags & CMD_CSTR) ? job_new(c, cmd, argc, argv, c->proto) : NULL;
+		cmd_ctx_t x = {.srv = c->srv, .db = c->srv->db, .argc = argc,
+			       .argv = copy ? copy->argv : argv, .out = &o, .c = c, .proto = c->proto};
+		if ((cmd->flags & CMD_CSTR) && copy == NULL)
+			resp_error(&o, "OOM cannot run command");
+		else
+			cmd->fn(&x);
+		job_free(copy);
+	} else {
+		srv_job_t *j = job_new(c, cmd, argc, argv, c->proto);
+		if (j)
+			client_submit(c, j, kind);
+		else
+			resp_error(&o, "OOM cannot queue command");
+	}
+	client_send(c, &o);
+	resp_out_free(&o);
+	return true;
+}
+
+/* ------------------------------------------------------------ reading */
+
+static void client_compact(srv_client_t *c, size_t used)
+{
+	if (used == 0)
+		return;
+	memmove(c->qbuf, c->qbuf + used, c->qlen - used);
+	c->qlen -= used;
+}
+
+static void client_process_input(srv_client_t *c)
+{
+	srv_t *s = c->srv;
+	resp_limits_t lim = {s->cfg.proto_max_bulk_len, s->cfg.max_args};
+	size_t pos = 0;
+	while (!c->gone && !c->paused && !c->closing && pos < c->qlen) {
+		resp_arg_t *argv;
+		size_t argc, consumed = 0;
+		vela_err_t err = {0};
+		int rc = resp_parse(&c->parser, c->qbuf + pos, c->qlen - pos, &lim, c->authed,
+				    &consumed, &argv, &argc, &err);
+		if (rc < 0) {
+			resp_out_t o;
+			resp_out_init(&o, c->proto);
+			resp_errorf(&o, "ERR %s", err.msg);
+			client_send(c, &o);
+			resp_out_free(&o);
+			c->closing = true; /* as Redis: reply, then close */
+			break;
+		}
+		if (rc == 0) {
+			pos += consumed;
+			if (consumed == 0)
+				break;
+			continue;
+		}
+		if (!client_command(c, (int)argc, argv))
+			break;
+		pos += consumed;
+	}
+	if (c->gone)
+		return;
+	client_compact(c, pos);
+	if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		client_close(c);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	srv_client_t *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t n = evbuffer_get_length(in);
+	uint64_t limit = c->authed ? c->srv->cfg.query_buf_limit : SRV_QBUF_UNAUTH_LIMIT;
+	if (c->qlen + n > limit) {
+		vela_warn("client %llu (%s) closed: reached the query buffer limit",
+			  (unsigned long long)c->id, c->addr);
+		client_close(c); /* as Redis: without a reply */
+		return;
+	}
+	if (c->qlen + n > c->qcap) {
+		size_t cap = c->qcap ? c->qcap : 16384;
+		while (cap < c->qlen + n)
+			cap *= 2;
+		char *q = realloc(c->qbuf, cap);
+		if (q == NULL) {
+			client_close(c);
+			return;
+		}
+		c->qbuf = q;
+		c->qcap = cap;
+	}
+	evbuffer_remove(in, c->qbuf + c->qlen, n);
+	c->qlen += n;
+	if (c->closing)
+		return;
+	client_process_input(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	srv_client_t *c = arg;
+	if (c->closing && !c->gone)
+		client_close(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		client_close(arg);
+}
+
+/* ------------------------------------------------------------ accepting */
+
+static bool addr_is_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+	if (sa->sa_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+	return sa->sa_family == AF_UNIX;
+}
+
+static void addr_format(const struct sockaddr *sa, char *buf, size_t cap)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+		port = ntohs(in->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in = (const void *)sa;
+		inet_ntop(AF_INET6, &in->sin6_addr, ip, sizeof(ip));
+		port = ntohs(in->sin6_port);
+	}
+	snprintf(buf, cap, "%s:%d", ip, port);
+}
+
+/* Refuse a connection with one error line (maxclients, protected mode). */
+static void refuse(evutil_socket_t fd, const char *line)
+{
+	ssize_t w = send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)w;
+	evutil_closesocket(fd);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+		      int salen, void *arg)
+{
+	srv_t *s = arg;
+	atomic_fetch_add(&s->stat_conns, 1);
+	if (s->n_clients >= s->cfg.maxclients) {
+		atomic_fetch_add(&s->stat_rejected, 1);
+		refuse(fd, "-ERR max number of clients reached\r\n");
+		return;
+	}
+	if (s->cfg.protected_mode && !srv_auth_required(s) && !addr_is_loopback(sa)) {
+		refuse(fd, "-DENIED Redis is running in protected mode because protected mode is "
+			   "enabled and no password is set for the default user. Set a password "
+			   "(requirepass) or disable protected mode (protected-mode no).\r\n");
+		return;
+	}
+	srv_client_t *c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		evutil_closesocket(fd);
+		return;
+	}
+	c->srv = s;
+	c->id = ++s->next_client_id;
+	c->proto = 2;
+	c->authed = !srv_auth_required(s);
+	c->user = c->authed ? &s->cfg.users[0] : NULL;
+	c->created_ms = vela_now_ns() / 1000000;
+	addr_format(sa, c->addr, sizeof(c->addr));
+	resp_parser_init(&c->parser);
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		evutil_closesocket(fd);
+		free(c);
+		return;
+	}
+	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->next = s->clients;
+	if (s->clients)
+		s->clients->prev = c;
+	s->clients = c;
+	s->n_clients++;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	srv_t *s = arg;
+	vela_info("received %s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	event_base_loopexit(s->base, NULL);
+}
+
+void srv_job_expire_submit(srv_t *s); /* cmd_core.c */
+
+static void on_expire_timer(evutil_socket_t fd, short what, void *arg)
+{
+	srv_t *s = arg;
+	if (!s->expire_pending) {
+		s->expire_pending = true;
+		srv_job_expire_submit(s);
+	}
+}
+
+static int srv_listen(srv_t *s, vela_err_t *err)
+{
+	struct sockaddr_storage ss;
+	int slen = sizeof(ss);
+	char spec[300];
+	snprintf(spec, sizeof(spec), strchr(s->cfg.bind, ':') ? "[%s]:%d" : "%s:%d", s->cfg.bind,
+		 s->cfg.port);
+	if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &slen) != 0)
+		return vela_err_set(err, VELA_EINVAL, "bad bind address '%s'", s->cfg.bind);
+	s->listener = evconnlistener_new_bind(s->base, on_accept, s,
+					      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 511,
+					      (struct sockaddr *)&ss, slen);
+	if (s->listener == NULL)
+		return vela_err_set(err, VELA_EIO, "cannot listen on %s: %s", spec, strerror(errno));
+	struct sockaddr_storage bound;
+	socklen_t bl = sizeof(bound);
+	getsockname(evconnlistener_get_fd(s->listener), (struct sockaddr *)&bound, &bl);
+	s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+						   : ((struct sockaddr_in *)&bound)->sin_port);
+	return VELA_OK;
+}
+
+int srv_create(const srv_config_t *cfg, srv_t **out, vela_err_t *err)
+{
+	evthread_use_pthreads();
+	srv_t *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return vela_err_set(err, VELA_ENOMEM, "out of memory");
+	s->cfg = *cfg;
+	s->start_ms = vela_now_ns() / 1000000;
+	pthread_mutex_init(&s->cfg_mu, NULL);
+	vela_db_options_t o = {.map_size = cfg->map_size, .flags = cfg->nosync ? VELA_OPEN_NOSYNC : 0};
+	int rc = vela_db_open(cfg->dir, &o, &s->db, err);
+	if (rc) {
+		free(s);
+		return rc;
+	}
+	s->base = event_base_new();
+	if (s->base == NULL || (rc = srv_listen(s, err)) || (rc = exec_start(s))) {
+		rc = rc ? rc : vela_err_set(err, VELA_ENOMEM, "cannot start the event loop");
+		if (err && err->msg[0] == '\0')
+			vela_err_set(err, rc, "cannot start: %s", vela_strerror(rc));
+		*out = s;
+		return rc;
+	}
+	s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
+	s->sig_term = evsignal_new(s->base, SIGTERM, on_signal, s);
+	s->expire_ev = event_new(s->base, -1, EV_PERSIST, on_expire_timer, s);
+	struct timeval tv = {0, SRV_EXPIRE_CYCLE_MS * 1000};
+	event_add(s->sig_int, NULL);
+	event_add(s->sig_term, NULL);
+	event_add(s->expire_ev, &tv);
+	signal(SIGPIPE, SIG_IGN);
+	*out = s;
+	return VELA_OK;
+}
+
+int srv_port(const srv_t *s)
+{
+	return s->port;
+}
+
+int srv_run(srv_t *s)
+{
+	vela_info("velad %s ready on %s:%d, data in %s (connect: redis-cli -p %d)",
+		  VELA_SERVER_VERSION, s->cfg.bind, s->port, s->cfg.dir, s->port);
+	event_base_dispatch(s->base);
+	/* Graceful: stop accepting, let the writer commit what it accepted, send
+	 * the replies we can, close. */
+	if (s->listener) {
+		evconnlistener_free(s->listener);
+		s->listener = NULL;
+	}
+	exec_stop(s);
+	event_base_loop(s->base, EVLOOP_NONBLOCK); /* write out the last replies */
+	while (s->clients)
+		client_close(s->clients);
+	vela_info("velad stopped");
+	return 0;
+}
+
+void srv_stop(srv_t *s)
+{
+	event_base_loopexit(s->base, NULL);
+}
+
+void srv_destroy(srv_t *s)
+{
+	if (s == NULL)
+		return;
+	if (s->listener)
+		evconnlistener_free(s->listener);
+	if (s->sig_int)
+		event_free(s->sig_int);
+	if (s->sig_term)
+		event_free(s->sig_term);
+	if (s->expire_ev)
+		event_free(s->expire_ev);
+	if (s->base)
+		event_base_free(s->base);
+	vela_db_close(s->db);
+	pthread_mutex_destroy(&s->cfg_mu);
+	srv_config_free(&s->cfg);
+	free(s);
+}

@@ -1,0 +1,170 @@
+/* Private to server/: the server, client, command table and job types. */
+#ifndef VELA_SRV_INT_H
+#define VELA_SRV_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/bufferevent.h>
+
+#include "common/common.h"
+#include "server/server.h"
+
+typedef struct srv_client srv_client_t;
+typedef struct srv_job srv_job_t;
+typedef struct cmd_ctx cmd_ctx_t;
+
+/* ------------------------------------------------------------ commands */
+
+/** Command flags (DESIGN §8): where a command runs and who may run it. */
+enum cmd_flag {
+	CMD_WRITE = 1u << 0,    /**< runs on the writer thread inside the group commit */
+	CMD_ALONE = 1u << 1,    /**< with CMD_WRITE: runs on the writer outside any batch */
+	CMD_SEARCH = 1u << 2,   /**< runs on a search worker */
+	CMD_NOAUTH = 1u << 3,   /**< allowed before AUTH */
+	CMD_NOMULTI = 1u << 4,  /**< not queued by MULTI (MULTI, EXEC, DISCARD, ...) */
+	CMD_ADMIN = 1u << 5,    /**< needs a full (not read-only) user */
+	CMD_CSTR = 1u << 6,     /**< the handler reads arguments as C strings (copied first) */
+};
+
+typedef void (*cmd_fn)(cmd_ctx_t *x);
+
+typedef struct srv_command {
+	const char *name; /**< lowercase */
+	int arity;        /**< Redis convention: n exact, -n at least n (name included) */
+	unsigned flags;
+	cmd_fn fn;
+} srv_command_t;
+
+/** Find a command (case-insensitive); NULL if unknown. */
+const srv_command_t *cmd_lookup(const char *name, size_t len);
+/** All commands (for COMMAND COUNT). */
+size_t cmd_count(void);
+
+/** What a handler sees. Handlers write exactly one reply to `out`. */
+struct cmd_ctx {
+	srv_t *srv;
+	vela_db_t *db;
+	int argc;
+	resp_arg_t *argv;
+	resp_out_t *out;
+	srv_client_t *c;   /**< only on the loop thread (NULL on other threads) */
+	int proto;         /**< the client's protocol (2 or 3) */
+	vela_batch_t *batch; /**< CMD_WRITE without CMD_ALONE: the open batch */
+};
+
+/* ------------------------------------------------------------ jobs */
+
+/** A command sent to the writer or a search worker; its reply comes back. */
+struct srv_job {
+	srv_job_t *next;      /**< queue link */
+	srv_job_t *cnext;     /**< the client's pending list */
+	srv_client_t *c;      /**< NULL for internal jobs (expiry) */
+	const srv_command_t *cmd;
+	int argc;
+	resp_arg_t *argv;     /**< copies, owned by the job (one allocation with the bytes) */
+	resp_out_t out;
+	int multi;            /**< EXEC: argv/cmd arrays of the queued commands */
+	srv_job_t *multi_cmds;
+	int done;
+};
+
+srv_job_t *job_new(srv_client_t *c, const srv_command_t *cmd, int argc, const resp_arg_t *argv,
+		   int proto);
+void job_free(srv_job_t *j);
+
+/* ------------------------------------------------------------ clients */
+
+struct srv_client {
+	srv_t *srv;
+	uint64_t id;
+	struct bufferevent *bev;
+	char addr[64];
+	char *name;
+	char *lib_name, *lib_ver;
+	int proto;
+	bool authed;
+	const srv_user_t *user;
+	/* query buffer */
+	char *qbuf;
+	size_t qlen, qcap;
+	resp_parser_t parser;
+	/* commands waiting for their replies, in request order */
+	srv_job_t *pend_head, *pend_tail;
+	unsigned pend_kind; /**< CMD_WRITE or CMD_SEARCH while pend_head != NULL */
+	bool paused;        /**< a command is waiting for pend to drain */
+	bool closing;       /**< close once the output is flushed */
+	bool gone;          /**< socket closed; free when no job refers to it */
+	/* MULTI */
+	bool in_multi, multi_err;
+	srv_job_t *mq_head, *mq_tail;
+	size_t mq_n;
+	srv_client_t *prev, *next;
+	uint64_t created_ms;
+};
+
+/* ------------------------------------------------------------ the server */
+
+typedef struct job_queue {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	srv_job_t *head, *tail;
+	size_t n;
+} job_queue_t;
+
+struct srv {
+	srv_config_t cfg;
+	vela_db_t *db;
+	struct event_base *base;
+	struct evconnlistener *listener;
+	struct event *sig_int, *sig_term, *done_ev, *expire_ev;
+	int port;
+	/* clients */
+	srv_client_t *clients;
+	uint32_t n_clients;
+	uint64_t next_client_id;
+	/* threads */
+	job_queue_t writeq, searchq, doneq;
+	pthread_t writer;
+	pthread_t *workers;
+	uint32_t n_workers;
+	atomic_int stopping;
+	bool expire_pending;
+	pthread_mutex_t cfg_mu; /**< users/config read by handlers on other threads */
+	/* stats */
+	atomic_uint_fast64_t stat_commands, stat_conns, stat_rejected, stat_expired;
+	uint64_t start_ms;
+	bool gpu_reported;
+};
+
+/* exec.c */
+int exec_start(srv_t *s);
+void exec_stop(srv_t *s);
+void jobq_push(job_queue_t *q, srv_job_t *j);
+/** Loop thread: completed jobs are ready (done_ev fired). */
+void exec_collect_done(srv_t *s);
+
+/* net.c */
+void client_job_done(srv_client_t *c);
+void client_free_if_gone(srv_client_t *c);
+
+/* Replies used by several command files. */
+void reply_wrong_arity(resp_out_t *o, const resp_arg_t *name);
+bool arg_eq(const resp_arg_t *a, const char *s); /**< case-insensitive */
+int arg_int64(const resp_arg_t *a, int64_t *v);
+int arg_double(const resp_arg_t *a, double *v);
+/** A NUL-terminated malloc'd copy of an argument. */
+char *arg_dup(const resp_arg_t *a);
+
+/* Authentication (constant-time compare). */
+const srv_user_t *srv_auth_check(srv_t *s, const char *user, size_t ulen, const char *pass,
+				 size_t plen);
+bool srv_auth_required(srv_t *s);
+
+/* Command groups, for the table. */
+void cmd_ping(cmd_ctx_t *x);
+/* ... declared in each cmd_*.c and gathered in cmd_table.c */
+
+#endif
