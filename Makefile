@@ -1,7 +1,8 @@
 # vela — top-level entry points. The real build is CMake; this file only
 # installs what is missing, configures and drives it.
 #
-#   make run     install packages, build (Release), start vela on ./data
+#   make run     install packages, build (Release), start velad on 127.0.0.1:6380 with ./data
+#   make demo    run the embedded-engine demo through the CLI
 #   make test    install packages, build with ASan+UBSan and -Werror, run every test
 #   make bench   build (Release) and run the benchmarks in bench/
 #   make clean
@@ -17,7 +18,7 @@ DEMO_FILE ?= $(wildcard ../shared/data/sift-5k.tsv)
 SHELL   := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: all build run test test-build bench clean
+.PHONY: all build run demo test test-build bench clean
 
 all: build
 
@@ -26,9 +27,14 @@ build:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DVELA_CUDA=$(CUDA) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# Until velad (server issue) exists, `make run` runs the engine demo through the CLI.
+PORT    ?= 6380
+
 run: build
-	$(BUILD)/vela demo $(DATA) $(DEMO_FILE)
+	@echo "velad on 127.0.0.1:$(PORT), data in $(DATA). Connect with: redis-cli -p $(PORT)"
+	$(BUILD)/velad --port $(PORT) --dir $(DATA)
+
+demo: build
+	$(BUILD)/vela demo $(DATA)-demo $(DEMO_FILE)
 
 VENV    := $(TBUILD)/venv
 
