@@ -92,9 +92,10 @@ static void client_unlink(srv_client_t *c)
 	s->n_clients--;
 }
 
+/* Free the struct once it is detached from the loop and no job refers to it. */
 void client_free_if_gone(srv_client_t *c)
 {
-	if (!c->gone || c->pend_head)
+	if (!c->detached || c->pend_head)
 		return;
 	srv_job_t *m = c->mq_head;
 	while (m) {
@@ -110,7 +111,15 @@ void client_free_if_gone(srv_client_t *c)
 	free(c);
 }
 
-/* Close the socket now; the struct lives until its jobs come back. */
+static void client_detach(evutil_socket_t fd, short what, void *arg)
+{
+	srv_client_t *c = arg;
+	c->detached = true;
+	client_free_if_gone(c);
+}
+
+/* Close the socket now. The struct is freed later, from the loop (callers up
+ * the stack may still hold it), and only once its jobs came back. */
 static void client_close(srv_client_t *c)
 {
 	if (c->gone)
@@ -119,7 +128,9 @@ static void client_close(srv_client_t *c)
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	client_unlink(c);
-	client_free_if_gone(c);
+	struct timeval now = {0, 0};
+	if (event_base_once(c->srv->base, -1, EV_TIMEOUT, client_detach, c, &now) != 0)
+		vela_error("cannot schedule the release of client %llu", (unsigned long long)c->id);
 }
 
 /* Append reply bytes; a client that lets replies pile up is disconnected. */
@@ -553,6 +564,7 @@ int srv_run(srv_t *s)
 	event_base_loop(s->base, EVLOOP_NONBLOCK); /* write out the last replies */
 	while (s->clients)
 		client_close(s->clients);
+	event_base_loop(s->base, EVLOOP_NONBLOCK); /* release the closed clients */
 	vela_info("velad stopped");
 	return 0;
 }

@@ -96,7 +96,8 @@ struct srv_client {
 	unsigned pend_kind; /**< CMD_WRITE or CMD_SEARCH while pend_head != NULL */
 	bool paused;        /**< a command is waiting for pend to drain */
 	bool closing;       /**< close once the output is flushed */
-	bool gone;          /**< socket closed; free when no job refers to it */
+	bool gone;          /**< socket closed */
+	bool detached;      /**< no loop callback refers to it: free when no job does */
 	/* MULTI */
 	bool in_multi, multi_err;
 	srv_job_t *mq_head, *mq_tail;
