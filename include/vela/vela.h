@@ -271,6 +271,8 @@ int vela_batch_expire(vela_batch_t *b, const void *key, size_t klen, int64_t at_
  * @brief Active expiry: delete up to `max` keys whose time has passed,
  * oldest first, removing them from their indexes. Expired keys also read as
  * absent before the cycle reaches them (lazy expiry), except in search results.
+ * The cycle also trims the change log, which nothing replays until snapshots
+ * of derived data exist (every index is rebuilt from LMDB at open).
  */
 int vela_batch_expire_cycle(vela_batch_t *b, size_t max, size_t *n_expired, vela_err_t *err);
 
