@@ -208,7 +208,7 @@ int vela_npy_load(const char *path, vela_vecs_t *out, vela_err_t *err)
 {
 	memset(out, 0, sizeof(*out));
 	FILE *f;
-	uint64_t size, hdr_end, rows = 0, dim = 0;
+	uint64_t size = 0, hdr_end = 0, rows = 0, dim = 0;
 	char *hdr = NULL;
 	int rc = file_open(path, &f, &size, err);
 	if (rc)

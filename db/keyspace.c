@@ -40,7 +40,7 @@ static size_t expiry_idx_key(uint8_t *buf, int64_t at, const uint8_t *key, size_
 
 int db_expiry_clear(storage_txn_t *txn, const uint8_t *key, size_t klen)
 {
-	int64_t at;
+	int64_t at = 0;
 	int rc = expiry_get(txn, key, klen, &at);
 	if (rc == VELA_ENOTFOUND)
 		return VELA_OK;
@@ -98,7 +98,7 @@ int db_key_delete(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t 
 int db_key_lazy_expire(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
 		       db_changes_t *ch)
 {
-	int64_t at;
+	int64_t at = 0;
 	int rc = expiry_get(txn, key, klen, &at);
 	if (rc == VELA_ENOTFOUND)
 		return VELA_OK;
@@ -135,7 +135,7 @@ static int op_expire(vela_db_t *db, storage_txn_t *txn, db_op_t *op, db_changes_
 	if (!exists)
 		return VELA_OK;
 	if (op->at_ms < 0) { /* PERSIST: applied only if there was a TTL */
-		int64_t at;
+		int64_t at = 0;
 		op->count = expiry_get(txn, op->key, op->klen, &at) == 0;
 		return op->count ? db_expiry_clear(txn, op->key, op->klen) : VELA_OK;
 	}
@@ -221,7 +221,7 @@ static int with_read(vela_db_t *db, int (*fn)(storage_txn_t *, void *), void *ar
 /* An expired key that the cycle has not removed yet reads as absent. */
 static int key_live(storage_txn_t *txn, const uint8_t *key, size_t klen)
 {
-	int64_t at;
+	int64_t at = 0;
 	return expiry_get(txn, key, klen, &at) != 0 || at > db_now_ms();
 }
 
@@ -242,7 +242,7 @@ static int type_read(storage_txn_t *txn, void *p)
 		a->type = VELA_KEY_STRING;
 	else if (key_in(txn, ST_DOCS, a->key, a->klen))
 		a->type = VELA_KEY_HASH;
-	int64_t at;
+	int64_t at = 0;
 	a->ttl = a->type == VELA_KEY_NONE ? -2 : -1;
 	if (a->type != VELA_KEY_NONE && expiry_get(txn, a->key, a->klen, &at) == 0)
 		a->ttl = at - db_now_ms() > 0 ? at - db_now_ms() : 0;

@@ -258,9 +258,9 @@ out:
 static int op_hdel(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
 		   const vela_kv_t *names, size_t n, size_t *n_removed, db_changes_t *ch)
 {
-	uint8_t *buf;
-	storage_field_t *old, *doc = NULL;
-	size_t n_old, n_doc = 0, removed = 0;
+	uint8_t *buf = NULL;
+	storage_field_t *old = NULL, *doc = NULL;
+	size_t n_old = 0, n_doc = 0, removed = 0;
 	int rc = db_key_is_string(txn, key, klen);
 	if (rc == 0)
 		rc = doc_load(txn, key, klen, &buf, &old, &n_old);

@@ -225,6 +225,10 @@ static void cmd_client(cmd_ctx_t *x)
 {
 	srv_client_t *c = x->c;
 	const resp_arg_t *sub = &x->argv[1];
+	if (c == NULL) { /* inside EXEC, on the writer: the client (and the list) is the loop's */
+		resp_error(x->out, "ERR CLIENT is not supported inside MULTI");
+		return;
+	}
 	if (arg_eq(sub, "SETNAME") && x->argc == 3) {
 		free(c->name);
 		c->name = x->argv[2].len ? arg_dup(&x->argv[2]) : NULL;
@@ -455,8 +459,24 @@ srv_job_t *multi_take(srv_client_t *c)
 	return j;
 }
 
-/* On the writer: run the queued commands in order, one reply each. Reads see
- * committed data only (not the transaction's own earlier writes). */
+/* Commit the transaction's open batch; on failure the whole EXEC reply
+ * becomes the error (the writes since the last commit are lost). */
+static int multi_commit(cmd_ctx_t *x, vela_batch_t **batch)
+{
+	vela_err_t err = {0};
+	int rc = vela_batch_commit(*batch, &err);
+	*batch = NULL;
+	if (rc) {
+		x->out->len = 0;
+		resp_errorf(x->out, "ERR %s", err.msg[0] ? err.msg : vela_strerror(rc));
+	}
+	return rc;
+}
+
+/* On the writer: run the queued commands in order, one reply each. The
+ * caller starts it with no batch open. A read after a write commits the
+ * batch first, so it sees the transaction's own writes as in Redis (the
+ * cost: other clients may see a transaction with reads half-committed). */
 void cmd_exec_multi(cmd_ctx_t *x, srv_job_t *j, vela_batch_t **batch)
 {
 	size_t n = 0;
@@ -467,12 +487,10 @@ void cmd_exec_multi(cmd_ctx_t *x, srv_job_t *j, vela_batch_t **batch)
 		cmd_ctx_t y = {.srv = x->srv, .db = x->db, .argc = m->argc, .argv = m->argv,
 			       .out = x->out, .proto = x->proto};
 		vela_err_t err = {0};
-		if ((m->cmd->flags & CMD_WRITE) && (m->cmd->flags & CMD_ALONE) && *batch) {
-			vela_batch_commit(*batch, &err); /* DDL runs outside a batch */
-			*batch = NULL;
-		}
-		if ((m->cmd->flags & CMD_WRITE) && !(m->cmd->flags & CMD_ALONE) && *batch == NULL &&
-		    vela_batch_begin(x->db, batch, &err)) {
+		bool batched = (m->cmd->flags & CMD_WRITE) && !(m->cmd->flags & CMD_ALONE);
+		if (!batched && *batch && multi_commit(x, batch))
+			return; /* DDL and reads run outside the batch, after its writes */
+		if (batched && *batch == NULL && vela_batch_begin(x->db, batch, &err)) {
 			resp_errorf(x->out, "ERR %s", err.msg);
 			continue;
 		}

@@ -416,6 +416,7 @@ typedef struct ft_search {
 	bool desc;
 	size_t offset, num;
 	bool sort_all; /* sort on a field other than the distance: fetch everything */
+	char *query_buf; /* the query rewritten by FILTER options, or NULL */
 } ft_search_t;
 
 static int fs_count(cmd_ctx_t *x, int i, int64_t *n)
@@ -425,6 +426,41 @@ static int fs_count(cmd_ctx_t *x, int i, int64_t *n)
 		return -1;
 	}
 	return 0;
+}
+
+/* Legacy `FILTER field min max` (redis-py's NumericFilter sends it): ANDed
+ * into the filter part of the query (before any `=>[KNN`) as
+ * `@field:[min max]`, whose bounds take the same `(` and inf syntax. */
+static int fs_filter(cmd_ctx_t *x, int i, ft_search_t *fs)
+{
+	const resp_arg_t *f = &x->argv[i + 1], *lo = &x->argv[i + 2], *hi = &x->argv[i + 3];
+	const char *q = fs->req.query;
+	size_t qlen = fs->req.query_len;
+	const char *knn = memmem(q, qlen, "=>[", 3);
+	size_t head = knn ? (size_t)(knn - q) : qlen, s = 0, e = head;
+	while (s < e && q[s] == ' ')
+		s++;
+	while (e > s && q[e - 1] == ' ')
+		e--;
+	bool all = e - s == 1 && q[s] == '*'; /* "* @f:[..]" is not a valid AND */
+	size_t cap = qlen + f->len + lo->len + hi->len + 16;
+	char *b = malloc(cap);
+	if (b == NULL) {
+		resp_error(x->out, "OOM out of memory");
+		return -1;
+	}
+	int n = all ? snprintf(b, cap, "@%.*s:[%.*s %.*s]", (int)f->len, f->p, (int)lo->len, lo->p,
+			       (int)hi->len, hi->p)
+		    : snprintf(b, cap, "(%.*s) @%.*s:[%.*s %.*s]", (int)head, q, (int)f->len, f->p,
+			       (int)lo->len, lo->p, (int)hi->len, hi->p);
+	memcpy(b + n, q + head, qlen - head);
+	n += (int)(qlen - head);
+	b[n] = '\0';
+	free(fs->query_buf);
+	fs->query_buf = b;
+	fs->req.query = b;
+	fs->req.query_len = (size_t)n;
+	return i + 4;
 }
 
 static int fs_option(cmd_ctx_t *x, int i, ft_search_t *fs)
@@ -444,6 +480,8 @@ static int fs_option(cmd_ctx_t *x, int i, ft_search_t *fs)
 			return -1;
 		}
 		return i + 2;
+	} else if (arg_eq(a, "FILTER") && i + 3 < x->argc) {
+		return fs_filter(x, i, fs);
 	} else if (arg_eq(a, "LIMIT") && i + 2 < x->argc) {
 		if (arg_int64(&x->argv[i + 1], &n) || arg_int64(&x->argv[i + 2], &m) || n < 0 ||
 		    m < 0 || m > VELA_LIMIT_MAX) {
@@ -518,6 +556,7 @@ static int fs_parse(cmd_ctx_t *x, ft_search_t *fs)
 
 static void fs_free(ft_search_t *fs)
 {
+	free(fs->query_buf);
 	free(fs->params);
 	free(fs->ret);
 }

@@ -172,9 +172,10 @@ static int d_requirepass(srv_config_t *c, const char *v)
 }
 static int d_maxclients(srv_config_t *c, const char *v)
 {
-	uint64_t n;
+	uint64_t n = 0;
 	int rc = parse_size(v, SRV_MAXCLIENTS_MIN, SRV_MAXCLIENTS_MAX, &n);
-	c->maxclients = (uint32_t)n;
+	if (rc == 0)
+		c->maxclients = (uint32_t)n;
 	return rc;
 }
 static int d_bulk(srv_config_t *c, const char *v)
@@ -191,16 +192,18 @@ static int d_obuf(srv_config_t *c, const char *v)
 }
 static int d_workers(srv_config_t *c, const char *v)
 {
-	uint64_t n;
+	uint64_t n = 0;
 	int rc = parse_size(v, 0, SRV_WORKERS_MAX, &n);
-	c->workers = (uint32_t)n;
+	if (rc == 0)
+		c->workers = (uint32_t)n;
 	return rc;
 }
 static int d_mapsize(srv_config_t *c, const char *v)
 {
-	uint64_t n;
+	uint64_t n = 0;
 	int rc = parse_size(v, VELA_MAP_SIZE_MIN, VELA_MAP_SIZE_MAX, &n);
-	c->map_size = (size_t)n;
+	if (rc == 0)
+		c->map_size = (size_t)n;
 	return rc;
 }
 static int d_appendfsync(srv_config_t *c, const char *v)

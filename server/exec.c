@@ -169,6 +169,9 @@ static void writer_run_one(srv_t *s, group_t *g, srv_job_t *j)
 	cmd_ctx_t x = {.srv = s, .db = s->db, .argc = j->argc, .argv = j->argv, .out = &j->out,
 		       .proto = j->out.proto};
 	if (j->multi) {
+		/* Alone in its group: a commit failure inside EXEC then concerns
+		 * only this transaction's reply. */
+		group_flush(s, g);
 		cmd_exec_multi(&x, j, &g->batch);
 		group_add(g, j);
 		return;

@@ -310,6 +310,8 @@ static void client_process_input(srv_client_t *c)
 	srv_t *s = c->srv;
 	resp_limits_t lim = {s->cfg.proto_max_bulk_len, s->cfg.max_args};
 	size_t pos = 0;
+	if (atomic_load(&s->stopping))
+		return; /* shutting down: a paused client's next command would never run */
 	while (!c->gone && !c->paused && !c->closing && pos < c->qlen) {
 		resp_arg_t *argv;
 		size_t argc, consumed = 0;
@@ -560,6 +562,11 @@ int srv_run(srv_t *s)
 		evconnlistener_free(s->listener);
 		s->listener = NULL;
 	}
+	/* Nothing new may reach the queues once the threads are gone: no expiry
+	 * job, no further requests (a job would leak and its reply never go). */
+	event_del(s->expire_ev);
+	for (srv_client_t *c = s->clients; c; c = c->next)
+		bufferevent_disable(c->bev, EV_READ);
 	exec_stop(s);
 	event_base_loop(s->base, EVLOOP_NONBLOCK); /* write out the last replies */
 	while (s->clients)

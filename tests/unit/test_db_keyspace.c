@@ -93,6 +93,8 @@ Test(keyspace, strings_and_types)
 	cr_assert(strncmp(err.msg, "WRONGTYPE", 9) == 0, "%s", err.msg);
 	vela_doc_t *d;
 	cr_assert_eq(vela_get(db, "s", 1, &d, &err), VELA_ETYPE);
+	size_t removed;
+	cr_assert_eq(vela_hdel(db, "s", 1, &kv, 1, &removed, &err), VELA_ETYPE);
 	cr_assert_eq(vela_db_size(db), 2);
 	int del;
 	cr_assert_eq(vela_del(db, "s", 1, &del, &err), 0);
