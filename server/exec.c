@@ -239,16 +239,27 @@ void exec_collect_done(srv_t *s)
 	s->doneq.head = s->doneq.tail = NULL;
 	s->doneq.n = 0;
 	pthread_mutex_unlock(&s->doneq.mu);
+	/* Mark every job first, then visit each client once: its replies then
+	 * leave in one write however many of its jobs finished together. */
+	srv_client_t *clients = NULL;
 	while (j) {
 		srv_job_t *n = j->next;
 		j->done = 1;
-		if (j->c) {
-			client_job_done(j->c);
-		} else { /* internal: the expiry cycle */
+		if (j->c && !j->c->done_mark) {
+			j->c->done_mark = true;
+			j->c->done_next = clients;
+			clients = j->c;
+		} else if (j->c == NULL) { /* internal: the expiry cycle */
 			s->expire_pending = false;
 			job_free(j);
 		}
 		j = n;
+	}
+	while (clients) {
+		srv_client_t *c = clients, *n = c->done_next;
+		c->done_mark = false;
+		client_job_done(c); /* may free c */
+		clients = n;
 	}
 }
 

@@ -7,7 +7,6 @@
 
 #include <event2/event.h>
 #include <event2/listener.h>
-#include <event2/bufferevent.h>
 
 #include "common/common.h"
 #include "server/server.h"
@@ -80,7 +79,14 @@ void job_free(srv_job_t *j);
 struct srv_client {
 	srv_t *srv;
 	uint64_t id;
-	struct bufferevent *bev;
+	evutil_socket_t fd;
+	struct event *rev, *wev; /**< readable (persistent); writable (armed on a short write) */
+	bool wev_armed;
+	/* replies not yet written to the socket: obuf[opos..olen) */
+	char *obuf;
+	size_t olen, ocap, opos;
+	bool done_mark;            /**< in exec_collect_done's list of clients to flush */
+	srv_client_t *done_next;
 	char addr[64];
 	char *name;
 	char *lib_name, *lib_ver;
@@ -148,6 +154,7 @@ void jobq_push(job_queue_t *q, srv_job_t *j);
 void exec_collect_done(srv_t *s);
 
 /* net.c */
+/** Send every reply of c that is now in order, then write them out. */
 void client_job_done(srv_client_t *c);
 void client_free_if_gone(srv_client_t *c);
 
