@@ -70,18 +70,27 @@ static void jobq_destroy(job_queue_t *q)
 	pthread_cond_destroy(&q->cv);
 }
 
+/* Append the list head..tail (n jobs). Consumers take everything queued, so
+ * only a push onto an empty queue can have a sleeper to wake. */
+static void jobq_push_list(job_queue_t *q, srv_job_t *head, srv_job_t *tail, size_t n)
+{
+	tail->next = NULL;
+	pthread_mutex_lock(&q->mu);
+	bool was_empty = q->head == NULL;
+	if (q->tail)
+		q->tail->next = head;
+	else
+		q->head = head;
+	q->tail = tail;
+	q->n += n;
+	if (was_empty)
+		pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+}
+
 void jobq_push(job_queue_t *q, srv_job_t *j)
 {
-	j->next = NULL;
-	pthread_mutex_lock(&q->mu);
-	if (q->tail)
-		q->tail->next = j;
-	else
-		q->head = j;
-	q->tail = j;
-	q->n++;
-	pthread_cond_signal(&q->cv);
-	pthread_mutex_unlock(&q->mu);
+	jobq_push_list(q, j, j, 1);
 }
 
 /* Take up to `max` jobs (all with max 0); waits while empty unless stopping. */
@@ -109,13 +118,18 @@ static srv_job_t *jobq_take(srv_t *s, job_queue_t *q, size_t max)
 	return h;
 }
 
+/* Hand a finished list back to the loop in one push and one wake-up. */
 static void jobs_done(srv_t *s, srv_job_t *list)
 {
-	while (list) {
-		srv_job_t *n = list->next;
-		jobq_push(&s->doneq, list);
-		list = n;
+	if (list == NULL)
+		return;
+	srv_job_t *tail = list;
+	size_t n = 1;
+	while (tail->next) {
+		tail = tail->next;
+		n++;
 	}
+	jobq_push_list(&s->doneq, list, tail, n);
 	event_active(s->done_ev, EV_READ, 0);
 }
 
