@@ -74,7 +74,10 @@ typedef struct node {
 	struct node *l, *r;
 } node_t;
 
-static node_t pool[64];
+#define NQ 25
+/* One node pool per query of a trial, so the whole batch can be checked at the end. */
+static node_t pools[NQ][64];
+static node_t *pool = pools[0];
 static int pool_n;
 
 static node_t *gen(int depth)
@@ -415,26 +418,37 @@ static void run_trial(int trial, int with_churn)
 			db = db_open_ok(dir, 0);
 		}
 	}
-	uint8_t blob[MAXD * 4];
-	for (int qi = 0; qi < 25; qi++) {
+	static uint8_t blobs[NQ][MAXD * 4];
+	static char qss[NQ][2200];
+	static double qv[NQ][MAXD];
+	static vela_kv_t ps[NQ];
+	static vela_search_req_t reqs[NQ];
+	static node_t *filters[NQ];
+	static uint32_t ks[NQ];
+	size_t nb = 0;
+	for (int qi = 0; qi < NQ; qi++) {
+		pool = pools[qi];
 		pool_n = 0;
+		uint8_t *blob = blobs[qi];
+		char *qs = qss[qi];
+		double *q = qv[qi];
 		node_t *f = rnd(5) == 0 ? NULL : gen(rnd(3));
-		char fs[2048], qs[2200];
+		char fs[2048];
 		if (f)
 			render(f, fs);
 		else
 			strcpy(fs, "*");
-		double q[MAXD];
 		rand_vec(&w, q);
 		size_t bl;
 		make_blob(&w, q, w.dim, blob, &bl);
-		vela_kv_t p = {"B", 1, blob, bl};
+		ps[qi] = (vela_kv_t){"B", 1, blob, bl};
+		vela_kv_t p = ps[qi];
 		uint32_t k = (uint32_t)(rnd(4) == 0 ? 1000 : 1 + rnd(20));
 		int knn = rnd(3) != 0;
 		if (knn)
-			snprintf(qs, sizeof(qs), "%s=>[KNN %u @v $B AS dist]", fs, k);
+			snprintf(qs, sizeof(qss[0]), "%s=>[KNN %u @v $B AS dist]", fs, k);
 		else
-			snprintf(qs, sizeof(qs), "%s", fs);
+			snprintf(qs, sizeof(qss[0]), "%s", fs);
 		vela_search_req_t req = {.index = "p", .query = qs, .params = &p, .n_params = 1,
 					 .limit = 1000, .nocontent = true};
 		vela_result_t *r, *rb;
@@ -442,15 +456,28 @@ static void run_trial(int trial, int with_churn)
 		cr_assert_eq(vela_search(db, &req, &r, &err), 0, "trial %d %s: %s", trial, qs, err.msg);
 		if (knn) {
 			check_knn(&w, f, q, k, exact_order, qs, r);
-			/* The batch path (GEMM) must agree with the single path. */
+			/* A batch of one takes the small-group (scan) path. */
 			cr_assert_eq(vela_search_batch(db, &req, 1, &rb, &err), 0, "%s", err.msg);
 			cr_assert_eq(rb->n_hits, r->n_hits);
 			check_knn(&w, f, q, k, exact_order, qs, rb);
 			vela_result_free(rb);
+			req.params = &ps[qi];
+			reqs[nb] = req;
+			filters[nb] = f;
+			ks[nb++] = k;
 		} else {
 			check_filter(&w, f, qs, r);
 		}
 		vela_result_free(r);
+	}
+	/* All KNN queries of the trial together: one GEMM with per-query filters. */
+	static vela_result_t *outs[NQ];
+	static vela_err_t errs[NQ];
+	cr_assert_eq(vela_search_batch(db, reqs, nb, outs, errs), 0, "batch: %s", errs[0].msg);
+	for (size_t i = 0; i < nb; i++) {
+		check_knn(&w, filters[i], qv[reqs[i].params - ps], ks[i], exact_order,
+			  reqs[i].query, outs[i]);
+		vela_result_free(outs[i]);
 	}
 	vela_db_close(db);
 	tmpdir_remove(dir);
