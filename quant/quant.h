@@ -115,4 +115,10 @@ float quant_f16_to_f32_one(uint16_t h);
  */
 int quant_normalize(float *v, size_t dim);
 
+/* ================================================================ LVQ
+ * (locally-adaptive vector quantization; quant/lvq*.c) */
+
+/* ================================================================ LeanVec
+ * (linear dimensionality reduction; quant/leanvec.c) */
+
 #endif
