@@ -9,6 +9,9 @@
 extern const quant_kernels_t quant_kernels_scalar;
 extern const quant_kernels_t quant_kernels_avx2;
 extern const quant_kernels_t quant_kernels_avx512;
+extern const quant_lvq_kernels_t quant_lvq_kernels_scalar;
+extern const quant_lvq_kernels_t quant_lvq_kernels_avx2;
+extern const quant_lvq_kernels_t quant_lvq_kernels_avx512;
 
 void quant_scalar_f32_to_f16(const float *src, uint16_t *dst, size_t n);
 void quant_scalar_f16_to_f32(const uint16_t *src, float *dst, size_t n);
