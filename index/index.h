@@ -1,6 +1,7 @@
 /**
  * @file index.h
- * @brief Vector access structures. For now: FLAT, the exact scan.
+ * @brief Vector access structures: FLAT, the exact scan, and GRAPH, the
+ * Vamana proximity graph (see the GRAPH section below).
  *
  * FLAT keeps every vector in one contiguous, 64-byte aligned array
  * addressed by dense docid (row `docid`), F32 or F16 (binary16 halves),
@@ -20,8 +21,10 @@
 #ifndef VELA_INDEX_H
 #define VELA_INDEX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <roaring/roaring.h>
 
@@ -162,5 +165,233 @@ int flat_search_batch(const flat_index_t *f, const float *Q, uint32_t nq, uint32
  */
 int flat_range(const flat_index_t *f, const float *q, float radius,
 	       const roaring_bitmap_t *filter, vela_hit_t **out, size_t *n_out);
+
+/* ================================================================ GRAPH
+ * Vamana proximity graph (DiskANN, Subramanya et al. 2019; as built by
+ * Intel SVS, reference/leanvec-lvq.md §3). Nodes are dense docids; the
+ * graph holds only adjacency. Vectors are reached through a caller-supplied
+ * graph_store_t, so the same graph serves F32, F16, LVQ or LeanVec
+ * encodings (traverse on a compressed primary, re-rank on a secondary).
+ *
+ * Thread-safety: any number of threads may call graph_search, graph_count,
+ * graph_contains, graph_entry, graph_neighbors, graph_memory and graph_save
+ * on one graph at the same time. Writers (graph_build, graph_insert,
+ * graph_delete, graph_consolidate) need external exclusion against every
+ * other call on that graph (the db layer's rwlock); graph_build and
+ * graph_consolidate use `threads` worker threads internally and return
+ * only when they have joined.
+ */
+
+/** Opaque graph. Created by graph_create or graph_load, freed by graph_destroy. */
+typedef struct graph graph_t;
+
+/**
+ * Access to the vectors behind the graph. Every callback must be callable
+ * from several threads at once and must not call back into the graph.
+ * The store (and `ctx`) must outlive the graph; the graph copies the struct.
+ * A node's vector must stay readable from graph_insert/graph_build until
+ * graph_consolidate has dropped the node (deleted nodes are still traversed).
+ */
+typedef struct graph_store {
+	void *ctx;
+	uint32_t dim;         /**< query dimension (floats passed to prepare) */
+	vela_metric_t metric; /**< decides alpha's default and the prune rule */
+	size_t query_size;    /**< bytes of a prepared query (>= 1) */
+	/** Turn a query (dim floats) into the form dist/dist_rerank take
+	 * (`pq`: query_size bytes, caller-owned). 0 or a VELA_E code. */
+	int (*prepare)(void *ctx, const float *q, void *pq);
+	/** Traversal distance of a prepared query to stored `id`. */
+	float (*dist)(void *ctx, const void *pq, uint32_t id);
+	/** Higher-precision distance for re-ranking; NULL = no re-rank. */
+	float (*dist_rerank)(void *ctx, const void *pq, uint32_t id);
+	/** Distance between two stored vectors (build, insert, pruning); must
+	 * be symmetric and use the traversal encoding. */
+	float (*dist_ids)(void *ctx, uint32_t a, uint32_t b);
+	/** Optional: decode stored `id` into dim floats. Used to find the
+	 * medoid (the node nearest the mean, §3.1); NULL = approximate it as
+	 * the sampled node with the least summed distance to a sample. */
+	int (*get)(void *ctx, uint32_t id, float *out);
+} graph_store_t;
+
+/** Max out-degree R (§3.1 "graph_max_degree"). */
+#define GRAPH_MAX_DEGREE_DEFAULT 32u
+#define GRAPH_MAX_DEGREE_MIN 4u
+#define GRAPH_MAX_DEGREE_MAX 256u
+
+/** Build search window L (§3.1 "window_size"). */
+#define GRAPH_CONSTRUCTION_WINDOW_SIZE_DEFAULT 200u
+#define GRAPH_CONSTRUCTION_WINDOW_SIZE_MIN 4u
+#define GRAPH_CONSTRUCTION_WINDOW_SIZE_MAX 4096u
+
+/** Candidate pool for pruning (§3.1 "max_candidate_pool_size"); 0 = 3 L. */
+#define GRAPH_CANDIDATE_POOL_DEFAULT 0u
+#define GRAPH_CANDIDATE_POOL_MIN 8u
+#define GRAPH_CANDIDATE_POOL_MAX 16384u
+
+/** Degree a full node is re-pruned to when back-edges overflow it
+ * (§3.1 "prune_to"); 0 = R - 4 when R >= 16, else R. */
+#define GRAPH_PRUNE_TO_DEFAULT 0u
+#define GRAPH_PRUNE_TO_MIN 1u
+#define GRAPH_PRUNE_TO_MAX GRAPH_MAX_DEGREE_MAX
+
+/** Pruning alpha (§3.1): >= 1 for L2, in (0, 1] for IP and COSINE (where
+ * the rule compares similarities); 0 = the metric's default. */
+#define GRAPH_ALPHA_DEFAULT 0.0f
+#define GRAPH_ALPHA_L2_DEFAULT 1.2f
+#define GRAPH_ALPHA_L2_MIN 1.0f
+#define GRAPH_ALPHA_L2_MAX 2.0f
+#define GRAPH_ALPHA_IP_DEFAULT 0.95f
+#define GRAPH_ALPHA_IP_MIN 0.5f
+#define GRAPH_ALPHA_IP_MAX 1.0f
+
+/** Worker threads of graph_build and graph_consolidate. */
+#define GRAPH_THREADS_DEFAULT 1u
+#define GRAPH_THREADS_MIN 1u
+#define GRAPH_THREADS_MAX 256u
+
+/** Search window (§3.2 "search_window_size"; Redis SEARCH_WINDOW_SIZE). */
+#define GRAPH_SEARCH_WINDOW_SIZE_DEFAULT 10u
+#define GRAPH_SEARCH_WINDOW_SIZE_MIN 1u
+#define GRAPH_SEARCH_WINDOW_SIZE_MAX VELA_K_MAX
+
+/** Search buffer capacity (§3.2 "search_buffer_capacity"): candidates kept
+ * and re-ranked; 0 = the window. */
+#define GRAPH_SEARCH_BUFFER_DEFAULT 0u
+#define GRAPH_SEARCH_BUFFER_MIN 0u
+#define GRAPH_SEARCH_BUFFER_MAX VELA_K_MAX
+
+/** Largest docid a graph accepts (nodes are addressed by dense docid). */
+#define GRAPH_ID_MAX (UINT32_MAX - 1u)
+
+/** Build parameters. Fill with graph_params_default, then adjust. */
+typedef struct graph_params {
+	uint32_t max_degree;   /**< R */
+	uint32_t window;       /**< L of the build searches */
+	uint32_t pool;         /**< candidate pool, 0 = 3 L */
+	uint32_t prune_to;     /**< 0 = default (see above) */
+	float alpha;           /**< 0 = the metric's default */
+	uint32_t threads;      /**< workers of build and consolidate */
+} graph_params_t;
+
+/** Search parameters. NULL in graph_search means all defaults. */
+typedef struct graph_search_params {
+	uint32_t window;  /**< W; raised to k when smaller */
+	uint32_t buffer;  /**< re-rank buffer, >= W (0 = W) */
+	/** NULL = every node; else only docids in the filter are returned.
+	 * Borrowed for the call. Non-matching nodes are still traversed; the
+	 * window is widened by 1 / (estimated selectivity) and doubled again
+	 * while fewer than k matches are found. Very selective filters are
+	 * better served by an exact scan: that choice is the planner's. */
+	const roaring_bitmap_t *filter;
+} graph_search_params_t;
+
+/** Defaults above (alpha, pool and prune_to left 0 = derived). */
+void graph_params_default(graph_params_t *p);
+void graph_search_params_default(graph_search_params_t *sp);
+
+/**
+ * @brief Create an empty graph over `st` (copied; see graph_store_t for
+ * its lifetime). `p` NULL = defaults.
+ * @param out  receives the graph; free it with graph_destroy
+ * @return 0; VELA_EINVAL (NULL store callbacks, a parameter outside its
+ * MIN..MAX, a bad metric or dim); VELA_ENOMEM
+ */
+int graph_create(const graph_store_t *st, const graph_params_t *p, graph_t **out);
+
+/** Free the graph and everything it owns (never the store). NULL is a no-op. */
+void graph_destroy(graph_t *g);
+
+/**
+ * @brief Build the graph over `ids` (n distinct docids, borrowed) into an
+ * empty graph: medoid entry point, then two passes (alpha 1, then alpha)
+ * of batched greedy search + robust prune + back-edges (§3.1).
+ * Deterministic for a given input, whatever the thread count.
+ * @return 0; VELA_EINVAL (graph not empty, id > GRAPH_ID_MAX, duplicate
+ * ids); VELA_ENOMEM (the graph is then empty again)
+ */
+int graph_build(graph_t *g, const uint32_t *ids, size_t n);
+
+/**
+ * @brief Add one node (FreshDiskANN insert): search for it, prune, link,
+ * add back-edges. The store must already hold its vector.
+ * @return 0; VELA_EINVAL (id > GRAPH_ID_MAX); VELA_EEXISTS (present or
+ * deleted-not-yet-consolidated); VELA_ENOMEM (the node is then either
+ * absent, or present with some back-edges missing: the graph stays valid)
+ */
+int graph_insert(graph_t *g, uint32_t id);
+
+/**
+ * @brief Tombstone `id`: still traversed, never returned, removed for good
+ * by graph_consolidate. @return 0, VELA_EINVAL, VELA_ENOTFOUND
+ */
+int graph_delete(graph_t *g, uint32_t id);
+
+/**
+ * @brief Repair every live node pointing at a tombstone (FreshDiskANN
+ * Algorithm 4: its live neighbours plus the tombstones' live neighbours,
+ * robust-pruned to R), then drop the tombstones. A deleted entry point is
+ * replaced by the medoid of the remaining nodes.
+ * @return 0 or VELA_ENOMEM (some nodes may be repaired already; the
+ * tombstones stay and the graph is valid: call again)
+ */
+int graph_consolidate(graph_t *g);
+
+/**
+ * @brief Approximate k nearest live nodes of `q` (dim floats): greedy
+ * best-first search (§3.2) from the entry point, a window of W, a buffer of
+ * max(buffer, W) re-ranked with dist_rerank when the store has one.
+ * @param out    caller-owned, k slots; *n_out hits ascending (dist, docid)
+ * @return 0; VELA_EINVAL (NULL arguments, k > VELA_K_MAX, a parameter out
+ * of range); VELA_ENOMEM; a code from the store's prepare
+ */
+int graph_search(const graph_t *g, const float *q, uint32_t k, const graph_search_params_t *sp,
+		 vela_hit_t *out, uint32_t *n_out);
+
+/** Live (not deleted) nodes. */
+uint64_t graph_count(const graph_t *g);
+/** Is `id` a live node? */
+bool graph_contains(const graph_t *g, uint32_t id);
+/** Entry point, or UINT32_MAX when the graph is empty. */
+uint32_t graph_entry(const graph_t *g);
+/**
+ * @brief Out-neighbours of `id` (live or deleted). Owned by the graph;
+ * valid until the next writer call. @return their number (0 if absent)
+ */
+uint32_t graph_neighbors(const graph_t *g, uint32_t id, const uint32_t **nbrs);
+/** Bytes held by the graph (adjacency at its allocated capacity). */
+size_t graph_memory(const graph_t *g);
+
+/** Snapshot format version written by graph_save. */
+#define GRAPH_FORMAT_VERSION 1u
+
+/**
+ * @brief Write a snapshot to `f` (magic, version, parameters, nodes,
+ * adjacency, entry point, tombstones, then an XXH3 checksum of all of it).
+ * The caller owns `f` and flushes/closes it. @return 0, VELA_EINVAL,
+ * VELA_EIO, VELA_ENOMEM
+ */
+int graph_save(const graph_t *g, FILE *f);
+
+/**
+ * @brief Read a snapshot written by graph_save over store `st` (same rules
+ * as graph_create). Every length is bounds-checked before use and the
+ * checksum is verified before parsing; `threads` is not stored (loaded as
+ * the default; pass `threads` > 0 to override).
+ * @return 0; VELA_ECORRUPT (bad magic, checksum, truncation or an
+ * inconsistent field); VELA_EVERSION (written by a newer format);
+ * VELA_EINVAL (NULL arguments, dim or metric differs from the store);
+ * VELA_EIO; VELA_ENOMEM
+ */
+int graph_load(FILE *f, const graph_store_t *st, uint32_t threads, graph_t **out);
+
+/**
+ * @brief A graph_store_t over a FLAT index (F32 or F16): traversal and
+ * pruning use the same exact kernels as flat_search, no re-rank. `f` is
+ * borrowed and must outlive every graph using the store; a deleted node's
+ * row must stay in `f` until graph_consolidate. Queries follow
+ * flat_search's semantics (COSINE: the caller normalises).
+ * @return 0 or VELA_EINVAL
+ */
+int graph_store_flat(const flat_index_t *f, graph_store_t *out);
 
 #endif

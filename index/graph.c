@@ -1,0 +1,537 @@
+/* GRAPH index: lifecycle, greedy search (reference §3.2), robust prune
+ * (§3.1) and the public search. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "index/graph_impl.h"
+
+/* ------------------------------------------------ parameters */
+
+void graph_params_default(graph_params_t *p)
+{
+	*p = (graph_params_t){GRAPH_MAX_DEGREE_DEFAULT, GRAPH_CONSTRUCTION_WINDOW_SIZE_DEFAULT,
+			      GRAPH_CANDIDATE_POOL_DEFAULT, GRAPH_PRUNE_TO_DEFAULT,
+			      GRAPH_ALPHA_DEFAULT, GRAPH_THREADS_DEFAULT};
+}
+
+void graph_search_params_default(graph_search_params_t *sp)
+{
+	*sp = (graph_search_params_t){GRAPH_SEARCH_WINDOW_SIZE_DEFAULT,
+				      GRAPH_SEARCH_BUFFER_DEFAULT, NULL};
+}
+
+static bool graph_in(uint32_t v, uint32_t lo, uint32_t hi)
+{
+	return v >= lo && v <= hi;
+}
+
+/* Resolve the derived defaults (pool = 3 L, prune_to = R - 4, alpha per
+ * metric; §3.1 table) and check every value against its MIN..MAX. */
+int graph_params_check(const graph_store_t *st, graph_params_t *p)
+{
+	if (st->dim < VELA_DIM_MIN || st->dim > VELA_DIM_MAX || st->query_size == 0 ||
+	    st->prepare == NULL || st->dist == NULL || st->dist_ids == NULL)
+		return VELA_EINVAL;
+	bool l2 = st->metric == VELA_METRIC_L2;
+	if (!l2 && st->metric != VELA_METRIC_IP && st->metric != VELA_METRIC_COSINE)
+		return VELA_EINVAL;
+	if (p->pool == 0)
+		p->pool = 3 * p->window;
+	if (p->prune_to == 0)
+		p->prune_to = p->max_degree >= 16 ? p->max_degree - 4 : p->max_degree;
+	if (p->alpha == 0.0f)
+		p->alpha = l2 ? GRAPH_ALPHA_L2_DEFAULT : GRAPH_ALPHA_IP_DEFAULT;
+	bool alpha_ok = l2 ? p->alpha >= GRAPH_ALPHA_L2_MIN && p->alpha <= GRAPH_ALPHA_L2_MAX
+			   : p->alpha >= GRAPH_ALPHA_IP_MIN && p->alpha <= GRAPH_ALPHA_IP_MAX;
+	if (!alpha_ok ||
+	    !graph_in(p->max_degree, GRAPH_MAX_DEGREE_MIN, GRAPH_MAX_DEGREE_MAX) ||
+	    !graph_in(p->window, GRAPH_CONSTRUCTION_WINDOW_SIZE_MIN,
+		      GRAPH_CONSTRUCTION_WINDOW_SIZE_MAX) ||
+	    !graph_in(p->pool, GRAPH_CANDIDATE_POOL_MIN, GRAPH_CANDIDATE_POOL_MAX) ||
+	    !graph_in(p->prune_to, GRAPH_PRUNE_TO_MIN, p->max_degree) ||
+	    !graph_in(p->threads, GRAPH_THREADS_MIN, GRAPH_THREADS_MAX))
+		return VELA_EINVAL;
+	return 0;
+}
+
+/* ------------------------------------------------ lifecycle */
+
+int graph_alloc(const graph_store_t *st, const graph_params_t *p, graph_t **out)
+{
+	graph_t *g = calloc(1, sizeof(*g));
+	if (g == NULL)
+		return VELA_ENOMEM;
+	g->st = *st;
+	g->R = p->max_degree;
+	g->L = p->window;
+	g->pool = p->pool;
+	g->prune_to = p->prune_to;
+	g->alpha = p->alpha;
+	g->threads = p->threads;
+	g->entry = GRAPH_NONE;
+	*out = g;
+	return 0;
+}
+
+int graph_create(const graph_store_t *st, const graph_params_t *p, graph_t **out)
+{
+	if (out == NULL)
+		return VELA_EINVAL;
+	*out = NULL;
+	graph_params_t pp;
+	if (p)
+		pp = *p;
+	else
+		graph_params_default(&pp);
+	if (st == NULL)
+		return VELA_EINVAL;
+	int rc = graph_params_check(st, &pp);
+	return rc ? rc : graph_alloc(st, &pp, out);
+}
+
+void graph_destroy(graph_t *g)
+{
+	if (g == NULL)
+		return;
+	free(g->adj);
+	free(g->deg);
+	free(g->state);
+	free(g);
+}
+
+/* Make slot `id` addressable; doubling keeps inserts amortised O(1). On
+ * failure the graph is unchanged. */
+int graph_reserve(graph_t *g, uint64_t id)
+{
+	if (id < g->cap)
+		return 0;
+	uint64_t cap = g->cap ? g->cap * 2 : 1024;
+	if (cap <= id)
+		cap = (id + 1024) & ~(uint64_t)1023;
+	uint32_t *adj = malloc(vela_mul_size(cap, (size_t)g->R * sizeof(uint32_t)));
+	uint32_t *deg = calloc(cap, sizeof(uint32_t));
+	uint8_t *state = calloc(cap, 1);
+	if (adj == NULL || deg == NULL || state == NULL) {
+		free(adj);
+		free(deg);
+		free(state);
+		return VELA_ENOMEM;
+	}
+	if (g->cap) {
+		memcpy(adj, g->adj, g->cap * g->R * sizeof(uint32_t));
+		memcpy(deg, g->deg, g->cap * sizeof(uint32_t));
+		memcpy(state, g->state, g->cap);
+	}
+	free(g->adj);
+	free(g->deg);
+	free(g->state);
+	g->adj = adj;
+	g->deg = deg;
+	g->state = state;
+	g->cap = cap;
+	return 0;
+}
+
+uint64_t graph_count(const graph_t *g)
+{
+	return g ? g->n_live : 0;
+}
+
+bool graph_contains(const graph_t *g, uint32_t id)
+{
+	return g && graph_state(g, id) == GRAPH_LIVE;
+}
+
+uint32_t graph_entry(const graph_t *g)
+{
+	return g ? g->entry : GRAPH_NONE;
+}
+
+uint32_t graph_neighbors(const graph_t *g, uint32_t id, const uint32_t **nbrs)
+{
+	if (g == NULL || graph_state(g, id) == GRAPH_ABSENT) {
+		if (nbrs)
+			*nbrs = NULL;
+		return 0;
+	}
+	if (nbrs)
+		*nbrs = graph_adj(g, id);
+	return g->deg[id];
+}
+
+size_t graph_memory(const graph_t *g)
+{
+	if (g == NULL)
+		return 0;
+	return sizeof(*g) + g->cap * ((size_t)g->R * sizeof(uint32_t) + sizeof(uint32_t) + 1);
+}
+
+/* ------------------------------------------------ scratch */
+
+graph_work_t *graph_work_new(const graph_t *g)
+{
+	graph_work_t *w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return NULL;
+	w->set_cap = 1024;
+	w->set = calloc(w->set_cap, sizeof(uint32_t));
+	w->ids_cap = 2 * (size_t)g->R;
+	w->ids = malloc(w->ids_cap * sizeof(uint32_t));
+	w->pq = malloc(g->st.query_size);
+	if (w->set == NULL || w->ids == NULL || w->pq == NULL) {
+		graph_work_free(w);
+		return NULL;
+	}
+	return w;
+}
+
+void graph_work_free(graph_work_t *w)
+{
+	if (w == NULL)
+		return;
+	free(w->set);
+	free(w->buf);
+	free(w->hist);
+	free(w->pool);
+	free(w->best);
+	free(w->taken);
+	free(w->ids);
+	free(w->pq);
+	free(w);
+}
+
+/* Room for n prune candidates (pool, best, taken). */
+int graph_work_pool(graph_work_t *w, size_t n)
+{
+	if (n <= w->pool_cap)
+		return 0;
+	size_t cap = n < 64 ? 64 : n * 2;
+	vela_hit_t *pool = realloc(w->pool, cap * sizeof(*pool));
+	if (pool)
+		w->pool = pool;
+	float *best = realloc(w->best, cap * sizeof(float));
+	if (best)
+		w->best = best;
+	uint8_t *taken = realloc(w->taken, cap);
+	if (taken)
+		w->taken = taken;
+	if (!pool || !best || !taken)
+		return VELA_ENOMEM;
+	w->pool_cap = cap;
+	return 0;
+}
+
+/* ------------------------------------------------ visited set */
+
+static size_t graph_set_slot(uint32_t key, size_t cap)
+{
+	uint64_t h = (uint64_t)key * 0x9e3779b97f4a7c15ull;
+	return (size_t)(h >> 32) & (cap - 1);
+}
+
+static void graph_set_clear(graph_work_t *w)
+{
+	memset(w->set, 0, w->set_cap * sizeof(uint32_t));
+	w->set_n = 0;
+}
+
+static int graph_set_grow(graph_work_t *w)
+{
+	size_t cap = w->set_cap * 2;
+	uint32_t *set = calloc(cap, sizeof(uint32_t));
+	if (set == NULL)
+		return VELA_ENOMEM;
+	for (size_t i = 0; i < w->set_cap; i++) {
+		uint32_t k = w->set[i];
+		if (k == 0)
+			continue;
+		size_t s = graph_set_slot(k, cap);
+		while (set[s])
+			s = (s + 1) & (cap - 1);
+		set[s] = k;
+	}
+	free(w->set);
+	w->set = set;
+	w->set_cap = cap;
+	return 0;
+}
+
+/* 1 if `id` was new (now added), 0 if already there, <0 on ENOMEM. */
+static int graph_set_add(graph_work_t *w, uint32_t id)
+{
+	if (2 * (w->set_n + 1) > w->set_cap && graph_set_grow(w) != 0)
+		return VELA_ENOMEM;
+	uint32_t key = id + 1;
+	size_t s = graph_set_slot(key, w->set_cap);
+	while (w->set[s]) {
+		if (w->set[s] == key)
+			return 0;
+		s = (s + 1) & (w->set_cap - 1);
+	}
+	w->set[s] = key;
+	w->set_n++;
+	return 1;
+}
+
+/* ------------------------------------------------ greedy search */
+
+static inline float graph_qdist(const graph_t *g, const graph_query_t *q, uint32_t id)
+{
+	return q->pq ? g->st.dist(g->st.ctx, q->pq, id) : graph_dist_ids(g, q->qid, id);
+}
+
+/* Insert into the sorted buffer (ascending dist, then id); returns the
+ * position, or cap when it did not make the buffer. */
+static uint32_t graph_buf_insert(graph_work_t *w, uint32_t cap, float d, uint32_t id)
+{
+	uint32_t lo = 0, hi = w->nbuf;
+	vela_hit_t h = {d, id};
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+		vela_hit_t m = {w->buf[mid].dist, w->buf[mid].id};
+		if (graph_hit_less(m, h))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo >= cap)
+		return cap;
+	uint32_t n = w->nbuf < cap ? w->nbuf : cap - 1;
+	memmove(w->buf + lo + 1, w->buf + lo, (n - lo) * sizeof(graph_cand_t));
+	w->buf[lo] = (graph_cand_t){d, id, 0};
+	if (w->nbuf < cap)
+		w->nbuf++;
+	return lo;
+}
+
+static int graph_hist_push(graph_work_t *w, float d, uint32_t id)
+{
+	if (w->nhist == w->hist_cap) {
+		size_t cap = w->hist_cap ? w->hist_cap * 2 : 256;
+		vela_hit_t *h = realloc(w->hist, cap * sizeof(*h));
+		if (h == NULL)
+			return VELA_ENOMEM;
+		w->hist = h;
+		w->hist_cap = cap;
+	}
+	w->hist[w->nhist++] = (vela_hit_t){d, id};
+	return 0;
+}
+
+static int graph_buf_reserve(graph_work_t *w, uint32_t cap)
+{
+	if (cap <= w->buf_cap)
+		return 0;
+	graph_cand_t *b = realloc(w->buf, (size_t)cap * sizeof(*b));
+	if (b == NULL)
+		return VELA_ENOMEM;
+	w->buf = b;
+	w->buf_cap = cap;
+	return 0;
+}
+
+/* Expand the closest unexpanded candidate among the first `window` until
+ * all of them are expanded (§3.2). Keeps up to `cap` (>= window) candidates
+ * in w->buf; with `history`, every expanded node goes to w->hist (the
+ * "full search history" candidate pool of the build, §3.1). */
+int graph_greedy(const graph_t *g, graph_work_t *w, const graph_query_t *q, uint32_t window,
+		 uint32_t cap, bool history)
+{
+	w->nbuf = 0;
+	w->nhist = 0;
+	graph_set_clear(w);
+	if (g->entry == GRAPH_NONE)
+		return 0;
+	if (graph_buf_reserve(w, cap) != 0 || graph_set_add(w, g->entry) < 0)
+		return VELA_ENOMEM;
+	graph_buf_insert(w, cap, graph_qdist(g, q, g->entry), g->entry);
+	for (uint32_t cur = 0;;) {
+		uint32_t lim = w->nbuf < window ? w->nbuf : window;
+		while (cur < lim && w->buf[cur].done)
+			cur++;
+		if (cur >= lim)
+			return 0;
+		graph_cand_t *c = &w->buf[cur];
+		c->done = 1;
+		uint32_t u = c->id;
+		if (history && graph_hist_push(w, c->dist, u) != 0)
+			return VELA_ENOMEM;
+		const uint32_t *nb = graph_adj(g, u);
+		for (uint32_t i = 0, n = g->deg[u]; i < n; i++) {
+			int fresh = graph_set_add(w, nb[i]);
+			if (fresh < 0)
+				return VELA_ENOMEM;
+			if (!fresh)
+				continue;
+			uint32_t pos = graph_buf_insert(w, cap, graph_qdist(g, q, nb[i]), nb[i]);
+			if (pos < cur)
+				cur = pos;
+		}
+	}
+}
+
+/* ------------------------------------------------ robust prune */
+
+static int graph_hit_cmp(const void *a, const void *b)
+{
+	vela_hit_t x = *(const vela_hit_t *)a, y = *(const vela_hit_t *)b;
+	return graph_hit_less(x, y) ? -1 : graph_hit_less(y, x) ? 1 : 0;
+}
+
+void graph_hits_sort(vela_hit_t *h, size_t n)
+{
+	if (n > 1)
+		qsort(h, n, sizeof(*h), graph_hit_cmp);
+}
+
+/* Is candidate t (at distance dxt from x) occluded by an accepted
+ * neighbour at distance `best` from t, at level a? L2: a d(c,t) <= d(x,t).
+ * IP/COSINE compare similarities s = 1 - d instead, so the test flips:
+ * a s(c,t) >= s(x,t) (§3.1). */
+static inline bool graph_occluded(bool l2, float a, float best, float dxt)
+{
+	if (best == INFINITY)
+		return false;
+	return l2 ? a * best <= dxt : a * (1.0f - best) >= 1.0f - dxt;
+}
+
+/* Robust prune (DiskANN Algorithm 2, with SVS's rounds alpha_cur = 1, alpha,
+ * alpha^2, ... up to alpha, §3.1): walk `cand` (ascending distance to x,
+ * x itself excluded, no duplicates), accept a candidate unless an accepted
+ * one occludes it at the current level. Writes up to `max` ids to `out`
+ * and returns their number. Needs graph_work_pool(w, m). */
+uint32_t graph_prune(const graph_t *g, graph_work_t *w, const vela_hit_t *cand, uint32_t m,
+		     float alpha, uint32_t max, uint32_t *out)
+{
+	bool l2 = g->st.metric == VELA_METRIC_L2;
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < m; i++) {
+		w->best[i] = INFINITY;
+		w->taken[i] = 0;
+	}
+	for (float a = 1.0f; n < max;) {
+		for (uint32_t i = 0; i < m && n < max; i++) {
+			if (w->taken[i] || graph_occluded(l2, a, w->best[i], cand[i].dist))
+				continue;
+			w->taken[i] = 1;
+			out[n++] = cand[i].docid;
+			for (uint32_t j = i + 1; j < m; j++) {
+				if (w->taken[j] ||
+				    graph_occluded(l2, alpha, w->best[j], cand[j].dist))
+					continue; /* out for every round already */
+				float d = graph_dist_ids(g, cand[i].docid, cand[j].docid);
+				if (d < w->best[j])
+					w->best[j] = d;
+			}
+		}
+		if (a == alpha)
+			break;
+		a *= alpha;
+		if (l2 ? a > alpha : a < alpha)
+			a = alpha;
+	}
+	return n;
+}
+
+/* ------------------------------------------------ public search */
+
+static bool graph_match(const graph_t *g, const roaring_bitmap_t *filter, uint32_t id)
+{
+	return g->state[id] == GRAPH_LIVE && (filter == NULL || roaring_bitmap_contains(filter, id));
+}
+
+/* Window widened by 1 / selectivity of the filter (estimated from its
+ * cardinality), so about `window` matches land in the buffer. */
+static uint32_t graph_filter_window(const graph_t *g, const roaring_bitmap_t *filter,
+				    uint32_t window)
+{
+	if (filter == NULL)
+		return window;
+	uint64_t fc = roaring_bitmap_get_cardinality(filter);
+	if (fc == 0 || fc >= g->n_live)
+		return window;
+	double w = ceil((double)window * (double)g->n_live / (double)fc);
+	return w > GRAPH_SEARCH_WINDOW_SIZE_MAX ? GRAPH_SEARCH_WINDOW_SIZE_MAX : (uint32_t)w;
+}
+
+/* Move the matching buffer entries to the front of w->pool; returns how many. */
+static int graph_collect(const graph_t *g, graph_work_t *w, const roaring_bitmap_t *filter,
+			 uint32_t *n)
+{
+	if (graph_work_pool(w, w->nbuf) != 0)
+		return VELA_ENOMEM;
+	*n = 0;
+	for (uint32_t i = 0; i < w->nbuf; i++)
+		if (graph_match(g, filter, w->buf[i].id))
+			w->pool[(*n)++] = (vela_hit_t){w->buf[i].dist, w->buf[i].id};
+	return 0;
+}
+
+/* Search, widening the window (doubling) while fewer than k matches turn
+ * up: tombstones and filters both take room in the buffer. */
+static int graph_search_run(const graph_t *g, graph_work_t *w, uint32_t k, uint32_t window,
+			    uint32_t cap, const roaring_bitmap_t *filter, uint32_t *nm)
+{
+	graph_query_t q = {w->pq, 0};
+	uint64_t nodes = g->n_live + g->n_deleted;
+	for (;;) {
+		int rc = graph_greedy(g, w, &q, window, cap, false);
+		if (rc == 0)
+			rc = graph_collect(g, w, filter, nm);
+		if (rc != 0 || *nm >= k || window >= nodes || window >= GRAPH_SEARCH_WINDOW_SIZE_MAX)
+			return rc;
+		window = window > GRAPH_SEARCH_WINDOW_SIZE_MAX / 2 ? GRAPH_SEARCH_WINDOW_SIZE_MAX
+								    : window * 2;
+		if (cap < window)
+			cap = window;
+	}
+}
+
+static int graph_search_check(const graph_t *g, const float *q, uint32_t k,
+			      const graph_search_params_t *sp, vela_hit_t *out, uint32_t *n_out)
+{
+	if (g == NULL || q == NULL || n_out == NULL || (k > 0 && out == NULL) || k > VELA_K_MAX)
+		return VELA_EINVAL;
+	if (sp && (sp->window > GRAPH_SEARCH_WINDOW_SIZE_MAX || sp->buffer > GRAPH_SEARCH_BUFFER_MAX))
+		return VELA_EINVAL;
+	return 0;
+}
+
+int graph_search(const graph_t *g, const float *q, uint32_t k, const graph_search_params_t *sp,
+		 vela_hit_t *out, uint32_t *n_out)
+{
+	int rc = graph_search_check(g, q, k, sp, out, n_out);
+	if (rc != 0)
+		return rc;
+	*n_out = 0;
+	graph_search_params_t d;
+	graph_search_params_default(&d);
+	if (sp == NULL)
+		sp = &d;
+	uint32_t window = sp->window ? sp->window : GRAPH_SEARCH_WINDOW_SIZE_DEFAULT;
+	if (window < k)
+		window = k;
+	window = graph_filter_window(g, sp->filter, window);
+	uint32_t cap = sp->buffer > window ? sp->buffer : window;
+	if (k == 0 || g->entry == GRAPH_NONE)
+		return 0;
+	graph_work_t *w = graph_work_new(g);
+	if (w == NULL)
+		return VELA_ENOMEM;
+	uint32_t nm = 0;
+	rc = g->st.prepare(g->st.ctx, q, w->pq);
+	if (rc == 0)
+		rc = graph_search_run(g, w, k, window, cap, sp->filter, &nm);
+	if (rc == 0 && g->st.dist_rerank) /* §3.2: re-rank the whole buffer */
+		for (uint32_t i = 0; i < nm; i++)
+			w->pool[i].dist = g->st.dist_rerank(g->st.ctx, w->pq, w->pool[i].docid);
+	if (rc == 0) {
+		graph_hits_sort(w->pool, nm);
+		*n_out = nm < k ? nm : k;
+		memcpy(out, w->pool, *n_out * sizeof(*out));
+	}
+	graph_work_free(w);
+	return rc;
+}
