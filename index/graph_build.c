@@ -405,3 +405,35 @@ int graph_insert(graph_t *g, uint32_t id)
 	graph_work_free(w);
 	return rc;
 }
+
+/* Re-link a node whose vector changed, or revive a tombstone whose docid is
+ * used again. Its out-edges are recomputed as for an insert (its old list
+ * joins the candidates); in-edges from other nodes stay — valid edges, only
+ * less tight until they are re-pruned. */
+int graph_update(graph_t *g, uint32_t id)
+{
+	if (g == NULL || id > GRAPH_ID_MAX)
+		return VELA_EINVAL;
+	int st = graph_state(g, id);
+	if (st == GRAPH_ABSENT)
+		return graph_insert(g, id);
+	if (st == GRAPH_LIVE)
+		g->n_live--;
+	else
+		g->n_deleted--;
+	/* Traversed but never a candidate while it is re-linked. */
+	g->state[id] = GRAPH_DELETED;
+	if (g->n_live == 0) {
+		g->state[id] = GRAPH_LIVE;
+		g->n_live++;
+		g->deg[id] = 0;
+		g->entry = id;
+		return 0;
+	}
+	graph_work_t *w = graph_work_new(g);
+	int rc = w ? graph_insert_link(g, w, id) : VELA_ENOMEM;
+	graph_work_free(w);
+	if (rc && g->state[id] != GRAPH_LIVE)
+		g->n_deleted++; /* left as a tombstone: consolidation removes it */
+	return rc;
+}

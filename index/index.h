@@ -321,6 +321,13 @@ int graph_build(graph_t *g, const uint32_t *ids, size_t n);
 int graph_insert(graph_t *g, uint32_t id);
 
 /**
+ * @brief The vector of `id` changed in the store (or a deleted id is used
+ * again): re-link it as an insert would; an absent id is inserted.
+ * @return as graph_insert (never VELA_EEXISTS)
+ */
+int graph_update(graph_t *g, uint32_t id);
+
+/**
  * @brief Tombstone `id`: still traversed, never returned, removed for good
  * by graph_consolidate. @return 0, VELA_EINVAL, VELA_ENOTFOUND
  */

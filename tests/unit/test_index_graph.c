@@ -281,6 +281,44 @@ Test(graph, delete_consolidate_reinsert)
 	ds_free(&d);
 }
 
+/* Vectors that change in place (a document update keeps its docid) and a
+ * deleted id used again without consolidation: graph_update re-links them. */
+Test(graph, update_moved_vectors_and_revive)
+{
+	ds_t d;
+	ds_synth(&d, 2000, 100, 32, VELA_METRIC_L2);
+	graph_params_t p = test_params();
+	ds_index(&d, &p);
+	graph_search_params_t sp = sp_window(TEST_WINDOW);
+	/* Move 10% of the vectors to where other vectors are (swap contents). */
+	for (uint32_t i = 0; i < d.n / 10; i++) {
+		uint32_t a = rng_next() % d.n, b = rng_next() % d.n;
+		float *va = d.base + (size_t)a * d.dim, *vb = d.base + (size_t)b * d.dim;
+		for (uint32_t j = 0; j < d.dim; j++) {
+			float t = va[j];
+			va[j] = vb[j];
+			vb[j] = t;
+		}
+		cr_assert_eq(flat_set(d.f, a, va), 0);
+		cr_assert_eq(flat_set(d.f, b, vb), 0);
+		cr_assert_eq(graph_update(d.g, a), 0);
+		cr_assert_eq(graph_update(d.g, b), 0);
+	}
+	cr_assert_eq(graph_count(d.g), d.n);
+	double r = recall(&d, NULL, &sp);
+	cr_log_info("after moving 10%%: %.4f", r);
+	cr_assert_geq(r, 0.95, "recall after updates %.4f", r);
+	/* Delete then revive without consolidating. */
+	for (uint32_t i = 0; i < 200; i++)
+		cr_assert_eq(graph_delete(d.g, i), 0);
+	for (uint32_t i = 0; i < 200; i++)
+		cr_assert_eq(graph_update(d.g, i), 0);
+	cr_assert_eq(graph_count(d.g), d.n);
+	r = recall(&d, NULL, &sp);
+	cr_assert_geq(r, 0.95, "recall after revive %.4f", r);
+	ds_free(&d);
+}
+
 /* ------------------------------------------------ filters */
 
 static void filtered(uint32_t percent)
