@@ -21,9 +21,20 @@ static int field_check(const vela_field_def_t *f, uint32_t i, vela_err_t *err)
 				    "be between %u and %u (got %u)",
 				    f->name, VELA_DIM_MIN, VELA_DIM_MAX, f->dim);
 	if (f->metric > VELA_METRIC_COSINE || f->vec_type > VELA_VEC_FLOAT16 ||
-	    f->algo != VELA_ALGO_FLAT)
+	    f->algo > VELA_ALGO_GRAPH)
 		return vela_err_set(err, VELA_EINVAL,
 				    "field '%s': unsupported metric, type or algorithm", f->name);
+	if ((f->graph_max_degree && (f->graph_max_degree < GRAPH_MAX_DEGREE_MIN ||
+				     f->graph_max_degree > GRAPH_MAX_DEGREE_MAX)) ||
+	    (f->graph_build_window && (f->graph_build_window < GRAPH_CONSTRUCTION_WINDOW_SIZE_MIN ||
+				       f->graph_build_window > GRAPH_CONSTRUCTION_WINDOW_SIZE_MAX)) ||
+	    f->graph_search_window > GRAPH_SEARCH_WINDOW_SIZE_MAX)
+		return vela_err_set(err, VELA_EINVAL,
+				    "field '%s': graph degree must be %u..%u, construction window "
+				    "%u..%u, search window at most %u",
+				    f->name, GRAPH_MAX_DEGREE_MIN, GRAPH_MAX_DEGREE_MAX,
+				    GRAPH_CONSTRUCTION_WINDOW_SIZE_MIN,
+				    GRAPH_CONSTRUCTION_WINDOW_SIZE_MAX, GRAPH_SEARCH_WINDOW_SIZE_MAX);
 	return VELA_OK;
 }
 
@@ -72,6 +83,7 @@ void db_index_free(db_index_t *ix)
 	for (uint32_t i = 0; i < ix->n_fields; i++) {
 		free(ix->fields[i].name);
 		free(ix->fields[i].alias);
+		graph_destroy(ix->fields[i].graph); /* before the flat index it reads */
 		flat_destroy(ix->fields[i].flat);
 	}
 	free(ix->fields);
@@ -92,6 +104,9 @@ static int field_init(db_field_t *d, const vela_field_def_t *f)
 	d->vec_type = f->vec_type;
 	d->dim = f->dim;
 	d->metric = f->metric;
+	d->graph_degree = f->graph_max_degree;
+	d->graph_build_window = f->graph_build_window;
+	d->graph_search_window = f->graph_search_window;
 	if (d->name == NULL || d->alias == NULL)
 		return VELA_ENOMEM;
 	if (f->type == VELA_FIELD_VECTOR)
@@ -217,6 +232,9 @@ int db_index_pack(const db_index_t *ix, uint8_t **out, size_t *len)
 		wb_str(&w, f->alias);
 		wb_put(&w, b, sizeof(b));
 		wb_u32(&w, f->dim);
+		wb_u32(&w, f->graph_degree); /* version 2 */
+		wb_u32(&w, f->graph_build_window);
+		wb_u32(&w, f->graph_search_window);
 	}
 	if (w.rc) {
 		free(w.p);
@@ -285,7 +303,7 @@ static void def_free_parts(vela_index_def_t *d)
 	free((char *)d->name);
 }
 
-static void unpack_field(rbuf_t *r, vela_field_def_t *f)
+static void unpack_field(rbuf_t *r, vela_field_def_t *f, uint32_t version)
 {
 	f->name = rb_str(r);
 	f->alias = rb_str(r);
@@ -299,6 +317,11 @@ static void unpack_field(rbuf_t *r, vela_field_def_t *f)
 	f->vec_type = b[4];
 	f->metric = b[5];
 	f->dim = rb_u32(r);
+	if (version >= 2) {
+		f->graph_max_degree = rb_u32(r);
+		f->graph_build_window = rb_u32(r);
+		f->graph_search_window = rb_u32(r);
+	}
 }
 
 /* Unpack into a definition (all parts malloc'd) and the stored id. */
@@ -323,7 +346,7 @@ static int unpack_def(const uint8_t *buf, size_t len, vela_index_def_t *d, uint3
 	uint32_t nf = r.bad ? 0 : rb_u32(&r);
 	if (!r.bad && nf <= VELA_INDEX_FIELDS_MAX && (d->fields = calloc(nf + 1, sizeof(vela_field_def_t))))
 		for (; d->n_fields < nf && !r.bad; d->n_fields++)
-			unpack_field(&r, (vela_field_def_t *)&d->fields[d->n_fields]);
+			unpack_field(&r, (vela_field_def_t *)&d->fields[d->n_fields], ver);
 	if (r.bad || r.off != len || np > VELA_INDEX_PREFIXES_MAX || nf > VELA_INDEX_FIELDS_MAX ||
 	    d->prefixes == NULL || d->fields == NULL) {
 		def_free_parts(d);
@@ -598,9 +621,14 @@ int vela_index_info(vela_db_t *db, const char *name, vela_index_info_t *out, vel
 	out->indexing_failures = ix->failures;
 	out->n_fields = ix->n_fields;
 	out->n_prefixes = ix->n_prefixes;
-	for (uint32_t i = 0; i < ix->n_fields; i++)
+	for (uint32_t i = 0; i < ix->n_fields; i++) {
 		if (ix->fields[i].flat)
 			out->vector_bytes += flat_memory(ix->fields[i].flat);
+		if (ix->fields[i].graph) {
+			out->vector_bytes += graph_memory(ix->fields[i].graph);
+			out->graph_nodes += graph_count(ix->fields[i].graph);
+		}
+	}
 	pthread_rwlock_unlock(&db->lock);
 	return VELA_OK;
 }

@@ -27,7 +27,7 @@
 
 /** Packed index definitions start with this magic and version. */
 #define DB_CATALOG_MAGIC 0x56494458u /* "VIDX" */
-#define DB_CATALOG_VERSION 1u
+#define DB_CATALOG_VERSION 2u /* 2: graph parameters per vector field */
 
 /** One field of a loaded index. */
 typedef struct db_field {
@@ -41,6 +41,11 @@ typedef struct db_field {
 	uint32_t dim;
 	vela_metric_t metric;
 	flat_index_t *flat; /**< VECTOR fields: the in-memory exact index */
+	/* GRAPH fields: the Vamana graph over the flat vectors, built once the
+	 * field holds DB_GRAPH_MIN_DOCS vectors (exact scans are as fast below). */
+	uint32_t graph_degree, graph_build_window, graph_search_window;
+	graph_t *graph;
+	graph_store_t gstore;
 } db_field_t;
 
 /** A loaded index. */
@@ -55,6 +60,31 @@ typedef struct db_index {
 	roaring_bitmap_t *docids; /**< every indexed document */
 	uint64_t failures;        /**< indexing failures so far */
 } db_index_t;
+
+/* ------------------------------------------------------------ vector fields */
+
+#define DB_GRAPH_MIN_DOCS 1024u
+/** Consolidate when tombstones exceed this fraction of live nodes. */
+#define DB_GRAPH_CONSOLIDATE_RATIO 0.2
+/** Filters matching fewer docs than this (or this fraction) scan exactly. */
+#define DB_GRAPH_FILTER_EXACT_MIN 2000u
+#define DB_GRAPH_FILTER_EXACT_RATIO 0.05
+
+/** Set/remove a vector in the field's indexes (caller holds db->lock exclusively). */
+int db_vec_set(db_field_t *f, uint32_t docid, const float *vec);
+int db_vec_remove(db_field_t *f, uint32_t docid);
+/** Build the graph once the field is large enough (exclusive lock held). */
+void db_vec_maybe_build(db_field_t *f);
+/**
+ * KNN on one field: the graph when built, an exact scan of the filter's
+ * docids when the filter is very selective, else the exact FLAT scan.
+ * window 0 = the field's search window. Shared lock held.
+ */
+int db_vec_search(const db_field_t *f, const float *q, uint32_t k, uint32_t window,
+		  const roaring_bitmap_t *filter, vela_hit_t *out, uint32_t *n_out,
+		  const char **plan);
+/** Does the index have a GRAPH field (its docids are not reused before consolidation)? */
+bool db_index_has_graph(const db_index_t *ix);
 
 struct vela_db {
 	storage_env_t *env;

@@ -322,7 +322,10 @@ static int docid_alloc(db_index_t *ix, storage_txn_t *txn, uint32_t *docid)
 	uint8_t p[8];
 	vela_put_be32(p, ix->id);
 	struct free_ctx f = {0};
-	int rc = storage_scan_prefix(txn, ST_FREE, p, 4, free_first, &f);
+	/* A graph keeps deleted ids as tombstones until consolidation: their
+	 * docids are not handed out again (docid arrays grow with churn). */
+	int rc = db_index_has_graph(ix) ? VELA_OK
+					: storage_scan_prefix(txn, ST_FREE, p, 4, free_first, &f);
 	if (rc)
 		return rc;
 	if (f.found) {
@@ -464,7 +467,7 @@ static int load_vector(void *ctx, const uint8_t *key, size_t klen, const uint8_t
 		return VELA_ECORRUPT;
 	rc = flat_set(ix->fields[field].flat, vela_get_be32(key + 6), v);
 	free(v);
-	return rc;
+	return rc; /* the graph is built once, after every vector is loaded */
 }
 
 int db_index_load(db_index_t *ix, storage_txn_t *txn, vela_err_t *err)
@@ -481,5 +484,8 @@ int db_index_load(db_index_t *ix, storage_txn_t *txn, vela_err_t *err)
 	if (rc)
 		return vela_err_set(err, rc, "cannot load index '%s': %s", ix->name,
 				    vela_strerror(rc));
+	for (uint32_t i = 0; i < ix->n_fields; i++)
+		if (ix->fields[i].type == VELA_FIELD_VECTOR)
+			db_vec_maybe_build(&ix->fields[i]);
 	return VELA_OK;
 }

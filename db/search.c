@@ -203,6 +203,7 @@ typedef struct plan {
 	const query_vrange_t *yield; /**< VECTOR_RANGE whose distance is returned */
 	float *yvec;
 	char dist_name[VELA_INDEX_NAME_MAX + 16];
+	const char *how; /**< vela_result_t.plan */
 } plan_t;
 
 static void plan_free(plan_t *p)
@@ -426,16 +427,28 @@ static int result_build(storage_txn_t *txn, const plan_t *p, vela_result_t **out
 		return vela_err_set(err, rc, "cannot build result: %s", vela_strerror(rc));
 	}
 	r->pub.total = total;
+	r->pub.plan = p->knn ? p->how : NULL;
 	*out = &r->pub;
 	return VELA_OK;
 }
 
 /* ------------------------------------------------------------ execution */
 
+/* The query's window: SEARCH_WINDOW_SIZE (SVS) or EF_RUNTIME (HNSW), else 0. */
+static uint32_t plan_window(const plan_t *p)
+{
+	if (p->knn->set & QUERY_KNN_SEARCH_WINDOW_SIZE)
+		return p->knn->search_window_size;
+	if (p->knn->set & QUERY_KNN_EF_RUNTIME)
+		return p->knn->ef_runtime;
+	return 0;
+}
+
 static int plan_run_knn(plan_t *p, vela_err_t *err)
 {
 	const db_field_t *f = &p->ix->fields[p->knn->field_no];
-	int rc = flat_search(f->flat, p->qvec, p->knn->k, p->filter, p->hits, &p->n_hits);
+	int rc = db_vec_search(f, p->qvec, p->knn->k, plan_window(p), p->filter, p->hits,
+			       &p->n_hits, &p->how);
 	return rc ? vela_err_set(err, rc, "search failed: %s", vela_strerror(rc)) : VELA_OK;
 }
 
@@ -500,7 +513,8 @@ static int batch_group(plan_t *plans, int *state, size_t n, size_t first, vela_e
 			m++;
 			kmax = plans[i].knn->k > kmax ? plans[i].knn->k : kmax;
 		}
-	if (m < DB_BATCH_MIN_QUERIES)
+	/* Graph fields answer query by query (a walk each); GEMMs are for scans. */
+	if (m < DB_BATCH_MIN_QUERIES || f->graph)
 		return batch_group_scan(plans, state, n, first, errs);
 	float *Q = malloc(m * (size_t)f->dim * sizeof(float));
 	const roaring_bitmap_t **filters = malloc(m * sizeof(*filters));
@@ -527,6 +541,7 @@ static int batch_group(plan_t *plans, int *state, size_t n, size_t first, vela_e
 			continue;
 		}
 		p->n_hits = nh[j] < p->knn->k ? nh[j] : p->knn->k;
+		p->how = "batch-gemm";
 		memcpy(p->hits, hits + j * kmax, p->n_hits * sizeof(vela_hit_t));
 	}
 	free(Q);

@@ -69,10 +69,10 @@ static void change_apply(vela_db_t *db, db_change_t *c)
 	int rc = VELA_OK;
 	switch (c->kind) {
 	case DC_VEC_SET:
-		rc = flat_set(c->ix->fields[c->field].flat, c->docid, c->vec);
+		rc = db_vec_set(&c->ix->fields[c->field], c->docid, c->vec);
 		break;
 	case DC_VEC_REMOVE:
-		rc = flat_remove(c->ix->fields[c->field].flat, c->docid);
+		rc = db_vec_remove(&c->ix->fields[c->field], c->docid);
 		rc = rc == VELA_ENOTFOUND ? VELA_OK : rc;
 		break;
 	case DC_DOC_ADD:
@@ -105,6 +105,11 @@ void db_changes_apply(vela_db_t *db, db_changes_t *c)
 		free(c->v[i].vec);
 		c->v[i].vec = NULL;
 	}
+	/* A field that just reached DB_GRAPH_MIN_DOCS gets its graph (the
+	 * writer holds the exclusive lock meanwhile: searches wait). */
+	for (size_t i = 0; i < c->n; i++)
+		if (c->v[i].kind == DC_VEC_SET)
+			db_vec_maybe_build(&c->v[i].ix->fields[c->v[i].field]);
 	c->n = 0;
 }
 

@@ -139,6 +139,11 @@ uint64_t graph_count(const graph_t *g)
 	return g ? g->n_live : 0;
 }
 
+uint64_t graph_count_deleted(const graph_t *g)
+{
+	return g ? g->n_deleted : 0;
+}
+
 bool graph_contains(const graph_t *g, uint32_t id)
 {
 	return g && graph_state(g, id) == GRAPH_LIVE;

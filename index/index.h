@@ -356,6 +356,8 @@ int graph_search(const graph_t *g, const float *q, uint32_t k, const graph_searc
 
 /** Live (not deleted) nodes. */
 uint64_t graph_count(const graph_t *g);
+/** Deleted nodes not yet consolidated. */
+uint64_t graph_count_deleted(const graph_t *g);
 /** Is `id` a live node? */
 bool graph_contains(const graph_t *g, uint32_t id);
 /** Entry point, or UINT32_MAX when the graph is empty. */

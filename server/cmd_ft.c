@@ -89,11 +89,24 @@ static int vec_attr(cmd_ctx_t *x, const char *algo, const resp_arg_t *n, const r
 		else
 			return vec_err(x, algo, "Bad arguments for vector similarity %s index "
 						"`DISTANCE_METRIC`: %s", v->p);
-	} else if (!(arg_eq(n, "INITIAL_CAP") || arg_eq(n, "BLOCK_SIZE") || arg_eq(n, "M") ||
-		     arg_eq(n, "EF_CONSTRUCTION") || arg_eq(n, "EF_RUNTIME") || arg_eq(n, "EPSILON") ||
-		     arg_eq(n, "GRAPH_MAX_DEGREE") || arg_eq(n, "CONSTRUCTION_WINDOW_SIZE") ||
-		     arg_eq(n, "SEARCH_WINDOW_SIZE") || arg_eq(n, "COMPRESSION") ||
-		     arg_eq(n, "TRAINING_THRESHOLD") || arg_eq(n, "REDUCE"))) {
+	} else if (arg_eq(n, "M") || arg_eq(n, "EF_CONSTRUCTION") || arg_eq(n, "EF_RUNTIME") ||
+		   arg_eq(n, "GRAPH_MAX_DEGREE") || arg_eq(n, "CONSTRUCTION_WINDOW_SIZE") ||
+		   arg_eq(n, "SEARCH_WINDOW_SIZE")) {
+		if (arg_int64(v, &iv) || iv < 1 || iv > 100000)
+			return vec_err(x, algo, "Bad arguments for vector similarity %s index: "
+						"invalid value %s", v->p);
+		/* HNSW's layer 0 has 2*M links: the Vamana degree that matches it. */
+		if (arg_eq(n, "M"))
+			f->graph_max_degree = (uint32_t)(2 * iv);
+		else if (arg_eq(n, "GRAPH_MAX_DEGREE"))
+			f->graph_max_degree = (uint32_t)iv;
+		else if (arg_eq(n, "EF_CONSTRUCTION") || arg_eq(n, "CONSTRUCTION_WINDOW_SIZE"))
+			f->graph_build_window = (uint32_t)iv;
+		else
+			f->graph_search_window = (uint32_t)iv;
+	} else if (!(arg_eq(n, "INITIAL_CAP") || arg_eq(n, "BLOCK_SIZE") || arg_eq(n, "EPSILON") ||
+		     arg_eq(n, "COMPRESSION") || arg_eq(n, "TRAINING_THRESHOLD") ||
+		     arg_eq(n, "REDUCE"))) {
 		return vec_err(x, algo, "Bad arguments for algorithm %s: %s", n->p);
 	}
 	return 0;
@@ -140,8 +153,10 @@ static int parse_vector(cmd_ctx_t *x, int i, vela_field_def_t *f)
 				    "specifying %s argument", algo, missing);
 		return -1;
 	}
-	/* HNSW and SVS-VAMANA are answered exactly by FLAT until the graph index lands. */
-	f->algo = VELA_ALGO_FLAT;
+	/* HNSW and SVS-VAMANA are both served by the Vamana graph. COMPRESSION,
+	 * TRAINING_THRESHOLD and REDUCE are accepted; vectors stay uncompressed
+	 * until LVQ/LeanVec are wired into the graph store. */
+	f->algo = arg_eq(&x->argv[i], "FLAT") ? VELA_ALGO_FLAT : VELA_ALGO_GRAPH;
 	return i + 2 + (int)nargs;
 }
 
@@ -315,7 +330,7 @@ static void info_attribute(resp_out_t *o, const vela_field_def_t *f)
 		resp_bulk_str(o, "1");
 	} else if (f->type == VELA_FIELD_VECTOR) {
 		resp_simple(o, "algorithm");
-		resp_simple(o, "FLAT");
+		resp_simple(o, f->algo == VELA_ALGO_GRAPH ? "HNSW" : "FLAT");
 		resp_simple(o, "data_type");
 		resp_simple(o, f->vec_type == VELA_VEC_FLOAT16 ? "FLOAT16" : "FLOAT32");
 		resp_simple(o, "dim");

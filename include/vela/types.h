@@ -32,7 +32,8 @@ typedef enum vela_field_type {
 
 /** Vector index algorithms. */
 typedef enum vela_algo {
-	VELA_ALGO_FLAT = 0, /**< exact scan */
+	VELA_ALGO_FLAT = 0,  /**< exact scan */
+	VELA_ALGO_GRAPH = 1, /**< Vamana graph (served for HNSW and SVS-VAMANA) */
 } vela_algo_t;
 
 /** Vector dimension limits (pgvector stops at 2,000; we go well past it). */

@@ -133,10 +133,15 @@ typedef struct vela_field_def {
 	char tag_separator;  /**< 0 = ',' */
 	bool case_sensitive; /**< TAG: keep case (default: lowercase) */
 	/* VECTOR */
-	vela_algo_t algo;        /**< VELA_ALGO_FLAT */
+	vela_algo_t algo;        /**< FLAT, or GRAPH (approximate, see below) */
 	vela_vec_type_t vec_type; /**< element type of stored blobs */
 	uint32_t dim;            /**< VELA_DIM_MIN..VELA_DIM_MAX */
 	vela_metric_t metric;
+	/* GRAPH (0 = default): GRAPH_MAX_DEGREE, CONSTRUCTION_WINDOW_SIZE and
+	 * SEARCH_WINDOW_SIZE of SVS-VAMANA (HNSW: 2*M, EF_CONSTRUCTION, EF_RUNTIME). */
+	uint32_t graph_max_degree;
+	uint32_t graph_build_window;
+	uint32_t graph_search_window;
 } vela_field_def_t;
 
 /** An index definition. */
@@ -175,7 +180,8 @@ void vela_strv_free(char **v, size_t n);
 typedef struct vela_index_info {
 	uint64_t num_docs;           /**< documents indexed */
 	uint64_t indexing_failures;  /**< writes that left a document unindexed */
-	uint64_t vector_bytes;       /**< in-memory bytes of vector data */
+	uint64_t vector_bytes;       /**< in-memory bytes of vector data (and graphs) */
+	uint64_t graph_nodes;        /**< live nodes of built graphs (0: none built yet) */
 	uint32_t n_fields;
 	uint32_t n_prefixes;
 } vela_index_info_t;
@@ -366,6 +372,9 @@ typedef struct vela_result {
 	vela_search_hit_t *hits;
 	/** Name of the distance field (the KNN alias or "__<field>_score"); NULL without KNN. */
 	const char *dist_name;
+	/** How the KNN was answered: "graph", "scan" (exact, all vectors), "filtered-scan"
+	 * (exact over the filter's docids), "batch-gemm"; NULL without KNN. Static. */
+	const char *plan;
 } vela_result_t;
 
 /**
