@@ -627,6 +627,7 @@ int vela_index_info(vela_db_t *db, const char *name, vela_index_info_t *out, vel
 		if (ix->fields[i].graph) {
 			out->vector_bytes += graph_memory(ix->fields[i].graph);
 			out->graph_nodes += graph_count(ix->fields[i].graph);
+			out->graphs_from_snapshot += ix->fields[i].graph_from_snapshot;
 		}
 	}
 	pthread_rwlock_unlock(&db->lock);

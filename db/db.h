@@ -46,6 +46,7 @@ typedef struct db_field {
 	uint32_t graph_degree, graph_build_window, graph_search_window;
 	graph_t *graph;
 	graph_store_t gstore;
+	bool graph_from_snapshot; /**< loaded at open rather than built */
 } db_field_t;
 
 /** A loaded index. */
@@ -86,7 +87,18 @@ int db_vec_search(const db_field_t *f, const float *q, uint32_t k, uint32_t wind
 /** Does the index have a GRAPH field (its docids are not reused before consolidation)? */
 bool db_index_has_graph(const db_index_t *ix);
 
+/* ------------------------------------------------------------ snapshots */
+
+#define PATH_MAX_SNAP 4096
+/** Save every built graph (at close; `seq` = the change-log sequence now). */
+void db_snapshots_save(vela_db_t *db, uint64_t seq);
+/** Load field k's graph from a current snapshot: 0, or why not (then build). */
+int db_snapshot_load(const vela_db_t *db, db_index_t *ix, uint32_t k, uint64_t seq);
+/** Delete an index's snapshot files (index dropped). */
+void db_snapshot_remove(const vela_db_t *db, const db_index_t *ix);
+
 struct vela_db {
+	char *dir; /**< the database directory (snapshot files live there) */
 	storage_env_t *env;
 	pthread_rwlock_t lock;   /**< in-memory state; see the file comment */
 	pthread_mutex_t write_mu; /**< one writer (batch, index create/drop) */
@@ -204,8 +216,12 @@ int db_doc_delete(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t 
 		  db_changes_t *ch, int *deleted);
 /** Decode a stored vector blob into floats (normalised for COSINE). Caller frees. */
 int db_vector_decode(const db_field_t *f, const void *blob, size_t len, float **out);
-/** Rebuild an index's in-memory structures from LMDB. */
-int db_index_load(db_index_t *ix, storage_txn_t *txn, vela_err_t *err);
+/**
+ * Rebuild an index's in-memory structures from LMDB; graphs come from their
+ * snapshot when it was written at change-log sequence `seq`, else are built.
+ */
+int db_index_load(const vela_db_t *db, db_index_t *ix, storage_txn_t *txn, uint64_t seq,
+		  vela_err_t *err);
 
 /** Row keys. */
 size_t db_key_idmap(uint8_t *buf, uint32_t index_id, const uint8_t *key, size_t klen);

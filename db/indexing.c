@@ -470,7 +470,8 @@ static int load_vector(void *ctx, const uint8_t *key, size_t klen, const uint8_t
 	return rc; /* the graph is built once, after every vector is loaded */
 }
 
-int db_index_load(db_index_t *ix, storage_txn_t *txn, vela_err_t *err)
+int db_index_load(const vela_db_t *db, db_index_t *ix, storage_txn_t *txn, uint64_t seq,
+		  vela_err_t *err)
 {
 	uint8_t p[4];
 	vela_put_be32(p, ix->id);
@@ -484,8 +485,12 @@ int db_index_load(db_index_t *ix, storage_txn_t *txn, vela_err_t *err)
 	if (rc)
 		return vela_err_set(err, rc, "cannot load index '%s': %s", ix->name,
 				    vela_strerror(rc));
-	for (uint32_t i = 0; i < ix->n_fields; i++)
-		if (ix->fields[i].type == VELA_FIELD_VECTOR)
-			db_vec_maybe_build(&ix->fields[i]);
+	for (uint32_t i = 0; i < ix->n_fields; i++) {
+		db_field_t *f = &ix->fields[i];
+		if (f->algo == VELA_ALGO_GRAPH && flat_count(f->flat) >= DB_GRAPH_MIN_DOCS)
+			db_snapshot_load(db, ix, i, seq);
+		if (f->type == VELA_FIELD_VECTOR)
+			db_vec_maybe_build(f); /* no-op when the snapshot loaded */
+	}
 	return VELA_OK;
 }

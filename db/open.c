@@ -7,6 +7,7 @@
 struct load_ctx {
 	vela_db_t *db;
 	storage_txn_t *txn;
+	uint64_t seq;
 	vela_err_t *err;
 };
 
@@ -18,7 +19,7 @@ static int load_index(void *ctx, const uint8_t *key, size_t klen, const uint8_t 
 	int rc = db_index_unpack(val, vlen, &ix, l->err);
 	if (rc)
 		return rc;
-	if ((rc = db_index_load(ix, l->txn, l->err))) {
+	if ((rc = db_index_load(l->db, ix, l->txn, l->seq, l->err))) {
 		db_index_free(ix);
 		return rc;
 	}
@@ -39,12 +40,13 @@ static int db_load(vela_db_t *db, vela_err_t *err)
 	if (rc)
 		return vela_err_set(err, rc, "cannot begin transaction: %s", vela_strerror(rc));
 	struct load_ctx l = {.db = db, .txn = txn, .err = err};
-	uint64_t seq = 0;
-	rc = storage_scan_prefix(txn, ST_CATALOG, NULL, 0, load_index, &l);
+	rc = storage_log_last(txn, &l.seq);
+	if (rc == 0)
+		rc = storage_scan_prefix(txn, ST_CATALOG, NULL, 0, load_index, &l);
 	if (rc && err && err->code != rc)
 		vela_err_set(err, rc, "cannot load the catalog: %s", vela_strerror(rc));
-	if (rc == 0 && (rc = storage_log_last(txn, &seq)) == 0)
-		rc = storage_log_trim(txn, seq);
+	if (rc == 0)
+		rc = storage_log_trim(txn, l.seq);
 	if (rc) {
 		storage_txn_abort(txn);
 		return rc;
@@ -67,7 +69,10 @@ int vela_db_open(const char *dir, const vela_db_options_t *opts, vela_db_t **out
 	size_t map = opts ? opts->map_size : 0;
 	unsigned flags = (opts && (opts->flags & VELA_OPEN_NOSYNC)) ? STORAGE_NOSYNC : 0;
 	int rc = storage_open(dir, map, flags, &db->env, err);
+	if (rc == 0 && (db->dir = strdup(dir)) == NULL)
+		rc = vela_err_set(err, VELA_ENOMEM, "out of memory");
 	if (rc) {
+		storage_close(db->env);
 		free(db);
 		return rc;
 	}
@@ -88,16 +93,32 @@ int vela_db_open(const char *dir, const vela_db_options_t *opts, vela_db_t **out
 	return VELA_OK;
 }
 
+/* The change-log sequence now (0 if it cannot be read). */
+static uint64_t db_seq(vela_db_t *db)
+{
+	uint64_t seq = 0;
+	storage_txn_t *txn;
+	if (storage_txn_begin(db->env, NULL, 0, &txn) == 0) {
+		if (storage_log_last(txn, &seq))
+			seq = 0;
+		storage_txn_abort(txn);
+	}
+	return seq;
+}
+
 void vela_db_close(vela_db_t *db)
 {
 	if (db == NULL)
 		return;
+	if (db->env && db->n_indexes)
+		db_snapshots_save(db, db_seq(db));
 	for (size_t i = 0; i < db->n_indexes; i++)
 		db_index_free(db->indexes[i]);
 	free(db->indexes);
 	storage_close(db->env);
 	pthread_rwlock_destroy(&db->lock);
 	pthread_mutex_destroy(&db->write_mu);
+	free(db->dir);
 	free(db);
 }
 

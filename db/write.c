@@ -53,6 +53,7 @@ static void index_publish(vela_db_t *db, db_index_t *ix)
 
 static void index_unpublish(vela_db_t *db, db_index_t *ix)
 {
+	db_snapshot_remove(db, ix);
 	for (size_t i = 0; i < db->n_indexes; i++) {
 		if (db->indexes[i] != ix)
 			continue;

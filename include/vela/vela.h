@@ -182,6 +182,7 @@ typedef struct vela_index_info {
 	uint64_t indexing_failures;  /**< writes that left a document unindexed */
 	uint64_t vector_bytes;       /**< in-memory bytes of vector data (and graphs) */
 	uint64_t graph_nodes;        /**< live nodes of built graphs (0: none built yet) */
+	uint32_t graphs_from_snapshot; /**< graphs loaded from a snapshot at open (not rebuilt) */
 	uint32_t n_fields;
 	uint32_t n_prefixes;
 } vela_index_info_t;

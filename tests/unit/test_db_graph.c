@@ -199,3 +199,93 @@ Test(db_graph, selective_filters_scan_exactly)
 	vela_result_free(r);
 	vela_db_close(db);
 }
+
+static uint32_t from_snapshot(vela_db_t *db)
+{
+	vela_index_info_t info;
+	vela_err_t err;
+	cr_assert_eq(vela_index_info(db, "g", &info, &err), 0);
+	return info.graphs_from_snapshot;
+}
+
+/* Keys of a fixed query set, to compare graphs before and after a reopen. */
+static void answers(vela_db_t *db, char out[8][256])
+{
+	uint64_t saved = rng;
+	rng = 4242;
+	for (int qi = 0; qi < 8; qi++) {
+		float q[DIM];
+		make_vec(q);
+		vela_kv_t p = {"B", 1, q, sizeof(q)};
+		vela_search_req_t req = {.index = "g", .query = "*=>[KNN 10 @v $B EF_RUNTIME 20]",
+					 .params = &p, .n_params = 1, .nocontent = true};
+		vela_result_t *r;
+		vela_err_t err;
+		cr_assert_eq(vela_search(db, &req, &r, &err), 0, "%s", err.msg);
+		out[qi][0] = '\0';
+		for (size_t h = 0; h < r->n_hits; h++) {
+			strcat(out[qi], r->hits[h].key);
+			strcat(out[qi], " ");
+		}
+		vela_result_free(r);
+	}
+	rng = saved;
+}
+
+static void file_copy(const char *from, const char *to)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", from, to);
+	cr_assert_eq(system(cmd), 0);
+}
+
+Test(db_graph, snapshot_reused_only_when_current_and_intact)
+{
+	vela_db_t *db = db_open_ok(dir, 0);
+	create(db);
+	for (int i = 0; i < 1500; i++) {
+		make_vec(base[i]);
+		put(db, i);
+	}
+	char before[8][256], after[8][256];
+	answers(db, before);
+	vela_db_close(db);
+
+	char snap[128], keep[160];
+	snprintf(snap, sizeof(snap), "%s/graph-1-0.snap", dir);
+	snprintf(keep, sizeof(keep), "%s/old.snap", dir);
+	FILE *f = fopen(snap, "rb");
+	cr_assert_not_null(f, "no snapshot written at close");
+	fclose(f);
+	file_copy(snap, keep);
+
+	db = db_open_ok(dir, 0); /* current snapshot: loaded, same answers */
+	cr_assert_eq(from_snapshot(db), 1);
+	answers(db, after);
+	for (int i = 0; i < 8; i++)
+		cr_assert_str_eq(after[i], before[i], "query %d differs after a snapshot load", i);
+	put(db, 0); /* a change: the snapshot written at close moves on */
+	vela_db_close(db);
+
+	file_copy(keep, snap); /* put back the older, now stale, snapshot */
+	db = db_open_ok(dir, 0);
+	cr_assert_eq(from_snapshot(db), 0, "a stale snapshot must not be used");
+	cr_assert_eq(graph_nodes(db), 1500);
+	vela_db_close(db);
+
+	/* Flip a byte in the middle: checksum fails, the graph is rebuilt. */
+	f = fopen(snap, "r+b");
+	cr_assert_not_null(f);
+	fseek(f, 0, SEEK_END);
+	long len = ftell(f);
+	fseek(f, len / 2, SEEK_SET);
+	int c = fgetc(f);
+	fseek(f, len / 2, SEEK_SET);
+	fputc(c ^ 0x5a, f);
+	fclose(f);
+	db = db_open_ok(dir, 0);
+	cr_assert_eq(from_snapshot(db), 0, "a corrupted snapshot must not be used");
+	cr_assert_eq(graph_nodes(db), 1500);
+	answers(db, after);
+	vela_db_close(db);
+}
