@@ -4,7 +4,10 @@
  * with 1 and 2 threads. Ground truth: flat_search_batch (exact).
  *
  * Usage: bench_graph [--sift PATH] [--n N] [--dim D] [--nq Q] [--R R]
- *                    [--L L] [--fvecs DIR]
+ *                    [--L L] [--fvecs DIR] [--compression LIST]
+ * --compression LVQ8,LVQ4x8,... (or "all") also runs each listed
+ * graph_lvq_store kind (index.h GRAPH LVQ; trained on the base, LeanVec-ID
+ * with d = dim/2) after the F32 run; the re-rank buffer is the window.
  * --fvecs DIR writes {sift,synth}_{base,query}.fvecs and _gt.ivecs there
  * for bench/graph_peer.py (hnswlib on the same data).
  * QPS at T threads: T threads each running its share of the queries one
@@ -17,6 +20,7 @@
 
 #include "common/common.h"
 #include "index/index.h"
+#include "quant/quant.h"
 
 #define K 10u
 
@@ -184,11 +188,10 @@ static void bench_window(const graph_t *g, const bset_t *s, uint32_t window, uin
 	*recall = (double)hits / ((double)done * K);
 }
 
-static void bench_set(const bset_t *s, uint32_t R, uint32_t L, const flat_index_t *f)
+static void bench_set(const bset_t *s, uint32_t R, uint32_t L, const graph_store_t *st,
+		      const char *label)
 {
 	static const uint32_t windows[] = {10, 20, 30, 40, 60, 80, 120, 160, 200};
-	graph_store_t st;
-	graph_store_flat(f, &st);
 	uint32_t *ids = malloc(s->n * sizeof(uint32_t));
 	for (uint32_t i = 0; i < s->n; i++)
 		ids[i] = i;
@@ -199,15 +202,15 @@ static void bench_set(const bset_t *s, uint32_t R, uint32_t L, const flat_index_
 		p.window = L;
 		p.threads = threads;
 		graph_t *g;
-		if (graph_create(&st, &p, &g) != 0)
+		if (graph_create(st, &p, &g) != 0)
 			exit(1);
 		uint64_t t0 = vela_now_ns();
 		if (graph_build(g, ids, s->n) != 0)
 			exit(1);
 		double bt = bench_sec(t0);
-		printf("%s n=%u dim=%u R=%u L=%u threads=%u: build %.2f s (%.0f vec/s), %.1f MiB "
+		printf("%s %s n=%u dim=%u R=%u L=%u threads=%u: build %.2f s (%.0f vec/s), %.1f MiB "
 		       "adjacency\n",
-		       s->name, s->n, s->dim, R, L, threads, bt, s->n / bt,
+		       s->name, label, s->n, s->dim, R, L, threads, bt, s->n / bt,
 		       graph_memory(g) / 1048576.0);
 		printf("  %-8s %10s %10s\n", "window", "QPS", "recall@10");
 		for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
@@ -221,8 +224,50 @@ static void bench_set(const bset_t *s, uint32_t R, uint32_t L, const flat_index_
 	free(ids);
 }
 
+/* The F32 run, then one per kind named in `list` (comma-separated). */
+static void bench_stores(const bset_t *s, uint32_t R, uint32_t L, const flat_index_t *f,
+			 const char *list)
+{
+	graph_store_t st;
+	graph_store_flat(f, &st);
+	bench_set(s, R, L, &st, "F32");
+	for (int k = 0; list && k < GRAPH_LVQ_KIND_COUNT; k++) {
+		const char *name = graph_lvq_kind_name((graph_lvq_kind_t)k);
+		bool on = strcmp(list, "all") == 0;
+		for (const char *t = list; !on && *t; t += strcspn(t, ",") + (t[strcspn(t, ",")] != 0)) {
+			char tok[32] = {0};
+			graph_lvq_kind_t got;
+			memcpy(tok, t, strcspn(t, ",") < sizeof(tok) - 1 ? strcspn(t, ",") : 0);
+			on = graph_lvq_kind_parse(tok, &got) == 0 && (int)got == k;
+		}
+		if (!on)
+			continue;
+		graph_lvq_params_t lp;
+		graph_lvq_params_default(&lp);
+		lp.kind = (graph_lvq_kind_t)k;
+		lp.dim = s->dim;
+		lp.metric = VELA_METRIC_L2;
+		graph_lvq_store_t *ls;
+		vela_err_t err;
+		uint64_t t0 = vela_now_ns();
+		size_t ns = s->n < QUANT_LEANVEC_SAMPLE_DEFAULT ? s->n : QUANT_LEANVEC_SAMPLE_DEFAULT;
+		if (graph_lvq_store_create(&lp, s->base, ns, NULL, 0, &ls, &err) != 0) {
+			fprintf(stderr, "%s: %s\n", name, err.msg);
+			exit(1);
+		}
+		for (uint32_t i = 0; i < s->n; i++)
+			if (graph_lvq_store_set(ls, i, s->base + (size_t)i * s->dim) != 0)
+				exit(1);
+		printf("%s %s: train + encode %.2f s, %zu B/vector (F32 %u)\n", s->name, name,
+		       bench_sec(t0), graph_lvq_store_record_size(ls), s->dim * 4);
+		bench_set(s, R, L, graph_lvq_store(ls), name);
+		graph_lvq_store_destroy(ls);
+	}
+}
+
 int main(int argc, char **argv)
 {
+	const char *compression = NULL;
 	const char *sift = "/work/shared/data/sift-5k.tsv", *dir = NULL;
 	uint32_t n = 100000, dim = 128, nq = 1000, R = GRAPH_MAX_DEGREE_DEFAULT,
 		 L = GRAPH_CONSTRUCTION_WINDOW_SIZE_DEFAULT;
@@ -230,6 +275,8 @@ int main(int argc, char **argv)
 		unsigned long v = strtoul(argv[i + 1], NULL, 10);
 		if (!strcmp(argv[i], "--sift"))
 			sift = argv[i + 1];
+		else if (!strcmp(argv[i], "--compression"))
+			compression = argv[i + 1];
 		else if (!strcmp(argv[i], "--fvecs"))
 			dir = argv[i + 1];
 		else if (!strcmp(argv[i], "--n"))
@@ -260,7 +307,7 @@ int main(int argc, char **argv)
 		bench_truth(&sets[i], f);
 		if (dir)
 			bench_export(&sets[i], dir);
-		bench_set(&sets[i], R, L, f);
+		bench_stores(&sets[i], R, L, f, compression);
 		flat_destroy(f);
 		free(sets[i].base);
 		free(sets[i].q);

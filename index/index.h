@@ -403,4 +403,153 @@ int graph_load(FILE *f, const graph_store_t *st, uint32_t threads, graph_t **out
  */
 int graph_store_flat(const flat_index_t *f, graph_store_t *out);
 
+/* ================================================================ GRAPH LVQ
+ * Compressed vector store for the graph (index/graph_store_lvq.c): LVQ
+ * (reference/leanvec-lvq.md §2) and LeanVec (§1) records addressed by
+ * docid, exposed as a graph_store_t so graph_create/_build/_search work
+ * unchanged. Kinds follow Redis' COMPRESSION names:
+ *   LVQ8, LVQ4        one-level LVQ; traversal on the codes, no re-rank.
+ *   LVQ4x4, LVQ4x8    two-level LVQ (§2.2): traversal on the 4-bit primary,
+ *                     the graph's buffer re-ranked with primary + residual
+ *                     (§2.3 "Graph search with LVQ-B1xB2").
+ *   LeanVec4x8, 8x8   primary = LVQ4 / LVQ8 of the d-dim projection (graph
+ *                     built and searched on it), secondary = LVQ8 of the
+ *                     full vector, used only to re-rank (§1.1, fact 4).
+ * Storage: two growable arrays of fixed-size records, the primary (what
+ * traversal reads) apart from the residual/secondary (read only to
+ * re-rank), as §7 suggests; plus |x|^2 per vector for LeanVec-OOD with L2.
+ *
+ * LeanVec modes (§1.1): ID (PCA, quant_leanvec_train_id): L2 reduces both
+ * sides as P (v - mu), IP/COSINE as P v. OOD (quant_leanvec_train_ood, data
+ * matrix B, query matrix A, no centring): IP/COSINE traverse on
+ * 1 - <A q, B x>; L2 on |q|^2 + |x|^2 - 2 <A q, B x> (our extension: OOD
+ * approximates inner products, so the L2 form is built from one).
+ * Projections and LVQ means are frozen after training (§1.1): later
+ * vectors are encoded with them.
+ *
+ * dist_ids (build and insert pruning) works on the primary encoding: the
+ * primary of `a` is decoded and prepared as a query against the primary
+ * codes of `b` (so it is symmetric up to float rounding). The prepared `a`
+ * is cached per thread (thread-local, keyed by a per-store generation that
+ * every set/remove renews), since the graph calls dist_ids(x, *) many times
+ * in a row for one x; no locks. Primaries wider than
+ * GRAPH_LVQ_IDS_CACHE_DIM_MAX use a per-call heap buffer instead (on
+ * allocation failure the pair reads as infinitely far: the graph stays
+ * valid). For LeanVec-OOD dist_ids is L2 (or 1 - IP) between B x and B y.
+ * get (the medoid) decodes the primary for LVQ kinds and the LVQ8
+ * secondary for LeanVec.
+ *
+ * Thread-safety: any number of threads may use the graph_store_t (search,
+ * build workers) and graph_lvq_store_memory/_count at once; set and remove
+ * need external exclusion against every other call (the db rwlock).
+ */
+
+/** Opaque compressed store. Created by graph_lvq_store_create, freed by
+ * graph_lvq_store_destroy. */
+typedef struct graph_lvq_store graph_lvq_store_t;
+
+/** Compression kinds (Redis COMPRESSION names; never renumber). */
+typedef enum graph_lvq_kind {
+	GRAPH_LVQ_LVQ8 = 0,
+	GRAPH_LVQ_LVQ4 = 1,
+	GRAPH_LVQ_LVQ4X4 = 2,
+	GRAPH_LVQ_LVQ4X8 = 3,
+	GRAPH_LVQ_LEANVEC4X8 = 4,
+	GRAPH_LVQ_LEANVEC8X8 = 5,
+	GRAPH_LVQ_KIND_COUNT = 6
+} graph_lvq_kind_t;
+
+/** LeanVec projection training (§1.2, §1.3). */
+typedef enum graph_lvq_leanvec_mode {
+	GRAPH_LVQ_LEANVEC_ID = 0,  /**< PCA of the data sample */
+	GRAPH_LVQ_LEANVEC_OOD = 1  /**< needs a query sample; without one: ID */
+} graph_lvq_leanvec_mode_t;
+
+/** LeanVec reduced dimension d; 0 = QUANT_LEANVEC_DIMS_DEFAULT(dim) = dim/2
+ * (§1.4). MAX is the full dimension (checked at create). */
+#define GRAPH_LVQ_REDUCE_DIM_DEFAULT 0u
+#define GRAPH_LVQ_REDUCE_DIM_MIN 1u
+
+/** Widest primary whose prepared dist_ids query is cached per thread
+ * (2 * 4 KiB of thread-local storage); wider ones allocate per call. */
+#define GRAPH_LVQ_IDS_CACHE_DIM_MAX 1024u
+
+/** Store parameters. Fill with graph_lvq_params_default, then set dim and
+ * metric (and kind). */
+typedef struct graph_lvq_params {
+	graph_lvq_kind_t kind;        /**< default LVQ8 (§0 fact 7: dim < 200) */
+	uint32_t dim;                 /**< full dimension, VELA_DIM_MIN..MAX */
+	vela_metric_t metric;         /**< L2, IP or COSINE */
+	uint32_t reduce_dim;          /**< LeanVec d; 0 = dim / 2 */
+	graph_lvq_leanvec_mode_t leanvec_mode; /**< default ID */
+} graph_lvq_params_t;
+
+/** kind LVQ8, dim 0 (must be set), L2, reduce_dim 0, LeanVec ID. */
+void graph_lvq_params_default(graph_lvq_params_t *p);
+
+/**
+ * @brief Parse a Redis COMPRESSION name, case-insensitively: LVQ8, LVQ4,
+ * LVQ4x4, LVQ4x8, LeanVec4x8, LeanVec8x8.
+ * @return 0 or VELA_EINVAL (NULL or unknown name; *out untouched)
+ */
+int graph_lvq_kind_parse(const char *name, graph_lvq_kind_t *out);
+
+/** Canonical name of a kind ("LVQ4x8", ...); "?" when out of range. Static. */
+const char *graph_lvq_kind_name(graph_lvq_kind_t kind);
+
+/**
+ * @brief Train a store on a sample and return it empty.
+ * @param sample        n_sample rows of dim floats (borrowed; COSINE rows
+ *                      normalised by the caller): the LVQ mean(s) and, for
+ *                      LeanVec, the projection(s). n_sample >= 1, and >= d
+ *                      for LeanVec. SVS trains on up to 100 000 rows (§1.2).
+ * @param query_sample  LeanVec-OOD only: n_q query rows of dim floats
+ *                      (borrowed). NULL or n_q = 0 trains ID instead.
+ * @param out           receives the store; free with graph_lvq_store_destroy
+ * @param err           NULL or filled with a message on failure
+ * @return 0; VELA_EINVAL (NULL, bad kind/metric/mode, too small a sample,
+ *   non-finite sample); VELA_EDIM (dim or reduce_dim out of range);
+ *   VELA_ENOMEM; training errors of quant_leanvec_train_*
+ */
+int graph_lvq_store_create(const graph_lvq_params_t *p, const float *sample, size_t n_sample,
+			   const float *query_sample, size_t n_q, graph_lvq_store_t **out,
+			   vela_err_t *err);
+
+/** Free the store and everything it owns. NULL is a no-op. Every graph
+ * using its graph_lvq_store() must be destroyed first. */
+void graph_lvq_store_destroy(graph_lvq_store_t *s);
+
+/**
+ * @brief Encode `vec` (dim floats, not kept; normalised by the caller for
+ * COSINE) as docid's record, replacing any earlier one (then call
+ * graph_update). Grows the arrays as needed. A writer call.
+ * @return 0; VELA_EINVAL (NULL, docid > GRAPH_ID_MAX, a non-finite element
+ *   or one LVQ cannot represent, see quant_lvq_encode); VELA_ENOMEM. On
+ *   error the store is unchanged.
+ */
+int graph_lvq_store_set(graph_lvq_store_t *s, uint32_t docid, const float *vec);
+
+/**
+ * @brief Mark docid removed. The record is kept and stays readable through
+ * the graph_store_t (the graph traverses tombstones until
+ * graph_consolidate); a later set reuses it. A writer call.
+ * @return 0, VELA_EINVAL (NULL), VELA_ENOTFOUND (absent or removed)
+ */
+int graph_lvq_store_remove(graph_lvq_store_t *s, uint32_t docid);
+
+/** Live (set, not removed) docids. */
+uint64_t graph_lvq_store_count(const graph_lvq_store_t *s);
+
+/** The store's graph_store_t (owned by the store, valid until destroy):
+ * pass it to graph_create / graph_load. */
+const graph_store_t *graph_lvq_store(const graph_lvq_store_t *s);
+
+/** Bytes per vector of the records (primary + secondary + norm), the
+ * figure to compare with dim * 4 for F32. */
+size_t graph_lvq_store_record_size(const graph_lvq_store_t *s);
+
+/** Bytes held by the store: record arrays at their allocated capacity,
+ * presence flags, projections, encoders and scratch. */
+size_t graph_lvq_store_memory(const graph_lvq_store_t *s);
+
 #endif

@@ -311,6 +311,23 @@ int quant_lvq_query_create(const quant_lvq_t *l, quant_lvq_query_t **out)
 	return 0;
 }
 
+_Static_assert(_Alignof(quant_lvq_query_t) <= QUANT_LVQ_QUERY_ALIGN, "query alignment");
+
+size_t quant_lvq_query_size(const quant_lvq_t *l)
+{
+	return sizeof(quant_lvq_query_t) + (size_t)l->dim * sizeof(float);
+}
+
+quant_lvq_query_t *quant_lvq_query_place(const quant_lvq_t *l, void *buf)
+{
+	if (l == NULL || buf == NULL || (uintptr_t)buf % QUANT_LVQ_QUERY_ALIGN)
+		return NULL;
+	quant_lvq_query_t *pq = buf;
+	memset(pq, 0, sizeof(*pq));
+	pq->dim = l->dim;
+	return pq;
+}
+
 void quant_lvq_query_destroy(quant_lvq_query_t *pq)
 {
 	free(pq);

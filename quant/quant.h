@@ -228,6 +228,23 @@ void quant_lvq_decode_primary(const quant_lvq_t *l, const void *code, float *out
  * <q, mean>). Owned by the caller; one thread at a time. */
 typedef struct quant_lvq_query quant_lvq_query_t;
 
+/** Alignment (bytes) a buffer given to quant_lvq_query_place needs. */
+#define QUANT_LVQ_QUERY_ALIGN 8u
+
+/** Bytes of a prepared query for `l`'s dim laid out in caller memory by
+ * quant_lvq_query_place (header + dim floats). */
+size_t quant_lvq_query_size(const quant_lvq_t *l);
+
+/**
+ * @brief Lay out an empty prepared query for `l`'s dim in `buf`
+ * (quant_lvq_query_size(l) bytes, aligned to QUANT_LVQ_QUERY_ALIGN), then
+ * fill it with quant_lvq_query_prepare. No allocation: `buf` stays the
+ * caller's (never pass the result to quant_lvq_query_destroy), e.g. a
+ * graph_store_t prepared-query buffer or thread-local scratch.
+ * @return the query in `buf`, or NULL for a NULL argument or a misaligned buf.
+ */
+quant_lvq_query_t *quant_lvq_query_place(const quant_lvq_t *l, void *buf);
+
 /** Allocate a prepared-query buffer for `l`'s dim (free with
  * quant_lvq_query_destroy). @return 0, VELA_EINVAL or VELA_ENOMEM. */
 int quant_lvq_query_create(const quant_lvq_t *l, quant_lvq_query_t **out);
