@@ -28,13 +28,21 @@ static int field_check(const vela_field_def_t *f, uint32_t i, vela_err_t *err)
 				     f->graph_max_degree > GRAPH_MAX_DEGREE_MAX)) ||
 	    (f->graph_build_window && (f->graph_build_window < GRAPH_CONSTRUCTION_WINDOW_SIZE_MIN ||
 				       f->graph_build_window > GRAPH_CONSTRUCTION_WINDOW_SIZE_MAX)) ||
-	    f->graph_search_window > GRAPH_SEARCH_WINDOW_SIZE_MAX)
+	    f->graph_search_window > GRAPH_SEARCH_WINDOW_SIZE_MAX ||
+	    f->compression > GRAPH_LVQ_KIND_COUNT ||
+	    (f->compression && f->algo != VELA_ALGO_GRAPH) ||
+	    (f->training_threshold && (f->training_threshold < VELA_TRAINING_THRESHOLD_MIN ||
+				       f->training_threshold > VELA_TRAINING_THRESHOLD_MAX)) ||
+	    (f->reduce && (f->reduce >= f->dim || f->compression < 1 + GRAPH_LVQ_LEANVEC4X8)))
 		return vela_err_set(err, VELA_EINVAL,
 				    "field '%s': graph degree must be %u..%u, construction window "
-				    "%u..%u, search window at most %u",
+				    "%u..%u, search window at most %u, training threshold %u..%u; "
+				    "compression needs a graph, REDUCE a LeanVec compression and "
+				    "a value below DIM",
 				    f->name, GRAPH_MAX_DEGREE_MIN, GRAPH_MAX_DEGREE_MAX,
 				    GRAPH_CONSTRUCTION_WINDOW_SIZE_MIN,
-				    GRAPH_CONSTRUCTION_WINDOW_SIZE_MAX, GRAPH_SEARCH_WINDOW_SIZE_MAX);
+				    GRAPH_CONSTRUCTION_WINDOW_SIZE_MAX, GRAPH_SEARCH_WINDOW_SIZE_MAX,
+				    VELA_TRAINING_THRESHOLD_MIN, VELA_TRAINING_THRESHOLD_MAX);
 	return VELA_OK;
 }
 
@@ -83,7 +91,8 @@ void db_index_free(db_index_t *ix)
 	for (uint32_t i = 0; i < ix->n_fields; i++) {
 		free(ix->fields[i].name);
 		free(ix->fields[i].alias);
-		graph_destroy(ix->fields[i].graph); /* before the flat index it reads */
+		graph_destroy(ix->fields[i].graph); /* before the stores it reads */
+		graph_lvq_store_destroy(ix->fields[i].lvq);
 		flat_destroy(ix->fields[i].flat);
 	}
 	free(ix->fields);
@@ -107,6 +116,9 @@ static int field_init(db_field_t *d, const vela_field_def_t *f)
 	d->graph_degree = f->graph_max_degree;
 	d->graph_build_window = f->graph_build_window;
 	d->graph_search_window = f->graph_search_window;
+	d->compression = f->compression;
+	d->training_threshold = f->training_threshold;
+	d->reduce = f->reduce;
 	if (d->name == NULL || d->alias == NULL)
 		return VELA_ENOMEM;
 	if (f->type == VELA_FIELD_VECTOR)
@@ -235,6 +247,9 @@ int db_index_pack(const db_index_t *ix, uint8_t **out, size_t *len)
 		wb_u32(&w, f->graph_degree); /* version 2 */
 		wb_u32(&w, f->graph_build_window);
 		wb_u32(&w, f->graph_search_window);
+		wb_u32(&w, f->compression); /* version 3 */
+		wb_u32(&w, f->training_threshold);
+		wb_u32(&w, f->reduce);
 	}
 	if (w.rc) {
 		free(w.p);
@@ -321,6 +336,11 @@ static void unpack_field(rbuf_t *r, vela_field_def_t *f, uint32_t version)
 		f->graph_max_degree = rb_u32(r);
 		f->graph_build_window = rb_u32(r);
 		f->graph_search_window = rb_u32(r);
+	}
+	if (version >= 3) {
+		f->compression = rb_u32(r);
+		f->training_threshold = rb_u32(r);
+		f->reduce = rb_u32(r);
 	}
 }
 
@@ -624,6 +644,8 @@ int vela_index_info(vela_db_t *db, const char *name, vela_index_info_t *out, vel
 	for (uint32_t i = 0; i < ix->n_fields; i++) {
 		if (ix->fields[i].flat)
 			out->vector_bytes += flat_memory(ix->fields[i].flat);
+		if (ix->fields[i].lvq)
+			out->vector_bytes += graph_lvq_store_memory(ix->fields[i].lvq);
 		if (ix->fields[i].graph) {
 			out->vector_bytes += graph_memory(ix->fields[i].graph);
 			out->graph_nodes += graph_count(ix->fields[i].graph);

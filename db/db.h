@@ -27,7 +27,7 @@
 
 /** Packed index definitions start with this magic and version. */
 #define DB_CATALOG_MAGIC 0x56494458u /* "VIDX" */
-#define DB_CATALOG_VERSION 2u /* 2: graph parameters per vector field */
+#define DB_CATALOG_VERSION 3u /* 2: graph parameters; 3: compression */
 
 /** One field of a loaded index. */
 typedef struct db_field {
@@ -47,6 +47,8 @@ typedef struct db_field {
 	graph_t *graph;
 	graph_store_t gstore;
 	bool graph_from_snapshot; /**< loaded at open rather than built */
+	uint32_t compression, training_threshold, reduce; /**< as vela_field_def_t */
+	graph_lvq_store_t *lvq; /**< compressed copies the graph searches on (or NULL) */
 } db_field_t;
 
 /** A loaded index. */
@@ -74,6 +76,13 @@ typedef struct db_index {
 /** Set/remove a vector in the field's indexes (caller holds db->lock exclusively). */
 int db_vec_set(db_field_t *f, uint32_t docid, const float *vec);
 int db_vec_remove(db_field_t *f, uint32_t docid);
+/** Vectors a GRAPH field needs before its graph is built (and trained). */
+uint64_t db_vec_build_threshold(const db_field_t *f);
+/**
+ * Set up the store the graph reads (the flat vectors, or compressed copies
+ * trained and encoded now) and list the field's docids (*ids malloc'd).
+ */
+int db_vec_store_prepare(db_field_t *f, uint32_t **ids, uint64_t *n);
 /** Build the graph once the field is large enough (exclusive lock held). */
 void db_vec_maybe_build(db_field_t *f);
 /**

@@ -487,7 +487,7 @@ int db_index_load(const vela_db_t *db, db_index_t *ix, storage_txn_t *txn, uint6
 				    vela_strerror(rc));
 	for (uint32_t i = 0; i < ix->n_fields; i++) {
 		db_field_t *f = &ix->fields[i];
-		if (f->algo == VELA_ALGO_GRAPH && flat_count(f->flat) >= DB_GRAPH_MIN_DOCS)
+		if (f->algo == VELA_ALGO_GRAPH && flat_count(f->flat) >= db_vec_build_threshold(f))
 			db_snapshot_load(db, ix, i, seq);
 		if (f->type == VELA_FIELD_VECTOR)
 			db_vec_maybe_build(f); /* no-op when the snapshot loaded */

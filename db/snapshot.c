@@ -95,8 +95,11 @@ int db_snapshot_load(const vela_db_t *db, db_index_t *ix, uint32_t k, uint64_t s
 		rc = VELA_ECORRUPT;
 	if (rc == 0 && get_le(hdr + 12, 8) != seq)
 		rc = VELA_EBUSY; /* written before later changes: stale */
-	if (rc == 0)
-		rc = graph_store_flat(fd->flat, &fd->gstore);
+	uint32_t *ids = NULL;
+	uint64_t n = 0;
+	if (rc == 0) /* the same (re-trained, deterministic) store the graph was built on */
+		rc = db_vec_store_prepare(fd, &ids, &n);
+	free(ids);
 	if (rc == 0)
 		rc = graph_load(f, &fd->gstore, 0, &fd->graph);
 	fclose(f);
@@ -107,6 +110,8 @@ int db_snapshot_load(const vela_db_t *db, db_index_t *ix, uint32_t k, uint64_t s
 	if (rc) {
 		graph_destroy(fd->graph);
 		fd->graph = NULL;
+		graph_lvq_store_destroy(fd->lvq);
+		fd->lvq = NULL;
 		vela_warn("index '%s': graph snapshot %s not used (%s): rebuilding", ix->name, path,
 			  rc == VELA_EBUSY ? "stale" : vela_strerror(rc));
 	}

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "index/index.h"
 #include "server/srv_int.h"
 
 #define FT_DIALECT_DEFAULT 2
@@ -104,9 +105,22 @@ static int vec_attr(cmd_ctx_t *x, const char *algo, const resp_arg_t *n, const r
 			f->graph_build_window = (uint32_t)iv;
 		else
 			f->graph_search_window = (uint32_t)iv;
-	} else if (!(arg_eq(n, "INITIAL_CAP") || arg_eq(n, "BLOCK_SIZE") || arg_eq(n, "EPSILON") ||
-		     arg_eq(n, "COMPRESSION") || arg_eq(n, "TRAINING_THRESHOLD") ||
-		     arg_eq(n, "REDUCE"))) {
+	} else if (arg_eq(n, "COMPRESSION")) {
+		graph_lvq_kind_t kind;
+		if (graph_lvq_kind_parse(v->p, &kind))
+			return vec_err(x, algo, "Bad arguments for vector similarity %s index "
+						"`COMPRESSION`: %s (LVQ4, LVQ8, LVQ4x4, LVQ4x8, LeanVec4x8, "
+						"LeanVec8x8)", v->p);
+		f->compression = 1 + (uint32_t)kind;
+	} else if (arg_eq(n, "TRAINING_THRESHOLD") || arg_eq(n, "REDUCE")) {
+		if (arg_int64(v, &iv) || iv < 1 || iv > VELA_DIM_MAX * 100)
+			return vec_err(x, algo, "Bad arguments for vector similarity %s index: "
+						"invalid value %s", v->p);
+		if (arg_eq(n, "REDUCE"))
+			f->reduce = (uint32_t)iv;
+		else
+			f->training_threshold = (uint32_t)iv;
+	} else if (!(arg_eq(n, "INITIAL_CAP") || arg_eq(n, "BLOCK_SIZE") || arg_eq(n, "EPSILON"))) {
 		return vec_err(x, algo, "Bad arguments for algorithm %s: %s", n->p);
 	}
 	return 0;
@@ -153,10 +167,21 @@ static int parse_vector(cmd_ctx_t *x, int i, vela_field_def_t *f)
 				    "specifying %s argument", algo, missing);
 		return -1;
 	}
-	/* HNSW and SVS-VAMANA are both served by the Vamana graph. COMPRESSION,
-	 * TRAINING_THRESHOLD and REDUCE are accepted; vectors stay uncompressed
-	 * until LVQ/LeanVec are wired into the graph store. */
+	/* HNSW and SVS-VAMANA are both served by the Vamana graph. */
 	f->algo = arg_eq(&x->argv[i], "FLAT") ? VELA_ALGO_FLAT : VELA_ALGO_GRAPH;
+	if (f->training_threshold && !f->compression) {
+		resp_error(x->out, "-TRAINING_THRESHOLD is irrelevant when compression was not "
+				   "requested");
+		return -1;
+	}
+	if (f->reduce && f->compression < 1 + GRAPH_LVQ_LEANVEC4X8) {
+		resp_error(x->out, "-REDUCE is irrelevant when compression is not of type LeanVec");
+		return -1;
+	}
+	if (f->compression && f->algo != VELA_ALGO_GRAPH) {
+		resp_error(x->out, "-COMPRESSION is only supported for SVS-VAMANA and HNSW indexes");
+		return -1;
+	}
 	return i + 2 + (int)nargs;
 }
 
@@ -311,7 +336,7 @@ static void info_attribute(resp_out_t *o, const vela_field_def_t *f)
 {
 	static const char *types[] = {"TAG", "NUMERIC", "TEXT", "VECTOR"};
 	size_t n = 6 + (f->type == VELA_FIELD_TAG ? 2 + f->case_sensitive : 0) +
-		   (f->type == VELA_FIELD_TEXT ? 2 : 0) + (f->type == VELA_FIELD_VECTOR ? 8 : 0);
+		   (f->type == VELA_FIELD_TEXT ? 2 : 0) + (f->type == VELA_FIELD_VECTOR ? 10 : 0);
 	resp_array(o, n);
 	resp_simple(o, "identifier");
 	resp_bulk_str(o, f->name);
@@ -337,6 +362,9 @@ static void info_attribute(resp_out_t *o, const vela_field_def_t *f)
 		resp_int(o, f->dim);
 		resp_simple(o, "distance_metric");
 		resp_simple(o, metric_name(f->metric));
+		resp_simple(o, "compression");
+		resp_simple(o, f->compression ? graph_lvq_kind_name((graph_lvq_kind_t)(f->compression - 1))
+					      : "none");
 	}
 }
 

@@ -142,7 +142,19 @@ typedef struct vela_field_def {
 	uint32_t graph_max_degree;
 	uint32_t graph_build_window;
 	uint32_t graph_search_window;
+	/* GRAPH compression (SVS-VAMANA COMPRESSION): 0 = none, else 1 + a
+	 * graph_lvq_kind_t (index/index.h: LVQ8, LVQ4, LVQ4x4, LVQ4x8, LeanVec4x8,
+	 * LeanVec8x8). Trained on the first `training_threshold` vectors
+	 * (0 = VELA_TRAINING_THRESHOLD_DEFAULT); `reduce` = LeanVec's dimension
+	 * (0 = dim/2). Until then the field answers exactly. */
+	uint32_t compression;
+	uint32_t training_threshold;
+	uint32_t reduce;
 } vela_field_def_t;
+
+#define VELA_TRAINING_THRESHOLD_DEFAULT 10240u
+#define VELA_TRAINING_THRESHOLD_MIN 1024u
+#define VELA_TRAINING_THRESHOLD_MAX (100u * 1024u)
 
 /** An index definition. */
 typedef struct vela_index_def {

@@ -36,12 +36,32 @@ static double urand(void)
 	return (double)(rng >> 11) / 9007199254740992.0;
 }
 
-/* Clustered data: 30 centres, gaussian-ish spread. */
+/* Clustered data with a low intrinsic dimension, as embeddings have: an
+ * 8-dimensional latent (30 cluster centres plus spread) mapped linearly to
+ * DIM, plus a little full-rank noise. */
 static void make_vec(float *v)
 {
+	static float map[8][DIM];
+	static int ready;
+	if (!ready) {
+		uint64_t saved = rng;
+		rng = 12345;
+		for (int a = 0; a < 8; a++)
+			for (int j = 0; j < DIM; j++)
+				map[a][j] = (float)(urand() - 0.5);
+		rng = saved;
+		ready = 1;
+	}
 	int c = (int)(urand() * 30);
-	for (int j = 0; j < DIM; j++)
-		v[j] = (float)(c * 0.37 * ((j * 7 + c) % 5) + (urand() + urand() + urand() - 1.5));
+	float z[8];
+	for (int a = 0; a < 8; a++)
+		z[a] = (float)((c * 7 + a * 3) % 11) + (float)(urand() + urand() + urand() - 1.5);
+	for (int j = 0; j < DIM; j++) {
+		double x = 0.05 * (urand() - 0.5);
+		for (int a = 0; a < 8; a++)
+			x += map[a][j] * z[a];
+		v[j] = (float)x;
+	}
 }
 
 static void put(vela_db_t *db, int i)
@@ -55,11 +75,14 @@ static void put(vela_db_t *db, int i)
 	live[i] = 1;
 }
 
+static uint32_t compression; /* 0 or 1 + graph_lvq_kind_t, for the next create() */
+
 static void create(vela_db_t *db)
 {
 	vela_field_def_t f[] = {
 		{.name = "v", .type = VELA_FIELD_VECTOR, .algo = VELA_ALGO_GRAPH, .dim = DIM,
-		 .metric = VELA_METRIC_L2, .graph_max_degree = 32, .graph_build_window = 100},
+		 .metric = VELA_METRIC_L2, .graph_max_degree = 32, .graph_build_window = 100,
+		 .compression = compression, .training_threshold = compression ? 1024 : 0},
 		{.name = "t", .type = VELA_FIELD_TAG},
 	};
 	const char *pre[] = {"d:"};
@@ -289,3 +312,36 @@ Test(db_graph, snapshot_reused_only_when_current_and_intact)
 	answers(db, after);
 	vela_db_close(db);
 }
+
+/* Compressed graphs: trained on the first 1,024 vectors, searched on the
+ * codes and re-ranked on the secondary; a reopen re-trains the same store
+ * and reuses the snapshot. */
+static void compressed(graph_lvq_kind_t kind)
+{
+	compression = 1 + (uint32_t)kind;
+	memset(live, 0, sizeof(live));
+	vela_db_t *db = db_open_ok(dir, 0);
+	create(db);
+	for (int i = 0; i < N; i++) {
+		make_vec(base[i]);
+		put(db, i);
+	}
+	cr_assert_eq(graph_nodes(db), N);
+	double r = recall(db, "*", 0, 64, "graph");
+	cr_log_info("%s recall %.4f", graph_lvq_kind_name(kind), r);
+	cr_assert_geq(r, 0.95, "%s recall %.4f", graph_lvq_kind_name(kind), r);
+	char before[8][256], after[8][256];
+	answers(db, before);
+	vela_db_close(db);
+	db = db_open_ok(dir, 0);
+	cr_assert_eq(from_snapshot(db), 1, "snapshot over the re-trained store");
+	answers(db, after);
+	for (int i = 0; i < 8; i++)
+		cr_assert_str_eq(after[i], before[i], "query %d differs after reopen", i);
+	vela_db_close(db);
+	compression = 0;
+}
+
+Test(db_graph, compressed_lvq4x8) { compressed(GRAPH_LVQ_LVQ4X8); }
+Test(db_graph, compressed_leanvec4x8) { compressed(GRAPH_LVQ_LEANVEC4X8); }
+Test(db_graph, compressed_lvq8) { compressed(GRAPH_LVQ_LVQ8); }
