@@ -23,25 +23,8 @@
 #define RECALL_MIN 0.95
 #define RECALL_GAP 0.02
 
-static uint64_t rng_state = 0x452821e638d01377ull;
-
-static uint64_t rng_next(void) /* splitmix64 */
-{
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static double rng_unit(void)
-{
-	return ((double)(rng_next() >> 11) + 0.5) * 0x1p-53;
-}
-
-static float rng_gauss(void) /* Box-Muller */
-{
-	return (float)(sqrt(-2.0 * log(rng_unit())) * cos(6.283185307179586 * rng_unit()));
-}
+#define TEST_RNG_SEED 0x452821e638d01377ull
+#include "test_rng.h"
 
 /* ------------------------------------------------ data sets */
 
