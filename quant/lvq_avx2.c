@@ -131,6 +131,123 @@ AVX2_INLINE float avx2_l2(const float *q, const uint8_t *p, const uint8_t *r, si
 	return avx2_sum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
 }
 
+/* Whole-block 4-bit kernels (§2.4): each 128-dimension Turbo block is one
+ * 64-byte line, loaded once as two halves (lanes 0..7, lanes 8..15); chunk
+ * 16b + 2k is nibble k of the low half, 16b + 2k + 1 of the high half, peeled
+ * with a fixed shift by 4 and a mask (nibble 7, by then shifted down 28,
+ * needs none) rather than a reload and variable shift per chunk. Chunk c
+ * goes to accumulator c % 4, as in the per-chunk loop, which finishes any
+ * partial last block: results are bit-identical to the per-chunk kernels.
+ * MODE: 0 = u4, 1 = u4x4, 2 = u4x8; c is the chunk within the block. */
+#define AVX2_BLOCK_Z(MODE, wp, wr, r8, c)                                             \
+	__extension__({                                                             \
+		__m256i hi_ = (c) >> 1 == 7 ? wp : _mm256_and_si256(wp, f4);        \
+		__m256i z_ = hi_;                                                   \
+		wp = _mm256_srli_epi32(wp, 4);                                      \
+		if ((MODE) == 1) {                                                  \
+			__m256i lo_ = (c) >> 1 == 7 ? wr : _mm256_and_si256(wr, f4); \
+			z_ = _mm256_add_epi32(                                      \
+				_mm256_sub_epi32(_mm256_slli_epi32(hi_, 4), hi_), lo_); \
+			wr = _mm256_srli_epi32(wr, 4);                              \
+		} else if ((MODE) == 2) {                                           \
+			z_ = _mm256_add_epi32(                                      \
+				_mm256_sub_epi32(_mm256_slli_epi32(hi_, 8), hi_),   \
+				_mm256_cvtepu8_epi32(_mm_loadl_epi64(               \
+					(const __m128i *)((r8) + 8 * (c)))));       \
+		}                                                                   \
+		z_;                                                                 \
+	})
+
+AVX2_INLINE float avx2_dot4(const float *q, const uint8_t *p, const uint8_t *r, size_t n,
+			    int mode, avx2_z_fn z)
+{
+	__m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+		       _mm256_setzero_ps()};
+	const __m256i f4 = _mm256_set1_epi32(0xF);
+	size_t nb = n / QUANT_LVQ_TURBO_DIMS;
+	for (size_t b = 0; b < nb; b++) {
+		const float *qb = q + QUANT_LVQ_TURBO_DIMS * b;
+		const uint8_t *pb = p + QUANT_LVQ_TURBO_BYTES * b;
+		const uint8_t *r8 = mode == 2 ? r + QUANT_LVQ_TURBO_DIMS * b : NULL;
+		__m256i wp0 = _mm256_loadu_si256((const __m256i *)pb);
+		__m256i wp1 = _mm256_loadu_si256((const __m256i *)(pb + 32));
+		__m256i wr0 = wp0, wr1 = wp1;
+		if (mode == 1) {
+			const uint8_t *rb = r + QUANT_LVQ_TURBO_BYTES * b;
+			wr0 = _mm256_loadu_si256((const __m256i *)rb);
+			wr1 = _mm256_loadu_si256((const __m256i *)(rb + 32));
+		}
+#pragma GCC unroll 8
+		for (int k = 0; k < 8; k++) {
+			__m256i z0 = AVX2_BLOCK_Z(mode, wp0, wr0, r8, 2 * k);
+			__m256i z1 = AVX2_BLOCK_Z(mode, wp1, wr1, r8, 2 * k + 1);
+			int a = (2 * k) & 3;
+			s[a] = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 16 * k), _mm256_cvtepi32_ps(z0),
+					       s[a]);
+			s[a + 1] = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 16 * k + 8),
+						   _mm256_cvtepi32_ps(z1), s[a + 1]);
+		}
+	}
+	size_t c = 16 * nb, full = n / 8;
+	for (; c + 4 <= full; c += 4)
+		for (int k = 0; k < 4; k++)
+			s[k] = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * (c + k)),
+					       _mm256_cvtepi32_ps(z(p, r, c + k, 8)), s[k]);
+	for (; c < full; c++)
+		s[2] = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * c), _mm256_cvtepi32_ps(z(p, r, c, 8)),
+				       s[2]);
+	if (n % 8)
+		s[1] = _mm256_fmadd_ps(_mm256_maskload_ps(q + 8 * c, avx2_mask(n % 8)),
+				       _mm256_cvtepi32_ps(z(p, r, c, n % 8)), s[1]);
+	return avx2_sum(_mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3])));
+}
+
+AVX2_INLINE float avx2_l24(const float *q, const uint8_t *p, const uint8_t *r, size_t n,
+			   float scale, float bias, int mode, avx2_z_fn z)
+{
+	__m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+		       _mm256_setzero_ps()};
+	__m256 sc = _mm256_set1_ps(scale), bi = _mm256_set1_ps(bias);
+	__m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+	const __m256i f4 = _mm256_set1_epi32(0xF);
+	size_t nb = n / QUANT_LVQ_TURBO_DIMS;
+	for (size_t b = 0; b < nb; b++) {
+		const float *qb = q + QUANT_LVQ_TURBO_DIMS * b;
+		const uint8_t *pb = p + QUANT_LVQ_TURBO_BYTES * b;
+		const uint8_t *r8 = mode == 2 ? r + QUANT_LVQ_TURBO_DIMS * b : NULL;
+		__m256i wp0 = _mm256_loadu_si256((const __m256i *)pb);
+		__m256i wp1 = _mm256_loadu_si256((const __m256i *)(pb + 32));
+		__m256i wr0 = wp0, wr1 = wp1;
+		if (mode == 1) {
+			const uint8_t *rb = r + QUANT_LVQ_TURBO_BYTES * b;
+			wr0 = _mm256_loadu_si256((const __m256i *)rb);
+			wr1 = _mm256_loadu_si256((const __m256i *)(rb + 32));
+		}
+#pragma GCC unroll 8
+		for (int k = 0; k < 8; k++) {
+			__m256i z0 = AVX2_BLOCK_Z(mode, wp0, wr0, r8, 2 * k);
+			__m256i z1 = AVX2_BLOCK_Z(mode, wp1, wr1, r8, 2 * k + 1);
+			int a = (2 * k) & 3;
+			s[a] = avx2_l2_step(s[a], _mm256_loadu_ps(qb + 16 * k), z0, sc, bi, all);
+			s[a + 1] = avx2_l2_step(s[a + 1], _mm256_loadu_ps(qb + 16 * k + 8), z1, sc,
+						bi, all);
+		}
+	}
+	size_t c = 16 * nb, full = n / 8;
+	for (; c + 4 <= full; c += 4)
+		for (int k = 0; k < 4; k++)
+			s[k] = avx2_l2_step(s[k], _mm256_loadu_ps(q + 8 * (c + k)), z(p, r, c + k, 8),
+					    sc, bi, all);
+	for (; c < full; c++)
+		s[2] = avx2_l2_step(s[2], _mm256_loadu_ps(q + 8 * c), z(p, r, c, 8), sc, bi, all);
+	if (n % 8) {
+		__m256i m = avx2_mask(n % 8);
+		s[1] = avx2_l2_step(s[1], _mm256_maskload_ps(q + 8 * c, m), z(p, r, c, n % 8), sc,
+				    bi, _mm256_castsi256_ps(m));
+	}
+	return avx2_sum(_mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3])));
+}
+
 AVX2_TARGET static float avx2_dot_u8(const float *q, const uint8_t *c, size_t n)
 {
 	return avx2_dot(q, c, NULL, n, avx2_z_u8);
@@ -143,36 +260,36 @@ AVX2_TARGET static float avx2_l2_u8(const float *q, const uint8_t *c, size_t n, 
 
 AVX2_TARGET static float avx2_dot_u4(const float *q, const uint8_t *c, size_t n)
 {
-	return avx2_dot(q, c, NULL, n, avx2_z_u4);
+	return avx2_dot4(q, c, NULL, n, 0, avx2_z_u4);
 }
 
 AVX2_TARGET static float avx2_l2_u4(const float *q, const uint8_t *c, size_t n, float s, float b)
 {
-	return avx2_l2(q, c, NULL, n, s, b, avx2_z_u4);
+	return avx2_l24(q, c, NULL, n, s, b, 0, avx2_z_u4);
 }
 
 AVX2_TARGET static float avx2_dot_u4x4(const float *q, const uint8_t *p, const uint8_t *r,
 				       size_t n)
 {
-	return avx2_dot(q, p, r, n, avx2_z_u4x4);
+	return avx2_dot4(q, p, r, n, 1, avx2_z_u4x4);
 }
 
 AVX2_TARGET static float avx2_l2_u4x4(const float *q, const uint8_t *p, const uint8_t *r,
 				      size_t n, float s, float b)
 {
-	return avx2_l2(q, p, r, n, s, b, avx2_z_u4x4);
+	return avx2_l24(q, p, r, n, s, b, 1, avx2_z_u4x4);
 }
 
 AVX2_TARGET static float avx2_dot_u4x8(const float *q, const uint8_t *p, const uint8_t *r,
 				       size_t n)
 {
-	return avx2_dot(q, p, r, n, avx2_z_u4x8);
+	return avx2_dot4(q, p, r, n, 2, avx2_z_u4x8);
 }
 
 AVX2_TARGET static float avx2_l2_u4x8(const float *q, const uint8_t *p, const uint8_t *r,
 				      size_t n, float s, float b)
 {
-	return avx2_l2(q, p, r, n, s, b, avx2_z_u4x8);
+	return avx2_l24(q, p, r, n, s, b, 2, avx2_z_u4x8);
 }
 
 const quant_lvq_kernels_t quant_lvq_kernels_avx2 = {
