@@ -1,6 +1,7 @@
 /* GRAPH index: lifecycle, greedy search (reference §3.2), robust prune
  * (§3.1) and the public search. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,6 +72,7 @@ int graph_alloc(const graph_store_t *st, const graph_params_t *p, graph_t **out)
 	g->alpha = p->alpha;
 	g->threads = p->threads;
 	g->entry = GRAPH_NONE;
+	g->prefetch = graph_store_prefetch(st);
 	*out = g;
 	return 0;
 }
@@ -180,12 +182,11 @@ graph_work_t *graph_work_new(const graph_t *g)
 	graph_work_t *w = calloc(1, sizeof(*w));
 	if (w == NULL)
 		return NULL;
-	w->set_cap = 1024;
-	w->set = calloc(w->set_cap, sizeof(uint32_t));
 	w->ids_cap = 2 * (size_t)g->R;
 	w->ids = malloc(w->ids_cap * sizeof(uint32_t));
-	w->pq = malloc(g->st.query_size);
-	if (w->set == NULL || w->ids == NULL || w->pq == NULL) {
+	w->pq_cap = g->st.query_size;
+	w->pq = malloc(w->pq_cap);
+	if (w->ids == NULL || w->pq == NULL) {
 		graph_work_free(w);
 		return NULL;
 	}
@@ -196,7 +197,7 @@ void graph_work_free(graph_work_t *w)
 {
 	if (w == NULL)
 		return;
-	free(w->set);
+	free(w->vis);
 	free(w->buf);
 	free(w->hist);
 	free(w->pool);
@@ -230,54 +231,35 @@ int graph_work_pool(graph_work_t *w, size_t n)
 
 /* ------------------------------------------------ visited set */
 
-static size_t graph_set_slot(uint32_t key, size_t cap)
+/* Dense visited tags (as hnswlib's visited list): id is visited in this
+ * search iff vis[id] == epoch. Starting a search bumps the epoch, so there
+ * is nothing to clear except once every 65,535 searches. */
+static int graph_vis_begin(graph_work_t *w, uint64_t end)
 {
-	uint64_t h = (uint64_t)key * 0x9e3779b97f4a7c15ull;
-	return (size_t)(h >> 32) & (cap - 1);
-}
-
-static void graph_set_clear(graph_work_t *w)
-{
-	memset(w->set, 0, w->set_cap * sizeof(uint32_t));
-	w->set_n = 0;
-}
-
-static int graph_set_grow(graph_work_t *w)
-{
-	size_t cap = w->set_cap * 2;
-	uint32_t *set = calloc(cap, sizeof(uint32_t));
-	if (set == NULL)
-		return VELA_ENOMEM;
-	for (size_t i = 0; i < w->set_cap; i++) {
-		uint32_t k = w->set[i];
-		if (k == 0)
-			continue;
-		size_t s = graph_set_slot(k, cap);
-		while (set[s])
-			s = (s + 1) & (cap - 1);
-		set[s] = k;
+	if (end > w->vis_cap) {
+		size_t cap = end < 1024 ? 1024 : (size_t)end + (size_t)end / 4;
+		uint16_t *v = realloc(w->vis, cap * sizeof(uint16_t));
+		if (v == NULL)
+			return VELA_ENOMEM;
+		memset(v + w->vis_cap, 0, (cap - w->vis_cap) * sizeof(uint16_t));
+		w->vis = v;
+		w->vis_cap = cap;
 	}
-	free(w->set);
-	w->set = set;
-	w->set_cap = cap;
+	if (++w->epoch == 0) {
+		memset(w->vis, 0, w->vis_cap * sizeof(uint16_t));
+		w->epoch = 1;
+	}
 	return 0;
 }
 
-/* 1 if `id` was new (now added), 0 if already there, <0 on ENOMEM. */
-static int graph_set_add(graph_work_t *w, uint32_t id)
+/* true if `id` was new (now marked). Ids at or past vis_cap (never in a
+ * graph's adjacency: all ids are below g->end) count as visited. */
+static inline bool graph_vis_add(graph_work_t *w, uint32_t id)
 {
-	if (2 * (w->set_n + 1) > w->set_cap && graph_set_grow(w) != 0)
-		return VELA_ENOMEM;
-	uint32_t key = id + 1;
-	size_t s = graph_set_slot(key, w->set_cap);
-	while (w->set[s]) {
-		if (w->set[s] == key)
-			return 0;
-		s = (s + 1) & (w->set_cap - 1);
-	}
-	w->set[s] = key;
-	w->set_n++;
-	return 1;
+	if (id >= w->vis_cap || w->vis[id] == w->epoch)
+		return false;
+	w->vis[id] = w->epoch;
+	return true;
 }
 
 /* ------------------------------------------------ greedy search */
@@ -293,6 +275,8 @@ static uint32_t graph_buf_insert(graph_work_t *w, uint32_t cap, float d, uint32_
 {
 	uint32_t lo = 0, hi = w->nbuf;
 	vela_hit_t h = {d, id};
+	if (hi == cap && !graph_hit_less(h, (vela_hit_t){w->buf[hi - 1].dist, w->buf[hi - 1].id}))
+		return cap; /* full and no better than the last */
 	while (lo < hi) {
 		uint32_t mid = (lo + hi) / 2;
 		vela_hit_t m = {w->buf[mid].dist, w->buf[mid].id};
@@ -346,12 +330,21 @@ int graph_greedy(const graph_t *g, graph_work_t *w, const graph_query_t *q, uint
 {
 	w->nbuf = 0;
 	w->nhist = 0;
-	graph_set_clear(w);
 	if (g->entry == GRAPH_NONE)
 		return 0;
-	if (graph_buf_reserve(w, cap) != 0 || graph_set_add(w, g->entry) < 0)
+	if (graph_buf_reserve(w, cap) != 0 || graph_vis_begin(w, g->end) != 0)
 		return VELA_ENOMEM;
+	if (w->ids_cap < g->R) {
+		uint32_t *ids = realloc(w->ids, (size_t)g->R * sizeof(uint32_t));
+		if (ids == NULL)
+			return VELA_ENOMEM;
+		w->ids = ids;
+		w->ids_cap = g->R;
+	}
+	graph_prefetch_fn pf = g->prefetch; /* flat: dist and dist_ids read the same rows */
+	graph_vis_add(w, g->entry);
 	graph_buf_insert(w, cap, graph_qdist(g, q, g->entry), g->entry);
+	uint32_t *fresh = w->ids;
 	for (uint32_t cur = 0;;) {
 		uint32_t lim = w->nbuf < window ? w->nbuf : window;
 		while (cur < lim && w->buf[cur].done)
@@ -363,14 +356,18 @@ int graph_greedy(const graph_t *g, graph_work_t *w, const graph_query_t *q, uint
 		uint32_t u = c->id;
 		if (history && graph_hist_push(w, c->dist, u) != 0)
 			return VELA_ENOMEM;
+		/* Mark the unvisited neighbours first (same order, so the same
+		 * result) and prefetch their vectors, then compute distances. */
 		const uint32_t *nb = graph_adj(g, u);
-		for (uint32_t i = 0, n = g->deg[u]; i < n; i++) {
-			int fresh = graph_set_add(w, nb[i]);
-			if (fresh < 0)
-				return VELA_ENOMEM;
-			if (!fresh)
-				continue;
-			uint32_t pos = graph_buf_insert(w, cap, graph_qdist(g, q, nb[i]), nb[i]);
+		uint32_t m = 0;
+		for (uint32_t i = 0, n = g->deg[u]; i < n; i++)
+			if (graph_vis_add(w, nb[i]))
+				fresh[m++] = nb[i];
+		if (pf)
+			for (uint32_t i = 0; i < m; i++)
+				pf(g->st.ctx, fresh[i]);
+		for (uint32_t i = 0; i < m; i++) {
+			uint32_t pos = graph_buf_insert(w, cap, graph_qdist(g, q, fresh[i]), fresh[i]);
 			if (pos < cur)
 				cur = pos;
 		}
@@ -379,16 +376,64 @@ int graph_greedy(const graph_t *g, graph_work_t *w, const graph_query_t *q, uint
 
 /* ------------------------------------------------ robust prune */
 
-static int graph_hit_cmp(const void *a, const void *b)
+static inline void graph_hit_swap(vela_hit_t *h, size_t i, size_t j)
 {
-	vela_hit_t x = *(const vela_hit_t *)a, y = *(const vela_hit_t *)b;
-	return graph_hit_less(x, y) ? -1 : graph_hit_less(y, x) ? 1 : 0;
+	vela_hit_t t = h[i];
+	h[i] = h[j];
+	h[j] = t;
 }
 
+static void graph_hits_isort(vela_hit_t *h, size_t n)
+{
+	for (size_t i = 1; i < n; i++) {
+		vela_hit_t x = h[i];
+		size_t j = i;
+		for (; j > 0 && graph_hit_less(x, h[j - 1]); j--)
+			h[j] = h[j - 1];
+		h[j] = x;
+	}
+}
+
+/* Ascending (dist, id): a typed quicksort (median of three, recursing
+ * into the smaller side) with insertion sort below 24 elements; the
+ * order is total for non-NaN distances, so the result equals qsort's. */
 void graph_hits_sort(vela_hit_t *h, size_t n)
 {
-	if (n > 1)
-		qsort(h, n, sizeof(*h), graph_hit_cmp);
+	while (n > 24) {
+		size_t mid = n / 2;
+		/* order h[0] <= h[mid] <= h[n - 1]; pivot at mid < n - 1, so the
+		 * Hoare split below always leaves both sides non-empty */
+		if (graph_hit_less(h[mid], h[0]))
+			graph_hit_swap(h, 0, mid);
+		if (graph_hit_less(h[n - 1], h[mid]))
+			graph_hit_swap(h, mid, n - 1);
+		if (graph_hit_less(h[mid], h[0]))
+			graph_hit_swap(h, 0, mid);
+		vela_hit_t p = h[mid];
+		size_t i = 0, j = n - 1;
+		for (;;) {
+			while (graph_hit_less(h[i], p))
+				i++;
+			while (graph_hit_less(p, h[j]))
+				j--;
+			if (i >= j)
+				break;
+			graph_hit_swap(h, i, j);
+			i++;
+			j--;
+		}
+		/* [0, j] <= p <= [j + 1, n) (Hoare) */
+		size_t left = j + 1;
+		if (left < n - left) {
+			graph_hits_sort(h, left);
+			h += left;
+			n -= left;
+		} else {
+			graph_hits_sort(h + left, n - left);
+			n = left;
+		}
+	}
+	graph_hits_isort(h, n);
 }
 
 /* Is candidate t (at distance dxt from x) occluded by an accepted
@@ -494,6 +539,62 @@ static int graph_search_run(const graph_t *g, graph_work_t *w, uint32_t k, uint3
 	}
 }
 
+/* Per-thread search scratch. graph_search takes the calling thread's cached
+ * graph_work_t (creating it on first use) and puts it back when done, so a
+ * search allocates nothing in the steady state. The scratch holds no
+ * pointer into any graph (only buffers, grown on demand: the visited tags
+ * take 2 bytes per node of the largest graph this thread searched), so it
+ * is valid for every graph, before and after any graph is destroyed.
+ * Lifetime: freed by the pthread key's destructor when the thread exits;
+ * the main thread's copy lives until process exit. Never shared: each
+ * thread only ever sees its own slot, and a slot is empty while in use (a
+ * nested search would just make a temporary one). */
+static pthread_key_t graph_tls_key;
+static pthread_once_t graph_tls_once = PTHREAD_ONCE_INIT;
+static bool graph_tls_ok;
+static _Thread_local graph_work_t *graph_tls_work;
+
+static void graph_tls_free(void *w)
+{
+	graph_work_free(w);
+}
+
+static void graph_tls_init(void)
+{
+	graph_tls_ok = pthread_key_create(&graph_tls_key, graph_tls_free) == 0;
+}
+
+/* Back to the thread's slot (or freed, when the slot is taken or no key). */
+static void graph_search_work_put(graph_work_t *w)
+{
+	if (graph_tls_ok && graph_tls_work == NULL &&
+	    pthread_setspecific(graph_tls_key, w) == 0) {
+		graph_tls_work = w;
+		return;
+	}
+	graph_work_free(w);
+}
+
+static graph_work_t *graph_search_work(const graph_t *g)
+{
+	pthread_once(&graph_tls_once, graph_tls_init);
+	graph_work_t *w = graph_tls_work;
+	graph_tls_work = NULL;
+	if (w == NULL)
+		return graph_work_new(g);
+	if (w->pq_cap < g->st.query_size) {
+		void *pq = malloc(g->st.query_size);
+		if (pq == NULL) {
+			graph_search_work_put(w);
+			return NULL;
+		}
+		free(w->pq);
+		w->pq = pq;
+		w->pq_cap = g->st.query_size;
+	}
+	return w;
+}
+
 static int graph_search_check(const graph_t *g, const float *q, uint32_t k,
 			      const graph_search_params_t *sp, vela_hit_t *out, uint32_t *n_out)
 {
@@ -522,7 +623,7 @@ int graph_search(const graph_t *g, const float *q, uint32_t k, const graph_searc
 	uint32_t cap = sp->buffer > window ? sp->buffer : window;
 	if (k == 0 || g->entry == GRAPH_NONE)
 		return 0;
-	graph_work_t *w = graph_work_new(g);
+	graph_work_t *w = graph_search_work(g);
 	if (w == NULL)
 		return VELA_ENOMEM;
 	uint32_t nm = 0;
@@ -533,10 +634,11 @@ int graph_search(const graph_t *g, const float *q, uint32_t k, const graph_searc
 		for (uint32_t i = 0; i < nm; i++)
 			w->pool[i].dist = g->st.dist_rerank(g->st.ctx, w->pq, w->pool[i].docid);
 	if (rc == 0) {
-		graph_hits_sort(w->pool, nm);
+		if (g->st.dist_rerank) /* else already in buffer order: (dist, id) */
+			graph_hits_sort(w->pool, nm);
 		*n_out = nm < k ? nm : k;
 		memcpy(out, w->pool, *n_out * sizeof(*out));
 	}
-	graph_work_free(w);
+	graph_search_work_put(w);
 	return rc;
 }

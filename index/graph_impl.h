@@ -10,6 +10,10 @@
 
 #define GRAPH_NONE UINT32_MAX
 
+/* Hint that node `id`'s vector is about to be read by st.dist (a cache
+ * prefetch; never reads out of bounds, never changes a result). */
+typedef void (*graph_prefetch_fn)(const void *ctx, uint32_t id);
+
 /* Per-node state. Deleted nodes keep their adjacency until consolidation
  * so searches still pass through them (FreshDiskANN §4). */
 enum graph_node_state { GRAPH_ABSENT = 0, GRAPH_LIVE = 1, GRAPH_DELETED = 2 };
@@ -25,6 +29,7 @@ struct graph {
 	uint64_t end;    /* 1 + highest id ever added (0 if none) */
 	uint64_t n_live, n_deleted;
 	uint32_t entry;  /* GRAPH_NONE when empty */
+	graph_prefetch_fn prefetch; /* NULL, or warms a node's vector (store-specific) */
 };
 
 /* One candidate of the search buffer. */
@@ -37,8 +42,9 @@ typedef struct graph_cand {
 /* Scratch of one searching thread; grown on demand, freed by
  * graph_work_free. Never shared between threads. */
 typedef struct graph_work {
-	uint32_t *set;       /* visited ids + 1, open addressing; 0 = empty */
-	size_t set_cap, set_n;
+	uint16_t *vis;       /* visited: vis[id] == epoch (dense, vis_cap ids) */
+	size_t vis_cap;
+	uint16_t epoch;      /* current search's tag; 0 is never a live tag */
 	graph_cand_t *buf;   /* sorted search buffer */
 	uint32_t buf_cap, nbuf;
 	vela_hit_t *hist;    /* expanded nodes (build's search history) */
@@ -50,6 +56,7 @@ typedef struct graph_work {
 	uint32_t *ids;       /* R + scratch ids */
 	size_t ids_cap;
 	void *pq;            /* prepared query */
+	size_t pq_cap;       /* bytes at pq */
 } graph_work_t;
 
 /* Either a prepared query (pq) or a stored node (qid) as the query. */
@@ -90,6 +97,10 @@ int graph_greedy(const graph_t *g, graph_work_t *w, const graph_query_t *q, uint
 void graph_hits_sort(vela_hit_t *h, size_t n);
 uint32_t graph_prune(const graph_t *g, graph_work_t *w, const vela_hit_t *cand, uint32_t m,
 		     float alpha, uint32_t max, uint32_t *out);
+
+/* graph_store_flat.c: the prefetch hint of a store made by
+ * graph_store_flat, else NULL. */
+graph_prefetch_fn graph_store_prefetch(const graph_store_t *st);
 
 /* graph_build.c */
 typedef int (*graph_task_fn)(graph_t *g, graph_work_t *w, size_t i, void *arg);

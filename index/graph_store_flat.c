@@ -57,6 +57,24 @@ static float gsf_dist_ids_f16(void *ctx, uint32_t a, uint32_t b)
 	return l2 ? acc : 1.0f - acc;
 }
 
+static void gsf_prefetch(const void *ctx, uint32_t id)
+{
+	const flat_index_t *f = ctx;
+	if (!gsf_ok(f, id))
+		return;
+	const char *r = flat_row(f, id);
+	size_t bytes = (size_t)f->dim * f->esize;
+	if (bytes > 1024)
+		bytes = 1024; /* the hardware prefetcher takes over from there */
+	for (size_t o = 0; o < bytes; o += 64)
+		__builtin_prefetch(r + o, 0, 3);
+}
+
+graph_prefetch_fn graph_store_prefetch(const graph_store_t *st)
+{
+	return st->dist == gsf_dist ? gsf_prefetch : NULL;
+}
+
 static int gsf_get(void *ctx, uint32_t id, float *out)
 {
 	return flat_get(ctx, id, out);
