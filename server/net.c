@@ -104,6 +104,7 @@ void client_free_if_gone(srv_client_t *c)
 		m = n;
 	}
 	resp_parser_free(&c->parser);
+	resp_out_free(&c->reply);
 	free(c->qbuf);
 	free(c->obuf);
 	free(c->name);
@@ -334,8 +335,11 @@ static bool client_command(srv_client_t *c, int argc, resp_arg_t *argv)
 		return false;
 	}
 	atomic_fetch_add(&c->srv->stat_commands, 1);
-	resp_out_t o;
-	resp_out_init(&o, c->proto);
+	/* One reply buffer per client, reused: no allocation per inline command. */
+	resp_out_t o = c->reply;
+	o.len = 0;
+	o.oom = 0;
+	o.proto = c->proto;
 	if (!command_allowed(c, cmd, argc, argv, &o)) {
 		if (c->in_multi)
 			c->multi_err = true;
@@ -365,7 +369,9 @@ static bool client_command(srv_client_t *c, int argc, resp_arg_t *argv)
 			resp_error(&o, "OOM cannot queue command");
 	}
 	client_send(c, &o);
-	resp_out_free(&o);
+	if (o.cap > SRV_REPLY_KEEP) /* a big reply's buffer is not kept */
+		resp_out_free(&o);
+	c->reply = o;
 	return true;
 }
 

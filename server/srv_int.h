@@ -97,6 +97,7 @@ struct srv_client {
 	char *qbuf;
 	size_t qlen, qcap;
 	resp_parser_t parser;
+	resp_out_t reply; /**< reused buffer for inline replies (SRV_REPLY_KEEP bytes kept) */
 	/* commands waiting for their replies, in request order */
 	srv_job_t *pend_head, *pend_tail;
 	unsigned pend_kind; /**< CMD_WRITE or CMD_SEARCH while pend_head != NULL */
@@ -111,6 +112,9 @@ struct srv_client {
 	srv_client_t *prev, *next;
 	uint64_t created_ms;
 };
+
+/** Capacity of a client's reply buffer kept between commands. */
+#define SRV_REPLY_KEEP 65536u
 
 /* ------------------------------------------------------------ the server */
 
