@@ -71,6 +71,7 @@ static void change_apply(vela_db_t *db, db_change_t *c)
 	switch (c->kind) {
 	case DC_VEC_SET:
 		rc = db_vec_set(&c->ix->fields[c->field], c->docid, c->vec);
+		c->ix->fields[c->field].grew = true;
 		break;
 	case DC_VEC_REMOVE:
 		rc = db_vec_remove(&c->ix->fields[c->field], c->docid);
@@ -106,11 +107,16 @@ void db_changes_apply(vela_db_t *db, db_changes_t *c)
 		free(c->v[i].vec);
 		c->v[i].vec = NULL;
 	}
-	/* A field that just reached DB_GRAPH_MIN_DOCS gets its graph (the
-	 * writer holds the exclusive lock meanwhile: searches wait). */
-	for (size_t i = 0; i < c->n; i++)
-		if (c->v[i].kind == DC_VEC_SET)
-			db_vec_maybe_build(&c->v[i].ix->fields[c->v[i].field]);
+	/* A field that just reached its build threshold gets its graph, in one
+	 * bulk build after all of this commit's vectors are in (the writer holds
+	 * the exclusive lock meanwhile: searches wait). Only published indexes
+	 * are visited: a change list may also have dropped one. */
+	for (size_t i = 0; i < db->n_indexes; i++)
+		for (uint32_t k = 0; k < db->indexes[i]->n_fields; k++)
+			if (db->indexes[i]->fields[k].grew) {
+				db->indexes[i]->fields[k].grew = false;
+				db_vec_maybe_build(&db->indexes[i]->fields[k]);
+			}
 	c->n = 0;
 }
 
