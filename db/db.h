@@ -212,6 +212,8 @@ int db_key_lazy_expire(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, si
 /** Delete a key of any type; *count = 1 if it existed. */
 int db_key_delete(vela_db_t *db, storage_txn_t *txn, const uint8_t *key, size_t klen,
 		  db_changes_t *ch, size_t *count);
+/** The read transaction of a view. */
+storage_txn_t *db_view_txn(vela_view_t *v);
 /** 0 if `key` has an expiry time that has passed (reads treat it as absent). */
 int db_key_live_read(storage_txn_t *txn, const uint8_t *key, size_t klen);
 /** Remove a key's expiry (absent is fine). */

@@ -205,16 +205,54 @@ int db_keyspace_op(vela_db_t *db, storage_txn_t *txn, db_op_t *op, db_changes_t 
 
 /* ------------------------------------------------------------ reads */
 
-/* Run fn inside a read transaction under the shared lock. */
-static int with_read(vela_db_t *db, int (*fn)(storage_txn_t *, void *), void *arg)
+struct vela_view {
+	vela_db_t *db;
+	storage_txn_t *txn;
+};
+
+int vela_view_begin(vela_db_t *db, vela_view_t **out)
 {
-	storage_txn_t *txn = NULL;
+	vela_view_t *v = malloc(sizeof(*v));
+	if (v == NULL)
+		return VELA_ENOMEM;
+	v->db = db;
 	pthread_rwlock_rdlock(&db->lock);
-	int rc = storage_txn_begin(db->env, NULL, 0, &txn);
-	if (rc == 0)
-		rc = fn(txn, arg);
-	storage_txn_abort(txn);
-	pthread_rwlock_unlock(&db->lock);
+	int rc = storage_txn_begin(db->env, NULL, 0, &v->txn);
+	if (rc) {
+		pthread_rwlock_unlock(&db->lock);
+		free(v);
+		return rc;
+	}
+	*out = v;
+	return VELA_OK;
+}
+
+void vela_view_end(vela_view_t *v)
+{
+	if (v == NULL)
+		return;
+	storage_txn_abort(v->txn);
+	pthread_rwlock_unlock(&v->db->lock);
+	free(v);
+}
+
+storage_txn_t *db_view_txn(vela_view_t *v)
+{
+	return v->txn;
+}
+
+/* Run fn inside the view, or inside a read transaction of its own. */
+static int with_read(vela_db_t *db, vela_view_t *view, int (*fn)(storage_txn_t *, void *),
+		     void *arg)
+{
+	if (view)
+		return fn(view->txn, arg);
+	vela_view_t *v;
+	int rc = vela_view_begin(db, &v);
+	if (rc)
+		return rc;
+	rc = fn(v->txn, arg);
+	vela_view_end(v);
 	return rc;
 }
 
@@ -249,26 +287,42 @@ static int type_read(storage_txn_t *txn, void *p)
 	return VELA_OK;
 }
 
-int vela_key_type(vela_db_t *db, const void *key, size_t klen, vela_key_type_t *type)
+static int key_type_in(vela_db_t *db, vela_view_t *v, const void *key, size_t klen,
+		       vela_key_type_t *type, int64_t *ttl)
 {
-	struct type_arg a = {.key = key, .klen = klen};
+	struct type_arg a = {.key = key, .klen = klen, .ttl = -2};
 	*type = VELA_KEY_NONE;
+	*ttl = -2;
 	if (key == NULL || klen == 0 || klen > VELA_KEY_MAX)
 		return VELA_OK;
-	int rc = with_read(db, type_read, &a);
+	int rc = with_read(db, v, type_read, &a);
 	*type = a.type;
+	*ttl = a.ttl;
 	return rc;
+}
+
+int vela_key_type(vela_db_t *db, const void *key, size_t klen, vela_key_type_t *type)
+{
+	int64_t ttl;
+	return key_type_in(db, NULL, key, klen, type, &ttl);
+}
+
+int vela_view_key_type(vela_view_t *v, const void *key, size_t klen, vela_key_type_t *type)
+{
+	int64_t ttl;
+	return key_type_in(v->db, v, key, klen, type, &ttl);
 }
 
 int vela_ttl(vela_db_t *db, const void *key, size_t klen, int64_t *ms)
 {
-	struct type_arg a = {.key = key, .klen = klen, .ttl = -2};
-	*ms = -2;
-	if (key == NULL || klen == 0 || klen > VELA_KEY_MAX)
-		return VELA_OK;
-	int rc = with_read(db, type_read, &a);
-	*ms = a.ttl;
-	return rc;
+	vela_key_type_t t;
+	return key_type_in(db, NULL, key, klen, &t, ms);
+}
+
+int vela_view_ttl(vela_view_t *v, const void *key, size_t klen, int64_t *ms)
+{
+	vela_key_type_t t;
+	return key_type_in(v->db, v, key, klen, &t, ms);
 }
 
 struct str_arg {
@@ -298,13 +352,13 @@ static int str_read(storage_txn_t *txn, void *p)
 	return VELA_OK;
 }
 
-int vela_getstr(vela_db_t *db, const void *key, size_t klen, char **val, size_t *vlen,
-		vela_err_t *err)
+static int getstr_in(vela_db_t *db, vela_view_t *view, const void *key, size_t klen,
+		     char **val, size_t *vlen, vela_err_t *err)
 {
 	struct str_arg a = {.key = key, .klen = klen};
 	if (key == NULL || klen == 0 || klen > VELA_KEY_MAX)
 		return vela_err_set(err, VELA_ENOTFOUND, "no such key");
-	int rc = with_read(db, str_read, &a);
+	int rc = with_read(db, view, str_read, &a);
 	if (rc == VELA_ETYPE)
 		return vela_err_set(err, rc, "WRONGTYPE Operation against a key holding the wrong "
 					     "kind of value");
@@ -313,6 +367,18 @@ int vela_getstr(vela_db_t *db, const void *key, size_t klen, char **val, size_t 
 	*val = a.val;
 	*vlen = a.vlen;
 	return VELA_OK;
+}
+
+int vela_getstr(vela_db_t *db, const void *key, size_t klen, char **val, size_t *vlen,
+		vela_err_t *err)
+{
+	return getstr_in(db, NULL, key, klen, val, vlen, err);
+}
+
+int vela_view_getstr(vela_view_t *v, const void *key, size_t klen, char **val, size_t *vlen,
+		     vela_err_t *err)
+{
+	return getstr_in(v->db, v, key, klen, val, vlen, err);
 }
 
 int db_key_live_read(storage_txn_t *txn, const uint8_t *key, size_t klen)
@@ -392,7 +458,7 @@ int vela_scan(vela_db_t *db, const char *pattern, uint64_t cursor, size_t count,
 	memset(out, 0, sizeof(*out));
 	struct scan_arg a = {.pattern = pattern, .skip = cursor, .count = count ? count : SIZE_MAX,
 			     .out = out};
-	int rc = with_read(db, scan_read, &a);
+	int rc = with_read(db, NULL, scan_read, &a);
 	if (rc) {
 		vela_keylist_free(out);
 		return rc;

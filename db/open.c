@@ -191,17 +191,11 @@ static int doc_copy(const storage_field_t *f, size_t n, vela_doc_t **out)
 	return VELA_OK;
 }
 
-int vela_get(vela_db_t *db, const void *key, size_t klen, vela_doc_t **out, vela_err_t *err)
+static int get_in(storage_txn_t *txn, const void *key, size_t klen, vela_doc_t **out)
 {
-	if (key == NULL || klen == 0 || klen > VELA_KEY_MAX)
-		return vela_err_set(err, VELA_ENOTFOUND, "no such key");
-	storage_txn_t *txn = NULL;
-	pthread_rwlock_rdlock(&db->lock);
-	int rc = storage_txn_begin(db->env, NULL, 0, &txn);
 	const void *v;
 	size_t vl;
-	if (rc == 0 && !db_key_live_read(txn, key, klen))
-		rc = VELA_ENOTFOUND;
+	int rc = db_key_live_read(txn, key, klen) ? VELA_OK : VELA_ENOTFOUND;
 	if (rc == 0 && (rc = db_key_is_string(txn, key, klen)) == 0 &&
 	    (rc = storage_get(txn, ST_DOCS, key, klen, &v, &vl)) == 0) {
 		storage_field_t *f;
@@ -211,8 +205,11 @@ int vela_get(vela_db_t *db, const void *key, size_t klen, vela_doc_t **out, vela
 			free(f);
 		}
 	}
-	storage_txn_abort(txn);
-	pthread_rwlock_unlock(&db->lock);
+	return rc;
+}
+
+static int get_result(int rc, vela_err_t *err)
+{
 	if (rc == VELA_ETYPE)
 		return vela_err_set(err, rc, "WRONGTYPE Operation against a key holding the wrong "
 					     "kind of value");
@@ -220,6 +217,25 @@ int vela_get(vela_db_t *db, const void *key, size_t klen, vela_doc_t **out, vela
 		return vela_err_set(err, rc, rc == VELA_ENOTFOUND ? "no such key" : "%s",
 				    vela_strerror(rc));
 	return VELA_OK;
+}
+
+int vela_view_get(vela_view_t *v, const void *key, size_t klen, vela_doc_t **out,
+		  vela_err_t *err)
+{
+	if (key == NULL || klen == 0 || klen > VELA_KEY_MAX)
+		return vela_err_set(err, VELA_ENOTFOUND, "no such key");
+	return get_result(get_in(db_view_txn(v), key, klen, out), err);
+}
+
+int vela_get(vela_db_t *db, const void *key, size_t klen, vela_doc_t **out, vela_err_t *err)
+{
+	vela_view_t *v;
+	int rc = vela_view_begin(db, &v);
+	if (rc)
+		return get_result(rc, err);
+	rc = vela_view_get(v, key, klen, out, err);
+	vela_view_end(v);
+	return rc;
 }
 
 void vela_doc_free(vela_doc_t *doc)

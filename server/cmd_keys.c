@@ -48,7 +48,11 @@ void cmd_exists(cmd_ctx_t *x)
 	int64_t n = 0;
 	for (int i = 1; i < x->argc; i++) {
 		vela_key_type_t t;
-		vela_key_type(x->db, x->argv[i].p, x->argv[i].len, &t);
+		vela_view_t *v = srv_view(x);
+		if (v)
+			vela_view_key_type(v, x->argv[i].p, x->argv[i].len, &t);
+		else
+			vela_key_type(x->db, x->argv[i].p, x->argv[i].len, &t);
 		n += t != VELA_KEY_NONE;
 	}
 	resp_int(x->out, n);
@@ -57,7 +61,11 @@ void cmd_exists(cmd_ctx_t *x)
 void cmd_type(cmd_ctx_t *x)
 {
 	vela_key_type_t t;
-	vela_key_type(x->db, x->argv[1].p, x->argv[1].len, &t);
+	vela_view_t *v = srv_view(x);
+	if (v)
+		vela_view_key_type(v, x->argv[1].p, x->argv[1].len, &t);
+	else
+		vela_key_type(x->db, x->argv[1].p, x->argv[1].len, &t);
 	resp_simple(x->out, t == VELA_KEY_STRING ? "string" : t == VELA_KEY_HASH ? "hash" : "none");
 }
 
@@ -123,7 +131,11 @@ void cmd_persist(cmd_ctx_t *x)
 static void ttl_reply(cmd_ctx_t *x, int64_t div)
 {
 	int64_t ms;
-	vela_ttl(x->db, x->argv[1].p, x->argv[1].len, &ms);
+	vela_view_t *v = srv_view(x);
+	if (v)
+		vela_view_ttl(v, x->argv[1].p, x->argv[1].len, &ms);
+	else
+		vela_ttl(x->db, x->argv[1].p, x->argv[1].len, &ms);
 	/* Redis rounds TTL to the nearest second. */
 	resp_int(x->out, ms < 0 ? ms : (ms + div / 2) / div);
 }
@@ -268,7 +280,9 @@ void cmd_get(cmd_ctx_t *x)
 	char *v;
 	size_t vl;
 	vela_err_t err = {0};
-	int rc = vela_getstr(x->db, x->argv[1].p, x->argv[1].len, &v, &vl, &err);
+	vela_view_t *view = srv_view(x);
+	int rc = view ? vela_view_getstr(view, x->argv[1].p, x->argv[1].len, &v, &vl, &err)
+		      : vela_getstr(x->db, x->argv[1].p, x->argv[1].len, &v, &vl, &err);
 	if (rc == VELA_ENOTFOUND) {
 		resp_null(x->out);
 		return;
@@ -354,7 +368,9 @@ static vela_doc_t *hash_load(cmd_ctx_t *x, bool *absent)
 {
 	vela_doc_t *d = NULL;
 	vela_err_t err = {0};
-	int rc = vela_get(x->db, x->argv[1].p, x->argv[1].len, &d, &err);
+	vela_view_t *v = srv_view(x);
+	int rc = v ? vela_view_get(v, x->argv[1].p, x->argv[1].len, &d, &err)
+		   : vela_get(x->db, x->argv[1].p, x->argv[1].len, &d, &err);
 	*absent = rc == VELA_ENOTFOUND;
 	if (rc && !*absent)
 		reply_err(x->out, &err);

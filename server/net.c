@@ -78,6 +78,23 @@ void reply_wrong_arity(resp_out_t *o, const resp_arg_t *name)
 	resp_errorf(o, "ERR wrong number of arguments for '%s' command", n);
 }
 
+/* ------------------------------------------------------------ read view */
+
+vela_view_t *srv_view(cmd_ctx_t *x)
+{
+	if (x->c == NULL)
+		return NULL;
+	if (x->srv->view == NULL && vela_view_begin(x->db, &x->srv->view) != 0)
+		x->srv->view = NULL;
+	return x->srv->view;
+}
+
+void srv_view_end(srv_t *s)
+{
+	vela_view_end(s->view);
+	s->view = NULL;
+}
+
 /* ------------------------------------------------------------ clients */
 
 static void client_unlink(srv_client_t *c)
@@ -335,6 +352,10 @@ static bool client_command(srv_client_t *c, int argc, resp_arg_t *argv)
 		return false;
 	}
 	atomic_fetch_add(&c->srv->stat_commands, 1);
+	/* The shared read view serves only CMD_VIEW commands: anything else may
+	 * take the database lock itself (see vela_view_begin). */
+	if (cmd == NULL || !(cmd->flags & CMD_VIEW) || c->in_multi)
+		srv_view_end(c->srv);
 	/* One reply buffer per client, reused: no allocation per inline command. */
 	resp_out_t o = c->reply;
 	o.len = 0;
@@ -417,6 +438,7 @@ static void client_process_input(srv_client_t *c)
 			break;
 		pos += consumed;
 	}
+	srv_view_end(s); /* writers wait for it: never held across loop turns */
 	if (c->gone)
 		return;
 	client_compact(c, pos);

@@ -26,6 +26,7 @@ enum cmd_flag {
 	CMD_NOMULTI = 1u << 4,  /**< not queued by MULTI (MULTI, EXEC, DISCARD, ...) */
 	CMD_ADMIN = 1u << 5,    /**< needs a full (not read-only) user */
 	CMD_CSTR = 1u << 6,     /**< the handler reads arguments as C strings (copied first) */
+	CMD_VIEW = 1u << 7,     /**< a read that may share the loop's read view (srv_view) */
 };
 
 typedef void (*cmd_fn)(cmd_ctx_t *x);
@@ -142,6 +143,7 @@ struct srv {
 	pthread_t *workers;
 	uint32_t n_workers;
 	atomic_int stopping;
+	vela_view_t *view; /**< loop thread: the read view shared by CMD_VIEW commands */
 	bool expire_pending;
 	pthread_mutex_t cfg_mu; /**< users/config read by handlers on other threads */
 	/* stats */
@@ -161,6 +163,15 @@ void exec_collect_done(srv_t *s);
 /** Send every reply of c that is now in order, then write them out. */
 void client_job_done(srv_client_t *c);
 void client_free_if_gone(srv_client_t *c);
+
+/**
+ * The loop's read view, begun on first use: consecutive CMD_VIEW commands
+ * (a pipeline of GETs) share one read transaction. NULL off the loop thread
+ * (x->c == NULL) or when it cannot begin: callers then read on their own.
+ */
+vela_view_t *srv_view(cmd_ctx_t *x);
+/** End the loop's read view (before any other database call on the loop). */
+void srv_view_end(srv_t *s);
 
 /* Replies used by several command files. */
 void reply_wrong_arity(resp_out_t *o, const resp_arg_t *name);

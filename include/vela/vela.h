@@ -346,6 +346,25 @@ typedef struct vela_doc {
 int vela_get(vela_db_t *db, const void *key, size_t klen, vela_doc_t **out, vela_err_t *err);
 void vela_doc_free(vela_doc_t *doc);
 
+/**
+ * @brief A read view: one LMDB read transaction and the shared lock, held
+ * across many reads (a server answering a pipeline of GETs pays for them
+ * once). While a thread holds a view it must make no other vela_* call that
+ * takes the database lock (anything but the vela_view_* reads): the lock
+ * prefers writers, so a second shared acquisition could wait behind a writer
+ * that waits for this view. End it promptly: writers wait for it too.
+ */
+typedef struct vela_view vela_view_t;
+int vela_view_begin(vela_db_t *db, vela_view_t **out);
+void vela_view_end(vela_view_t *v);
+/** As vela_get, vela_getstr, vela_key_type and vela_ttl, inside a view. */
+int vela_view_get(vela_view_t *v, const void *key, size_t klen, vela_doc_t **out,
+		  vela_err_t *err);
+int vela_view_getstr(vela_view_t *v, const void *key, size_t klen, char **val, size_t *vlen,
+		     vela_err_t *err);
+int vela_view_key_type(vela_view_t *v, const void *key, size_t klen, vela_key_type_t *type);
+int vela_view_ttl(vela_view_t *v, const void *key, size_t klen, int64_t *ms);
+
 /* ================================================================ search */
 
 /** LIMIT of a search. */
