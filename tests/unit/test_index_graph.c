@@ -21,6 +21,7 @@
 
 #define TEST_RNG_SEED 0x243f6a8885a308d3ull
 #include "test_rng.h"
+#include "test_sift.h"
 
 /* ------------------------------------------------ data sets */
 
@@ -55,31 +56,17 @@ static void ds_synth(ds_t *d, uint32_t n, uint32_t nq, uint32_t dim, vela_metric
 	free(c);
 }
 
-static char sift_path[4096];
-
-/* sift-5k.tsv: 128 tab-separated floats and an id per line. Looked for in
- * ../shared/data next to the checkout, then /work/shared/data. */
 static bool ds_sift(ds_t *d, uint32_t n, uint32_t nq)
 {
-	const char *src = __FILE__, *cut = strstr(src, "tests/unit/");
-	snprintf(sift_path, sizeof(sift_path), "%.*s../shared/data/sift-5k.tsv",
-		 cut ? (int)(cut - src) : 0, src);
-	FILE *fp = fopen(sift_path, "r");
-	if (fp == NULL)
-		fp = fopen("/work/shared/data/sift-5k.tsv", "r");
-	if (fp == NULL)
-		return false;
-	*d = (ds_t){.n = n, .nq = nq, .dim = 128, .metric = VELA_METRIC_L2,
-		    .base = malloc((size_t)n * 128 * 4), .queries = malloc((size_t)nq * 128 * 4)};
-	for (uint32_t i = 0; i < n + nq; i++) {
-		float *v = i < n ? d->base + (size_t)i * 128 : d->queries + (size_t)(i - n) * 128;
-		for (uint32_t j = 0; j < 128; j++)
-			cr_assert_eq(fscanf(fp, "%f", &v[j]), 1);
-		unsigned id;
-		cr_assert_eq(fscanf(fp, "%u", &id), 1);
-	}
-	fclose(fp);
-	return true;
+	*d = (ds_t){.n = n, .nq = nq, .dim = TEST_SIFT_DIM, .metric = VELA_METRIC_L2,
+		    .base = malloc((size_t)n * TEST_SIFT_DIM * 4),
+		    .queries = malloc((size_t)nq * TEST_SIFT_DIM * 4)};
+	cr_assert(d->base && d->queries);
+	if (test_sift_read(d->base, n, d->queries, nq))
+		return true;
+	free(d->base);
+	free(d->queries);
+	return false;
 }
 
 static graph_params_t test_params(void)
@@ -186,7 +173,7 @@ Test(graph, recall_sift)
 {
 	ds_t d;
 	if (!ds_sift(&d, 4900, 100))
-		cr_skip_test("sift-5k.tsv not found (tried %s)", sift_path);
+		cr_skip_test("sift-5k.tsv not found (tried %s)", test_sift_path);
 	graph_params_t p = test_params();
 	ds_index(&d, &p);
 	graph_search_params_t sp = sp_window(TEST_WINDOW);

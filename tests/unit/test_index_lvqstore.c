@@ -25,6 +25,7 @@
 
 #define TEST_RNG_SEED 0x452821e638d01377ull
 #include "test_rng.h"
+#include "test_sift.h"
 
 /* ------------------------------------------------ data sets */
 
@@ -75,30 +76,17 @@ static void ds_synth(ds_t *d, uint32_t n, uint32_t nq, uint32_t dim, vela_metric
 	free(map);
 }
 
-/* sift-5k.tsv: 128 tab-separated floats and an id per line. Looked for in
- * ../shared/data next to the checkout, then /work/shared/data. */
 static bool ds_sift(ds_t *d, uint32_t n, uint32_t nq)
 {
-	char path[4096];
-	const char *src = __FILE__, *cut = strstr(src, "tests/unit/");
-	snprintf(path, sizeof(path), "%.*s../shared/data/sift-5k.tsv",
-		 cut ? (int)(cut - src) : 0, src);
-	FILE *fp = fopen(path, "r");
-	if (fp == NULL)
-		fp = fopen("/work/shared/data/sift-5k.tsv", "r");
-	if (fp == NULL)
-		return false;
-	*d = (ds_t){.n = n, .nq = nq, .dim = 128, .metric = VELA_METRIC_L2,
-		    .base = malloc((size_t)n * 128 * 4), .queries = malloc((size_t)nq * 128 * 4)};
-	for (uint32_t i = 0; i < n + nq; i++) {
-		float *v = ds_row(d, i);
-		for (uint32_t j = 0; j < 128; j++)
-			cr_assert_eq(fscanf(fp, "%f", &v[j]), 1);
-		unsigned id;
-		cr_assert_eq(fscanf(fp, "%u", &id), 1);
-	}
-	fclose(fp);
-	return true;
+	*d = (ds_t){.n = n, .nq = nq, .dim = TEST_SIFT_DIM, .metric = VELA_METRIC_L2,
+		    .base = malloc((size_t)n * TEST_SIFT_DIM * 4),
+		    .queries = malloc((size_t)nq * TEST_SIFT_DIM * 4)};
+	cr_assert(d->base && d->queries);
+	if (test_sift_read(d->base, n, d->queries, nq))
+		return true;
+	free(d->base);
+	free(d->queries);
+	return false;
 }
 
 static graph_params_t test_params(void)
