@@ -458,7 +458,7 @@ typedef struct ft_search {
 	const char *sortby;
 	bool desc;
 	size_t offset, num;
-	bool sort_all; /* sort on a field other than the distance: fetch everything */
+	bool fetch_all; /* SORTBY or DESC: order every match, then apply LIMIT here */
 	char *query_buf; /* the query rewritten by FILTER options, or NULL */
 } ft_search_t;
 
@@ -604,12 +604,14 @@ static void fs_free(ft_search_t *fs)
 	free(fs->ret);
 }
 
-/* The engine request: sorting on a field needs every match first. */
-static void fs_engine_req(ft_search_t *fs, bool knn_sort_ok)
+/* The engine request: SORTBY (unless it names the distance, which the engine
+ * already orders by — known only once the result names its distance field)
+ * needs every match before LIMIT applies. */
+static void fs_engine_req(ft_search_t *fs)
 {
-	fs->sort_all = fs->sortby != NULL && !knn_sort_ok;
+	fs->fetch_all = fs->sortby != NULL || fs->desc;
 	fs->req.limit_set = true;
-	if (fs->sort_all || fs->desc) {
+	if (fs->fetch_all) {
 		fs->req.offset = 0;
 		fs->req.limit = VELA_LIMIT_MAX;
 	} else {
@@ -649,16 +651,16 @@ static int hit_cmp(const void *pa, const void *pb, void *arg)
 /* SORTBY, DESC and LIMIT applied on the rows the engine returned. */
 static void fs_order(ft_search_t *fs, vela_result_t *r, size_t *first, size_t *count)
 {
-	if (fs->sort_all) {
+	bool by_dist = fs->sortby && r->dist_name && strcmp(fs->sortby, r->dist_name) == 0;
+	if (fs->sortby && !by_dist)
 		qsort_r(r->hits, r->n_hits, sizeof(r->hits[0]), hit_cmp, (void *)fs->sortby);
-	}
 	if (fs->desc)
 		for (size_t i = 0; i < r->n_hits / 2; i++) {
 			vela_search_hit_t t = r->hits[i];
 			r->hits[i] = r->hits[r->n_hits - 1 - i];
 			r->hits[r->n_hits - 1 - i] = t;
 		}
-	if (fs->sort_all || fs->desc) {
+	if (fs->fetch_all) {
 		*first = fs->offset < r->n_hits ? fs->offset : r->n_hits;
 		*count = r->n_hits - *first < fs->num ? r->n_hits - *first : fs->num;
 	} else {
@@ -743,37 +745,6 @@ static void fs_error(resp_out_t *o, const vela_err_t *err, const char *index)
 		resp_errorf(o, "-%s", err->msg[0] ? err->msg : vela_strerror(err->code));
 }
 
-/* Is SORTBY satisfied by the engine's order (the distance, ascending)? */
-static bool fs_sort_is_dist(const ft_search_t *fs, const char *knn_alias_guess)
-{
-	return fs->sortby == NULL || (knn_alias_guess && strcmp(fs->sortby, knn_alias_guess) == 0);
-}
-
-/* The KNN alias as written in the query ("AS x" inside =>[...]), a guess
- * good enough to know whether SORTBY names the distance. */
-static const char *knn_alias(const char *q, char *buf, size_t cap)
-{
-	const char *k = strstr(q, "=>[");
-	const char *as = NULL;
-	for (const char *p = k; p && *p && *p != ']'; p++)
-		if ((p[0] == ' ') && (p[1] == 'A' || p[1] == 'a') && (p[2] == 'S' || p[2] == 's') &&
-		    p[3] == ' ')
-			as = p + 4;
-	if (as == NULL) {
-		const char *at = k ? strchr(k, '@') : NULL;
-		if (at == NULL)
-			return NULL;
-		size_t n = strcspn(at + 1, " ]");
-		snprintf(buf, cap, "__%.*s_score", (int)n, at + 1);
-		return buf;
-	}
-	while (*as == ' ')
-		as++;
-	size_t n = strcspn(as, " ]");
-	snprintf(buf, cap, "%.*s", (int)n, as);
-	return buf;
-}
-
 void ft_search_one(cmd_ctx_t *x);
 void ft_search_many(srv_t *s, srv_job_t **jobs, size_t n);
 
@@ -809,8 +780,7 @@ void ft_search_many(srv_t *s, srv_job_t **jobs, size_t n)
 			       .out = &jobs[i]->out, .proto = jobs[i]->out.proto};
 		if (fs_parse(&x, &fs[i]))
 			continue;
-		char buf[300];
-		fs_engine_req(&fs[i], fs_sort_is_dist(&fs[i], knn_alias(fs[i].req.query, buf, sizeof(buf))));
+		fs_engine_req(&fs[i]);
 		reqs[m] = fs[i].req;
 		which[m++] = i;
 	}
