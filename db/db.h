@@ -47,6 +47,7 @@ typedef struct db_field {
 	graph_t *graph;
 	graph_store_t gstore;
 	bool graph_from_snapshot; /**< loaded at open rather than built */
+	uint64_t snap_seq;        /**< change-log sequence of the snapshot on disk (0: none) */
 	bool grew;                /**< vectors added by the changes being applied */
 	uint32_t compression, training_threshold, reduce; /**< as vela_field_def_t */
 	graph_lvq_store_t *lvq; /**< compressed copies the graph searches on (or NULL) */

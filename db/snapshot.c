@@ -68,11 +68,14 @@ void db_snapshots_save(vela_db_t *db, uint64_t seq)
 	for (size_t i = 0; i < db->n_indexes; i++) {
 		db_index_t *ix = db->indexes[i];
 		for (uint32_t k = 0; k < ix->n_fields; k++) {
-			if (ix->fields[k].graph == NULL)
+			/* Unchanged since its snapshot was loaded or written: keep it. */
+			if (ix->fields[k].graph == NULL || ix->fields[k].snap_seq == seq)
 				continue;
 			char path[PATH_MAX_SNAP];
 			snap_path(db, ix, k, path, sizeof(path));
 			int rc = snap_write(path, ix->fields[k].graph, seq);
+			if (rc == 0)
+				ix->fields[k].snap_seq = seq;
 			if (rc)
 				vela_warn("index '%s': cannot write graph snapshot %s: %s", ix->name,
 					  path, vela_strerror(rc));
@@ -107,6 +110,7 @@ int db_snapshot_load(const vela_db_t *db, db_index_t *ix, uint32_t k, uint64_t s
 	if (rc == 0 && graph_count(fd->graph) != flat_count(fd->flat))
 		rc = VELA_ECORRUPT;
 	fd->graph_from_snapshot = rc == 0;
+	fd->snap_seq = rc == 0 ? seq : 0;
 	if (rc) {
 		graph_destroy(fd->graph);
 		fd->graph = NULL;

@@ -5,6 +5,8 @@
 #include "test_db_util.h"
 #include "db/db.h"
 
+#include <sys/stat.h>
+
 #define N 3000
 #define DIM 24
 #define NQ 60
@@ -281,6 +283,15 @@ Test(db_graph, snapshot_reused_only_when_current_and_intact)
 	cr_assert_not_null(f, "no snapshot written at close");
 	fclose(f);
 	file_copy(snap, keep);
+
+	/* A reopen without changes loads the snapshot and leaves the file alone. */
+	struct stat st0, st1;
+	cr_assert_eq(stat(snap, &st0), 0);
+	db = db_open_ok(dir, 0);
+	cr_assert_eq(from_snapshot(db), 1);
+	vela_db_close(db);
+	cr_assert_eq(stat(snap, &st1), 0);
+	cr_assert_eq(st0.st_ino, st1.st_ino, "an unchanged graph was rewritten at close");
 
 	db = db_open_ok(dir, 0); /* current snapshot: loaded, same answers */
 	cr_assert_eq(from_snapshot(db), 1);
