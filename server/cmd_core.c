@@ -78,7 +78,7 @@ static void cmd_auth(cmd_ctx_t *x)
 
 /* ------------------------------------------------------------ connection */
 
-void cmd_ping(cmd_ctx_t *x)
+static void cmd_ping(cmd_ctx_t *x)
 {
 	if (x->argc > 2)
 		reply_wrong_arity(x->out, &x->argv[0]);

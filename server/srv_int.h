@@ -186,8 +186,4 @@ const srv_user_t *srv_auth_check(srv_t *s, const char *user, size_t ulen, const 
 				 size_t plen);
 bool srv_auth_required(srv_t *s);
 
-/* Command groups, for the table. */
-void cmd_ping(cmd_ctx_t *x);
-/* ... declared in each cmd_*.c and gathered in cmd_table.c */
-
 #endif
