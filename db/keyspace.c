@@ -2,7 +2,6 @@
  * lazy expiry on access plus an active cycle), key types, KEYS/SCAN, FLUSHALL.
  * Expiry times live in two tables: `expires` (key -> time) to answer TTL and
  * `expire_idx` (time | key) so the active cycle reads due keys in order. */
-#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -116,12 +115,17 @@ static int op_set(vela_db_t *db, storage_txn_t *txn, db_op_t *op, db_changes_t *
 	if (((op->flags & VELA_SET_NX) && exists) || ((op->flags & VELA_SET_XX) && !exists))
 		return VELA_OK; /* count stays 0: not set */
 	int rc = VELA_OK;
+	/* KEEPTTL keeps the key's expiry even when the key was a hash, whose
+	 * deletion below clears it. */
+	int64_t kept = 0;
+	bool keep = (op->flags & VELA_SET_KEEPTTL) && op->at_ms <= 0 &&
+		    expiry_get(txn, op->key, op->klen, &kept) == 0;
 	if (key_in(txn, ST_DOCS, op->key, op->klen)) /* SET replaces a hash */
 		rc = db_doc_delete(db, txn, op->key, op->klen, ch, NULL);
 	if (rc == 0)
 		rc = storage_put(txn, ST_STRINGS, op->key, op->klen, op->val, op->vlen);
-	if (rc == 0 && op->at_ms > 0)
-		rc = expiry_set(txn, op->key, op->klen, op->at_ms);
+	if (rc == 0 && (op->at_ms > 0 || keep))
+		rc = expiry_set(txn, op->key, op->klen, op->at_ms > 0 ? op->at_ms : kept);
 	else if (rc == 0 && !(op->flags & VELA_SET_KEEPTTL))
 		rc = db_expiry_clear(txn, op->key, op->klen);
 	op->count = rc == 0;
@@ -420,6 +424,103 @@ static int keylist_push(vela_keylist_t *l, const uint8_t *key, size_t klen)
 	return VELA_OK;
 }
 
+/* Glob matching as Redis's stringmatchlen (util.c), so KEYS and SCAN MATCH
+ * select the same keys: * ? [...] with ^ negation, ranges in either order
+ * and \\ escapes; binary-safe on the key. Range bounds compare as signed
+ * chars, as Redis does on x86-64. `*skip` stops retrying longer matches for
+ * an earlier * once the rest of the pattern matched nowhere. */
+static bool glob_match(const char *p, size_t pl, const uint8_t *key, size_t sl, bool *skip,
+		       int depth)
+{
+	const char *s = (const char *)key;
+	if (depth > 1000)
+		return false;
+	while (pl && sl) {
+		switch (p[0]) {
+		case '*':
+			while (pl > 1 && p[1] == '*') {
+				p++;
+				pl--;
+			}
+			if (pl == 1)
+				return true;
+			for (; sl; s++, sl--) {
+				if (glob_match(p + 1, pl - 1, (const uint8_t *)s, sl, skip, depth + 1))
+					return true;
+				if (*skip)
+					return false;
+			}
+			*skip = true;
+			return false;
+		case '?':
+			s++;
+			sl--;
+			break;
+		case '[': {
+			p++;
+			pl--;
+			bool neg = pl && p[0] == '^', match = false;
+			if (neg) {
+				p++;
+				pl--;
+			}
+			for (;; p++, pl--) {
+				if (pl >= 2 && p[0] == '\\') {
+					p++;
+					pl--;
+					match |= p[0] == s[0];
+				} else if (pl == 0) { /* no ']': as Redis, stop on the last char */
+					p--;
+					pl++;
+					break;
+				} else if (p[0] == ']') {
+					break;
+				} else if (pl >= 3 && p[1] == '-') {
+					int lo = (signed char)p[0], hi = (signed char)p[2], c = (signed char)s[0];
+					if (lo > hi) {
+						int t = lo;
+						lo = hi;
+						hi = t;
+					}
+					p += 2;
+					pl -= 2;
+					match |= c >= lo && c <= hi;
+				} else {
+					match |= p[0] == s[0];
+				}
+			}
+			if (match == neg)
+				return false;
+			s++;
+			sl--;
+			break;
+		}
+		case '\\':
+			if (pl >= 2) {
+				p++;
+				pl--;
+			}
+			/* fall through */
+		default:
+			if (p[0] != s[0])
+				return false;
+			s++;
+			sl--;
+			break;
+		}
+		p++;
+		pl--;
+		if (sl == 0) {
+			while (pl && p[0] == '*') {
+				p++;
+				pl--;
+			}
+			break;
+		}
+	}
+	return pl == 0 && sl == 0;
+}
+
 static int scan_visit(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
 		      size_t vlen)
 {
@@ -430,13 +531,10 @@ static int scan_visit(void *ctx, const uint8_t *key, size_t klen, const uint8_t 
 		a->stopped = 1; /* this key (number seen - 1) is the next cursor */
 		return 1;
 	}
-	char k[STORAGE_DOC_KEY_MAX + 1];
-	memcpy(k, key, klen);
-	k[klen] = '\0';
+	bool skip = false;
 	if (!key_live(a->txn, key, klen))
 		return 0;
-	/* Glob matching as Redis's stringmatchlen, via fnmatch(3): * ? [..] and \\ escapes. */
-	if (a->pattern && (memchr(key, 0, klen) || fnmatch(a->pattern, k, 0) != 0))
+	if (a->pattern && !glob_match(a->pattern, strlen(a->pattern), key, klen, &skip, 0))
 		return 0;
 	return keylist_push(a->out, key, klen);
 }

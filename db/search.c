@@ -1,13 +1,16 @@
 /* Search: parse the query against an index's schema, evaluate the filter to
- * a docid bitmap from the postings, run the KNN on the flat index, build the
- * result rows. Batches group KNN queries per vector field into one blocked
- * GEMM (flat_search_batch). */
+ * a docid bitmap from the postings, plan the KNN from the filter's exact
+ * match count (exact scan of the matches, the filtered graph walk, the
+ * widened graph walk, or Redis's BATCHES), run it, build the result rows,
+ * and keep the profile FT.PROFILE prints. Batches group exact KNN scans of a
+ * FLAT field into one blocked GEMM (flat_search_batch). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "db.h"
+#include "index/graph_hybrid.h"
 #include "query/query.h"
 #include "quant/quant.h"
 
@@ -204,6 +207,8 @@ typedef struct plan {
 	float *yvec;
 	char dist_name[VELA_INDEX_NAME_MAX + 16];
 	const char *how; /**< vela_result_t.plan */
+	vela_plan_t choice; /**< the KNN plan (plan_choose) */
+	vela_profile_t prof; /**< filled for every query (it costs a few clock reads) */
 } plan_t;
 
 static void plan_free(plan_t *p)
@@ -250,9 +255,98 @@ static int plan_yield(plan_t *p, vela_err_t *err)
 	return VELA_OK;
 }
 
+/* ------------------------------------------------------------ hybrid planning */
+
+/*
+ * Hybrid (filter + KNN) plans on a GRAPH field, chosen from the filter's
+ * exact match count m among the field's n vectors, s = m / n (counted on
+ * the bitmaps before planning: exact and cheap; reference/hybrid-queries.md
+ * §7). In order:
+ *   m <= K                          -> filtered-scan (all of them anyway)
+ *   s >= DB_HYBRID_NEAR_ALL_RATIO   -> graph, as the query without its
+ *                                      filter (the walk keeps the matches)
+ *   m <  DB_HYBRID_SCAN_MAX         -> filtered-scan: cheaper than a walk
+ *   s <  DB_HYBRID_SCAN_RATIO       -> filtered-scan: the walks lose recall
+ *   s >= DB_HYBRID_POSTFILTER_RATIO -> graph: the walk over every node,
+ *                                      window widened by 1 / s
+ *   else                            -> filtered-graph (ACORN-1), which
+ *                                      scans instead when the filter is
+ *                                      anti-correlated with the query
+ * Measured by bench/hybrid.c (BENCHMARKS.md "Hybrid queries": 200,000 x 64,
+ * window 64): scanning m matches costs 25-50 ns each, a filtered walk
+ * 300-600 us, so the scan wins below about 10,000 matches; the filtered
+ * walk keeps recall >= 0.98 from s = 0.05 (0.87-0.93 below) and the
+ * widened walk is the fastest above s = 0.3 even when anti-correlated.
+ * FLAT fields always scan (the cheapest exact plan). HYBRID_POLICY or
+ * force_plan override the choice.
+ */
+#define DB_HYBRID_SCAN_MAX 10000u
+#define DB_HYBRID_SCAN_RATIO 0.05
+#define DB_HYBRID_POSTFILTER_RATIO 0.3
+#define DB_HYBRID_NEAR_ALL_RATIO 0.9
+/* The filtered walk scans instead when the share of matches among the
+ * query's unfiltered neighbourhood (about a thousand nodes) is below this
+ * fraction of the selectivity: at s = 0.05 an independent filter expects
+ * some 50 matches there, and falls below a quarter of that (12) with a
+ * probability under 1e-8. */
+#define DB_HYBRID_LOCAL_SHARE 0.25
+
+/* BATCHES: the smallest batch the sizing rule picks. */
+#define DB_HYBRID_BATCH_MIN 10u
+
+static const db_field_t *plan_field(const plan_t *p)
+{
+	return &p->ix->fields[p->knn->field_no];
+}
+
+/* index_size, filter_matches and selectivity of the profile. */
+static void plan_count(plan_t *p)
+{
+	vela_profile_t *pr = &p->prof;
+	if (p->knn) {
+		const flat_index_t *fl = plan_field(p)->flat;
+		pr->index_size = flat_count(fl);
+		pr->filter_matches = p->filter ? roaring_bitmap_and_cardinality(p->filter,
+										flat_docids(fl))
+					       : pr->index_size;
+	} else {
+		pr->index_size = roaring_bitmap_get_cardinality(p->ix->docids);
+		pr->filter_matches = roaring_bitmap_get_cardinality(p->filter ? p->filter
+									      : p->ix->docids);
+	}
+	pr->selectivity = pr->index_size ? (double)pr->filter_matches / (double)pr->index_size : 1;
+}
+
+static vela_plan_t plan_choose(const plan_t *p, bool *forced)
+{
+	const db_field_t *f = plan_field(p);
+	vela_plan_t want = p->req->force_plan;
+	if (want == VELA_PLAN_AUTO && (p->knn->set & QUERY_KNN_HYBRID_POLICY))
+		want = p->knn->hybrid_policy == QUERY_HYBRID_ADHOC_BF ? VELA_PLAN_SCAN
+									: VELA_PLAN_BATCHES;
+	*forced = want != VELA_PLAN_AUTO;
+	if (p->filter == NULL) /* plain KNN: the graph when there is one */
+		return f->graph && want != VELA_PLAN_SCAN ? VELA_PLAN_GRAPH : VELA_PLAN_SCAN;
+	if (want == VELA_PLAN_BATCHES)
+		return VELA_PLAN_BATCHES;
+	if (f->graph == NULL || want == VELA_PLAN_SCAN)
+		return VELA_PLAN_SCAN;
+	if (want == VELA_PLAN_GRAPH || want == VELA_PLAN_FILTERED_GRAPH)
+		return want;
+	uint64_t m = p->prof.filter_matches;
+	double s = p->prof.selectivity;
+	if (m <= p->knn->k)
+		return VELA_PLAN_SCAN;
+	if (s >= DB_HYBRID_NEAR_ALL_RATIO)
+		return VELA_PLAN_GRAPH;
+	if (m < DB_HYBRID_SCAN_MAX || s < DB_HYBRID_SCAN_RATIO)
+		return VELA_PLAN_SCAN;
+	return s >= DB_HYBRID_POSTFILTER_RATIO ? VELA_PLAN_GRAPH : VELA_PLAN_FILTERED_GRAPH;
+}
+
 /* Parse and evaluate the filter; caller holds db->lock shared. */
 static int plan_prepare(vela_db_t *db, storage_txn_t *txn, const vela_search_req_t *req,
-			plan_t *p, vela_err_t *err)
+			plan_t *p, bool explain, vela_err_t *err)
 {
 	memset(p, 0, sizeof(*p));
 	p->req = req;
@@ -264,6 +358,7 @@ static int plan_prepare(vela_db_t *db, storage_txn_t *txn, const vela_search_req
 	if (req->limit > VELA_LIMIT_MAX)
 		return vela_err_set(err, VELA_ELIMIT, "LIMIT exceeds maximum of %u", VELA_LIMIT_MAX);
 	size_t qlen = req->query_len ? req->query_len : strlen(req->query);
+	uint64_t t0 = vela_now_ns();
 	int rc = query_parse(req->query, qlen, (const query_param_t *)req->params, req->n_params,
 			     field_lookup, p->ix, &p->q, err);
 	if (rc)
@@ -273,12 +368,23 @@ static int plan_prepare(vela_db_t *db, storage_txn_t *txn, const vela_search_req
 		return rc;
 	if (p->knn == NULL && (rc = plan_yield(p, err)))
 		return rc;
-	if (p->knn && query_filter_is_all(p->q))
+	uint64_t t1 = vela_now_ns();
+	p->prof.parse_ns = t1 - t0;
+	if (explain && p->knn == NULL)
 		return VELA_OK;
-	src_ctx_t sc = {.ix = p->ix, .txn = txn};
-	query_source_t src = {.ctx = &sc, .all = src_all, .tag = src_tag, .num_range = src_num,
-			      .text_term = src_text, .vector_range = src_vrange};
-	return query_eval(p->q, &src, &p->filter, err);
+	if (!(p->knn && query_filter_is_all(p->q))) {
+		src_ctx_t sc = {.ix = p->ix, .txn = txn};
+		query_source_t src = {.ctx = &sc, .all = src_all, .tag = src_tag,
+				      .num_range = src_num, .text_term = src_text,
+				      .vector_range = src_vrange};
+		if ((rc = query_eval(p->q, &src, &p->filter, err)))
+			return rc;
+	}
+	p->prof.filter_ns = vela_now_ns() - t1;
+	plan_count(p);
+	if (p->knn)
+		p->choice = plan_choose(p, &p->prof.forced);
+	return VELA_OK;
 }
 
 /* ------------------------------------------------------------ results */
@@ -401,6 +507,7 @@ static size_t plan_rows(const plan_t *p, uint64_t *total, uint32_t *ids, size_t 
 
 static int result_build(storage_txn_t *txn, const plan_t *p, vela_result_t **out, vela_err_t *err)
 {
+	uint64_t t0 = vela_now_ns();
 	result_impl_t *r = calloc(1, sizeof(*r));
 	size_t cap = req_limit(p->req);
 	uint64_t total = 0;
@@ -428,6 +535,16 @@ static int result_build(storage_txn_t *txn, const plan_t *p, vela_result_t **out
 	}
 	r->pub.total = total;
 	r->pub.plan = p->knn ? p->how : NULL;
+	if (p->req->profile) {
+		vela_profile_t *pr = arena_alloc(r, sizeof(*pr));
+		if (pr == NULL) {
+			vela_result_free(&r->pub);
+			return vela_err_set(err, VELA_ENOMEM, "out of memory");
+		}
+		*pr = p->prof;
+		pr->load_ns = vela_now_ns() - t0;
+		r->pub.profile = pr;
+	}
 	*out = &r->pub;
 	return VELA_OK;
 }
@@ -444,11 +561,194 @@ static uint32_t plan_window(const plan_t *p)
 	return 0;
 }
 
+/* The window a graph search starts from: the query's, else the field's,
+ * else the default; at least K. */
+static uint32_t knn_window(const plan_t *p, uint32_t k)
+{
+	const db_field_t *f = plan_field(p);
+	uint32_t w = plan_window(p);
+	if (w == 0)
+		w = f->graph_search_window ? f->graph_search_window : GRAPH_SEARCH_WINDOW_SIZE_DEFAULT;
+	if (w < k)
+		w = k;
+	return w > GRAPH_SEARCH_WINDOW_SIZE_MAX ? GRAPH_SEARCH_WINDOW_SIZE_MAX : w;
+}
+
+/* Exact: every vector (no filter) or the filter's matches (ADHOC_BF). */
+static int knn_scan(plan_t *p)
+{
+	p->how = p->filter ? "filtered-scan" : "scan";
+	p->prof.mode = p->filter ? "HYBRID_ADHOC_BF" : "STANDARD_KNN";
+	p->prof.distances += p->prof.filter_matches;
+	if (p->filter && p->prof.filter_matches == 0) { /* nothing can match: no scan at all */
+		p->n_hits = 0;
+		return VELA_OK;
+	}
+	return flat_search(plan_field(p)->flat, p->qvec, p->knn->k, p->filter, p->hits,
+			   &p->n_hits);
+}
+
+/* The graph walk over every node; with a filter, only matches are kept
+ * (graph_search widens the window by 1 / selectivity, and doubles it while
+ * fewer than K matches turned up). */
+static int knn_graph(plan_t *p)
+{
+	const db_field_t *f = plan_field(p);
+	uint32_t k = p->knn->k;
+	p->how = "graph";
+	p->prof.mode = p->filter ? "HYBRID_GRAPH_POSTFILTER" : "STANDARD_KNN";
+	p->prof.window = knn_window(p, k);
+	graph_search_params_t sp;
+	graph_search_params_default(&sp);
+	sp.window = p->prof.window;
+	sp.filter = p->filter;
+	return graph_search_counted(f->graph, p->qvec, k, &sp, p->hits, &p->n_hits,
+				    &p->prof.distances);
+}
+
+/* The walk over the matching nodes only (ACORN-1 two-hop expansion). The
+ * planner's choice gives up for the exact scan when the query's own
+ * neighbourhood holds far fewer matches than the selectivity predicts (an
+ * anti-correlated filter: the walk would have to start from matches far
+ * from the query and loses recall; bench/hybrid.c "pos-far", "clu-far"). */
+static int knn_filtered_graph(plan_t *p)
+{
+	uint32_t k = p->knn->k;
+	p->how = "filtered-graph";
+	p->prof.mode = "HYBRID_FILTERED_GRAPH";
+	p->prof.window = knn_window(p, k);
+	graph_filter_opts_t o = {.window = p->prof.window,
+				 .min_local_share = p->prof.forced ? 0
+						    : DB_HYBRID_LOCAL_SHARE * p->prof.selectivity};
+	graph_filter_stats_t st = {0};
+	int rc = graph_search_filtered(plan_field(p)->graph, p->qvec, k, &o, p->filter, p->hits,
+				       &p->n_hits, &st);
+	p->prof.distances += st.ndist;
+	if (rc == 0 && st.gave_up) {
+		rc = knn_scan(p);
+		p->prof.mode = "HYBRID_FILTERED_GRAPH_TO_ADHOC_BF";
+	}
+	return rc;
+}
+
+/* The unfiltered top `want` of the field (graph, or exact on FLAT fields). */
+static int knn_top(plan_t *p, uint32_t want, vela_hit_t *out, uint32_t *n_out)
+{
+	const db_field_t *f = plan_field(p);
+	if (f->graph == NULL) {
+		p->prof.distances += p->prof.index_size;
+		return flat_search(f->flat, p->qvec, want, NULL, out, n_out);
+	}
+	graph_search_params_t sp;
+	graph_search_params_default(&sp);
+	uint32_t w = knn_window(p, want);
+	sp.window = w;
+	p->prof.window = w;
+	return graph_search_counted(f->graph, p->qvec, want, &sp, out, n_out, &p->prof.distances);
+}
+
+/*
+ * BATCHES (Redis HYBRID_POLICY BATCHES, reference/hybrid-queries.md §2.10):
+ * take the next batch of nearest neighbours without the filter, keep those
+ * that pass it, until K have passed or the field is exhausted. The first
+ * batch is K / selectivity (BATCH_SIZE when given: every batch is that
+ * size); later ones are sized from the pass ratio seen so far. A batch is
+ * the next slice of one ranking: when it reaches past the neighbours found
+ * so far, the walk runs again with a window at least twice the last one (so
+ * the walks cost at most about twice the last, not one walk per batch).
+ * As in Redis, an explicit BATCHES never turns into a scan on its own; only
+ * a ranking longer than the largest window (VELA_K_MAX) makes the scan
+ * answer (HYBRID_BATCHES_TO_ADHOC_BF).
+ */
+static int knn_batches(plan_t *p)
+{
+	uint32_t k = p->knn->k;
+	uint64_t n = p->prof.index_size, m = p->prof.filter_matches;
+	uint64_t cap = n < VELA_K_MAX ? n : VELA_K_MAX;
+	bool fixed = p->knn->set & QUERY_KNN_BATCH_SIZE;
+	double s = p->prof.selectivity > 0 ? p->prof.selectivity : 1.0 / (double)(n ? n : 1);
+	uint64_t batch = fixed ? p->knn->batch_size : (uint64_t)ceil((double)k / s);
+	if (batch < DB_HYBRID_BATCH_MIN)
+		batch = fixed ? batch : DB_HYBRID_BATCH_MIN;
+	p->how = "batches";
+	p->prof.mode = "HYBRID_BATCHES";
+	if (m == 0 || k == 0) {
+		p->n_hits = 0;
+		return VELA_OK;
+	}
+	vela_hit_t *top = NULL;
+	uint64_t end = 0, have = 0; /* batches served; neighbours ranked so far */
+	bool exhausted = false;     /* the last walk returned fewer than it was asked */
+	uint32_t passed = 0;
+	int rc = VELA_OK;
+	for (;;) {
+		uint64_t want = end + batch < n ? end + batch : n;
+		if (want > have && !exhausted) {
+			uint64_t run = want > 2 * have ? want : 2 * have;
+			run = run < cap ? run : cap;
+			if (want > cap) { /* past the largest window: scan the matches */
+				free(top);
+				rc = knn_scan(p);
+				p->prof.mode = "HYBRID_BATCHES_TO_ADHOC_BF";
+				return rc;
+			}
+			vela_hit_t *t = realloc(top, run * sizeof(*t));
+			if (t == NULL) {
+				rc = VELA_ENOMEM;
+				break;
+			}
+			top = t;
+			uint32_t got = 0;
+			if ((rc = knn_top(p, (uint32_t)run, top, &got)))
+				break;
+			exhausted = got < run || run >= n;
+			have = got;
+		}
+		p->prof.batches++;
+		if (batch > p->prof.largest_batch)
+			p->prof.largest_batch = (uint32_t)(batch > UINT32_MAX ? UINT32_MAX : batch);
+		uint64_t upto = want < have ? want : have;
+		passed = 0;
+		for (uint64_t i = 0; i < upto; i++)
+			passed += roaring_bitmap_contains(p->filter, top[i].docid);
+		if (passed >= k || (exhausted && want >= have) || want >= n)
+			break; /* enough, or the field is exhausted */
+		end = want;
+		if (!fixed) { /* enough for the rest at the pass ratio seen so far */
+			double ratio = passed ? (double)passed / (double)upto : s;
+			batch = (uint64_t)ceil((double)(k - passed) / (ratio < s ? s : ratio));
+			batch = batch < DB_HYBRID_BATCH_MIN ? DB_HYBRID_BATCH_MIN : batch;
+		}
+	}
+	p->n_hits = 0;
+	uint64_t upto = end + batch < have ? end + batch : have;
+	for (uint64_t i = 0; rc == 0 && i < upto && p->n_hits < k; i++)
+		if (roaring_bitmap_contains(p->filter, top[i].docid))
+			p->hits[p->n_hits++] = top[i];
+	free(top);
+	return rc;
+}
+
 static int plan_run_knn(plan_t *p, vela_err_t *err)
 {
-	const db_field_t *f = &p->ix->fields[p->knn->field_no];
-	int rc = db_vec_search(f, p->qvec, p->knn->k, plan_window(p), p->filter, p->hits,
-			       &p->n_hits, &p->how);
+	uint64_t t0 = vela_now_ns();
+	int rc;
+	switch (p->choice) {
+	case VELA_PLAN_GRAPH:
+		rc = knn_graph(p);
+		break;
+	case VELA_PLAN_BATCHES:
+		rc = knn_batches(p);
+		break;
+	case VELA_PLAN_FILTERED_GRAPH:
+		rc = knn_filtered_graph(p);
+		break;
+	default:
+		rc = knn_scan(p);
+		break;
+	}
+	p->prof.search_ns = vela_now_ns() - t0;
+	p->prof.plan = p->how;
 	return rc ? vela_err_set(err, rc, "search failed: %s", vela_strerror(rc)) : VELA_OK;
 }
 
@@ -463,7 +763,7 @@ int vela_search(vela_db_t *db, const vela_search_req_t *req, vela_result_t **out
 	if (rc)
 		vela_err_set(err, rc, "cannot begin read: %s", vela_strerror(rc));
 	if (rc == 0)
-		rc = plan_prepare(db, txn, req, &p, err);
+		rc = plan_prepare(db, txn, req, &p, false, err);
 	if (rc == 0 && p.knn)
 		rc = plan_run_knn(&p, err);
 	if (rc == 0)
@@ -483,14 +783,22 @@ int vela_search(vela_db_t *db, const vela_search_req_t *req, vela_result_t **out
  */
 #define DB_BATCH_MIN_QUERIES 3u
 
-/* The small-group path: each plan of the group scans on its own. */
+/* Plans that may share one GEMM: exact scans of the same vector field
+ * (which has no graph: graph fields answer query by query, a walk each). */
+static bool batch_same(const plan_t *a, const plan_t *b)
+{
+	return a->ix == b->ix && a->knn->field_no == b->knn->field_no &&
+	       a->choice == VELA_PLAN_SCAN && b->choice == VELA_PLAN_SCAN &&
+	       plan_field(a)->graph == NULL;
+}
+
+/* The small-group path: each plan of the group runs on its own. */
 static int batch_group_scan(plan_t *plans, int *state, size_t n, size_t first, vela_err_t *errs)
 {
 	const plan_t *p0 = &plans[first];
 	int first_rc = 0;
 	for (size_t i = first; i < n; i++) {
-		if (state[i] != 1 || plans[i].ix != p0->ix ||
-		    plans[i].knn->field_no != p0->knn->field_no)
+		if (state[i] != 1 || (i != first && !batch_same(&plans[i], p0)))
 			continue;
 		int rc = plan_run_knn(&plans[i], errs ? &errs[i] : NULL);
 		state[i] = rc ? -1 : 2;
@@ -509,12 +817,11 @@ static int batch_group(plan_t *plans, int *state, size_t n, size_t first, vela_e
 	size_t m = 0;
 	uint32_t kmax = 0;
 	for (size_t i = first; i < n; i++)
-		if (state[i] == 1 && plans[i].ix == p0->ix && plans[i].knn->field_no == p0->knn->field_no) {
+		if (state[i] == 1 && batch_same(&plans[i], p0)) {
 			m++;
 			kmax = plans[i].knn->k > kmax ? plans[i].knn->k : kmax;
 		}
-	/* Graph fields answer query by query (a walk each); GEMMs are for scans. */
-	if (m < DB_BATCH_MIN_QUERIES || f->graph)
+	if (m < DB_BATCH_MIN_QUERIES)
 		return batch_group_scan(plans, state, n, first, errs);
 	float *Q = malloc(m * (size_t)f->dim * sizeof(float));
 	const roaring_bitmap_t **filters = malloc(m * sizeof(*filters));
@@ -523,7 +830,7 @@ static int batch_group(plan_t *plans, int *state, size_t n, size_t first, vela_e
 	uint32_t *nh = malloc(m * sizeof(uint32_t));
 	int rc = Q && filters && which && hits && nh ? VELA_OK : VELA_ENOMEM;
 	for (size_t i = first, j = 0; rc == 0 && i < n; i++) {
-		if (state[i] != 1 || plans[i].ix != p0->ix || plans[i].knn->field_no != p0->knn->field_no)
+		if (state[i] != 1 || !batch_same(&plans[i], p0))
 			continue;
 		memcpy(Q + j * f->dim, plans[i].qvec, f->dim * sizeof(float));
 		filters[j] = plans[i].filter;
@@ -541,7 +848,9 @@ static int batch_group(plan_t *plans, int *state, size_t n, size_t first, vela_e
 			continue;
 		}
 		p->n_hits = nh[j] < p->knn->k ? nh[j] : p->knn->k;
-		p->how = "batch-gemm";
+		p->how = p->prof.plan = "batch-gemm";
+		p->prof.mode = p->filter ? "HYBRID_ADHOC_BF" : "STANDARD_KNN";
+		p->prof.distances = p->prof.index_size; /* the GEMM scores every row */
 		memcpy(p->hits, hits + j * kmax, p->n_hits * sizeof(vela_hit_t));
 	}
 	free(Q);
@@ -569,7 +878,8 @@ int vela_search_batch(vela_db_t *db, const vela_search_req_t *reqs, size_t n,
 	for (size_t i = 0; i < n; i++) {
 		outs[i] = NULL;
 		int r = rc ? vela_err_set(errs ? &errs[i] : NULL, rc, "cannot begin read")
-			   : plan_prepare(db, txn, &reqs[i], &plans[i], errs ? &errs[i] : NULL);
+			   : plan_prepare(db, txn, &reqs[i], &plans[i], false,
+					  errs ? &errs[i] : NULL);
 		state[i] = r ? -1 : (plans[i].knn ? 1 : 0);
 		first_rc = first_rc ? first_rc : r;
 	}
@@ -593,23 +903,70 @@ int vela_search_batch(vela_db_t *db, const vela_search_req_t *reqs, size_t n,
 	return first_rc;
 }
 
+/* The plan line of EXPLAIN: what plan_run_knn would run, from the counts. */
+static int explain_plan(const plan_t *p, char *buf, size_t cap)
+{
+	const vela_profile_t *pr = &p->prof;
+	bool f = p->filter != NULL;
+	const char *how, *mode;
+	switch (p->choice) {
+	case VELA_PLAN_GRAPH:
+		how = "graph";
+		mode = f ? "HYBRID_GRAPH_POSTFILTER" : "STANDARD_KNN";
+		break;
+	case VELA_PLAN_FILTERED_GRAPH:
+		how = "filtered-graph";
+		mode = "HYBRID_FILTERED_GRAPH";
+		break;
+	case VELA_PLAN_BATCHES:
+		how = "batches";
+		mode = "HYBRID_BATCHES";
+		break;
+	default:
+		how = f ? "filtered-scan" : "scan";
+		mode = f ? "HYBRID_ADHOC_BF" : "STANDARD_KNN";
+		break;
+	}
+	int n = snprintf(buf, cap, "PLAN %s %s%s matches %llu of %llu (selectivity %.6g)", how,
+			 mode, pr->forced ? " forced" : "", (unsigned long long)pr->filter_matches,
+			 (unsigned long long)pr->index_size, pr->selectivity);
+	if (p->choice != VELA_PLAN_SCAN && plan_field(p)->graph)
+		n += snprintf(buf + n, cap > (size_t)n ? cap - (size_t)n : 0, " window %u",
+			      knn_window(p, p->knn->k));
+	return n;
+}
+
 int vela_explain(vela_db_t *db, const char *index, const char *query, size_t query_len,
 		 const vela_kv_t *params, size_t n_params, char **out, vela_err_t *err)
 {
+	vela_search_req_t req = {.index = index, .query = query, .query_len = query_len,
+				 .params = params, .n_params = n_params};
+	storage_txn_t *txn = NULL;
+	plan_t p;
+	memset(&p, 0, sizeof(p));
+	char line[256] = "";
 	pthread_rwlock_rdlock(&db->lock);
-	db_index_t *ix = index ? db_index_find(db, index) : NULL;
-	query_t *q = NULL;
-	int rc = ix ? query_parse(query, query_len ? query_len : strlen(query),
-				  (const query_param_t *)params, n_params, field_lookup, ix, &q, err)
-		    : vela_err_set(err, VELA_ENOTFOUND, "%s: no such index", index ? index : "(null)");
+	int rc = storage_txn_begin(db->env, NULL, 0, &txn);
+	if (rc)
+		vela_err_set(err, rc, "cannot begin read: %s", vela_strerror(rc));
+	/* Only a KNN query's filter is evaluated: its match count picks the plan. */
+	if (rc == 0)
+		rc = plan_prepare(db, txn, &req, &p, true, err);
+	if (rc == 0 && p.knn)
+		explain_plan(&p, line, sizeof(line));
+	storage_txn_abort(txn);
 	pthread_rwlock_unlock(&db->lock);
+	int n = rc ? -1 : query_explain(p.q, NULL, 0);
+	size_t ll = strlen(line);
+	char *buf = n >= 0 ? malloc((size_t)n + ll + 2) : NULL;
+	if (buf) {
+		query_explain(p.q, buf, (size_t)n + 1);
+		if (ll)
+			snprintf(buf + n, ll + 2, "%s\n", line);
+	}
+	plan_free(&p);
 	if (rc)
 		return rc;
-	int n = query_explain(q, NULL, 0);
-	char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-	if (buf)
-		query_explain(q, buf, (size_t)n + 1);
-	query_free(q);
 	if (buf == NULL)
 		return vela_err_set(err, VELA_ENOMEM, "out of memory");
 	*out = buf;

@@ -102,13 +102,18 @@ int db_snapshot_load(const vela_db_t *db, db_index_t *ix, uint32_t k, uint64_t s
 	uint64_t n = 0;
 	if (rc == 0) /* the same (re-trained, deterministic) store the graph was built on */
 		rc = db_vec_store_prepare(fd, &ids, &n);
-	free(ids);
 	if (rc == 0)
 		rc = graph_load(f, &fd->gstore, 0, &fd->graph);
 	fclose(f);
-	/* The graph must hold exactly the field's vectors. */
-	if (rc == 0 && graph_count(fd->graph) != flat_count(fd->flat))
+	/* The graph's live nodes must be exactly the field's vectors: as many,
+	 * and every docid among them (a node without a vector would be a
+	 * search result for a document the field does not hold). */
+	if (rc == 0 && graph_count(fd->graph) != n)
 		rc = VELA_ECORRUPT;
+	for (uint64_t i = 0; rc == 0 && i < n; i++)
+		if (!graph_contains(fd->graph, ids[i]))
+			rc = VELA_ECORRUPT;
+	free(ids);
 	fd->graph_from_snapshot = rc == 0;
 	fd->snap_seq = rc == 0 ? seq : 0;
 	if (rc) {

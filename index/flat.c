@@ -35,6 +35,7 @@ int flat_create(uint32_t dim, vela_metric_t metric, vela_vec_type_t type, flat_i
 	f->db_block = FLAT_BATCH_DB_BLOCK_DEFAULT;
 	f->q_block = FLAT_BATCH_Q_BLOCK_DEFAULT;
 	f->dist = dist;
+	f->uid = index_backend_uid_new();
 	*out = f;
 	return 0;
 }
@@ -43,6 +44,7 @@ void flat_destroy(flat_index_t *f)
 {
 	if (f == NULL)
 		return;
+	index_backend_forget(f->uid);
 	roaring_bitmap_free(f->docids);
 	free(f->data);
 	free(f->norms);
@@ -81,6 +83,25 @@ size_t flat_memory(const flat_index_t *f)
 		return 0;
 	return sizeof(*f) + f->cap * f->stride * f->esize + f->cap * sizeof(float) + f->cap / 8 +
 	       roaring_bitmap_size_in_bytes(f->docids);
+}
+
+void flat_rows(const flat_index_t *f, index_rows_t *out)
+{
+	*out = (index_rows_t){
+		.data = f->data,
+		.type = f->type,
+		.metric = f->metric,
+		.dim = f->dim,
+		.stride = f->stride,
+		.n = f->end,
+		.live = f->live,
+		.norms = f->norms,
+		.norm_max = f->norm_max,
+		.uid = f->uid,
+		.generation = f->generation,
+		.db_block = f->db_block,
+		.q_block = f->q_block,
+	};
 }
 
 int flat_batch_blocks_set(flat_index_t *f, uint32_t db_rows, uint32_t q_rows)
@@ -172,6 +193,8 @@ int flat_set(flat_index_t *f, uint32_t docid, const float *vec)
 		f->norms[docid] = (float)n2;
 		if (f->norms[docid] > f->norm_max)
 			f->norm_max = f->norms[docid];
+		f->count += !flat_live_has(f, docid);
+		f->generation++;
 		f->live[docid >> 6] |= 1ull << (docid & 63);
 		roaring_bitmap_add(f->docids, docid);
 		if (docid >= f->end)
@@ -189,6 +212,8 @@ int flat_remove(flat_index_t *f, uint32_t docid)
 		return VELA_ENOTFOUND;
 	f->live[docid >> 6] &= ~(1ull << (docid & 63));
 	roaring_bitmap_remove(f->docids, docid);
+	f->count--;
+	f->generation++;
 	/* Zero the row: GEMM blocks read absent rows too and must see finite
 	 * values, and a removed vector should not linger in memory. */
 	memset((uint8_t *)flat_row(f, docid), 0, (size_t)f->dim * f->esize);
@@ -227,8 +252,8 @@ int flat_query_check(const flat_index_t *f, const float *q, float *norm_sq)
 
 bool flat_filter_is_sparse(const flat_index_t *f, const roaring_bitmap_t *filter)
 {
-	return filter != NULL && roaring_bitmap_get_cardinality(filter) * FLAT_FILTER_ITERATE_RATIO <=
-					 roaring_bitmap_get_cardinality(f->docids);
+	return filter != NULL &&
+	       roaring_bitmap_get_cardinality(filter) * FLAT_FILTER_ITERATE_RATIO <= f->count;
 }
 
 void flat_mask_words(const flat_index_t *f, roaring_uint32_iterator_t *it, uint64_t w0,

@@ -28,7 +28,7 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "index/flat_impl.h"
+#include "index/backend_impl.h"
 
 /* F16 blocks are decoded into a float scratch of at most this many bytes. */
 #define FLAT_BATCH_F16_SCRATCH_MAX (16u << 20)
@@ -49,8 +49,7 @@ typedef struct {
 
 static float flat_rounding_slack(const flat_index_t *f, float qn)
 {
-	double e = ((4.0 * f->dim + 16.0) * ((double)qn + f->norm_max) + 4.0) * 0x1p-24;
-	return (float)(2.0 * e * 1.01);
+	return backend_rounding_slack(f->dim, qn, f->norm_max);
 }
 
 /* k-th smallest distance (1-based) of a[0..n), n >= k >= 1; reorders a. */
@@ -285,24 +284,18 @@ static uint32_t flat_batch_plan(const flat_index_t *f, const float *Q, uint32_t 
 	return ng;
 }
 
-int flat_search_batch(const flat_index_t *f, const float *Q, uint32_t nq, uint32_t k,
-		      const roaring_bitmap_t *const *filters, vela_hit_t *out, uint32_t *n_out)
+int flat_batch_knn(const flat_index_t *f, const float *Q, uint32_t nq, uint32_t k,
+		   const roaring_bitmap_t *const *filters, const float *qn, vela_hit_t *out,
+		   uint32_t *n_out)
 {
-	if (f == NULL || k > VELA_K_MAX || (nq > 0 && (Q == NULL || n_out == NULL)) ||
-	    (nq > 0 && k > 0 && out == NULL))
-		return VELA_EINVAL;
-	if (nq == 0)
+	if (k == 0 || f->end == 0)
 		return 0;
-	memset(n_out, 0, nq * sizeof(*n_out));
-	float *qn = malloc(nq * sizeof(float));
-	flat_bq_t *bq = malloc(nq * sizeof(*bq));
+	flat_bq_t *bq = malloc(vela_mul_size(nq, sizeof(*bq)));
+	if (bq == NULL)
+		return VELA_ENOMEM;
 	flat_scratch_t s = {0};
-	int rc = (qn && bq) ? 0 : VELA_ENOMEM;
-	for (uint32_t i = 0; rc == 0 && i < nq; i++)
-		rc = flat_query_check(f, Q + (size_t)i * f->dim, &qn[i]);
-	uint32_t ng = 0;
-	if (rc == 0 && k > 0 && f->end > 0)
-		ng = flat_batch_plan(f, Q, nq, k, filters, qn, bq, out, n_out);
+	int rc = 0;
+	uint32_t ng = flat_batch_plan(f, Q, nq, k, filters, qn, bq, out, n_out);
 	if (ng > 0)
 		rc = flat_scratch_alloc(f, ng, &s);
 	const float *Qg = Q;
@@ -321,7 +314,21 @@ int flat_search_batch(const flat_index_t *f, const float *Q, uint32_t nq, uint32
 		free(bq[i].pool);
 	}
 	flat_scratch_free(&s);
-	free(qn);
 	free(bq);
 	return rc;
+}
+
+int flat_search_batch(const flat_index_t *f, const float *Q, uint32_t nq, uint32_t k,
+		      const roaring_bitmap_t *const *filters, vela_hit_t *out, uint32_t *n_out)
+{
+	if (f == NULL || k > VELA_K_MAX || (nq > 0 && (Q == NULL || n_out == NULL)) ||
+	    (nq > 0 && k > 0 && out == NULL))
+		return VELA_EINVAL;
+	if (nq == 0)
+		return 0;
+	memset(n_out, 0, nq * sizeof(*n_out));
+	index_rows_t rows;
+	flat_rows(f, &rows);
+	index_knn_t req = {.queries = Q, .nq = nq, .k = k, .filters = filters};
+	return index_backend_knn(&rows, &req, out, n_out, NULL);
 }

@@ -24,9 +24,12 @@ struct flat_index {
 	uint64_t cap;         /* rows allocated; multiple of 64 */
 	uint64_t end;         /* 1 + highest docid ever stored (0 if none) */
 	float norm_max;       /* max |x|^2 ever stored; never lowered */
-	roaring_bitmap_t *docids;
+	roaring_bitmap_t *docids; /* NULL in a borrowed view (backend.c) */
+	uint64_t count;       /* present rows (the cardinality of docids) */
 	uint32_t db_block, q_block;
 	quant_dist_fn dist;   /* full metric distance of the chosen kernels */
+	uint64_t uid;         /* residency key of the GPU backend (index.h BACKEND) */
+	uint64_t generation;  /* +1 on every set/remove: invalidates GPU copies */
 };
 
 static inline const void *flat_row(const flat_index_t *f, uint64_t docid)
@@ -61,6 +64,13 @@ static inline bool flat_hit_less(vela_hit_t a, vela_hit_t b)
 void flat_heap_push(vela_hit_t *heap, uint32_t *size, uint32_t k, vela_hit_t h);
 /* Sort hits ascending by (dist, docid). */
 void flat_hits_sort(vela_hit_t *hits, size_t n);
+
+/* The CPU batch engine behind flat_search_batch and the CPU backend's knn:
+ * `f` is a FLAT index or a borrowed view of an index_rows_t (no docids).
+ * Queries already checked, qn[i] = |Q_i|^2; n_out zeroed by the caller. */
+int flat_batch_knn(const flat_index_t *f, const float *Q, uint32_t nq, uint32_t k,
+		   const roaring_bitmap_t *const *filters, const float *qn, vela_hit_t *out,
+		   uint32_t *n_out);
 
 /* The scan path of flat_search, arguments already checked. */
 void flat_search_scan(const flat_index_t *f, const float *q, uint32_t k,

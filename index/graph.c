@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "index/graph_hybrid.h"
 #include "index/graph_impl.h"
 
 /* ------------------------------------------------ parameters */
@@ -234,7 +235,7 @@ int graph_work_pool(graph_work_t *w, size_t n)
 /* Dense visited tags (as hnswlib's visited list): id is visited in this
  * search iff vis[id] == epoch. Starting a search bumps the epoch, so there
  * is nothing to clear except once every 65,535 searches. */
-static int graph_vis_begin(graph_work_t *w, uint64_t end)
+int graph_vis_begin(graph_work_t *w, uint64_t end)
 {
 	if (end > w->vis_cap) {
 		size_t cap = end < 1024 ? 1024 : (size_t)end + (size_t)end / 4;
@@ -344,6 +345,7 @@ int graph_greedy(const graph_t *g, graph_work_t *w, const graph_query_t *q, uint
 	graph_prefetch_fn pf = g->prefetch; /* flat: dist and dist_ids read the same rows */
 	graph_vis_add(w, g->entry);
 	graph_buf_insert(w, cap, graph_qdist(g, q, g->entry), g->entry);
+	w->ndist++;
 	uint32_t *fresh = w->ids;
 	for (uint32_t cur = 0;;) {
 		uint32_t lim = w->nbuf < window ? w->nbuf : window;
@@ -366,6 +368,7 @@ int graph_greedy(const graph_t *g, graph_work_t *w, const graph_query_t *q, uint
 		if (pf)
 			for (uint32_t i = 0; i < m; i++)
 				pf(g->st.ctx, fresh[i]);
+		w->ndist += m;
 		for (uint32_t i = 0; i < m; i++) {
 			uint32_t pos = graph_buf_insert(w, cap, graph_qdist(g, q, fresh[i]), fresh[i]);
 			if (pos < cur)
@@ -565,7 +568,7 @@ static void graph_tls_init(void)
 }
 
 /* Back to the thread's slot (or freed, when the slot is taken or no key). */
-static void graph_search_work_put(graph_work_t *w)
+void graph_search_work_put(graph_work_t *w)
 {
 	if (graph_tls_ok && graph_tls_work == NULL &&
 	    pthread_setspecific(graph_tls_key, w) == 0) {
@@ -575,7 +578,7 @@ static void graph_search_work_put(graph_work_t *w)
 	graph_work_free(w);
 }
 
-static graph_work_t *graph_search_work(const graph_t *g)
+graph_work_t *graph_search_work(const graph_t *g)
 {
 	pthread_once(&graph_tls_once, graph_tls_init);
 	graph_work_t *w = graph_tls_work;
@@ -608,6 +611,13 @@ static int graph_search_check(const graph_t *g, const float *q, uint32_t k,
 int graph_search(const graph_t *g, const float *q, uint32_t k, const graph_search_params_t *sp,
 		 vela_hit_t *out, uint32_t *n_out)
 {
+	return graph_search_counted(g, q, k, sp, out, n_out, NULL);
+}
+
+int graph_search_counted(const graph_t *g, const float *q, uint32_t k,
+			 const graph_search_params_t *sp, vela_hit_t *out, uint32_t *n_out,
+			 uint64_t *ndist)
+{
 	int rc = graph_search_check(g, q, k, sp, out, n_out);
 	if (rc != 0)
 		return rc;
@@ -627,12 +637,15 @@ int graph_search(const graph_t *g, const float *q, uint32_t k, const graph_searc
 	if (w == NULL)
 		return VELA_ENOMEM;
 	uint32_t nm = 0;
+	w->ndist = 0;
 	rc = g->st.prepare(g->st.ctx, q, w->pq);
 	if (rc == 0)
 		rc = graph_search_run(g, w, k, window, cap, sp->filter, &nm);
 	if (rc == 0 && g->st.dist_rerank) /* §3.2: re-rank the whole buffer */
 		for (uint32_t i = 0; i < nm; i++)
 			w->pool[i].dist = g->st.dist_rerank(g->st.ctx, w->pq, w->pool[i].docid);
+	if (ndist)
+		*ndist += w->ndist + (g->st.dist_rerank ? nm : 0);
 	if (rc == 0) {
 		if (g->st.dist_rerank) /* else already in buffer order: (dist, id) */
 			graph_hits_sort(w->pool, nm);

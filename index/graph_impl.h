@@ -57,6 +57,7 @@ typedef struct graph_work {
 	size_t ids_cap;
 	void *pq;            /* prepared query */
 	size_t pq_cap;       /* bytes at pq */
+	uint64_t ndist;      /* distances graph_greedy computed (search statistics) */
 } graph_work_t;
 
 /* Either a prepared query (pq) or a stored node (qid) as the query. */
@@ -94,6 +95,11 @@ void graph_work_free(graph_work_t *w);
 int graph_work_pool(graph_work_t *w, size_t n);
 int graph_greedy(const graph_t *g, graph_work_t *w, const graph_query_t *q, uint32_t window,
 		 uint32_t cap, bool history);
+/* The calling thread's cached search scratch (graph_search's), and back. */
+graph_work_t *graph_search_work(const graph_t *g);
+void graph_search_work_put(graph_work_t *w);
+/* Start a visited set over ids below `end` (w->vis[id] == w->epoch: visited). */
+int graph_vis_begin(graph_work_t *w, uint64_t end);
 void graph_hits_sort(vela_hit_t *h, size_t n);
 uint32_t graph_prune(const graph_t *g, graph_work_t *w, const vela_hit_t *cand, uint32_t m,
 		     float alpha, uint32_t max, uint32_t *out);

@@ -222,6 +222,30 @@ static int graph_load_verify(const graph_t *g)
 	return graph_state(g, g->entry) == GRAPH_ABSENT ? VELA_ECORRUPT : 0;
 }
 
+/* Highest node id of the n records at r (a copy: r is not advanced), with
+ * every record's length checked against the body; 0 or VELA_ECORRUPT. */
+static int graph_load_max_id(graph_rbuf_t r, uint64_t n, uint32_t R, uint64_t *max_id)
+{
+	*max_id = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint32_t id = graph_get32(&r);
+		const uint8_t *t = graph_take(&r, 3);
+		uint32_t deg = t ? (uint32_t)t[1] << 8 | t[2] : 0;
+		if (t == NULL || deg > R || graph_take(&r, (size_t)deg * 4) == NULL)
+			return VELA_ECORRUPT;
+		if (id > *max_id)
+			*max_id = id;
+	}
+	return 0;
+}
+
+/* A loaded graph allocates about (max id + 1) * (R * 4 + 5) bytes. Bound it
+ * by the snapshot's size, so a forged id or `end` cannot make the loader
+ * allocate gigabytes: a graph sparser than this (ids far above its node
+ * count) is refused and then rebuilt by the caller, as any bad snapshot. */
+#define GRAPH_LOAD_MEM_PER_BODY_BYTE 64u
+#define GRAPH_LOAD_MEM_ALLOWANCE (64ull << 20)
+
 static int graph_load_body(graph_rbuf_t *r, const graph_store_t *st, uint32_t threads,
 			   graph_t **out)
 {
@@ -235,9 +259,18 @@ static int graph_load_body(graph_rbuf_t *r, const graph_store_t *st, uint32_t th
 	if (r->bad || end > (uint64_t)GRAPH_ID_MAX + 1 || n > end || live > n ||
 	    n > (r->len - r->off) / 7 || (n > 0 && end == 0))
 		return VELA_ECORRUPT;
-	if (end > 0 && graph_reserve(g, end - 1) != 0)
+	/* Slots past the last node are absent: allocate for the nodes, not for
+	 * `end` (it only bounds the ids). */
+	uint64_t max_id = 0, used;
+	if (n > 0 && (rc = graph_load_max_id(*r, n, g->R, &max_id)) != 0)
+		return rc;
+	used = n > 0 ? max_id + 1 : 0;
+	if (used > end || used * ((uint64_t)g->R * 4 + 5) >
+				  (uint64_t)r->len * GRAPH_LOAD_MEM_PER_BODY_BYTE + GRAPH_LOAD_MEM_ALLOWANCE)
+		return VELA_ECORRUPT;
+	if (used > 0 && graph_reserve(g, used - 1) != 0)
 		return VELA_ENOMEM;
-	g->end = end;
+	g->end = used;
 	g->n_live = live;
 	g->n_deleted = del;
 	rc = graph_load_nodes(r, g, n);

@@ -150,6 +150,14 @@ int flat_search(const flat_index_t *f, const float *q, uint32_t k,
  *
  * Scratch memory: q_block * db_block floats, db_block * dim floats for
  * F16, and about 2k + 64 hits per query. BLAS threads: OPENBLAS_NUM_THREADS.
+ *
+ * The work goes through the process's backend (index_backend_knn, see the
+ * BACKEND section): the CPU backend is the blocked sgemm above; the GPU
+ * backend nominates candidates on the device and re-scores them on the
+ * host with the same direct kernel, answering a query there only when its
+ * candidate list provably holds the whole top k (else that query takes the
+ * CPU path), so the answer is the same on either backend. Slots of `out`
+ * past n_out[i] are set to {INFINITY, UINT32_MAX}.
  * @return as flat_search; VELA_ENOMEM. On error `out` is unspecified.
  */
 int flat_search_batch(const flat_index_t *f, const float *Q, uint32_t nq, uint32_t k,
@@ -551,5 +559,181 @@ size_t graph_lvq_store_record_size(const graph_lvq_store_t *s);
 /** Bytes held by the store: record arrays at their allocated capacity,
  * presence flags, projections, encoders and scratch. */
 size_t graph_lvq_store_memory(const graph_lvq_store_t *s);
+
+/* ================================================================ BACKEND
+ * The dense math of the layers above -- batch kNN over a block of rows,
+ * LeanVec projection, k-means steps -- goes through a small table of
+ * operations (DESIGN.md §1, §6) with two implementations:
+ *   cpu   OpenBLAS sgemm tiles, the quant/ kernels for exact re-scoring and
+ *         a bounded heap per query (the FLAT batch engine, index/flat_batch.c);
+ *   cuda  gpu/gpu.h (index/backend_gpu.c, compiled only with
+ *         VELA_HAVE_CUDA): GEMM + top-k on the device.
+ *
+ * Selection is process-wide: mode VELA_GPU_NO (CPU), _YES (the GPU; setting
+ * it fails when there is no device) or _AUTO (the GPU when
+ * gpu_device_count() > 0, the default). It is resolved on first use; with no
+ * GPU the CPU backend is used and that is logged once. Callers use the
+ * index_backend_* wrappers: when the GPU backend fails mid-call (a CUDA or
+ * cuBLAS error, device memory exhausted) the wrapper logs it, counts a
+ * fallback and answers that call on the CPU; it never fails because of the
+ * GPU. Shapes the GPU does not serve (k > INDEX_BACKEND_GPU_K_MAX, very wide
+ * vectors) go to the CPU silently.
+ *
+ * Residency: the GPU backend keeps a block's rows in device memory between
+ * calls, keyed by index_rows_t.uid, and uploads them again only when
+ * index_rows_t.generation differs from the uploaded one. Any change to the
+ * rows (FLAT: every flat_set / flat_remove) must change the generation: it
+ * invalidates the resident copy, and the next call re-uploads the whole
+ * block. The owner calls index_backend_forget(uid) when the rows go away
+ * (flat_destroy does). At most INDEX_BACKEND_GPU_RESIDENT_MAX blocks stay
+ * resident (least recently used evicted first).
+ *
+ * Thread-safety: every function here may be called from any thread. The
+ * GPU backend serialises its device work on one mutex.
+ */
+
+/** Largest k the GPU backend serves (gpu.h GPU_K_MAX); larger k runs on the CPU. */
+#define INDEX_BACKEND_GPU_K_MAX 4096u
+/** Row blocks the GPU backend keeps resident at once. */
+#define INDEX_BACKEND_GPU_RESIDENT_MAX 64u
+
+/**
+ * A block of rows scored by the kNN operation; every pointer is borrowed for
+ * the call. Row numbers 0..n-1 are the ids results carry.
+ *
+ * Every row 0..n-1 must be finite with |x|^2 <= FLAT_NORM_SQ_MAX, present
+ * or not (GEMM tiles read absent rows too; their scores are dropped).
+ */
+typedef struct index_rows {
+	const void *data;       /**< row r at data + r * stride elements */
+	vela_vec_type_t type;   /**< VELA_VEC_FLOAT32 or _FLOAT16 (binary16 halves) */
+	vela_metric_t metric;   /**< L2, IP or COSINE (rows and queries normalised) */
+	uint32_t dim;           /**< VELA_DIM_MIN..VELA_DIM_MAX */
+	size_t stride;          /**< elements from one row to the next, >= dim */
+	uint64_t n;             /**< rows, <= FLAT_DOCID_MAX + 1 */
+	/** NULL = every row present; else (n + 63) / 64 words, bit r of word
+	 * r / 64 set = row r present, bits past n clear. */
+	const uint64_t *live;
+	/** NULL (computed per call) or n floats, |x_r|^2 of the stored values. */
+	const float *norms;
+	/** 0 = computed, else >= |x_r|^2 of every present row. */
+	float norm_max;
+	/** Residency key: 0 = transient (a GPU copy lasts one call), else an id
+	 * from index_backend_uid_new owned by whoever owns the rows. */
+	uint64_t uid;
+	/** Changes whenever any row (or n, live) changes; see Residency. */
+	uint64_t generation;
+	/** CPU tiling: rows and queries per sgemm (0 = FLAT_BATCH_*_DEFAULT;
+	 * else within FLAT_BATCH_*_MIN..MAX, db rows rounded up to 64). */
+	uint32_t db_block, q_block;
+} index_rows_t;
+
+/** One batch kNN request. Pointers are borrowed for the call. */
+typedef struct index_knn {
+	const float *queries; /**< nq x dim floats, row-major; finite, |q|^2 <=
+				   FLAT_NORM_SQ_MAX (COSINE: normalised) */
+	uint32_t nq;
+	uint32_t k;           /**< 0..VELA_K_MAX */
+	/** NULL, or nq entries each NULL (every present row) or the row numbers
+	 * query i may return (numbers >= n or of absent rows are ignored). */
+	const roaring_bitmap_t *const *filters;
+} index_knn_t;
+
+/** The operations of one backend. Tables are static: never freed. */
+typedef struct index_backend {
+	const char *name; /**< "cpu" or "cuda" */
+	/**
+	 * @brief Exact k nearest present rows of each query.
+	 * out: nq * k hits (caller-owned), query i's at out + i * k, ascending
+	 * (dist, row), distances of the quant/ direct kernel (flat_search's);
+	 * slots past n_out[i] = min(k, candidates) hold {INFINITY, UINT32_MAX}.
+	 * n_out: nq counts (caller-owned).
+	 * @return 0; VELA_EINVAL (NULL or out-of-range arguments, a non-finite
+	 * or too large query); VELA_ENOMEM; the GPU also VELA_EUNSUPPORTED (a
+	 * shape it does not serve) and VELA_EIO (device error). On error `out`
+	 * and `n_out` are unspecified.
+	 */
+	int (*knn)(const index_rows_t *rows, const index_knn_t *req, vela_hit_t *out,
+		   uint32_t *n_out, vela_err_t *err);
+	/**
+	 * @brief Y = X P (LeanVec projection): X n x din, P din x dout, Y n x
+	 * dout, row-major, caller-owned, Y not overlapping X or P. The GPU may
+	 * use TF32 (relative error ~1e-3 of sum |x_i p_ij|): a projection feeds
+	 * an approximate search. quant/'s d x D projections are P transposed.
+	 * @return 0; VELA_EINVAL (NULL with n > 0, din or dout outside
+	 * 1..VELA_DIM_MAX); VELA_ENOMEM; the GPU also VELA_EIO.
+	 */
+	int (*project)(const float *X, uint64_t n, uint32_t din, const float *P, uint32_t dout,
+		       float *Y, vela_err_t *err);
+	/**
+	 * @brief One Lloyd iteration: assign each of the n rows of X (n x d) to
+	 * its nearest centroid by L2 (GEMM form; near-ties within float rounding
+	 * may go either way, exact ties to the lower index), then move each
+	 * centroid (C, kc x d, in/out) to the mean of its rows; a centroid with
+	 * no rows stays. assign (n entries) and inertia (sum of the squared
+	 * distances to the centroids before the move) may be NULL.
+	 * @return 0; VELA_EINVAL (NULL X or C, kc = 0, d outside
+	 * 1..VELA_DIM_MAX, kc or n above UINT32_MAX); VELA_ENOMEM; GPU: VELA_EIO.
+	 */
+	int (*kmeans_step)(const float *X, uint64_t n, uint32_t d, float *C, uint32_t kc,
+			   uint32_t *assign, double *inertia, vela_err_t *err);
+} index_backend_t;
+
+/** The CPU backend (always available). */
+const index_backend_t *index_backend_cpu(void);
+
+/**
+ * @brief The GPU backend, opening the process's CUDA context on device 0
+ * on first success (it then lives until exit).
+ * @return 0 and *out; VELA_EUNSUPPORTED when built without CUDA or no
+ * device is usable (err says which); VELA_EIO when the context fails.
+ */
+int index_backend_gpu(const index_backend_t **out, vela_err_t *err);
+
+/** Usable CUDA devices (gpu_device_count(), cached); 0 without CUDA. */
+int index_backend_gpu_devices(void);
+
+/** The table calls go to now (resolving the mode on first use). */
+const index_backend_t *index_backend_current(void);
+
+/**
+ * @brief Select the backend for the whole process. VELA_GPU_NO also frees
+ * every resident block.
+ * @return 0; VELA_EINVAL (unknown mode); VELA_EUNSUPPORTED for VELA_GPU_YES
+ * with no CUDA device (or no CUDA in this build), the mode then unchanged.
+ */
+int index_backend_mode_set(vela_gpu_mode_t mode, vela_err_t *err);
+vela_gpu_mode_t index_backend_mode_get(void);
+/** Parse "no" / "yes" / "auto" (case-insensitive). @return 0 or VELA_EINVAL */
+int index_backend_mode_parse(const char *s, vela_gpu_mode_t *out);
+/** "no", "yes", "auto"; "?" when out of range. Static. */
+const char *index_backend_mode_name(vela_gpu_mode_t mode);
+/** Fill `out` with the current state (mode, backend, device, counters). */
+void index_backend_info(vela_gpu_info_t *out);
+
+/** The wrappers: the current backend, the CPU when the GPU fails (see
+ * above). Arguments and results as the index_backend_t operations. */
+int index_backend_knn(const index_rows_t *rows, const index_knn_t *req, vela_hit_t *out,
+		      uint32_t *n_out, vela_err_t *err);
+int index_backend_project(const float *X, uint64_t n, uint32_t din, const float *P,
+			  uint32_t dout, float *Y, vela_err_t *err);
+int index_backend_kmeans_step(const float *X, uint64_t n, uint32_t d, float *C, uint32_t kc,
+			      uint32_t *assign, double *inertia, vela_err_t *err);
+
+/** A new process-unique residency key (never 0, never reused). */
+uint64_t index_backend_uid_new(void);
+/** Drop the resident copy of `uid`, if any (0 and unknown uids: no-op). */
+void index_backend_forget(uint64_t uid);
+
+/** Test hook: the next `n` GPU operations fail with VELA_EIO before
+ * touching the device, as a device error would (exercises the fallback). */
+void index_backend_fault_inject(uint32_t n);
+
+/**
+ * @brief A view of a FLAT index's rows for the backend (row = docid, with
+ * its uid, generation and sgemm blocks). Borrowed: valid until the next
+ * writer call on `f` or flat_destroy.
+ */
+void flat_rows(const flat_index_t *f, index_rows_t *out);
 
 #endif

@@ -144,9 +144,13 @@ static int knn_attr_value(query_parser_t *p, query_knn_t *knn, const struct knn_
 			knn->hybrid_policy = QUERY_HYBRID_BATCHES;
 		else if (ci_eq(v, len, "ADHOC_BF"))
 			knn->hybrid_policy = QUERY_HYBRID_ADHOC_BF;
-		else
+		else {
+			char shown[200];
+			query_fmt_bytes(shown, sizeof(shown), v, len);
 			return vela_err_set(p->err, VELA_ESYNTAX,
-					    "invalid hybrid policy was given (offset %zu)", off);
+					    "invalid hybrid policy was given: '%s' (HYBRID_POLICY "
+					    "is ADHOC_BF or BATCHES; offset %zu)", shown, off);
+		}
 		return 0;
 	case KA_HISTORY:
 		if (ci_eq(v, len, "ON"))

@@ -110,6 +110,21 @@ static void cmd_select(cmd_ctx_t *x)
 		resp_simple(x->out, "OK");
 }
 
+/* As Redis: names are printable ASCII without spaces, so CLIENT LIST lines
+ * split on spaces. */
+static bool client_name_ok(const resp_arg_t *name)
+{
+	for (size_t i = 0; i < name->len; i++)
+		if (name->p[i] < '!' || name->p[i] > '~')
+			return false;
+	return true;
+}
+
+static void reply_bad_client_name(resp_out_t *o)
+{
+	resp_error(o, "ERR Client names cannot contain spaces, newlines or special characters.");
+}
+
 static void hello_reply(cmd_ctx_t *x)
 {
 	resp_out_t *o = x->out;
@@ -166,6 +181,10 @@ static void cmd_hello(cmd_ctx_t *x)
 			i += 2;
 		} else if (arg_eq(&x->argv[i], "SETNAME") && i + 1 < x->argc) {
 			setname = &x->argv[++i];
+			if (!client_name_ok(setname)) {
+				reply_bad_client_name(x->out);
+				return;
+			}
 		} else {
 			resp_errorf(x->out, "ERR Syntax error in HELLO option '%.*s'",
 				    (int)(x->argv[i].len > 64 ? 64 : x->argv[i].len), x->argv[i].p);
@@ -183,9 +202,9 @@ static void cmd_hello(cmd_ctx_t *x)
 				   "RESP protocol version at the same time");
 		return;
 	}
-	if (setname) {
+	if (setname) { /* an empty name clears it, as CLIENT SETNAME "" */
 		free(c->name);
-		c->name = arg_dup(setname);
+		c->name = setname->len ? arg_dup(setname) : NULL;
 	}
 	c->proto = (int)ver;
 	hello_reply(x);
@@ -230,6 +249,10 @@ static void cmd_client(cmd_ctx_t *x)
 		return;
 	}
 	if (arg_eq(sub, "SETNAME") && x->argc == 3) {
+		if (!client_name_ok(&x->argv[2])) {
+			reply_bad_client_name(x->out);
+			return;
+		}
 		free(c->name);
 		c->name = x->argv[2].len ? arg_dup(&x->argv[2]) : NULL;
 		resp_simple(x->out, "OK");
@@ -336,6 +359,22 @@ static void info_kv(resp_out_t *t, const char *fmt, ...)
 	resp_raw(t, "\r\n", 2);
 }
 
+/* The compute backend (DESIGN §6, docs/server.md "GPU"). */
+static void info_gpu(resp_out_t *t, const char *want, bool *first)
+{
+	vela_gpu_info_t g;
+	vela_gpu_info(&g);
+	info_section(t, want, "GPU", first);
+	info_kv(t, "gpu_mode:%s", vela_gpu_mode_name(g.mode));
+	info_kv(t, "gpu_backend:%s", g.backend);
+	info_kv(t, "gpu_device:%s", g.device);
+	info_kv(t, "gpu_devices:%d", g.device_count);
+	info_kv(t, "gpu_library:%d", g.library_loaded);
+	info_kv(t, "gpu_fallbacks:%llu", (unsigned long long)g.fallbacks);
+	info_kv(t, "gpu_resident_blocks:%u", g.resident);
+	info_kv(t, "gpu_resident_bytes:%llu", (unsigned long long)g.resident_bytes);
+}
+
 static void info_build(srv_t *s, const char *want, resp_out_t *t)
 {
 	bool first = true;
@@ -372,10 +411,8 @@ static void info_build(srv_t *s, const char *want, resp_out_t *t)
 		info_kv(t, "rejected_connections:%llu", (unsigned long long)atomic_load(&s->stat_rejected));
 		info_kv(t, "expired_keys:%llu", (unsigned long long)atomic_load(&s->stat_expired));
 	}
-	if (info_want(want, "gpu")) {
-		info_section(t, want, "Gpu", &first);
-		info_kv(t, "gpu_backend:none (CPU backend in use)");
-	}
+	if (info_want(want, "gpu"))
+		info_gpu(t, want, &first);
 	if (info_want(want, "keyspace")) {
 		info_section(t, want, "Keyspace", &first);
 		uint64_t n = vela_db_size(s->db);
@@ -545,7 +582,7 @@ void cmd_del(cmd_ctx_t *), cmd_exists(cmd_ctx_t *), cmd_type(cmd_ctx_t *),
 	cmd_hdel(cmd_ctx_t *), cmd_hexists(cmd_ctx_t *), cmd_hlen(cmd_ctx_t *);
 void cmd_ft_create(cmd_ctx_t *), cmd_ft_search(cmd_ctx_t *), cmd_ft_info(cmd_ctx_t *),
 	cmd_ft_list(cmd_ctx_t *), cmd_ft_dropindex(cmd_ctx_t *), cmd_ft_config(cmd_ctx_t *),
-	cmd_ft_explain(cmd_ctx_t *);
+	cmd_ft_explain(cmd_ctx_t *), cmd_ft_profile(cmd_ctx_t *);
 
 #define W CMD_WRITE
 #define ALONE (CMD_WRITE | CMD_ALONE)
@@ -572,8 +609,9 @@ static const srv_command_t commands[] = {
 	{"ft.config", -3, CMD_CSTR, cmd_ft_config},
 	{"ft.create", -2, ALONE, cmd_ft_create},
 	{"ft.dropindex", -2, ALONE, cmd_ft_dropindex},
-	{"ft.explain", -3, CMD_CSTR, cmd_ft_explain},
+	{"ft.explain", -3, CMD_SEARCH, cmd_ft_explain},
 	{"ft.info", 2, CMD_CSTR, cmd_ft_info},
+	{"ft.profile", -5, CMD_SEARCH, cmd_ft_profile},
 	{"ft.search", -3, CMD_SEARCH, cmd_ft_search},
 	{"get", 2, CMD_VIEW, cmd_get},
 	{"hdel", -3, W, cmd_hdel},

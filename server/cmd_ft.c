@@ -1,14 +1,15 @@
 #define _GNU_SOURCE /* qsort_r */
 /* The Redis Query Engine subset: FT.CREATE FT.SEARCH FT.INFO FT._LIST
- * FT.DROPINDEX FT.CONFIG FT.EXPLAIN (reference §2). FT.SEARCH runs on the
- * search workers; the queries a worker takes together go through
- * vela_search_batch. */
+ * FT.DROPINDEX FT.CONFIG FT.EXPLAIN FT.PROFILE (reference §2). FT.SEARCH,
+ * FT.PROFILE and FT.EXPLAIN run on the search workers; the FT.SEARCH
+ * queries a worker takes together go through vela_search_batch. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "common/common.h"
 #include "index/index.h"
 #include "server/srv_int.h"
 
@@ -747,6 +748,8 @@ static void fs_error(resp_out_t *o, const vela_err_t *err, const char *index)
 
 void ft_search_one(cmd_ctx_t *x);
 void ft_search_many(srv_t *s, srv_job_t **jobs, size_t n);
+void cmd_ft_profile(cmd_ctx_t *x);
+void cmd_ft_explain(cmd_ctx_t *x);
 
 /* Only reached through ft_search_many on a worker (or EXEC); kept for the table. */
 void cmd_ft_search(cmd_ctx_t *x)
@@ -760,6 +763,268 @@ void ft_search_one(cmd_ctx_t *x)
 	srv_job_t *v = &j;
 	ft_search_many(x->srv, &v, 1);
 	*x->out = j.out;
+}
+
+/* ------------------------------------------------------------ FT.PROFILE */
+
+/* FT.PROFILE index SEARCH [LIMITED] QUERY query [FT.SEARCH options]: runs
+ * the search alone (not batched) and replies [search reply, profile]; RESP3
+ * gets {Results, Profile}. The profile follows Redis's FT.PROFILE shape
+ * loosely: stage times in ms (strings in RESP2), an iterator tree (the
+ * VECTOR iterator with vela's plan, the filter's exact match count, the
+ * distance computations; the FILTER under it unless LIMITED) and the result
+ * processors. */
+
+static bool is_profile(const srv_job_t *j)
+{
+	return j->argc > 0 && arg_eq(&j->argv[0], "FT.PROFILE");
+}
+
+/* Checks the words before the query; *qpos = the query's index. */
+static int fp_args(cmd_ctx_t *x, bool *limited, int *qpos)
+{
+	int i = 2;
+	if (arg_eq(&x->argv[i], "AGGREGATE")) {
+		resp_error(x->out, "-FT.PROFILE AGGREGATE is not supported (vela has no FT.AGGREGATE)");
+		return -1;
+	}
+	if (!arg_eq(&x->argv[i], "SEARCH")) {
+		resp_error(x->out, "-No `SEARCH` or `AGGREGATE` provided");
+		return -1;
+	}
+	i++;
+	*limited = i < x->argc && arg_eq(&x->argv[i], "LIMITED");
+	i += *limited;
+	if (i >= x->argc || !arg_eq(&x->argv[i], "QUERY")) {
+		resp_error(x->out, "-The QUERY keyword is expected");
+		return -1;
+	}
+	if (i + 1 >= x->argc) {
+		resp_error(x->out, "-No query string provided");
+		return -1;
+	}
+	*qpos = i + 1;
+	return 0;
+}
+
+static void fp_ms(resp_out_t *o, uint64_t ns)
+{
+	if (o->proto == 3) {
+		resp_double(o, (double)ns * 1e-6);
+		return;
+	}
+	char b[32];
+	int n = snprintf(b, sizeof(b), "%.3f", (double)ns * 1e-6);
+	resp_bulk(o, b, (size_t)n);
+}
+
+static void fp_num(resp_out_t *o, double v)
+{
+	if (o->proto == 3) {
+		resp_double(o, v);
+		return;
+	}
+	char b[32];
+	int n = snprintf(b, sizeof(b), "%.9g", v);
+	resp_bulk(o, b, (size_t)n);
+}
+
+/* One top-level entry: [name, value] in RESP2, a map key in RESP3. */
+static void fp_entry(resp_out_t *o, const char *name)
+{
+	if (o->proto != 3)
+		resp_array(o, 2);
+	resp_simple(o, name);
+}
+
+/* The filter part of the query text (before `=>[`), trimmed. */
+static void fp_filter_text(const vela_search_req_t *req, const char **p, size_t *n)
+{
+	const char *q = req->query;
+	size_t len = req->query_len, e;
+	const char *arrow = memmem(q, len, "=>[", 3);
+	e = arrow ? (size_t)(arrow - q) : len;
+	size_t b = 0;
+	while (b < e && q[b] == ' ')
+		b++;
+	while (e > b && q[e - 1] == ' ')
+		e--;
+	*p = q + b;
+	*n = e - b;
+}
+
+static void fp_filter_iter(resp_out_t *o, const vela_search_req_t *req, const vela_profile_t *pr,
+			   bool knn)
+{
+	const char *t;
+	size_t tn;
+	fp_filter_text(req, &t, &tn);
+	resp_map(o, knn ? 4 : 5);
+	resp_simple(o, "Type");
+	resp_simple(o, "FILTER");
+	resp_simple(o, "Query");
+	resp_bulk(o, t, tn);
+	resp_simple(o, "Time");
+	fp_ms(o, pr->filter_ns);
+	resp_simple(o, "Counter");
+	resp_int(o, (int64_t)pr->filter_matches);
+	if (!knn) {
+		resp_simple(o, "Size");
+		resp_int(o, (int64_t)pr->index_size);
+	}
+}
+
+static void fp_vector_iter(resp_out_t *o, const vela_search_req_t *req, const vela_result_t *r,
+			   bool limited)
+{
+	const vela_profile_t *pr = r->profile;
+	bool filtered = strcmp(pr->mode, "STANDARD_KNN") != 0 || pr->filter_matches != pr->index_size;
+	bool child = filtered && !limited;
+	bool batches = pr->batches > 0;
+	resp_map(o, 11 + (pr->window > 0) + 2 * batches + child);
+	resp_simple(o, "Type");
+	resp_simple(o, "VECTOR");
+	resp_simple(o, "Vector search mode");
+	resp_simple(o, pr->mode);
+	resp_simple(o, "Plan");
+	resp_simple(o, pr->plan ? pr->plan : "none");
+	resp_simple(o, "Plan forced");
+	resp_int(o, pr->forced);
+	resp_simple(o, "Index size");
+	resp_int(o, (int64_t)pr->index_size);
+	resp_simple(o, "Estimated number of matches");
+	resp_int(o, (int64_t)pr->filter_matches);
+	resp_simple(o, "Estimate");
+	resp_simple(o, "exact (filter bitmap)");
+	resp_simple(o, "Selectivity");
+	fp_num(o, pr->selectivity);
+	resp_simple(o, "Distance computations");
+	resp_int(o, (int64_t)pr->distances);
+	if (pr->window) {
+		resp_simple(o, "Window");
+		resp_int(o, pr->window);
+	}
+	if (batches) {
+		resp_simple(o, "Batches number");
+		resp_int(o, pr->batches);
+		resp_simple(o, "Largest batch size");
+		resp_int(o, pr->largest_batch);
+	}
+	resp_simple(o, "Counter");
+	resp_int(o, (int64_t)r->total);
+	resp_simple(o, "Time");
+	fp_ms(o, pr->search_ns);
+	if (child) {
+		resp_simple(o, "Child iterators");
+		resp_array(o, 1);
+		fp_filter_iter(o, req, pr, true);
+	}
+}
+
+static void fp_processor(resp_out_t *o, const char *type, uint64_t ns, uint64_t count)
+{
+	resp_map(o, 3);
+	resp_simple(o, "Type");
+	resp_simple(o, type);
+	resp_simple(o, "Time");
+	fp_ms(o, ns);
+	resp_simple(o, "Counter");
+	resp_int(o, (int64_t)count);
+}
+
+static void fp_profile(resp_out_t *o, const vela_search_req_t *req, const vela_result_t *r,
+		       bool limited, uint64_t total_ns, uint64_t reply_ns, size_t rows)
+{
+	const vela_profile_t *pr = r->profile;
+	bool knn = pr->plan != NULL;
+	if (o->proto == 3)
+		resp_map(o, 9);
+	else
+		resp_array(o, 9);
+	fp_entry(o, "Total profile time");
+	fp_ms(o, total_ns);
+	fp_entry(o, "Parsing time");
+	fp_ms(o, pr->parse_ns);
+	fp_entry(o, "Filter time");
+	fp_ms(o, pr->filter_ns);
+	fp_entry(o, "Search time");
+	fp_ms(o, pr->search_ns);
+	fp_entry(o, "Load time");
+	fp_ms(o, pr->load_ns);
+	fp_entry(o, "Reply time");
+	fp_ms(o, reply_ns);
+	fp_entry(o, "Warning");
+	resp_array(o, 0);
+	fp_entry(o, "Iterators profile");
+	if (knn)
+		fp_vector_iter(o, req, r, limited);
+	else
+		fp_filter_iter(o, req, pr, false);
+	fp_entry(o, "Result processors profile");
+	resp_array(o, 3);
+	fp_processor(o, "Index", pr->search_ns + pr->filter_ns, r->total);
+	fp_processor(o, "Loader", pr->load_ns, r->n_hits);
+	fp_processor(o, "Reply", reply_ns, rows);
+}
+
+static void ft_profile(cmd_ctx_t *x)
+{
+	uint64_t t0 = vela_now_ns();
+	bool limited;
+	int q;
+	if (fp_args(x, &limited, &q))
+		return;
+	/* The FT.SEARCH view of the arguments: name, index, query, options. */
+	int argc = x->argc - (q - 2);
+	resp_arg_t *argv = malloc((size_t)argc * sizeof(*argv));
+	if (argv == NULL) {
+		resp_error(x->out, "OOM out of memory");
+		return;
+	}
+	argv[0] = x->argv[0];
+	argv[1] = x->argv[1];
+	memcpy(argv + 2, x->argv + q, (size_t)(x->argc - q) * sizeof(*argv));
+	cmd_ctx_t y = *x;
+	y.argc = argc;
+	y.argv = argv;
+	ft_search_t fs;
+	vela_result_t *r = NULL;
+	if (fs_parse(&y, &fs) == 0) {
+		vela_err_t err = {0};
+		fs_engine_req(&fs);
+		fs.req.profile = true;
+		if (vela_search(x->db, &fs.req, &r, &err))
+			fs_error(x->out, &err, fs.req.index);
+	}
+	if (r) {
+		resp_out_t *o = x->out;
+		if (o->proto == 3) {
+			resp_map(o, 2);
+			resp_simple(o, "Results");
+		} else {
+			resp_array(o, 2);
+		}
+		uint64_t t1 = vela_now_ns();
+		fs_reply(o, &fs, r);
+		uint64_t t2 = vela_now_ns();
+		size_t first = fs.fetch_all && fs.offset < r->n_hits ? fs.offset : 0;
+		size_t rows = fs.fetch_all ? (r->n_hits - first < fs.num ? r->n_hits - first : fs.num)
+					   : r->n_hits; /* as fs_order counted them */
+		if (fs.fetch_all && fs.offset >= r->n_hits)
+			rows = 0;
+		if (o->proto == 3)
+			resp_simple(o, "Profile");
+		fp_profile(o, &fs.req, r, limited, t2 - t0, t2 - t1, rows);
+		vela_result_free(r);
+	}
+	fs_free(&fs);
+	free(argv);
+}
+
+/* Only reached through ft_search_many on a worker (or EXEC); kept for the table. */
+void cmd_ft_profile(cmd_ctx_t *x)
+{
+	ft_search_one(x);
 }
 
 void ft_search_many(srv_t *s, srv_job_t **jobs, size_t n)
@@ -778,6 +1043,14 @@ void ft_search_many(srv_t *s, srv_job_t **jobs, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		cmd_ctx_t x = {.srv = s, .db = s->db, .argc = jobs[i]->argc, .argv = jobs[i]->argv,
 			       .out = &jobs[i]->out, .proto = jobs[i]->out.proto};
+		if (is_profile(jobs[i])) { /* alone, outside the batch: its own timings */
+			ft_profile(&x);
+			continue;
+		}
+		if (arg_eq(&jobs[i]->argv[0], "FT.EXPLAIN")) { /* reads the filter's postings */
+			cmd_ft_explain(&x);
+			continue;
+		}
 		if (fs_parse(&x, &fs[i]))
 			continue;
 		fs_engine_req(&fs[i]);
@@ -804,6 +1077,8 @@ out:
 	free(errs);
 }
 
+/* On a search worker (CMD_SEARCH): for a KNN query it evaluates the filter
+ * to count its matches, which reads storage. */
 void cmd_ft_explain(cmd_ctx_t *x)
 {
 	ft_search_t fs;

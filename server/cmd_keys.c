@@ -1,5 +1,7 @@
 /* Keyspace and hash commands. Writes run on the writer thread with the
  * group-commit batch in x->batch; reads run inline on the loop. */
+#include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,11 +86,18 @@ static void expire_at(cmd_ctx_t *x, int64_t at_ms)
 		resp_int(x->out, applied);
 }
 
-static int expire_arg(cmd_ctx_t *x, int64_t scale, int64_t base, int64_t *at)
+/* As Redis's expireGenericCommand: a time that overflows when scaled to ms
+ * or added to the base is refused; a negative one is allowed (it deletes). */
+static int expire_arg(cmd_ctx_t *x, const char *name, int64_t scale, int64_t base, int64_t *at)
 {
 	int64_t v;
-	if (arg_int64(&x->argv[2], &v) || v > INT64_MAX / 1000 || v < -(INT64_MAX / 1000)) {
+	if (arg_int64(&x->argv[2], &v)) {
 		reply_not_int(x->out);
+		return -1;
+	}
+	if ((scale > 1 && (v > INT64_MAX / scale || v < INT64_MIN / scale)) ||
+	    v * scale > INT64_MAX - base) {
+		resp_errorf(x->out, "ERR invalid expire time in '%s' command", name);
 		return -1;
 	}
 	*at = base + v * scale;
@@ -100,21 +109,21 @@ static int expire_arg(cmd_ctx_t *x, int64_t scale, int64_t base, int64_t *at)
 void cmd_expire(cmd_ctx_t *x)
 {
 	int64_t at;
-	if (expire_arg(x, 1000, wall_ms(), &at) == 0)
+	if (expire_arg(x, "expire", 1000, wall_ms(), &at) == 0)
 		expire_at(x, at);
 }
 
 void cmd_pexpire(cmd_ctx_t *x)
 {
 	int64_t at;
-	if (expire_arg(x, 1, wall_ms(), &at) == 0)
+	if (expire_arg(x, "pexpire", 1, wall_ms(), &at) == 0)
 		expire_at(x, at);
 }
 
 void cmd_expireat(cmd_ctx_t *x)
 {
 	int64_t at;
-	if (expire_arg(x, 1000, 0, &at) == 0)
+	if (expire_arg(x, "expireat", 1000, 0, &at) == 0)
 		expire_at(x, at);
 }
 
@@ -172,12 +181,31 @@ void cmd_keys(cmd_ctx_t *x)
 	free(pat);
 }
 
+/* A cursor as Redis reads one (strtoul): unsigned, so "-1" wraps to the
+ * largest cursor (past the end: an empty, final page); no spaces or junk. */
+static int scan_cursor(const resp_arg_t *a, uint64_t *cur)
+{
+	char buf[32];
+	if (a->len == 0 || a->len >= sizeof(buf) || isspace((unsigned char)a->p[0]))
+		return VELA_EINVAL;
+	memcpy(buf, a->p, a->len);
+	buf[a->len] = '\0';
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(buf, &end, 10);
+	if (*end || errno == ERANGE)
+		return VELA_EINVAL;
+	*cur = v;
+	return VELA_OK;
+}
+
 /* SCAN cursor [MATCH pattern] [COUNT n] [TYPE t] */
 void cmd_scan(cmd_ctx_t *x)
 {
-	int64_t cur, count = 10;
+	int64_t count = 10;
+	uint64_t cur;
 	const resp_arg_t *match = NULL, *type = NULL;
-	if (arg_int64(&x->argv[1], &cur) || cur < 0) {
+	if (scan_cursor(&x->argv[1], &cur)) {
 		resp_error(x->out, "ERR invalid cursor");
 		return;
 	}
@@ -186,7 +214,11 @@ void cmd_scan(cmd_ctx_t *x)
 		if (arg_eq(&x->argv[i], "MATCH") && more) {
 			match = &x->argv[++i];
 		} else if (arg_eq(&x->argv[i], "COUNT") && more) {
-			if (arg_int64(&x->argv[++i], &count) || count < 1) {
+			if (arg_int64(&x->argv[++i], &count)) {
+				reply_not_int(x->out);
+				return;
+			}
+			if (count < 1) {
 				resp_error(x->out, "ERR syntax error");
 				return;
 			}
@@ -200,7 +232,7 @@ void cmd_scan(cmd_ctx_t *x)
 	char *pat = match ? arg_dup(match) : NULL;
 	vela_keylist_t l;
 	uint64_t next;
-	if (vela_scan(x->db, pat, (uint64_t)cur, (size_t)count, &l, &next)) {
+	if (vela_scan(x->db, pat, cur, (size_t)count, &l, &next)) {
 		resp_error(x->out, "ERR cannot scan keys");
 		free(pat);
 		return;
@@ -234,35 +266,44 @@ void cmd_scan(cmd_ctx_t *x)
 
 /* ------------------------------------------------------------ strings */
 
-/* SET key value [NX|XX] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL] */
+/* SET key value [NX|XX] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]
+ * As Redis: options are parsed first (a syntax error wins), then the time. */
 void cmd_set(cmd_ctx_t *x)
 {
 	unsigned flags = 0;
-	int64_t at = 0;
+	const resp_arg_t *unit = NULL, *when = NULL;
 	for (int i = 3; i < x->argc; i++) {
 		const resp_arg_t *a = &x->argv[i];
-		int64_t v;
 		bool more = i + 1 < x->argc;
 		if (arg_eq(a, "NX") && !(flags & VELA_SET_XX))
 			flags |= VELA_SET_NX;
 		else if (arg_eq(a, "XX") && !(flags & VELA_SET_NX))
 			flags |= VELA_SET_XX;
-		else if (arg_eq(a, "KEEPTTL") && at == 0)
+		else if (arg_eq(a, "KEEPTTL") && unit == NULL)
 			flags |= VELA_SET_KEEPTTL;
 		else if ((arg_eq(a, "EX") || arg_eq(a, "PX") || arg_eq(a, "EXAT") || arg_eq(a, "PXAT")) &&
-			 more && at == 0 && !(flags & VELA_SET_KEEPTTL)) {
-			if (arg_int64(&x->argv[i + 1], &v) || v <= 0 || v > INT64_MAX / 1000) {
-				resp_error(x->out, "ERR invalid expire time in 'set' command");
-				return;
-			}
-			bool sec = arg_eq(a, "EX") || arg_eq(a, "EXAT");
-			bool abs = arg_eq(a, "EXAT") || arg_eq(a, "PXAT");
-			at = (abs ? 0 : wall_ms()) + v * (sec ? 1000 : 1);
-			i++;
+			 more && unit == NULL && !(flags & VELA_SET_KEEPTTL)) {
+			unit = a;
+			when = &x->argv[++i];
 		} else {
 			resp_error(x->out, "ERR syntax error");
 			return;
 		}
+	}
+	int64_t at = 0;
+	if (unit) {
+		int64_t v;
+		bool sec = arg_eq(unit, "EX") || arg_eq(unit, "EXAT");
+		int64_t base = arg_eq(unit, "EX") || arg_eq(unit, "PX") ? wall_ms() : 0;
+		if (arg_int64(when, &v)) {
+			reply_not_int(x->out);
+			return;
+		}
+		if (v <= 0 || (sec && v > INT64_MAX / 1000) || (sec ? v * 1000 : v) > INT64_MAX - base) {
+			resp_error(x->out, "ERR invalid expire time in 'set' command");
+			return;
+		}
+		at = base + (sec ? v * 1000 : v);
 	}
 	int done = 0;
 	vela_err_t err = {0};

@@ -24,6 +24,7 @@ void srv_config_init(srv_config_t *c)
 	c->output_buf_limit = SRV_OBUF_LIMIT_DEFAULT;
 	c->workers = SRV_WORKERS_DEFAULT;
 	c->log_level = VELA_LOG_LEVEL_DEFAULT;
+	c->gpu_mode = VELA_GPU_MODE_DEFAULT;
 	c->users[0] = (srv_user_t){.name = strdup("default"), .enabled = true};
 	c->n_users = 1;
 }
@@ -221,6 +222,7 @@ static int d_loglevel(srv_config_t *c, const char *v)
 		v = "warn";
 	return vela_log_level_parse(v, &c->log_level);
 }
+static int d_gpu(srv_config_t *c, const char *v) { return vela_gpu_mode_parse(v, &c->gpu_mode); }
 static int d_ignore(srv_config_t *c, const char *v) { return VELA_OK; }
 
 static const directive_t directives[] = {
@@ -237,6 +239,7 @@ static const directive_t directives[] = {
 	{"map-size", d_mapsize},
 	{"appendfsync", d_appendfsync},
 	{"loglevel", d_loglevel},
+	{"gpu", d_gpu},
 	/* Accepted for compatibility with redis.conf files; no effect in vela. */
 	{"save", d_ignore},
 	{"appendonly", d_ignore},
@@ -377,22 +380,26 @@ static const char *config_value(srv_t *s, const char *name, char *buf, size_t ca
 		return "0";
 	if (strcmp(name, "search-default-dialect") == 0)
 		return "2";
+	if (strcmp(name, "gpu") == 0)
+		return vela_gpu_mode_name(vela_gpu_mode_get());
 	return NULL;
 }
 
 static const char *const config_names[] = {
 	"bind", "dir", "port", "protected-mode", "requirepass", "maxclients", "proto-max-bulk-len",
 	"client-query-buffer-limit", "map-size", "appendfsync", "appendonly", "save", "databases",
-	"maxmemory", "search-default-dialect",
+	"maxmemory", "search-default-dialect", "gpu",
 };
+
+#define CONFIG_NAMES (sizeof(config_names) / sizeof(config_names[0]))
 
 static void config_get(cmd_ctx_t *x)
 {
-	size_t n = 0, cap = sizeof(config_names) / sizeof(config_names[0]);
-	const char *hit[16];
+	size_t n = 0, cap = CONFIG_NAMES;
+	const char *hit[CONFIG_NAMES];
 	for (int a = 2; a < x->argc; a++) {
 		char *pat = arg_dup(&x->argv[a]);
-		for (size_t i = 0; pat && i < cap && n < 16; i++) {
+		for (size_t i = 0; pat && i < cap && n < CONFIG_NAMES; i++) {
 			bool dup = false;
 			for (size_t k = 0; k < n; k++)
 				dup |= hit[k] == config_names[i];
@@ -407,6 +414,24 @@ static void config_get(cmd_ctx_t *x)
 		resp_bulk_str(x->out, hit[i]);
 		resp_bulk_str(x->out, config_value(x->srv, hit[i], buf, sizeof(buf)));
 	}
+}
+
+/* CONFIG SET gpu no|yes|auto: switch the process's compute backend. */
+static int config_set_gpu(cmd_ctx_t *x, const char *val, vela_err_t *err)
+{
+	vela_gpu_mode_t m;
+	if (vela_gpu_mode_parse(val, &m))
+		return vela_err_set(err, VELA_EINVAL, "Invalid argument '%s' for CONFIG SET 'gpu' "
+						      "(no, yes or auto)", val);
+	vela_err_t e = {0};
+	int rc = vela_gpu_mode_set(m, &e);
+	if (rc)
+		return vela_err_set(err, rc, "CONFIG SET 'gpu' %s: %s", vela_gpu_mode_name(m),
+				    e.msg[0] ? e.msg : vela_strerror(rc));
+	pthread_mutex_lock(&x->srv->cfg_mu);
+	x->srv->cfg.gpu_mode = m;
+	pthread_mutex_unlock(&x->srv->cfg_mu);
+	return 0;
 }
 
 /* CONFIG SET name value: what can change at run time. */
@@ -426,6 +451,8 @@ static void config_set(cmd_ctx_t *x)
 			rc = vela_db_set_map_size(x->db, (size_t)n, &err);
 		else
 			vela_err_set(&err, rc, "Invalid argument '%s' for CONFIG SET 'map-size'", val);
+	} else if (rc == 0 && strcasecmp(name, "gpu") == 0) {
+		rc = config_set_gpu(x, val, &err);
 	} else if (rc == 0 && (strcasecmp(name, "requirepass") == 0 ||
 			       strcasecmp(name, "maxclients") == 0 ||
 			       strcasecmp(name, "protected-mode") == 0 ||

@@ -16,6 +16,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	vela_log_set_level(cfg.log_level);
+	/* Before the database opens: `gpu yes` without a device is a start-up error. */
+	if (vela_gpu_mode_set(cfg.gpu_mode, &err)) {
+		fprintf(stderr, "velad: gpu %s: %s\n", vela_gpu_mode_name(cfg.gpu_mode), err.msg);
+		srv_config_free(&cfg);
+		return 1;
+	}
 	srv_t *s = NULL;
 	/* srv_create takes ownership of cfg's strings. */
 	if (srv_create(&cfg, &s, &err)) {

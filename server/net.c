@@ -19,65 +19,6 @@
 
 static void client_process_input(srv_client_t *c);
 
-/* ------------------------------------------------------------ argument helpers */
-
-bool arg_eq(const resp_arg_t *a, const char *s)
-{
-	size_t n = strlen(s);
-	return a->len == n && strncasecmp(a->p, s, n) == 0;
-}
-
-int arg_int64(const resp_arg_t *a, int64_t *v)
-{
-	char buf[32];
-	if (a->len == 0 || a->len >= sizeof(buf))
-		return VELA_EINVAL;
-	memcpy(buf, a->p, a->len);
-	buf[a->len] = '\0';
-	char *end;
-	errno = 0;
-	long long x = strtoll(buf, &end, 10);
-	if (*end || errno)
-		return VELA_EINVAL;
-	*v = x;
-	return VELA_OK;
-}
-
-int arg_double(const resp_arg_t *a, double *v)
-{
-	char buf[64];
-	if (a->len == 0 || a->len >= sizeof(buf))
-		return VELA_EINVAL;
-	memcpy(buf, a->p, a->len);
-	buf[a->len] = '\0';
-	char *end;
-	double x = strtod(buf, &end);
-	if (*end || x != x)
-		return VELA_EINVAL;
-	*v = x;
-	return VELA_OK;
-}
-
-char *arg_dup(const resp_arg_t *a)
-{
-	char *s = malloc(a->len + 1);
-	if (s) {
-		memcpy(s, a->p, a->len);
-		s[a->len] = '\0';
-	}
-	return s;
-}
-
-void reply_wrong_arity(resp_out_t *o, const resp_arg_t *name)
-{
-	char n[64];
-	size_t l = name->len < sizeof(n) - 1 ? name->len : sizeof(n) - 1;
-	for (size_t i = 0; i < l; i++)
-		n[i] = (char)((name->p[i] >= 'A' && name->p[i] <= 'Z') ? name->p[i] + 32 : name->p[i]);
-	n[l] = '\0';
-	resp_errorf(o, "ERR wrong number of arguments for '%s' command", n);
-}
-
 /* ------------------------------------------------------------ read view */
 
 vela_view_t *srv_view(cmd_ctx_t *x)
@@ -342,12 +283,23 @@ srv_job_t *multi_take(srv_client_t *c); /* cmd_core.c: EXEC builds its job */
 static bool client_command(srv_client_t *c, int argc, resp_arg_t *argv)
 {
 	const srv_command_t *cmd = cmd_lookup(argv[0].p, argv[0].len);
-	unsigned kind = cmd == NULL ? 0 : (cmd->flags & CMD_WRITE) ? CMD_WRITE
-					   : (cmd->flags & CMD_SEARCH) ? CMD_SEARCH : 0;
-	bool is_exec = cmd && strcmp(cmd->name, "exec") == 0 && c->in_multi;
+	/* One reply buffer per client, reused: no allocation per inline command. */
+	resp_out_t o = c->reply;
+	o.len = 0;
+	o.oom = 0;
+	o.proto = c->proto;
+	/* A refused command (unknown, wrong arity, NOAUTH, NOPERM) is answered
+	 * here on the loop, so like any inline reply it waits for the replies
+	 * of the client's queued jobs: a pipelined `SET k v` then `SET k` must
+	 * get its two replies in order. */
+	bool allowed = command_allowed(c, cmd, argc, argv, &o);
+	unsigned kind = !allowed ? 0 : (cmd->flags & CMD_WRITE) ? CMD_WRITE
+				   : (cmd->flags & CMD_SEARCH) ? CMD_SEARCH : 0;
+	bool is_exec = allowed && strcmp(cmd->name, "exec") == 0 && c->in_multi;
 	if (is_exec)
 		kind = CMD_WRITE;
 	if (c->pend_head && (kind == 0 || kind != c->pend_kind) && !(c->in_multi && !is_exec)) {
+		c->reply = o; /* the buffer is kept; the command runs again later */
 		c->paused = true; /* wait for this client's queued jobs: order */
 		return false;
 	}
@@ -356,12 +308,7 @@ static bool client_command(srv_client_t *c, int argc, resp_arg_t *argv)
 	 * take the database lock itself (see vela_view_begin). */
 	if (cmd == NULL || !(cmd->flags & CMD_VIEW) || c->in_multi)
 		srv_view_end(c->srv);
-	/* One reply buffer per client, reused: no allocation per inline command. */
-	resp_out_t o = c->reply;
-	o.len = 0;
-	o.oom = 0;
-	o.proto = c->proto;
-	if (!command_allowed(c, cmd, argc, argv, &o)) {
+	if (!allowed) {
 		if (c->in_multi)
 			c->multi_err = true;
 	} else if (c->in_multi && !(cmd->flags & CMD_NOMULTI)) {
@@ -632,7 +579,9 @@ int srv_create(const srv_config_t *cfg, srv_t **out, vela_err_t *err)
 	pthread_mutex_init(&s->cfg_mu, NULL);
 	vela_db_options_t o = {.map_size = cfg->map_size, .flags = cfg->nosync ? VELA_OPEN_NOSYNC : 0};
 	int rc = vela_db_open(cfg->dir, &o, &s->db, err);
-	if (rc) {
+	if (rc) { /* the strings of cfg are ours now: free them too */
+		pthread_mutex_destroy(&s->cfg_mu);
+		srv_config_free(&s->cfg);
 		free(s);
 		return rc;
 	}

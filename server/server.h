@@ -72,6 +72,7 @@ typedef struct srv_config {
 	size_t map_size;  /**< LMDB map size (0 = engine default) */
 	bool nosync;      /**< appendfsync everysec semantics */
 	int log_level;
+	vela_gpu_mode_t gpu_mode; /**< `gpu no|yes|auto`: the process's compute backend */
 	srv_user_t users[SRV_USERS_MAX]; /**< users[0] is "default" (requirepass) */
 	uint32_t n_users;
 } srv_config_t;

@@ -45,6 +45,28 @@ typedef enum vela_algo {
 #define VELA_K_MIN 0u
 #define VELA_K_MAX 100000u
 
+/** Which backend runs the dense math (batch kNN, projection, k-means):
+ * DESIGN.md §6. Set with vela_gpu_mode_set (server: CONFIG SET gpu). */
+typedef enum vela_gpu_mode {
+	VELA_GPU_NO = 0,   /**< always the CPU backend (OpenBLAS + SIMD) */
+	VELA_GPU_YES = 1,  /**< the CUDA backend; refused when there is no device */
+	VELA_GPU_AUTO = 2, /**< the CUDA backend when a device is present, else the CPU */
+} vela_gpu_mode_t;
+
+#define VELA_GPU_MODE_DEFAULT VELA_GPU_AUTO
+
+/** What vela_gpu_info reports (a snapshot; plain values, no pointers to free). */
+typedef struct vela_gpu_info {
+	vela_gpu_mode_t mode;
+	const char *backend;  /**< "cpu" or "cuda" (static storage) */
+	char device[128];     /**< the device in use, or "none" */
+	int device_count;     /**< usable CUDA devices (0 without CUDA support) */
+	int library_loaded;   /**< 1 when libvela_gpu.so (the CUDA backend) is loaded */
+	uint64_t fallbacks;   /**< GPU calls that failed and were answered on the CPU */
+	uint32_t resident;    /**< row blocks kept in device memory */
+	uint64_t resident_bytes; /**< device bytes those blocks hold */
+} vela_gpu_info_t;
+
 /** One search hit: a docid inside an index and its distance. */
 typedef struct vela_hit {
 	float dist;

@@ -371,6 +371,25 @@ int vela_view_ttl(vela_view_t *v, const void *key, size_t klen, int64_t *ms);
 #define VELA_LIMIT_DEFAULT 10u
 #define VELA_LIMIT_MAX 1000000u
 
+/**
+ * Plans of a KNN query with a filter (a hybrid query). The planner picks one
+ * from the filter's exact match count (vela_profile_t.filter_matches); a
+ * query may force one with HYBRID_POLICY (ADHOC_BF = VELA_PLAN_SCAN,
+ * BATCHES = VELA_PLAN_BATCHES) or, through this API only, with
+ * vela_search_req_t.force_plan (which wins over HYBRID_POLICY). The graph
+ * plans need a GRAPH field with its graph built; otherwise they scan.
+ */
+typedef enum vela_plan {
+	VELA_PLAN_AUTO = 0,    /**< the planner decides */
+	VELA_PLAN_SCAN = 1,    /**< "filtered-scan": exact scan of the filter's docids (ADHOC_BF) */
+	VELA_PLAN_GRAPH = 2,   /**< "graph": the walk over every node, keeping the matches
+				    (its window widened by 1 / selectivity) */
+	VELA_PLAN_BATCHES = 3, /**< "batches": batches of unfiltered nearest neighbours,
+				    each filtered, until K pass (BATCHES) */
+	VELA_PLAN_FILTERED_GRAPH = 4, /**< "filtered-graph": the walk over the matching
+					   nodes only, two-hop expansion (ACORN-1) */
+} vela_plan_t;
+
 /** A search request. Zero-initialise, then set what you need. */
 typedef struct vela_search_req {
 	const char *index;
@@ -386,7 +405,41 @@ typedef struct vela_search_req {
 	/** RETURN: only these fields (the distance alias is a valid name); NULL = all. */
 	const char *const *return_fields;
 	size_t n_return;
+	bool profile;           /**< fill vela_result_t.profile (FT.PROFILE) */
+	vela_plan_t force_plan; /**< VELA_PLAN_AUTO: the planner (or HYBRID_POLICY) decides */
 } vela_search_req_t;
+
+/**
+ * How one search ran (FT.PROFILE). Times in nanoseconds: parse (query text
+ * to AST), filter (postings to the docid bitmap), search (the KNN) and load
+ * (result rows read from storage). Lives in the result's allocation.
+ */
+typedef struct vela_profile {
+	/** As vela_result_t.plan; NULL without KNN. */
+	const char *plan;
+	/** Redis's "Vector search mode": STANDARD_KNN, HYBRID_ADHOC_BF,
+	 * HYBRID_BATCHES, HYBRID_BATCHES_TO_ADHOC_BF, or vela's
+	 * HYBRID_GRAPH_POSTFILTER ("graph" with a filter) and
+	 * HYBRID_FILTERED_GRAPH ("filtered-graph"); NULL without KNN. Static. */
+	const char *mode;
+	/** The plan was forced (HYBRID_POLICY or force_plan), not chosen. */
+	bool forced;
+	/** Vectors in the KNN field (without KNN: documents in the index). */
+	uint64_t index_size;
+	/** Documents the filter matches that the search can return (with KNN:
+	 * those with a vector): exact, counted on the filter's bitmap before
+	 * planning; the planner's estimate. index_size when there is no filter. */
+	uint64_t filter_matches;
+	/** filter_matches / index_size (1 for an empty index). */
+	double selectivity;
+	/** Candidates scored: distance computations of the search. */
+	uint64_t distances;
+	/** Graph plans: the search window used (the last one when it grew). */
+	uint32_t window;
+	/** BATCHES: batches run and the largest batch size. */
+	uint32_t batches, largest_batch;
+	uint64_t parse_ns, filter_ns, search_ns, load_ns;
+} vela_profile_t;
 
 /** One result row. */
 typedef struct vela_search_hit {
@@ -404,9 +457,13 @@ typedef struct vela_result {
 	vela_search_hit_t *hits;
 	/** Name of the distance field (the KNN alias or "__<field>_score"); NULL without KNN. */
 	const char *dist_name;
-	/** How the KNN was answered: "graph", "scan" (exact, all vectors), "filtered-scan"
-	 * (exact over the filter's docids), "batch-gemm"; NULL without KNN. Static. */
+	/** How the KNN was answered (vela_plan_t): "graph", "scan" (exact, all
+	 * vectors), "filtered-scan" (exact over the filter's docids),
+	 * "filtered-graph", "batches", "batch-gemm" (vela_search_batch's shared
+	 * GEMM); NULL without KNN. Static. */
 	const char *plan;
+	/** With req.profile: how the search ran; else NULL. */
+	const vela_profile_t *profile;
 } vela_result_t;
 
 /**
@@ -431,11 +488,42 @@ int vela_search_batch(vela_db_t *db, const vela_search_req_t *reqs, size_t n,
 void vela_result_free(vela_result_t *res);
 
 /**
- * @brief FT.EXPLAIN: the parsed query as an indented tree. *out is malloc'd
- * (free it). Errors as vela_search's parse errors.
+ * @brief FT.EXPLAIN: the parsed query as an indented tree and, for a KNN
+ * query, the plan the planner picks (the filter is evaluated to count its
+ * matches; the search does not run), e.g.
+ * "PLAN filtered-scan HYBRID_ADHOC_BF matches 12 of 50000 (selectivity 0.00024)".
+ * *out is malloc'd (free it). Errors as vela_search's parse errors.
  */
 int vela_explain(vela_db_t *db, const char *index, const char *query, size_t query_len,
 		 const vela_kv_t *params, size_t n_params, char **out, vela_err_t *err);
+
+/* ================================================================ GPU */
+
+/*
+ * Batch kNN over FLAT fields (and, as they arrive, projections and k-means)
+ * runs on one process-wide backend: the CPU (OpenBLAS + SIMD) or, when this
+ * build has CUDA and a device is present, the GPU (DESIGN.md §6). Answers
+ * are the same on both. The mode is process-wide, not per database; a GPU
+ * failure mid-call is answered on the CPU and counted in `fallbacks`.
+ */
+
+/**
+ * @brief Choose the backend: VELA_GPU_NO (CPU), VELA_GPU_YES (GPU),
+ * VELA_GPU_AUTO (GPU when a CUDA device is present; the default).
+ * Thread-safe; takes effect for calls that start afterwards.
+ * @return 0; VELA_EINVAL (unknown mode); VELA_EUNSUPPORTED for VELA_GPU_YES
+ * with no CUDA device or no CUDA in this build ("no CUDA device" in err;
+ * the mode is then unchanged); VELA_EIO when the device cannot be opened.
+ */
+int vela_gpu_mode_set(vela_gpu_mode_t mode, vela_err_t *err);
+/** The mode last set (VELA_GPU_MODE_DEFAULT until then). */
+vela_gpu_mode_t vela_gpu_mode_get(void);
+/** Parse "no" / "yes" / "auto", case-insensitively. @return 0 or VELA_EINVAL */
+int vela_gpu_mode_parse(const char *s, vela_gpu_mode_t *out);
+/** "no", "yes" or "auto" (static storage; "?" out of range). */
+const char *vela_gpu_mode_name(vela_gpu_mode_t mode);
+/** Fill `out` with the backend in use, the device and counters. */
+void vela_gpu_info(vela_gpu_info_t *out);
 
 #ifdef __cplusplus
 }

@@ -265,3 +265,61 @@ Test(keyspace, hsetnx)
 	vela_doc_free(d);
 	vela_db_close(db);
 }
+
+/* KEYS/SCAN patterns follow Redis's stringmatchlen, binary keys included. */
+static size_t count_matches(vela_db_t *db, const char *pattern)
+{
+	vela_keylist_t l;
+	uint64_t cur;
+	cr_assert_eq(vela_scan(db, pattern, 0, 0, &l, &cur), 0);
+	size_t n = l.n;
+	vela_keylist_free(&l);
+	return n;
+}
+
+Test(keyspace, scan_patterns_as_redis)
+{
+	vela_db_t *db = db_open_ok(dir, 0);
+	const char *keys[] = {"abc", "abd", "a]", "a[", "a\\", "a-", "a^", "a\xffz"};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		cr_assert_eq(set1(db, keys[i], "1", 0, 0, NULL), 0);
+	vela_batch_t *b;
+	vela_err_t err;
+	int done;
+	cr_assert_eq(vela_batch_begin(db, &b, &err), 0);
+	cr_assert_eq(vela_batch_set(b, "a\0c", 3, "1", 1, 0, 0, &done, &err), 0);
+	cr_assert_eq(vela_batch_commit(b, &err), 0);
+	/* Expected counts are redis-server 7.0's KEYS on the same keys. */
+	struct {
+		const char *pattern;
+		size_t n;
+	} cases[] = {
+		{"*", 9},       {"a*", 9},      {"a?c", 2},     /* abc, a\0c */
+		{"a[bc]?", 2},  {"a[^b]?", 2},  {"a[!b]?", 2},  /* ^ negates, ! is a member */
+		{"a[c-a]*", 2}, {"a[]]", 0},    {"a[", 0},      /* reversed range; ']' first */
+		{"a[\\]]", 1},  {"a\\*", 0},    {"*c", 2},      /* escapes */
+		{"a[\x01-\xff]z", 1},                         /* bounds compare as signed chars */
+		{"**", 9},      {"a[-]", 1},    {"a[--z]", 5},  {"a[^]", 5},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		cr_expect_eq(count_matches(db, cases[i].pattern), cases[i].n, "%s: %zu", cases[i].pattern,
+			     count_matches(db, cases[i].pattern));
+	vela_db_close(db);
+}
+
+Test(keyspace, set_keepttl_over_a_hash_keeps_the_ttl)
+{
+	vela_db_t *db = db_open_ok(dir, 0);
+	cr_assert_eq(hset1(db, "h", "t", "a", 1), 0);
+	int applied, done;
+	cr_assert_eq(expire1(db, "h", now_ms() + 100000, &applied), 0);
+	cr_assert_eq(set1(db, "h", "v", VELA_SET_KEEPTTL, 0, &done), 0);
+	cr_assert_eq(done, 1);
+	int64_t ttl;
+	cr_assert_eq(vela_ttl(db, "h", 1, &ttl), 0);
+	cr_assert(ttl > 90000, "ttl %lld", (long long)ttl);
+	cr_assert_eq(set1(db, "h", "w", 0, 0, &done), 0);
+	cr_assert_eq(vela_ttl(db, "h", 1, &ttl), 0);
+	cr_assert_eq(ttl, -1, "a SET without KEEPTTL clears it");
+	vela_db_close(db);
+}

@@ -1,0 +1,187 @@
+/**
+ * @file gpu.h
+ * @brief vela's CUDA backend: exact and quantized batch kNN, projection,
+ *        covariance and k-means on one NVIDIA GPU (DESIGN.md §6).
+ *
+ * This header is plain C and names no CUDA type, so every module can include
+ * it; the code behind it is CUDA C (gpu/ *.cu) built only when CMake finds
+ * nvcc. gpu/ depends on nothing but the CUDA runtime, cuBLAS and libc (the
+ * error codes come from the header-only include/vela/errors.h), so it builds,
+ * tests and benchmarks on a bare GPU host on its own (gpu/CMakeLists.txt can be
+ * the top-level project; see docs/gpu.md).
+ *
+ * Model. One gpu_ctx_t per process owns the device: a cuBLAS handle, a few
+ * streams and scratch buffers. A gpu_matrix_t is a block of database rows
+ * uploaded once and kept resident in device memory in one encoding (F32, F16,
+ * BF16 or LVQ-8), optionally with an F32 copy for exact re-ranking. gpu_knn()
+ * takes host queries and returns host results.
+ *
+ * Search (gpu_knn). Distances come from cuBLAS GEMM tiles (TQ queries x TR
+ * rows, TN layout): F32 SIMT for F32 rows, tensor cores with F32
+ * accumulation for F16/BF16, int8 IMMA with int32 output for LVQ-8. The
+ * kernel that consumes each tile adds the squared row norms (L2) or applies
+ * the LVQ scales, so the Q x N distance matrix never exists: one tile per
+ * stream does. It keeps each query's running top-kc in device memory across
+ * tiles: a filtered block select for kc <= GPU_K_FAST_MAX (an entry is
+ * admitted only if it beats the query's current kc-th value; a block-wide
+ * vote skips passes without one; newcomers are merged by one warp, or by a
+ * shared-memory bitonic sort when many), and a radix select (8-bit digits
+ * over the order-preserving bits of the float) for larger kc. Then the
+ * kc = rerank * k candidates are re-scored exactly in F32 against the F32
+ * copy (or, for BF16 rows without one, against the BF16 rows), and the k
+ * best returned. With re-ranking on, BF16 tiles are written in BF16 (half the
+ * bytes), and at least GPU_TILE16_MIN_CANDIDATES candidates are kept. LVQ:
+ * Aguerrebere et al., arXiv 2304.04759 §3-4; selection: Johnson et al.,
+ * arXiv 1702.08734 §4 (filtered queues) and the AIR top-k radix scheme.
+ *
+ * Threading: a context serialises its calls with an internal mutex; use one
+ * context from many threads freely, but calls do not overlap on the device.
+ *
+ * Errors: functions return 0 or a negative VELA_E... code and fill the
+ * optional vela_err_t. VELA_EUNSUPPORTED means "no usable CUDA device"; a
+ * CUDA or cuBLAS failure mid-call is VELA_EIO with the CUDA error's text in
+ * the detail; the caller falls back to the CPU backend for that call.
+ */
+#ifndef VELA_GPU_H
+#define VELA_GPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vela/errors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Largest k served by the filtered block select (shared-memory bitonic). */
+#define GPU_K_FAST_MAX 256
+/** Largest k (and candidate count) of gpu_knn; above FAST_MAX radix select. */
+#define GPU_K_MAX 4096
+
+/** Queries per GEMM tile. */
+#define GPU_TILE_QUERIES_DEFAULT 2048
+#define GPU_TILE_QUERIES_MIN 32
+#define GPU_TILE_QUERIES_MAX 16384
+/** Database rows per GEMM tile. */
+#define GPU_TILE_ROWS_DEFAULT 16384
+#define GPU_TILE_ROWS_MIN 256
+#define GPU_TILE_ROWS_MAX (1u << 20)
+/** Candidates re-scored exactly per result (rerank * k, capped at GPU_K_MAX). */
+#define GPU_RERANK_DEFAULT 4
+#define GPU_RERANK_MIN 1
+#define GPU_RERANK_MAX 32
+/** Largest vector dimension. */
+#define GPU_DIM_MAX 16384
+
+/** Encoding of the resident rows. */
+typedef enum gpu_elem {
+	GPU_ELEM_F32 = 0,  /**< exact; SIMT sgemm with full F32 accuracy (no TF32) */
+	GPU_ELEM_F16 = 1,  /**< half rows and queries, F32 accumulation */
+	GPU_ELEM_BF16 = 2, /**< bfloat16 rows and queries, F32 accumulation */
+	GPU_ELEM_LVQ8 = 3  /**< LVQ 8-bit codes, int8 tensor-core GEMM */
+} gpu_elem_t;
+
+/** Distance. COSINE is IP over rows and queries the caller normalised. */
+typedef enum gpu_metric {
+	GPU_METRIC_L2 = 0, /**< squared Euclidean */
+	GPU_METRIC_IP = 1  /**< 1 - <q, x> (Redis convention) */
+} gpu_metric_t;
+
+typedef struct gpu_ctx gpu_ctx_t;
+typedef struct gpu_matrix gpu_matrix_t;
+
+/** @brief Number of usable CUDA devices; 0 when there is no driver or device. */
+int gpu_device_count(void);
+
+/**
+ * @brief Open the process's context on `device` (0-based).
+ * @return 0; VELA_EUNSUPPORTED when no such device; VELA_EIO on CUDA errors.
+ * On success *out is owned by the caller (gpu_ctx_close).
+ */
+int gpu_ctx_open(int device, gpu_ctx_t **out, vela_err_t *err);
+/** @brief Free the context. Its matrices must have been freed first. NULL ok. */
+void gpu_ctx_close(gpu_ctx_t *ctx);
+/** @brief "NVIDIA H200, 132 SMs, 139.8 GiB, sm_90"; owned by the context. */
+const char *gpu_ctx_name(const gpu_ctx_t *ctx);
+
+/** Parameters of a resident matrix. */
+typedef struct gpu_matrix_params {
+	gpu_elem_t elem;
+	gpu_metric_t metric;
+	uint32_t dim;      /**< 1..GPU_DIM_MAX */
+	uint64_t capacity; /**< rows reserved up front; appends beyond it regrow */
+	int keep_f32;      /**< keep an F32 copy to re-rank F16/BF16/LVQ8 results */
+} gpu_matrix_params_t;
+
+/**
+ * @brief Create an empty resident matrix. LVQ8 centres on the mean of the
+ * first append (LVQ §3: per-dataset mean, per-vector scale and bias).
+ * On success *out is owned by the caller (gpu_matrix_free).
+ */
+int gpu_matrix_create(gpu_ctx_t *ctx, const gpu_matrix_params_t *p, gpu_matrix_t **out,
+		      vela_err_t *err);
+/**
+ * @brief Append `n` F32 rows (row-major, host memory, borrowed for the call);
+ * they get row numbers rows()..rows()+n-1. Encoding happens on the device.
+ */
+int gpu_matrix_append(gpu_matrix_t *m, const float *rows, uint64_t n, vela_err_t *err);
+/** @brief Rows held. */
+uint64_t gpu_matrix_rows(const gpu_matrix_t *m);
+/** @brief Device bytes held by the matrix (codes, norms, F32 copy). */
+size_t gpu_matrix_bytes(const gpu_matrix_t *m);
+/** @brief Free the matrix and its device memory. NULL ok. */
+void gpu_matrix_free(gpu_matrix_t *m);
+
+/** Parameters of one gpu_knn call; zero-initialise and set k. */
+typedef struct gpu_knn_params {
+	uint32_t k;              /**< 1..GPU_K_MAX */
+	uint64_t row_begin;      /**< search rows [row_begin, row_end) */
+	uint64_t row_end;        /**< 0 = all rows */
+	const uint64_t *filter;  /**< optional bitmap over all rows (bit r set = row r
+				      allowed), rows()/64 rounded up words; borrowed */
+	uint32_t rerank;         /**< 0 = GPU_RERANK_DEFAULT; 1 = no exact re-ranking */
+	uint32_t tile_queries;   /**< 0 = default */
+	uint32_t tile_rows;      /**< 0 = default */
+} gpu_knn_params_t;
+
+/**
+ * @brief k nearest rows for each of `nq` queries (host, row-major F32).
+ *
+ * ids[q*k + i] / dists[q*k + i] hold query q's i-th nearest row (row number)
+ * and its distance, ascending, ties broken by the smaller row number; slots
+ * past the number of allowed rows hold UINT32_MAX and INFINITY. Distances
+ * are exact F32 when re-ranked (rerank > 1 with an F32 copy, or elem F32),
+ * else those of the encoding.
+ */
+int gpu_knn(gpu_matrix_t *m, const float *queries, uint32_t nq, const gpu_knn_params_t *p,
+	    uint32_t *ids, float *dists, vela_err_t *err);
+
+/**
+ * @brief Y = X * P: project n rows of dimension din onto dout (LeanVec).
+ * X is n x din, P is din x dout, Y is n x dout, all row-major host memory.
+ * TF32 tensor cores are allowed: a projection feeds an approximate search.
+ */
+int gpu_project(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t din, const float *P,
+		uint32_t dout, float *Y, vela_err_t *err);
+
+/**
+ * @brief Mean and covariance of n rows: mu = mean(X), C = (X-mu)^T (X-mu) / n
+ * (d x d row-major, full F32, no TF32). mu may be NULL.
+ */
+int gpu_covariance(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t d, float *mu, float *C,
+		   vela_err_t *err);
+
+/**
+ * @brief One Lloyd iteration of k-means over n rows: assign every row to its
+ * nearest centroid (L2; GEMM + arg-min) and move each centroid to the mean of
+ * its rows (a centroid with no rows stays). centroids is kc x d, in/out.
+ * assign (n entries) and inertia (sum of squared distances) may be NULL.
+ */
+int gpu_kmeans_step(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t d, float *centroids,
+		    uint32_t kc, uint32_t *assign, double *inertia, vela_err_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

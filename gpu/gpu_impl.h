@@ -1,0 +1,123 @@
+/*
+ * gpu_impl.h — internals of gpu/ shared by its .cu files (not installed).
+ *
+ * Layout conventions (see gpu.h for the model):
+ *  - Every resident row has `ld` elements, dim rounded up to GPU_ALIGN, the
+ *    padding zero; row counts are rounded up to GPU_ALIGN too. That keeps
+ *    every row 16-byte aligned (vector loads, int8 IMMA needs lda % 4 == 0)
+ *    and lets a partial last tile run the GEMM on whole GPU_ALIGN blocks.
+ *  - GEMM tiles are column-major cuBLAS results of X_tile^T * Q_tile: the
+ *    tile holds, for each query, its distances to the tile's rows
+ *    contiguously (tile[q * ldt + r]).
+ */
+#ifndef VELA_GPU_IMPL_H
+#define VELA_GPU_IMPL_H
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "gpu/gpu.h"
+
+/** Rows and columns are padded to a multiple of this (elements). */
+#define GPU_ALIGN 16
+/** Streams a context alternates query tiles over (GEMM of one overlaps the
+ *  selection of the other). */
+#define GPU_STREAMS 2
+/** Fewest candidates re-ranked after a BF16 GEMM tile (see knn_plan_make). */
+#define GPU_TILE16_MIN_CANDIDATES 64
+/** Threads of the selection kernels. */
+#define GPU_SELECT_THREADS 256
+/** Rows uploaded per staging chunk in gpu_matrix_append and the linalg ops. */
+#define GPU_CHUNK_ROWS 65536
+
+#define GPU_ROUND_UP(x, a) ((((x) + (a) - 1) / (a)) * (a))
+
+struct gpu_ctx {
+	int device;
+	char name[320];
+	int sm_count;
+	size_t smem_optin; /* largest dynamic shared memory per block */
+	cudaStream_t stream[GPU_STREAMS];
+	cublasHandle_t blas[GPU_STREAMS];
+	pthread_mutex_t lock;
+};
+
+struct gpu_matrix {
+	gpu_ctx_t *ctx;
+	gpu_matrix_params_t p;
+	uint32_t ld;     /* padded row length (elements) */
+	uint64_t rows;   /* rows appended */
+	uint64_t cap;    /* rows allocated (multiple of GPU_ALIGN) */
+	void *data;      /* cap x ld in the encoding (F32 rows for GPU_ELEM_F32) */
+	float *f32;      /* cap x ld exact copy: == data for F32, NULL without keep_f32 */
+	float *norms;    /* cap: squared norm of the row as encoded (LVQ: decoded) */
+	float *mean;     /* LVQ8: dim floats, the centre */
+	float *lvq_scale; /* LVQ8: cap, step of the codes */
+	float *lvq_bias;  /* LVQ8: cap, value of code 0 (codes are centred int8) */
+	int have_mean;
+};
+
+/* Error helpers: fill err with the CUDA/cuBLAS text and return VELA_EIO. */
+int gpu_fail_cuda(vela_err_t *err, cudaError_t e, const char *what);
+int gpu_fail_blas(vela_err_t *err, cublasStatus_t s, const char *what);
+
+#define GPU_CK(call, what)                                                   \
+	do {                                                                 \
+		cudaError_t e_ = (call);                                     \
+		if (e_ != cudaSuccess) {                                     \
+			rc = gpu_fail_cuda(err, e_, what);                   \
+			goto out;                                            \
+		}                                                            \
+	} while (0)
+#define GPU_CKB(call, what)                                                  \
+	do {                                                                 \
+		cublasStatus_t s_ = (call);                                  \
+		if (s_ != CUBLAS_STATUS_SUCCESS) {                           \
+			rc = gpu_fail_blas(err, s_, what);                   \
+			goto out;                                            \
+		}                                                            \
+	} while (0)
+#define GPU_CKL(what) GPU_CK(cudaGetLastError(), what)
+
+/* Bytes per element of an encoding. */
+size_t gpu_elem_size(gpu_elem_t e);
+
+/* F32 rows (device, stride `src_ld`) -> encoding (device, stride ld), with
+ * zero padding, and the per-row squared norms. Used for rows and queries. */
+int gpu_encode_rows(gpu_matrix_t *m, const float *src, uint32_t src_ld, uint64_t n,
+		    uint64_t row0, cudaStream_t st, vela_err_t *err);
+
+/* Scratch of one query tile on one stream (owned by the gpu_knn call). */
+typedef struct gpu_qtile {
+	float *qf32;     /* tq x ld: queries as given (padded) */
+	void *qenc;      /* tq x ld: queries in the encoding */
+	float *qnorm;    /* tq: squared norm of the encoded query (L2) */
+	float *qscale;   /* LVQ8: tq */
+	float *qsum;     /* LVQ8: tq, sum of the (centred) query */
+	float *qoff;     /* tq: constant added to every distance at the end */
+	void *tile;      /* tq x tr GEMM result (float or int32) */
+	float *best_d;   /* tq x kc running candidates, ascending */
+	uint32_t *best_i;
+	float *tmp_d;    /* tq x kc, radix select double buffer */
+	uint32_t *tmp_i;
+} gpu_qtile_t;
+
+/* Launchers (gpu_select.cu). All asynchronous on `st`. */
+int gpu_launch_prep_queries(gpu_matrix_t *m, gpu_qtile_t *t, uint32_t nq, cudaStream_t st,
+			    vela_err_t *err);
+int gpu_launch_best_init(gpu_qtile_t *t, uint32_t nq, uint32_t kc, cudaStream_t st,
+			 vela_err_t *err);
+int gpu_launch_select(gpu_matrix_t *m, gpu_qtile_t *t, uint32_t nq, uint32_t ldt,
+		      uint64_t row0, uint32_t nrows, const uint64_t *filter, uint32_t kc,
+		      int tile16, cudaStream_t st, vela_err_t *err);
+/* rerank: 0 none (distances of the encoding), 1 exact against the F32 rows,
+ * 2 exact against the resident BF16 rows (F32 query). */
+int gpu_launch_finish(gpu_matrix_t *m, gpu_qtile_t *t, uint32_t nq, uint32_t kc, uint32_t k,
+		      int rerank, uint32_t *out_i, float *out_d, cudaStream_t st,
+		      vela_err_t *err);
+
+#endif

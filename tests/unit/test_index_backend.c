@@ -1,0 +1,715 @@
+/* Unit tests for index/ BACKEND: one matrix of cases runs on every backend
+ * this machine has (the CPU always; the CUDA backend when a device is
+ * present, else those cases are skipped) against an independent
+ * double-precision brute force: batch kNN (k 1..1000, dims that are no
+ * multiple of 8, row counts that are no multiple of the tiles, empty and
+ * partial filters, absent rows, exact duplicates, L2/IP/COSINE, F32/F16),
+ * one k-means step and the projection; then residency (a changed
+ * generation is seen), the process-wide mode, the GPU -> CPU fallback and
+ * FLAT batch search through the backend. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "index/index.h"
+#include "quant/quant.h"
+
+#define TEST_RNG_SEED 0x5be0cd19137e2179ull
+#include "test_rng.h"
+
+typedef enum { BE_CPU, BE_GPU } be_kind_t;
+
+/* The backend under test; GPU cases skip without a device. */
+static const index_backend_t *backend_get(be_kind_t kind)
+{
+	if (kind == BE_CPU)
+		return index_backend_cpu();
+	if (index_backend_gpu_devices() == 0)
+		cr_skip_test("skipped: no CUDA device");
+	const index_backend_t *b = NULL;
+	vela_err_t e = {0};
+	cr_assert_eq(index_backend_gpu(&b, &e), 0, "index_backend_gpu: %s", e.msg);
+	cr_assert_str_eq(b->name, "cuda");
+	return b;
+}
+
+/* ------------------------------------------------ a block of rows */
+
+typedef struct {
+	index_rows_t rows;
+	float *vals;    /* n x dim: the stored values as floats (F16 rounded) */
+	void *data;     /* n x stride elements, what the backend reads */
+	uint64_t *live; /* NULL = all present */
+} block_t;
+
+static void block_store(block_t *b, uint32_t r, const float *v)
+{
+	const index_rows_t *x = &b->rows;
+	float *dst = b->vals + (size_t)r * x->dim;
+	if (x->type == VELA_VEC_FLOAT16) {
+		uint16_t *h = (uint16_t *)b->data + (size_t)r * x->stride;
+		quant_f32_to_f16(v, h, x->dim);
+		quant_f16_to_f32(h, dst, x->dim);
+	} else {
+		memcpy((float *)b->data + (size_t)r * x->stride, v, x->dim * sizeof(float));
+		memcpy(dst, v, x->dim * sizeof(float));
+	}
+}
+
+static void random_vec(float *v, uint32_t dim, vela_metric_t metric)
+{
+	for (uint32_t i = 0; i < dim; i++)
+		v[i] = rng_gauss();
+	if (metric == VELA_METRIC_COSINE)
+		cr_assert_eq(quant_normalize(v, dim), 0);
+}
+
+/* n random rows (stride dim + pad), groups of exact duplicates, and with
+ * `holes` about 1 row in 8 absent (its values still finite). */
+static void block_make(block_t *b, uint32_t dim, uint32_t n, vela_metric_t metric,
+		       vela_vec_type_t type, uint32_t pad, bool holes)
+{
+	memset(b, 0, sizeof(*b));
+	index_rows_t *x = &b->rows;
+	x->type = type;
+	x->metric = metric;
+	x->dim = dim;
+	x->stride = dim + pad;
+	x->n = n;
+	size_t esize = type == VELA_VEC_FLOAT16 ? 2 : 4;
+	b->vals = calloc((size_t)n * dim + 1, sizeof(float));
+	b->data = calloc((size_t)n * x->stride + 1, esize);
+	float *v = malloc(dim * sizeof(float));
+	cr_assert(b->vals && b->data && v);
+	for (uint32_t r = 0; r < n; r++) {
+		random_vec(v, dim, metric);
+		block_store(b, r, v);
+	}
+	for (uint32_t g = 0; n > 8 && g < 3; g++) { /* exact ties */
+		uint32_t src = (uint32_t)(rng_next() % n);
+		for (int c = 0; c < 6; c++)
+			block_store(b, (uint32_t)(rng_next() % n), b->vals + (size_t)src * dim);
+	}
+	if (holes) {
+		b->live = calloc((n + 63) / 64 + 1, sizeof(uint64_t));
+		cr_assert(b->live);
+		for (uint32_t r = 0; r < n; r++)
+			if (rng_next() % 8)
+				b->live[r / 64] |= 1ull << (r % 64);
+		x->live = b->live;
+	}
+	x->data = b->data;
+	free(v);
+}
+
+static void block_free(block_t *b)
+{
+	free(b->vals);
+	free(b->data);
+	free(b->live);
+}
+
+static bool block_allowed(const block_t *b, uint32_t r, const roaring_bitmap_t *flt)
+{
+	bool live = b->live == NULL || ((b->live[r / 64] >> (r % 64)) & 1);
+	return live && (flt == NULL || roaring_bitmap_contains(flt, r));
+}
+
+/* ------------------------------------------------ the brute force */
+
+typedef struct {
+	double d;
+	uint32_t id;
+} ref_t;
+
+static int ref_cmp(const void *a, const void *b)
+{
+	const ref_t *x = a, *y = b;
+	return x->d < y->d ? -1 : x->d > y->d ? 1 : (x->id > y->id) - (x->id < y->id);
+}
+
+/* Distance in double and the tolerance allowed to a float kernel: 1e-4
+ * relative, with a floor proportional to the terms that cancel. */
+static double ref_dist(const block_t *b, const float *q, uint32_t r, double *tol)
+{
+	const float *x = b->vals + (size_t)r * b->rows.dim;
+	double l2 = 0, dot = 0, absdot = 0, nn = 0;
+	for (uint32_t i = 0; i < b->rows.dim; i++) {
+		double t = (double)q[i] - x[i];
+		l2 += t * t;
+		dot += (double)q[i] * x[i];
+		absdot += fabs((double)q[i] * x[i]);
+		nn += (double)q[i] * q[i] + (double)x[i] * x[i];
+	}
+	double d = b->rows.metric == VELA_METRIC_L2 ? l2 : 1 - dot;
+	double scale = b->rows.metric == VELA_METRIC_L2 ? 1e-6 * nn : 1e-2 * absdot + 1e-3;
+	*tol = 1e-4 * fmax(fabs(d), scale);
+	return d;
+}
+
+/* The kernel's own float distance (what every backend must return). */
+static float kernel_dist(const block_t *b, const float *q, uint32_t r)
+{
+	size_t esize = b->rows.type == VELA_VEC_FLOAT16 ? 2 : 4;
+	const void *row = (const uint8_t *)b->data + (size_t)r * b->rows.stride * esize;
+	return quant_distance(b->rows.metric, b->rows.type, q, row, b->rows.dim);
+}
+
+/* One query's answer against the brute force: count, validity, distances,
+ * order, ranking up to near-ties, and exactness of the selection under the
+ * kernel's distances (which pins the docid tie-break). */
+static void check_query(const block_t *b, const float *q, uint32_t k,
+			const roaring_bitmap_t *flt, const vela_hit_t *hits, uint32_t n)
+{
+	uint32_t N = (uint32_t)b->rows.n, nc = 0;
+	ref_t *all = malloc((N + 1) * sizeof(*all));
+	bool *in = calloc(N + 1, sizeof(bool));
+	cr_assert(all && in);
+	double tol, tolmax = 0;
+	for (uint32_t r = 0; r < N; r++)
+		if (block_allowed(b, r, flt)) {
+			all[nc].d = ref_dist(b, q, r, &tol);
+			all[nc++].id = r;
+			tolmax = fmax(tolmax, tol);
+		}
+	qsort(all, nc, sizeof(*all), ref_cmp);
+	cr_assert_eq(n, nc < k ? nc : k, "n=%u candidates=%u k=%u", n, nc, k);
+	for (uint32_t i = n; i < k; i++)
+		cr_assert(hits[i].docid == UINT32_MAX && isinf(hits[i].dist) && hits[i].dist > 0,
+			  "slot %u past the hits: (%u, %g)", i, hits[i].docid, hits[i].dist);
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t id = hits[i].docid;
+		cr_assert(id < N && block_allowed(b, id, flt), "hit %u: row %u not allowed", i, id);
+		cr_assert_not(in[id], "row %u twice", id);
+		in[id] = true;
+		double r = ref_dist(b, q, id, &tol);
+		cr_assert_leq(fabs(hits[i].dist - r), tol, "row %u: %.9g vs %.9g", id, hits[i].dist, r);
+		cr_assert_leq(fabs(r - all[i].d), 2 * tolmax, "rank %u: row %u (%.9g) vs row %u (%.9g)",
+			      i, id, r, all[i].id, all[i].d);
+		if (i > 0)
+			cr_assert(hits[i - 1].dist < hits[i].dist ||
+				  (hits[i - 1].dist == hits[i].dist && hits[i - 1].docid < id),
+				  "order at %u", i);
+	}
+	if (n > 0) {
+		vela_hit_t last = hits[n - 1];
+		for (uint32_t i = 0; i < nc; i++) {
+			uint32_t id = all[i].id;
+			cr_assert(in[id] || all[i].d >= all[n - 1].d - 2 * tolmax, "missed row %u", id);
+			if (in[id])
+				continue;
+			float kd = kernel_dist(b, q, id);
+			cr_assert(kd > last.dist || (kd == last.dist && id > last.docid),
+				  "row %u (%.9g) should have beaten %u (%.9g)", id, kd, last.docid,
+				  last.dist);
+		}
+	}
+	free(all);
+	free(in);
+}
+
+/* ------------------------------------------------ kNN matrix */
+
+enum { F_NONE, F_EMPTY, F_HALF, F_SPARSE, F_KINDS };
+#define NQ 11u
+
+typedef struct {
+	float *Q;
+	roaring_bitmap_t *flt[NQ];
+	const roaring_bitmap_t *fl[NQ];
+} queries_t;
+
+static void queries_make(queries_t *qs, const block_t *b)
+{
+	uint32_t dim = b->rows.dim, n = (uint32_t)b->rows.n;
+	qs->Q = malloc((size_t)NQ * dim * sizeof(float));
+	cr_assert(qs->Q);
+	for (uint32_t i = 0; i < NQ; i++) {
+		float *q = qs->Q + (size_t)i * dim;
+		if (i % 4 == 1 && n > 0) /* a stored row: distance ~0, duplicates tie */
+			memcpy(q, b->vals + (size_t)(rng_next() % n) * dim, dim * sizeof(float));
+		else
+			random_vec(q, dim, b->rows.metric);
+		roaring_bitmap_t *f = roaring_bitmap_create();
+		int kind = (int)(i % F_KINDS);
+		for (uint32_t r = 0; kind == F_HALF && r < n + 70; r++)
+			if (rng_next() & 1)
+				roaring_bitmap_add(f, r);
+		for (uint32_t c = 0; kind == F_SPARSE && c < n / 40 + 2; c++)
+			roaring_bitmap_add(f, (uint32_t)(rng_next() % (n + 50)));
+		qs->flt[i] = f;
+		qs->fl[i] = kind == F_NONE ? NULL : f;
+	}
+}
+
+static void queries_free(queries_t *qs)
+{
+	for (uint32_t i = 0; i < NQ; i++)
+		roaring_bitmap_free(qs->flt[i]);
+	free(qs->Q);
+}
+
+/* Run one batch on `be` and check every query. */
+static void run_knn(const index_backend_t *be, const block_t *b, const queries_t *qs,
+		    uint32_t k, bool filtered)
+{
+	vela_hit_t *out = malloc((size_t)NQ * (k ? k : 1) * sizeof(*out));
+	uint32_t n_out[NQ];
+	cr_assert(out);
+	index_knn_t req = {.queries = qs->Q, .nq = NQ, .k = k, .filters = filtered ? qs->fl : NULL};
+	vela_err_t e = {0};
+	cr_assert_eq(be->knn(&b->rows, &req, out, n_out, &e), 0, "%s knn: %s", be->name, e.msg);
+	for (uint32_t i = 0; i < NQ; i++)
+		check_query(b, qs->Q + (size_t)i * b->rows.dim, k, filtered ? qs->fl[i] : NULL,
+			    out + (size_t)i * k, n_out[i]);
+	free(out);
+}
+
+static void knn_matrix(be_kind_t kind, vela_metric_t metric)
+{
+	const index_backend_t *be = backend_get(kind);
+	static const uint32_t dims[] = {3, 77, 130};
+	static const uint32_t ks[] = {1, 10, 100, 1000};
+	for (int d = 0; d < 3; d++) {
+		block_t b;
+		queries_t qs;
+		block_make(&b, dims[d], 2501, metric, VELA_VEC_FLOAT32, 0, d == 1);
+		queries_make(&qs, &b);
+		b.rows.db_block = 320; /* 2501 rows: 7 full tiles and a ragged one */
+		b.rows.q_block = 4;    /* 11 queries: 2 full tiles and a ragged one */
+		for (int j = 0; j < 4; j++)
+			run_knn(be, &b, &qs, ks[j], true);
+		run_knn(be, &b, &qs, 10, false);
+		b.rows.db_block = b.rows.q_block = 0; /* default tiles */
+		run_knn(be, &b, &qs, 100, true);
+		queries_free(&qs);
+		block_free(&b);
+	}
+}
+
+Test(backend_cpu, knn_l2) { knn_matrix(BE_CPU, VELA_METRIC_L2); }
+Test(backend_cpu, knn_ip) { knn_matrix(BE_CPU, VELA_METRIC_IP); }
+Test(backend_gpu, knn_l2) { knn_matrix(BE_GPU, VELA_METRIC_L2); }
+Test(backend_gpu, knn_ip) { knn_matrix(BE_GPU, VELA_METRIC_IP); }
+
+/* F16 rows with padded strides and holes, COSINE, and given norms. */
+static void knn_f16_cosine(be_kind_t kind)
+{
+	const index_backend_t *be = backend_get(kind);
+	block_t b;
+	queries_t qs;
+	block_make(&b, 77, 1000, VELA_METRIC_COSINE, VELA_VEC_FLOAT16, 11, true);
+	queries_make(&qs, &b);
+	run_knn(be, &b, &qs, 10, true);
+	run_knn(be, &b, &qs, 1000, true);
+	float *norms = malloc(1000 * sizeof(float));
+	cr_assert(norms);
+	for (uint32_t r = 0; r < 1000; r++) {
+		double s = 0;
+		for (uint32_t i = 0; i < 77; i++)
+			s += (double)b.vals[r * 77 + i] * b.vals[r * 77 + i];
+		norms[r] = (float)s;
+	}
+	b.rows.norms = norms;
+	b.rows.norm_max = 1.01f;
+	run_knn(be, &b, &qs, 37, true);
+	free(norms);
+	queries_free(&qs);
+	block_free(&b);
+}
+
+Test(backend_cpu, knn_f16_cosine) { knn_f16_cosine(BE_CPU); }
+Test(backend_gpu, knn_f16_cosine) { knn_f16_cosine(BE_GPU); }
+
+/* No rows, no present rows, k = 0, a single row. */
+static void knn_edges(be_kind_t kind)
+{
+	const index_backend_t *be = backend_get(kind);
+	block_t b;
+	queries_t qs;
+	block_make(&b, 5, 1, VELA_METRIC_L2, VELA_VEC_FLOAT32, 0, false);
+	queries_make(&qs, &b);
+	run_knn(be, &b, &qs, 1, true);
+	run_knn(be, &b, &qs, 7, false);
+	run_knn(be, &b, &qs, 0, false);
+	b.rows.n = 0;
+	run_knn(be, &b, &qs, 4, true);
+	queries_free(&qs);
+	block_free(&b);
+	block_make(&b, 5, 200, VELA_METRIC_IP, VELA_VEC_FLOAT32, 0, true);
+	memset(b.live, 0, 4 * sizeof(uint64_t)); /* every row absent */
+	queries_make(&qs, &b);
+	run_knn(be, &b, &qs, 3, true);
+	queries_free(&qs);
+	block_free(&b);
+}
+
+Test(backend_cpu, knn_edges) { knn_edges(BE_CPU); }
+Test(backend_gpu, knn_edges) { knn_edges(BE_GPU); }
+
+static void knn_errors(be_kind_t kind)
+{
+	const index_backend_t *be = backend_get(kind);
+	block_t b;
+	block_make(&b, 4, 10, VELA_METRIC_L2, VELA_VEC_FLOAT32, 0, false);
+	float q[4] = {1, 2, 3, 4};
+	vela_hit_t out[4];
+	uint32_t n_out;
+	index_knn_t req = {.queries = q, .nq = 1, .k = 4};
+	vela_err_t e = {0};
+	cr_assert_eq(be->knn(NULL, &req, out, &n_out, &e), VELA_EINVAL);
+	cr_assert_eq(be->knn(&b.rows, NULL, out, &n_out, &e), VELA_EINVAL);
+	cr_assert_eq(be->knn(&b.rows, &req, NULL, &n_out, &e), VELA_EINVAL);
+	q[2] = NAN;
+	cr_assert_eq(be->knn(&b.rows, &req, out, &n_out, &e), VELA_EINVAL);
+	q[2] = 1e20f;
+	cr_assert_eq(be->knn(&b.rows, &req, out, &n_out, &e), VELA_EINVAL);
+	q[2] = 3;
+	req.k = VELA_K_MAX + 1;
+	cr_assert_eq(index_backend_knn(&b.rows, &req, out, &n_out, &e), VELA_EINVAL);
+	req.k = 4;
+	b.rows.stride = 3;
+	cr_assert_eq(be->knn(&b.rows, &req, out, &n_out, &e), VELA_EINVAL);
+	b.rows.stride = 4;
+	b.rows.metric = (vela_metric_t)9;
+	cr_assert_eq(be->knn(&b.rows, &req, out, &n_out, &e), VELA_EINVAL);
+	b.rows.metric = VELA_METRIC_L2;
+	b.rows.db_block = 1;
+	cr_assert_eq(be->knn(&b.rows, &req, out, &n_out, &e), VELA_EINVAL);
+	b.rows.db_block = 0;
+	cr_assert_eq(be->knn(&b.rows, &req, out, &n_out, &e), 0, "%s", e.msg);
+	cr_assert_eq(n_out, 4);
+	block_free(&b);
+}
+
+Test(backend_cpu, knn_errors) { knn_errors(BE_CPU); }
+Test(backend_gpu, knn_errors) { knn_errors(BE_GPU); }
+
+/* ------------------------------------------------ residency */
+
+/* A resident block sees a change only through its generation. */
+static void knn_resident(be_kind_t kind)
+{
+	const index_backend_t *be = backend_get(kind);
+	block_t b;
+	block_make(&b, 33, 3000, VELA_METRIC_L2, VELA_VEC_FLOAT32, 0, false);
+	b.rows.uid = index_backend_uid_new();
+	cr_assert_neq(b.rows.uid, 0);
+	cr_assert_neq(index_backend_uid_new(), b.rows.uid);
+	float q[33];
+	random_vec(q, 33, VELA_METRIC_L2);
+	vela_hit_t out[5];
+	uint32_t n_out;
+	index_knn_t req = {.queries = q, .nq = 1, .k = 5};
+	for (int round = 0; round < 3; round++) {
+		cr_assert_eq(be->knn(&b.rows, &req, out, &n_out, NULL), 0);
+		check_query(&b, q, 5, NULL, out, n_out);
+		uint32_t r = (uint32_t)(rng_next() % 3000); /* the query itself becomes row r */
+		block_store(&b, r, q);
+		b.rows.generation++;
+		cr_assert_eq(be->knn(&b.rows, &req, out, &n_out, NULL), 0);
+		cr_assert_eq(out[0].docid, r, "round %d: row %u not seen", round, r);
+		cr_assert_eq(out[0].dist, 0.0f);
+		random_vec(q, 33, VELA_METRIC_L2);
+	}
+	index_backend_forget(b.rows.uid);
+	cr_assert_eq(be->knn(&b.rows, &req, out, &n_out, NULL), 0);
+	check_query(&b, q, 5, NULL, out, n_out);
+	index_backend_forget(b.rows.uid);
+	index_backend_forget(0);
+	block_free(&b);
+}
+
+Test(backend_cpu, knn_resident) { knn_resident(BE_CPU); }
+Test(backend_gpu, knn_resident) { knn_resident(BE_GPU); }
+
+/* Both backends answer with the same hits, bit for bit. */
+Test(backend_gpu, same_as_cpu)
+{
+	const index_backend_t *gpu = backend_get(BE_GPU), *cpu = index_backend_cpu();
+	block_t b;
+	queries_t qs;
+	block_make(&b, 130, 5000, VELA_METRIC_L2, VELA_VEC_FLOAT32, 0, true);
+	queries_make(&qs, &b);
+	b.rows.uid = index_backend_uid_new();
+	enum { K = 100 };
+	static vela_hit_t o1[NQ * K], o2[NQ * K];
+	uint32_t n1[NQ], n2[NQ];
+	index_knn_t req = {.queries = qs.Q, .nq = NQ, .k = K, .filters = qs.fl};
+	cr_assert_eq(cpu->knn(&b.rows, &req, o1, n1, NULL), 0);
+	cr_assert_eq(gpu->knn(&b.rows, &req, o2, n2, NULL), 0);
+	cr_assert_eq(memcmp(n1, n2, sizeof(n1)), 0);
+	for (uint32_t i = 0; i < NQ * K; i++)
+		cr_assert(o1[i].docid == o2[i].docid &&
+				  (o1[i].dist == o2[i].dist || (isinf(o1[i].dist) && isinf(o2[i].dist))),
+			  "slot %u: cpu (%u, %.9g) gpu (%u, %.9g)", i, o1[i].docid, o1[i].dist,
+			  o2[i].docid, o2[i].dist);
+	index_backend_forget(b.rows.uid);
+	queries_free(&qs);
+	block_free(&b);
+}
+
+/* ------------------------------------------------ k-means, projection */
+
+static void kmeans_data(float *X, uint32_t n, uint32_t d, float *C, uint32_t kc)
+{
+	for (uint32_t i = 0; i < n; i++)
+		for (uint32_t j = 0; j < d; j++)
+			X[(size_t)i * d + j] = rng_gauss() + (float)(i % 5) * 3.0f;
+	for (uint32_t c = 0; c < kc; c++)
+		memcpy(C + (size_t)c * d, X + (size_t)(rng_next() % n) * d, d * sizeof(float));
+	for (uint32_t j = 0; j < d; j++) /* centroid kc-1 gets no rows */
+		C[(size_t)(kc - 1) * d + j] = 1e3f;
+}
+
+static void kmeans_step(be_kind_t kind, uint32_t n, uint32_t d, uint32_t kc)
+{
+	const index_backend_t *be = backend_get(kind);
+	float *X = malloc((size_t)n * d * sizeof(float)), *C = malloc((size_t)kc * d * sizeof(float));
+	float *C0 = malloc((size_t)kc * d * sizeof(float));
+	uint32_t *as = malloc(n * sizeof(uint32_t));
+	double *sum = calloc((size_t)kc * d, sizeof(double)), *cnt = calloc(kc, sizeof(double));
+	cr_assert(X && C && C0 && as && sum && cnt);
+	kmeans_data(X, n, d, C, kc);
+	memcpy(C0, C, (size_t)kc * d * sizeof(float));
+	/* The CPU scores in F32; a GPU may use TF32 tensor cores (10-bit
+	 * mantissa), so its bounds are 2^-9 of the terms that cancel. */
+	double rel = kind == BE_GPU ? 0x1p-9 : 1e-5;
+	double inertia = -1, ref_inertia = 0, ref_scale = 0;
+	vela_err_t e = {0};
+	cr_assert_eq(be->kmeans_step(X, n, d, C, kc, as, &inertia, &e), 0, "%s", e.msg);
+	for (uint32_t i = 0; i < n; i++) {
+		const float *x = X + (size_t)i * d;
+		double best = INFINITY, mine = 0, scale = 0, cn = 0;
+		for (uint32_t c = 0; c < kc; c++) {
+			double s = 0;
+			for (uint32_t j = 0; j < d; j++) {
+				double t = (double)x[j] - C0[(size_t)c * d + j];
+				s += t * t;
+				scale += (double)x[j] * x[j] / kc;
+			}
+			best = fmin(best, s);
+			if (c == as[i]) {
+				mine = s;
+				for (uint32_t j = 0; j < d; j++)
+					cn += (double)C0[(size_t)c * d + j] * C0[(size_t)c * d + j];
+			}
+		}
+		cr_assert_lt(as[i], kc);
+		/* the assignment is the nearest centroid up to GEMM rounding */
+		cr_assert_leq(mine - best, rel * (scale + cn + best) + 1e-9, "row %u: %.9g vs %.9g",
+			      i, mine, best);
+		ref_inertia += mine;
+		ref_scale += scale + cn;
+		cnt[as[i]]++;
+		for (uint32_t j = 0; j < d; j++)
+			sum[(size_t)as[i] * d + j] += x[j];
+	}
+	double itol = kind == BE_GPU ? rel * ref_scale : 1e-4 * ref_inertia;
+	cr_assert_leq(fabs(inertia - ref_inertia), itol, "%.9g vs %.9g", inertia, ref_inertia);
+	cr_assert_eq(cnt[kc - 1], 0);
+	for (uint32_t c = 0; c < kc; c++)
+		for (uint32_t j = 0; j < d; j++) {
+			double want = cnt[c] ? sum[(size_t)c * d + j] / cnt[c] : C0[(size_t)c * d + j];
+			cr_assert_leq(fabs(C[(size_t)c * d + j] - want), 10 * rel * (fabs(want) + 1),
+				      "centroid %u[%u]: %.9g vs %.9g", c, j, C[(size_t)c * d + j], want);
+		}
+	/* assign and inertia are optional; no rows moves nothing */
+	cr_assert_eq(be->kmeans_step(X, n, d, C, kc, NULL, NULL, NULL), 0);
+	memcpy(C0, C, (size_t)kc * d * sizeof(float));
+	cr_assert_eq(be->kmeans_step(X, 0, d, C, kc, NULL, &inertia, NULL), 0);
+	cr_assert_eq(inertia, 0);
+	cr_assert_eq(memcmp(C0, C, (size_t)kc * d * sizeof(float)), 0);
+	cr_assert_eq(be->kmeans_step(X, n, d, C, 0, NULL, NULL, NULL), VELA_EINVAL);
+	cr_assert_eq(be->kmeans_step(X, n, d, NULL, kc, NULL, NULL, NULL), VELA_EINVAL);
+	free(X);
+	free(C);
+	free(C0);
+	free(as);
+	free(sum);
+	free(cnt);
+}
+
+Test(backend_cpu, kmeans_step)
+{
+	kmeans_step(BE_CPU, 700, 7, 9);
+	kmeans_step(BE_CPU, 2100, 3, 1100); /* several row and centroid tiles */
+}
+Test(backend_gpu, kmeans_step)
+{
+	kmeans_step(BE_GPU, 700, 7, 9);
+	kmeans_step(BE_GPU, 2100, 3, 1100);
+}
+
+static void project(be_kind_t kind, uint32_t n, uint32_t din, uint32_t dout)
+{
+	const index_backend_t *be = backend_get(kind);
+	float *X = malloc((size_t)n * din * sizeof(float)), *P = malloc((size_t)din * dout * sizeof(float));
+	float *Y = malloc((size_t)n * dout * sizeof(float));
+	cr_assert(X && P && Y);
+	for (size_t i = 0; i < (size_t)n * din; i++)
+		X[i] = rng_gauss();
+	for (size_t i = 0; i < (size_t)din * dout; i++)
+		P[i] = rng_gauss();
+	vela_err_t e = {0};
+	cr_assert_eq(be->project(X, n, din, P, dout, Y, &e), 0, "%s", e.msg);
+	/* the GPU may use TF32 (10-bit mantissa): 2^-9 of the absolute terms */
+	double rel = kind == BE_GPU ? 0x1p-9 : 1e-5;
+	for (uint32_t i = 0; i < n; i++)
+		for (uint32_t j = 0; j < dout; j++) {
+			double s = 0, a = 0;
+			for (uint32_t t = 0; t < din; t++) {
+				double v = (double)X[(size_t)i * din + t] * P[(size_t)t * dout + j];
+				s += v;
+				a += fabs(v);
+			}
+			cr_assert_leq(fabs(Y[(size_t)i * dout + j] - s), rel * a + 1e-30,
+				      "Y[%u][%u] %.9g vs %.9g", i, j, Y[(size_t)i * dout + j], s);
+		}
+	cr_assert_eq(be->project(X, 0, din, P, dout, Y, NULL), 0);
+	cr_assert_eq(be->project(NULL, n, din, P, dout, Y, NULL), VELA_EINVAL);
+	cr_assert_eq(be->project(X, n, 0, P, dout, Y, NULL), VELA_EINVAL);
+	free(X);
+	free(P);
+	free(Y);
+}
+
+Test(backend_cpu, project)
+{
+	project(BE_CPU, 300, 77, 13);
+	project(BE_CPU, 5, 3, 130);
+}
+Test(backend_gpu, project)
+{
+	project(BE_GPU, 300, 77, 13);
+	project(BE_GPU, 5, 3, 130);
+}
+
+/* ------------------------------------------------ selection and fallback */
+
+Test(backend, mode)
+{
+	vela_gpu_mode_t m;
+	cr_assert_eq(index_backend_mode_get(), VELA_GPU_MODE_DEFAULT);
+	cr_assert_eq(index_backend_mode_parse("No", &m), 0);
+	cr_assert_eq(m, VELA_GPU_NO);
+	cr_assert_eq(index_backend_mode_parse("AUTO", &m), 0);
+	cr_assert_eq(m, VELA_GPU_AUTO);
+	cr_assert_eq(index_backend_mode_parse("yes", &m), 0);
+	cr_assert_eq(m, VELA_GPU_YES);
+	cr_assert_eq(index_backend_mode_parse("maybe", &m), VELA_EINVAL);
+	cr_assert_eq(index_backend_mode_parse(NULL, &m), VELA_EINVAL);
+	cr_assert_str_eq(index_backend_mode_name(VELA_GPU_AUTO), "auto");
+	cr_assert_str_eq(index_backend_mode_name((vela_gpu_mode_t)7), "?");
+	cr_assert_eq(index_backend_mode_set((vela_gpu_mode_t)7, NULL), VELA_EINVAL);
+
+	bool gpu = index_backend_gpu_devices() > 0;
+	vela_gpu_info_t info;
+	index_backend_info(&info);
+	cr_assert_eq(info.mode, VELA_GPU_AUTO);
+	cr_assert_str_eq(info.backend, gpu ? "cuda" : "cpu");
+	if (!gpu) {
+		cr_assert_eq(index_backend_current(), index_backend_cpu());
+		cr_assert_str_eq(info.device, "none");
+		cr_assert_eq(info.device_count, 0);
+	}
+	vela_err_t e = {0};
+	int rc = index_backend_mode_set(VELA_GPU_YES, &e);
+	if (gpu) {
+		cr_assert_eq(rc, 0, "%s", e.msg);
+		cr_assert_str_eq(index_backend_current()->name, "cuda");
+	} else {
+		cr_assert_eq(rc, VELA_EUNSUPPORTED);
+		cr_assert(strstr(e.msg, "no CUDA device"), "message: %s", e.msg);
+		cr_assert_eq(index_backend_mode_get(), VELA_GPU_AUTO, "mode must not change");
+	}
+	cr_assert_eq(index_backend_mode_set(VELA_GPU_NO, NULL), 0);
+	cr_assert_eq(index_backend_current(), index_backend_cpu());
+	index_backend_info(&info);
+	cr_assert_eq(info.mode, VELA_GPU_NO);
+	cr_assert_str_eq(info.backend, "cpu");
+	cr_assert_str_eq(info.device, "none");
+	cr_assert_eq(info.resident, 0);
+	cr_assert_eq(index_backend_mode_set(VELA_GPU_AUTO, NULL), 0);
+	cr_assert_str_eq(index_backend_current()->name, gpu ? "cuda" : "cpu");
+}
+
+/* A GPU failure mid-call is answered on the CPU and counted. */
+Test(backend_gpu, fallback)
+{
+	backend_get(BE_GPU);
+	cr_assert_eq(index_backend_mode_set(VELA_GPU_YES, NULL), 0);
+	block_t b;
+	queries_t qs;
+	block_make(&b, 20, 900, VELA_METRIC_L2, VELA_VEC_FLOAT32, 0, true);
+	queries_make(&qs, &b);
+	vela_gpu_info_t info;
+	index_backend_info(&info);
+	uint64_t f0 = info.fallbacks;
+	enum { K = 10 };
+	vela_hit_t out[NQ * K];
+	uint32_t n_out[NQ];
+	index_knn_t req = {.queries = qs.Q, .nq = NQ, .k = K, .filters = qs.fl};
+	index_backend_fault_inject(1);
+	cr_assert_eq(index_backend_knn(&b.rows, &req, out, n_out, NULL), 0);
+	for (uint32_t i = 0; i < NQ; i++)
+		check_query(&b, qs.Q + (size_t)i * 20, K, qs.fl[i], out + (size_t)i * K, n_out[i]);
+	float P[20 * 4], Y[900 * 4], C[3 * 20];
+	for (int i = 0; i < 80; i++)
+		P[i] = rng_gauss();
+	memcpy(C, b.vals, sizeof(C));
+	index_backend_fault_inject(2);
+	cr_assert_eq(index_backend_project(b.vals, 900, 20, P, 4, Y, NULL), 0);
+	double inertia;
+	cr_assert_eq(index_backend_kmeans_step(b.vals, 900, 20, C, 3, NULL, &inertia, NULL), 0);
+	index_backend_info(&info);
+	cr_assert_eq(info.fallbacks, f0 + 3);
+	cr_assert_str_eq(info.backend, "cuda");
+	queries_free(&qs);
+	block_free(&b);
+}
+
+/* ------------------------------------------------ FLAT through the backend */
+
+/* flat_search_batch == flat_search on the selected backend, also after a
+ * write (the generation bump must reach a resident copy). */
+static void flat_through(vela_gpu_mode_t mode)
+{
+	cr_assert_eq(index_backend_mode_set(mode, NULL), 0);
+	flat_index_t *f;
+	enum { N = 3000, D = 24, K = 10 };
+	cr_assert_eq(flat_create(D, VELA_METRIC_L2, VELA_VEC_FLOAT32, &f), 0);
+	float v[D];
+	for (uint32_t r = 0; r < N; r++) {
+		random_vec(v, D, VELA_METRIC_L2);
+		cr_assert_eq(flat_set(f, r, v), 0);
+	}
+	float Q[NQ * D];
+	for (uint32_t i = 0; i < NQ * D; i++)
+		Q[i] = rng_gauss();
+	vela_hit_t bo[NQ * K], so[K];
+	uint32_t bn[NQ], sn;
+	for (int round = 0; round < 3; round++) {
+		cr_assert_eq(flat_search_batch(f, Q, NQ, K, NULL, bo, bn), 0);
+		for (uint32_t i = 0; i < NQ; i++) {
+			cr_assert_eq(flat_search(f, Q + i * D, K, NULL, so, &sn), 0);
+			cr_assert_eq(bn[i], sn);
+			for (uint32_t j = 0; j < sn; j++)
+				cr_assert(bo[i * K + j].docid == so[j].docid &&
+					  bo[i * K + j].dist == so[j].dist, "round %d query %u hit %u",
+					  round, i, j);
+		}
+		uint32_t r = (uint32_t)(rng_next() % N); /* query 0 becomes row r */
+		cr_assert_eq(flat_set(f, r, Q), 0);
+		cr_assert_eq(flat_remove(f, (uint32_t)((r + 1) % N)), 0);
+	}
+	flat_destroy(f);
+}
+
+Test(backend_cpu, flat_batch) { flat_through(VELA_GPU_NO); }
+Test(backend_gpu, flat_batch)
+{
+	backend_get(BE_GPU);
+	flat_through(VELA_GPU_YES);
+}
