@@ -71,9 +71,6 @@ typedef struct db_index {
 #define DB_GRAPH_MIN_DOCS 1024u
 /** Consolidate when tombstones exceed this fraction of live nodes. */
 #define DB_GRAPH_CONSOLIDATE_RATIO 0.2
-/** Filters matching fewer docs than this (or this fraction) scan exactly. */
-#define DB_GRAPH_FILTER_EXACT_MIN 2000u
-#define DB_GRAPH_FILTER_EXACT_RATIO 0.05
 
 /** Set/remove a vector in the field's indexes (caller holds db->lock exclusively). */
 int db_vec_set(db_field_t *f, uint32_t docid, const float *vec);
@@ -87,14 +84,6 @@ uint64_t db_vec_build_threshold(const db_field_t *f);
 int db_vec_store_prepare(db_field_t *f, uint32_t **ids, uint64_t *n);
 /** Build the graph once the field is large enough (exclusive lock held). */
 void db_vec_maybe_build(db_field_t *f);
-/**
- * KNN on one field: the graph when built, an exact scan of the filter's
- * docids when the filter is very selective, else the exact FLAT scan.
- * window 0 = the field's search window. Shared lock held.
- */
-int db_vec_search(const db_field_t *f, const float *q, uint32_t k, uint32_t window,
-		  const roaring_bitmap_t *filter, vela_hit_t *out, uint32_t *n_out,
-		  const char **plan);
 /** Does the index have a GRAPH field (its docids are not reused before consolidation)? */
 bool db_index_has_graph(const db_index_t *ix);
 

@@ -139,29 +139,3 @@ void db_vec_maybe_build(db_field_t *f)
 		f->lvq = NULL;
 	}
 }
-
-int db_vec_search(const db_field_t *f, const float *q, uint32_t k, uint32_t window,
-		  const roaring_bitmap_t *filter, vela_hit_t *out, uint32_t *n_out,
-		  const char **plan)
-{
-	uint64_t n = flat_count(f->flat);
-	uint64_t m = filter ? roaring_bitmap_get_cardinality(filter) : n;
-	/* Few candidates: an exact scan of them is cheaper than a graph walk
-	 * that must widen to find them, and its recall is 1. */
-	if (f->graph == NULL || m < DB_GRAPH_FILTER_EXACT_MIN ||
-	    (double)m < DB_GRAPH_FILTER_EXACT_RATIO * (double)n) {
-		*plan = filter ? "filtered-scan" : "scan";
-		return flat_search(f->flat, q, k, filter, out, n_out);
-	}
-	*plan = "graph";
-	graph_search_params_t sp;
-	graph_search_params_default(&sp);
-	sp.window = window ? window : f->graph_search_window ? f->graph_search_window
-							   : GRAPH_SEARCH_WINDOW_SIZE_DEFAULT;
-	if (sp.window < k)
-		sp.window = k;
-	if (sp.window > GRAPH_SEARCH_WINDOW_SIZE_MAX)
-		sp.window = GRAPH_SEARCH_WINDOW_SIZE_MAX;
-	sp.filter = filter;
-	return graph_search(f->graph, q, k, &sp, out, n_out);
-}

@@ -167,7 +167,7 @@ Test(db_graph, builds_searches_updates_deletes_reopens)
 	double r = recall(db, "*", 0, 64, "graph");
 	cr_log_info("recall %.4f", r);
 	cr_assert_geq(r, 0.95, "recall %.4f", r);
-	/* 1,500 matches: under DB_GRAPH_FILTER_EXACT_MIN, the planner scans them. */
+	/* 1,500 matches: under DB_HYBRID_SCAN_MAX (db/search.c), the planner scans them. */
 	r = recall(db, "@t:{a}", 1, 64, "filtered-scan");
 	cr_assert_geq(r, 0.95, "filtered recall %.4f", r);
 	/* An unselective filter goes through the graph, honoured during the walk. */
@@ -203,7 +203,7 @@ Test(db_graph, selective_filters_scan_exactly)
 		make_vec(base[i]);
 		put(db, i);
 	}
-	/* 20 documents match: below DB_GRAPH_FILTER_EXACT_MIN, so exact (recall 1). */
+	/* 20 documents match: below DB_HYBRID_SCAN_MAX, so exact (recall 1). */
 	for (int i = 0; i < 20; i++) {
 		char key[16];
 		snprintf(key, sizeof(key), "d:%d", i * 101);
