@@ -5,9 +5,9 @@
  *
  * Usage: bench_hybrid [--n 50000] [--dim 64] [--clusters 64] [--seed 42]
  *          [--queries sweep|future] [--per 20] [--nq 1000] [--k 10]
- *          [--window 0] [--R 32] [--L 100] [--modes auto,adhoc,batches,graph,fgraph]
+ *          [--window 0] [--R 32] [--L 100] [--modes auto,adhoc,batches,graph,fgraph,batch]
  *          [--reps 1] [--detail 0|1] [--exact-targets 0|1] [--csv FILE]
- *          [--db DIR]
+ *          [--db DIR] [--chunk 0]
  *
  * --queries sweep: for every bucket (1e-4 .. 1) and every filter shape that
  *   can reach it, --per queries (independent, correlated and
@@ -19,7 +19,15 @@
  *   batches = HYBRID_POLICY BATCHES; graph = the walk over every node
  *   keeping matches, fgraph = the walk over matching nodes (ACORN-1), both
  *   forced through vela_search_req_t.force_plan (not reachable from the
- *   protocol).
+ *   protocol); batch = the planner's plans through vela_search_batch (the
+ *   batch executor), --chunk queries per call (0 = all of them in one).
+ *   batch is timed as a whole (the fastest of --reps runs), and once more
+ *   per bucket (a batch of that bucket's queries alone) for the per-bucket
+ *   QPS; its stage times are the profile's (the search time of grouped
+ *   exact plans is their group's, shared out).
+ * After the tables, a summary: every mode's total time for the whole set
+ *   and its ratio to batch (one-at-a-time modes: the sum of each query's
+ *   fastest run).
  * --window: EF_RUNTIME of every query (0 = the field's SEARCH_WINDOW_SIZE,
  *   which --index-window sets; default 0 = the engine default).
  * --db DIR: keep the database there (reused when it already holds the index).
@@ -29,6 +37,7 @@
  * bucketed by the realised selectivity (exact matches / n). Ground truth:
  * wl_truth (double). */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +52,7 @@
 typedef struct hb_opts {
 	wl_params_t p;
 	const char *queries, *modes, *db, *csv;
-	uint32_t per, nq, k, window, index_window, R, L, reps, detail, exact;
+	uint32_t per, nq, k, window, index_window, R, L, reps, detail, exact, chunk;
 } hb_opts_t;
 
 typedef struct hb_query {
@@ -57,7 +66,7 @@ typedef struct hb_query {
 	int bucket;
 } hb_query_t;
 
-#define HB_PLANS 6
+#define HB_PLANS 7
 
 typedef struct hb_cell {
 	uint32_t n;
@@ -70,8 +79,9 @@ typedef struct hb_cell {
 /* Cells: per bucket (index 0 = empty), and per bucket x shape. */
 #define HB_CELLS (WL_BUCKETS + 1)
 
-static const char *const hb_plan_names[] = {"scan",    "filtered-scan", "graph",
-					     "batches", "filtered-graph", "other"};
+static const char *const hb_plan_names[] = {"scan",           "filtered-scan", "graph",
+					     "batches",        "filtered-graph", "batch-gemm",
+					     "other"};
 
 static int hb_plan_index(const char *p)
 {
@@ -86,8 +96,8 @@ static int hb_usage(void)
 	fprintf(stderr, "usage: bench_hybrid [--n 50000] [--dim 64] [--clusters 64] [--seed 42]\n"
 			"         [--queries sweep|future] [--per 20] [--nq 1000] [--k 10]\n"
 			"         [--window 0] [--index-window 0] [--R 32] [--L 100]\n"
-			"         [--modes auto,adhoc,batches,graph,fgraph] [--reps 1] [--detail 0|1]\n"
-			"         [--exact-targets 0|1] [--csv FILE] [--db DIR]\n");
+			"         [--modes auto,adhoc,batches,graph,fgraph,batch] [--reps 1] [--detail 0|1]\n"
+			"         [--exact-targets 0|1] [--csv FILE] [--db DIR] [--chunk 0]\n");
 	return 2;
 }
 
@@ -141,6 +151,8 @@ static int hb_parse(int argc, char **argv, hb_opts_t *o)
 			o->db = v;
 		else if (!strcmp(a, "--csv"))
 			o->csv = v;
+		else if (!strcmp(a, "--chunk"))
+			o->chunk = (uint32_t)x;
 		else
 			return -1;
 	}
@@ -291,6 +303,7 @@ static int hb_mode_parse(const char *name, hb_mode_t *m)
 		{"batches", " HYBRID_POLICY BATCHES", VELA_PLAN_AUTO},
 		{"graph", "", VELA_PLAN_GRAPH},
 		{"fgraph", "", VELA_PLAN_FILTERED_GRAPH},
+		{"batch", "", VELA_PLAN_AUTO},
 	};
 	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
 		if (!strcmp(name, modes[i].name)) {
@@ -316,26 +329,69 @@ static void hb_cell_add(hb_cell_t *c, double rec, double ns, const vela_result_t
 	c->plans[hb_plan_index(r->plan)]++;
 }
 
-/* cells: HB_CELLS per bucket, then HB_CELLS * WL_SHAPES per (bucket, shape). */
-static void hb_run(vela_db_t *db, const hb_opts_t *o, hb_query_t *qs, uint32_t nq,
-		   const hb_mode_t *m, hb_cell_t *cells, FILE *csv)
+/* The query's text (with the mode's attributes) and its request. */
+static void hb_request(const hb_opts_t *o, const hb_query_t *h, const hb_mode_t *m, char *text,
+		       size_t cap, vela_kv_t *p, vela_search_req_t *req)
+{
+	int filtered = h->f.n > 0;
+	char win[32] = "";
+	if (o->window && !(filtered && strcmp(m->name, "adhoc") == 0))
+		snprintf(win, sizeof(win), " EF_RUNTIME %u", o->window);
+	/* policies only apply to hybrid queries (Redis refuses them on '*') */
+	snprintf(text, cap, "(%s)=>[KNN %u @v $B%s%s]", h->text, o->k, filtered ? m->attr : "",
+		 win);
+	*p = (vela_kv_t){"B", 1, h->q, o->p.dim * sizeof(float)};
+	*req = (vela_search_req_t){.index = "hyb", .query = text, .params = p, .n_params = 1,
+				   .nocontent = true, .limit = o->k, .profile = true,
+				   .force_plan = filtered ? m->force : VELA_PLAN_AUTO};
+}
+
+static double hb_recall(const hb_query_t *h, const vela_result_t *r)
+{
+	uint32_t found = 0;
+	for (size_t j = 0; j < r->n_hits; j++) {
+		uint32_t id = (uint32_t)strtoul(r->hits[j].key + 4, NULL, 10);
+		for (uint32_t t = 0; t < h->got; t++)
+			found += h->truth[t] == id;
+	}
+	return h->got ? (double)found / h->got : (r->n_hits == 0 ? 1.0 : 0.0);
+}
+
+static void hb_cells_reset(hb_cell_t *cells)
 {
 	memset(cells, 0, HB_CELLS * (1 + WL_SHAPES) * sizeof(*cells));
 	for (int b = 0; b < HB_CELLS * (1 + WL_SHAPES); b++)
 		cells[b].min_recall = 1;
+}
+
+static void hb_record(const hb_query_t *h, const hb_mode_t *m, const vela_result_t *r,
+		      double ns, hb_cell_t *cells, FILE *csv)
+{
+	double rec = hb_recall(h, r);
+	if (csv && r->profile)
+		fprintf(csv, "%s,%s,%llu,%d,%s,%s,%.4f,%.0f,%llu,%llu,%llu\n", m->name,
+			wl_shape_names[h->shape], (unsigned long long)h->matches, h->bucket,
+			r->plan, r->profile->mode, rec, ns,
+			(unsigned long long)r->profile->filter_ns,
+			(unsigned long long)r->profile->search_ns,
+			(unsigned long long)r->profile->distances);
+	hb_cell_add(&cells[h->bucket + 1], rec, ns, r);
+	hb_cell_add(&cells[HB_CELLS + (h->bucket + 1) * WL_SHAPES + h->shape], rec, ns, r);
+}
+
+/* One query at a time. cells: HB_CELLS per bucket, then HB_CELLS *
+ * WL_SHAPES per (bucket, shape). Returns the total of the fastest runs. */
+static double hb_run(vela_db_t *db, const hb_opts_t *o, hb_query_t *qs, uint32_t nq,
+		     const hb_mode_t *m, hb_cell_t *cells, FILE *csv)
+{
+	hb_cells_reset(cells);
+	double total = 0;
 	for (uint32_t i = 0; i < nq; i++) {
 		hb_query_t *h = &qs[i];
-		int filtered = h->f.n > 0;
-		char text[4300], win[32] = "";
-		if (o->window && !(filtered && strcmp(m->name, "adhoc") == 0))
-			snprintf(win, sizeof(win), " EF_RUNTIME %u", o->window);
-		/* policies only apply to hybrid queries (Redis refuses them on '*') */
-		snprintf(text, sizeof(text), "(%s)=>[KNN %u @v $B%s%s]", h->text, o->k,
-			 filtered ? m->attr : "", win);
-		vela_kv_t p = {"B", 1, h->q, o->p.dim * sizeof(float)};
-		vela_search_req_t req = {.index = "hyb", .query = text, .params = &p, .n_params = 1,
-					 .nocontent = true, .limit = o->k, .profile = true,
-					 .force_plan = filtered ? m->force : VELA_PLAN_AUTO};
+		char text[4300];
+		vela_kv_t p;
+		vela_search_req_t req;
+		hb_request(o, h, m, text, sizeof(text), &p, &req);
 		vela_result_t *r = NULL;
 		vela_err_t err = {0};
 		double ns = INFINITY; /* the fastest of the repetitions: the machine is shared */
@@ -355,24 +411,90 @@ static void hb_run(vela_db_t *db, const hb_opts_t *o, hb_query_t *qs, uint32_t n
 				vela_result_free(x);
 			}
 		}
-		uint32_t found = 0;
-		for (size_t j = 0; j < r->n_hits; j++) {
-			uint32_t id = (uint32_t)strtoul(r->hits[j].key + 4, NULL, 10);
-			for (uint32_t t = 0; t < h->got; t++)
-				found += h->truth[t] == id;
-		}
-		double rec = h->got ? (double)found / h->got : (r->n_hits == 0 ? 1.0 : 0.0);
-		if (csv && r->profile)
-			fprintf(csv, "%s,%s,%llu,%d,%s,%s,%.4f,%.0f,%llu,%llu,%llu\n", m->name,
-				wl_shape_names[h->shape], (unsigned long long)h->matches, h->bucket,
-				r->plan, r->profile->mode, rec, ns,
-				(unsigned long long)r->profile->filter_ns,
-				(unsigned long long)r->profile->search_ns,
-				(unsigned long long)r->profile->distances);
-		hb_cell_add(&cells[h->bucket + 1], rec, ns, r);
-		hb_cell_add(&cells[HB_CELLS + (h->bucket + 1) * WL_SHAPES + h->shape], rec, ns, r);
+		total += ns;
+		hb_record(h, m, r, ns, cells, csv);
 		vela_result_free(r);
 	}
+	return total;
+}
+
+/* The queries idx[0..n) through vela_search_batch, --chunk at a time,
+ * --reps times; the fastest run's results are recorded (each query gets
+ * the run's time / n, so per-bucket cells add up to it). Returns its time. */
+static double hb_batch(vela_db_t *db, const hb_opts_t *o, hb_query_t *qs, const uint32_t *idx,
+		       uint32_t n, const hb_mode_t *m, hb_cell_t *cells, FILE *csv)
+{
+	char (*texts)[4300] = malloc((size_t)(n ? n : 1) * sizeof(*texts));
+	vela_kv_t *prm = malloc((n ? n : 1) * sizeof(*prm));
+	vela_search_req_t *reqs = malloc((n ? n : 1) * sizeof(*reqs));
+	vela_result_t **best = calloc(n ? n : 1, sizeof(*best));
+	vela_result_t **outs = calloc(n ? n : 1, sizeof(*outs));
+	vela_err_t *errs = calloc(n ? n : 1, sizeof(*errs));
+	if (!texts || !prm || !reqs || !best || !outs || !errs)
+		exit(1);
+	for (uint32_t i = 0; i < n; i++)
+		hb_request(o, &qs[idx[i]], m, texts[i], sizeof(texts[i]), &prm[i], &reqs[i]);
+	uint32_t chunk = o->chunk ? o->chunk : (n ? n : 1);
+	double ns = INFINITY;
+	for (uint32_t rep = 0; rep < o->reps; rep++) {
+		uint64_t t0 = vela_now_ns();
+		for (uint32_t s = 0; s < n; s += chunk)
+			if (vela_search_batch(db, reqs + s, n - s < chunk ? n - s : chunk, outs + s,
+					      errs + s)) {
+				fprintf(stderr, "batch: %s\n", errs[s].msg);
+				exit(1);
+			}
+		double t = (double)(vela_now_ns() - t0);
+		vela_result_t **drop = outs; /* this run's results, unless fastest */
+		if (t < ns) {
+			ns = t;
+			drop = best;
+			best = outs;
+			outs = drop;
+		}
+		for (uint32_t i = 0; i < n; i++) {
+			vela_result_free(drop[i]);
+			drop[i] = NULL;
+		}
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		hb_record(&qs[idx[i]], m, best[i], ns / n, cells, csv);
+		vela_result_free(best[i]);
+	}
+	free(texts);
+	free(prm);
+	free(reqs);
+	free(best);
+	free(outs);
+	free(errs);
+	return ns;
+}
+
+/* batch mode: the whole set once (its total), then each bucket's queries
+ * as their own batch (the per-bucket cells). */
+static double hb_run_batch(vela_db_t *db, const hb_opts_t *o, hb_query_t *qs, uint32_t nq,
+			   const hb_mode_t *m, hb_cell_t *cells, FILE *csv)
+{
+	uint32_t *idx = malloc((nq ? nq : 1) * sizeof(uint32_t));
+	hb_cell_t *whole = malloc(HB_CELLS * (1 + WL_SHAPES) * sizeof(*whole));
+	if (idx == NULL || whole == NULL)
+		exit(1);
+	for (uint32_t i = 0; i < nq; i++)
+		idx[i] = i;
+	hb_cells_reset(whole);
+	double total = hb_batch(db, o, qs, idx, nq, m, whole, NULL);
+	hb_cells_reset(cells);
+	for (int b = -1; b < WL_BUCKETS; b++) {
+		uint32_t n = 0;
+		for (uint32_t i = 0; i < nq; i++)
+			if (qs[i].bucket == b)
+				idx[n++] = i;
+		if (n)
+			hb_batch(db, o, qs, idx, n, m, cells, csv);
+	}
+	free(idx);
+	free(whole);
+	return total;
 }
 
 static const char *const hb_bucket_names[] = {"empty", "1e-4", "1e-3", "1e-2",
@@ -407,6 +529,21 @@ static void hb_print(const hb_opts_t *o, const char *mode, const hb_cell_t *cell
 				hb_row(mode, hb_bucket_names[b], wl_shape_names[s],
 				       &cells[HB_CELLS + b * WL_SHAPES + s]);
 	}
+	fflush(stdout);
+}
+
+/* Every mode's time for the whole set, and its ratio to batch's. */
+static void hb_summary(const char *const *names, const double *totals, int nm, uint32_t nq)
+{
+	double batch = 0;
+	for (int i = 0; i < nm; i++)
+		if (!strcmp(names[i], "batch"))
+			batch = totals[i];
+	printf("| mode | %u queries in (s) | QPS | time / batch's |\n|---|---|---|---|\n", nq);
+	for (int i = 0; i < nm; i++)
+		printf("| %s | %.3f | %.0f | %s%.2fx |\n", names[i], totals[i] * 1e-9,
+		       nq / (totals[i] * 1e-9), batch > 0 ? "" : "(no batch) ",
+		       batch > 0 ? totals[i] / batch : 0.0);
 	fflush(stdout);
 }
 
@@ -445,15 +582,23 @@ int main(int argc, char **argv)
 	if (csv)
 		fprintf(csv, "mode,shape,matches,bucket,plan,vector_mode,recall,ns,filter_ns,"
 			     "search_ns,distances\n");
-	for (char *save, *m = strtok_r(modes, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
+	const char *names[16];
+	double totals[16];
+	int nm = 0;
+	for (char *save, *m = strtok_r(modes, ",", &save); m && nm < 16;
+	     m = strtok_r(NULL, ",", &save)) {
 		hb_mode_t mode;
 		hb_cell_t cells[HB_CELLS * (1 + WL_SHAPES)];
 		if (hb_mode_parse(m, &mode))
 			return hb_usage();
-		hb_run(db, &o, qs, nq, &mode, cells, csv);
+		bool batch = !strcmp(m, "batch");
+		names[nm] = m;
+		totals[nm++] = batch ? hb_run_batch(db, &o, qs, nq, &mode, cells, csv)
+				     : hb_run(db, &o, qs, nq, &mode, cells, csv);
 		hb_print(&o, m, cells);
 		printf("\n");
 	}
+	hb_summary(names, totals, nm, nq);
 	if (csv)
 		fclose(csv);
 	vela_db_close(db);

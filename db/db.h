@@ -102,6 +102,7 @@ struct vela_db {
 	storage_env_t *env;
 	pthread_rwlock_t lock;   /**< in-memory state; see the file comment */
 	pthread_mutex_t write_mu; /**< one writer (batch, index create/drop) */
+	pthread_mutex_t backup_mu; /**< one hot copy at a time; a map resize waits for it */
 	db_index_t **indexes;
 	size_t n_indexes;
 	size_t cap_indexes; /**< reserved before a create commits, so publishing cannot fail */

@@ -85,6 +85,7 @@ int vela_db_open(const char *dir, const vela_db_options_t *opts, vela_db_t **out
 	pthread_rwlock_init(&db->lock, &attr);
 	pthread_rwlockattr_destroy(&attr);
 	pthread_mutex_init(&db->write_mu, NULL);
+	pthread_mutex_init(&db->backup_mu, NULL);
 	if ((rc = db_load(db, err))) {
 		vela_db_close(db);
 		return rc;
@@ -118,17 +119,21 @@ void vela_db_close(vela_db_t *db)
 	storage_close(db->env);
 	pthread_rwlock_destroy(&db->lock);
 	pthread_mutex_destroy(&db->write_mu);
+	pthread_mutex_destroy(&db->backup_mu);
 	free(db->dir);
 	free(db);
 }
 
 int vela_db_set_map_size(vela_db_t *db, size_t bytes, vela_err_t *err)
 {
-	/* LMDB resizes only with no transaction active in the process. */
+	/* LMDB resizes only with no transaction active in the process; a
+	 * backup's copy holds one without the lock, so wait for it too. */
 	pthread_mutex_lock(&db->write_mu);
+	pthread_mutex_lock(&db->backup_mu);
 	pthread_rwlock_wrlock(&db->lock);
 	int rc = storage_set_map_size(db->env, bytes, err);
 	pthread_rwlock_unlock(&db->lock);
+	pthread_mutex_unlock(&db->backup_mu);
 	pthread_mutex_unlock(&db->write_mu);
 	return rc;
 }

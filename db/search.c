@@ -2,16 +2,15 @@
  * a docid bitmap from the postings, plan the KNN from the filter's exact
  * match count (exact scan of the matches, the filtered graph walk, the
  * widened graph walk, or Redis's BATCHES), run it, build the result rows,
- * and keep the profile FT.PROFILE prints. Batches group exact KNN scans of a
- * FLAT field into one blocked GEMM (flat_search_batch). */
+ * and keep the profile FT.PROFILE prints. Batches of queries are planned
+ * together in search_batch.c, over the same steps (search_int.h). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "db.h"
+#include "db/search_int.h"
 #include "index/graph_hybrid.h"
-#include "query/query.h"
 #include "quant/quant.h"
 
 /* ------------------------------------------------------------ result arena */
@@ -73,14 +72,11 @@ void vela_result_free(vela_result_t *res)
 
 /* ------------------------------------------------------------ filter source */
 
-typedef struct src_ctx {
-	db_index_t *ix;
-	storage_txn_t *txn;
-} src_ctx_t;
+typedef db_src_ctx_t src_ctx_t;
 
 #define DOCID_CHUNK 256
 
-static int add_docids(void *ctx, const uint32_t *ids_be, size_t n)
+int db_docids_add(void *ctx, const uint32_t *ids_be, size_t n)
 {
 	roaring_bitmap_t *out = ctx;
 	uint32_t buf[DOCID_CHUNK];
@@ -109,7 +105,9 @@ static int src_term(src_ctx_t *s, uint32_t field, int kind, const void *v, size_
 		return VELA_OK; /* could not have been indexed: matches nothing */
 	uint8_t key[8 + STORAGE_TERM_MAX];
 	size_t kl = storage_posting_key(key, s->ix->id, (uint16_t)field, kind, v, len);
-	return storage_posting_get(s->txn, key, kl, add_docids, out);
+	if (s->cache)
+		return db_cache_posting(s->cache, s->txn, key, kl, out);
+	return storage_posting_get(s->txn, key, kl, db_docids_add, out);
 }
 
 static int src_tag(void *ctx, uint32_t field, const char *val, size_t len, roaring_bitmap_t *out)
@@ -136,25 +134,121 @@ static int src_text(void *ctx, int32_t field, const char *term, size_t len, roar
 	return VELA_OK;
 }
 
-static int src_num(void *ctx, uint32_t field, double lo, int lo_excl, double hi, int hi_excl,
-		   roaring_bitmap_t *out)
+bool db_num_bounds(double lo, int lo_excl, double hi, int hi_excl, uint64_t *elo,
+		   uint64_t *ehi)
 {
-	src_ctx_t *s = ctx;
 	/* Nothing lies above (+inf or below (-inf. */
 	if ((lo_excl && lo == INFINITY) || (hi_excl && hi == -INFINITY))
-		return VELA_OK;
+		return false;
 	if (lo_excl)
 		lo = nextafter(lo, INFINITY);
 	if (hi_excl)
 		hi = nextafter(hi, -INFINITY);
 	if (isnan(lo) || isnan(hi) || lo > hi)
-		return VELA_OK;
-	uint8_t el[8], eh[8], kl[16], kh[16];
+		return false;
+	uint8_t el[8], eh[8];
 	storage_num_encode(lo, el);
 	storage_num_encode(hi, eh);
-	size_t lol = storage_posting_key(kl, s->ix->id, (uint16_t)field, SP_NUM, el, 8);
-	size_t hil = storage_posting_key(kh, s->ix->id, (uint16_t)field, SP_NUM, eh, 8);
-	return storage_posting_range(s->txn, kl, lol, kh, hil, add_docids, out);
+	*elo = vela_get_be64(el);
+	*ehi = vela_get_be64(eh);
+	return true;
+}
+
+/* Docids of a numeric range arrive in value order, not docid order:
+ * inserting them one by one into a roaring bitmap shifts its array
+ * containers on every insert. Collect them, sort, then add in order. */
+typedef struct docid_vec {
+	uint32_t *v;
+	size_t n, cap;
+	bool sorted;
+} docid_vec_t;
+
+static int docid_vec_add(void *ctx, const uint32_t *ids_be, size_t n)
+{
+	docid_vec_t *d = ctx;
+	if (d->n + n > d->cap) {
+		size_t cap = d->cap ? d->cap : 1024;
+		while (cap < d->n + n)
+			cap *= 2;
+		uint32_t *v = realloc(d->v, vela_mul_size(cap, sizeof(uint32_t)));
+		if (v == NULL)
+			return VELA_ENOMEM;
+		d->v = v;
+		d->cap = cap;
+	}
+	const uint8_t *p = (const uint8_t *)ids_be;
+	for (size_t i = 0; i < n; i++, p += 4) {
+		uint32_t id = vela_get_be32(p);
+		d->sorted = d->sorted && (d->n == 0 || d->v[d->n - 1] < id);
+		d->v[d->n++] = id;
+	}
+	return 0;
+}
+
+/* LSD radix sort, 8 bits a pass (tmp: n slots). */
+static void docid_radix_sort(uint32_t *v, uint32_t *tmp, size_t n)
+{
+	for (int shift = 0; shift < 32; shift += 8) {
+		size_t cnt[257] = {0};
+		for (size_t i = 0; i < n; i++)
+			cnt[((v[i] >> shift) & 0xff) + 1]++;
+		for (int b = 0; b < 256; b++)
+			cnt[b + 1] += cnt[b];
+		for (size_t i = 0; i < n; i++)
+			tmp[cnt[(v[i] >> shift) & 0xff]++] = v[i];
+		memcpy(v, tmp, n * sizeof(*v));
+	}
+}
+
+static int docid_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* Sort (unless it came sorted) and OR into out. */
+static int docid_vec_flush(docid_vec_t *d, roaring_bitmap_t *out)
+{
+	if (!d->sorted && d->n >= DOCID_CHUNK) {
+		uint32_t *tmp = malloc(vela_mul_size(d->n, sizeof(uint32_t)));
+		if (tmp == NULL)
+			return VELA_ENOMEM;
+		docid_radix_sort(d->v, tmp, d->n);
+		free(tmp);
+	} else if (!d->sorted) {
+		qsort(d->v, d->n, sizeof(*d->v), docid_cmp);
+	}
+	if (d->n)
+		roaring_bitmap_add_many(out, d->n, d->v);
+	return 0;
+}
+
+int db_num_read(storage_txn_t *txn, const db_index_t *ix, uint32_t field, uint64_t elo,
+		uint64_t ehi, roaring_bitmap_t *out)
+{
+	uint8_t el[8], eh[8], kl[16], kh[16];
+	vela_put_be64(el, elo);
+	vela_put_be64(eh, ehi);
+	size_t lol = storage_posting_key(kl, ix->id, (uint16_t)field, SP_NUM, el, 8);
+	size_t hil = storage_posting_key(kh, ix->id, (uint16_t)field, SP_NUM, eh, 8);
+	docid_vec_t d = {.sorted = true};
+	int rc = storage_posting_range(txn, kl, lol, kh, hil, docid_vec_add, &d);
+	if (rc == 0)
+		rc = docid_vec_flush(&d, out);
+	free(d.v);
+	return rc;
+}
+
+static int src_num(void *ctx, uint32_t field, double lo, int lo_excl, double hi, int hi_excl,
+		   roaring_bitmap_t *out)
+{
+	src_ctx_t *s = ctx;
+	uint64_t elo, ehi;
+	if (!db_num_bounds(lo, lo_excl, hi, hi_excl, &elo, &ehi))
+		return VELA_OK;
+	if (s->cache)
+		return db_cache_num(s->cache, s->txn, s->ix, field, elo, ehi, out);
+	return db_num_read(s->txn, s->ix, field, elo, ehi, out);
 }
 
 static int src_vrange(void *ctx, uint32_t field, const void *blob, size_t len, double radius,
@@ -193,28 +287,10 @@ static int field_lookup(void *ctx, const char *name, size_t len, query_field_inf
 	return VELA_OK;
 }
 
-/* One query on its way through the executor. */
-typedef struct plan {
-	const vela_search_req_t *req;
-	db_index_t *ix;
-	query_t *q;
-	const query_knn_t *knn;
-	roaring_bitmap_t *filter; /**< NULL: every document */
-	float *qvec;              /**< KNN query vector, decoded */
-	vela_hit_t *hits;
-	uint32_t n_hits;
-	const query_vrange_t *yield; /**< VECTOR_RANGE whose distance is returned */
-	float *yvec;
-	char dist_name[VELA_INDEX_NAME_MAX + 16];
-	const char *how; /**< vela_result_t.plan */
-	vela_plan_t choice; /**< the KNN plan (plan_choose) */
-	vela_profile_t prof; /**< filled for every query (it costs a few clock reads) */
-} plan_t;
-
-static void plan_free(plan_t *p)
+void db_plan_free(plan_t *p)
 {
 	query_free(p->q);
-	if (p->filter)
+	if (p->filter && !p->filter_shared)
 		roaring_bitmap_free(p->filter);
 	free(p->qvec);
 	free(p->yvec);
@@ -294,7 +370,7 @@ static int plan_yield(plan_t *p, vela_err_t *err)
 /* BATCHES: the smallest batch the sizing rule picks. */
 #define DB_HYBRID_BATCH_MIN 10u
 
-static const db_field_t *plan_field(const plan_t *p)
+const db_field_t *db_plan_field(const plan_t *p)
 {
 	return &p->ix->fields[p->knn->field_no];
 }
@@ -304,7 +380,7 @@ static void plan_count(plan_t *p)
 {
 	vela_profile_t *pr = &p->prof;
 	if (p->knn) {
-		const flat_index_t *fl = plan_field(p)->flat;
+		const flat_index_t *fl = db_plan_field(p)->flat;
 		pr->index_size = flat_count(fl);
 		pr->filter_matches = p->filter ? roaring_bitmap_and_cardinality(p->filter,
 										flat_docids(fl))
@@ -319,7 +395,7 @@ static void plan_count(plan_t *p)
 
 static vela_plan_t plan_choose(const plan_t *p, bool *forced)
 {
-	const db_field_t *f = plan_field(p);
+	const db_field_t *f = db_plan_field(p);
 	vela_plan_t want = p->req->force_plan;
 	if (want == VELA_PLAN_AUTO && (p->knn->set & QUERY_KNN_HYBRID_POLICY))
 		want = p->knn->hybrid_policy == QUERY_HYBRID_ADHOC_BF ? VELA_PLAN_SCAN
@@ -344,9 +420,31 @@ static vela_plan_t plan_choose(const plan_t *p, bool *forced)
 	return s >= DB_HYBRID_POSTFILTER_RATIO ? VELA_PLAN_GRAPH : VELA_PLAN_FILTERED_GRAPH;
 }
 
-/* Parse and evaluate the filter; caller holds db->lock shared. */
-static int plan_prepare(vela_db_t *db, storage_txn_t *txn, const vela_search_req_t *req,
-			plan_t *p, bool explain, vela_err_t *err)
+/*
+ * In a batch, queries sharing a filter are scanned together: flat_search_multi
+ * gathers the matches once and scores them against the whole group with one
+ * GEMM, so the exact scan costs each of the g queries about
+ * m (gather_cost / g + 1) GEMM products instead of m scan_cost (index.h,
+ * "FLAT multi"; scanning gets cheaper with the number of concurrent
+ * queries, reference/hybrid-queries.md §2.11, Sanca & Ailamaki). The
+ * planner's rule compares scanning with a filtered walk at
+ * DB_HYBRID_SCAN_MAX matches scanned one at a time; a shared group whose
+ * per-query cost is below that many scanned matches is scanned instead of
+ * walked (exact, and cheaper). Only the filtered walk is replaced: the
+ * widened walk (s >= DB_HYBRID_POSTFILTER_RATIO) costs a fraction of it.
+ */
+bool db_plan_batch_scan(const plan_t *p, uint32_t g)
+{
+	if (p->knn == NULL || p->choice != VELA_PLAN_FILTERED_GRAPH || p->prof.forced ||
+	    g < FLAT_MULTI_GROUP_MIN_DEFAULT)
+		return false;
+	double per_query = (double)p->prof.filter_matches *
+			   (FLAT_MULTI_GATHER_COST_DEFAULT / g + 1.0) / FLAT_MULTI_SCAN_COST_DEFAULT;
+	return per_query < DB_HYBRID_SCAN_MAX;
+}
+
+/* Parse the query and decode its vectors; caller holds db->lock shared. */
+int db_plan_parse(vela_db_t *db, const vela_search_req_t *req, plan_t *p, vela_err_t *err)
 {
 	memset(p, 0, sizeof(*p));
 	p->req = req;
@@ -368,22 +466,34 @@ static int plan_prepare(vela_db_t *db, storage_txn_t *txn, const vela_search_req
 		return rc;
 	if (p->knn == NULL && (rc = plan_yield(p, err)))
 		return rc;
-	uint64_t t1 = vela_now_ns();
-	p->prof.parse_ns = t1 - t0;
-	if (explain && p->knn == NULL)
-		return VELA_OK;
-	if (!(p->knn && query_filter_is_all(p->q))) {
-		src_ctx_t sc = {.ix = p->ix, .txn = txn};
-		query_source_t src = {.ctx = &sc, .all = src_all, .tag = src_tag,
-				      .num_range = src_num, .text_term = src_text,
-				      .vector_range = src_vrange};
-		if ((rc = query_eval(p->q, &src, &p->filter, err)))
-			return rc;
-	}
-	p->prof.filter_ns = vela_now_ns() - t1;
+	p->prof.parse_ns = vela_now_ns() - t0;
+	return VELA_OK;
+}
+
+void db_plan_decide(plan_t *p)
+{
 	plan_count(p);
 	if (p->knn)
 		p->choice = plan_choose(p, &p->prof.forced);
+}
+
+int db_plan_filter(storage_txn_t *txn, db_filter_cache_t *cache, plan_t *p, bool explain,
+		   vela_err_t *err)
+{
+	if (explain && p->knn == NULL)
+		return VELA_OK;
+	uint64_t t0 = vela_now_ns();
+	if (!(p->knn && query_filter_is_all(p->q))) {
+		src_ctx_t sc = {.ix = p->ix, .txn = txn, .cache = cache};
+		query_source_t src = {.ctx = &sc, .all = src_all, .tag = src_tag,
+				      .num_range = src_num, .text_term = src_text,
+				      .vector_range = src_vrange};
+		int rc = query_eval(p->q, &src, &p->filter, err);
+		if (rc)
+			return rc;
+	}
+	p->prof.filter_ns = vela_now_ns() - t0;
+	db_plan_decide(p);
 	return VELA_OK;
 }
 
@@ -505,7 +615,7 @@ static size_t plan_rows(const plan_t *p, uint64_t *total, uint32_t *ids, size_t 
 	return n;
 }
 
-static int result_build(storage_txn_t *txn, const plan_t *p, vela_result_t **out, vela_err_t *err)
+int db_plan_result(storage_txn_t *txn, const plan_t *p, vela_result_t **out, vela_err_t *err)
 {
 	uint64_t t0 = vela_now_ns();
 	result_impl_t *r = calloc(1, sizeof(*r));
@@ -565,7 +675,7 @@ static uint32_t plan_window(const plan_t *p)
  * else the default; at least K. */
 static uint32_t knn_window(const plan_t *p, uint32_t k)
 {
-	const db_field_t *f = plan_field(p);
+	const db_field_t *f = db_plan_field(p);
 	uint32_t w = plan_window(p);
 	if (w == 0)
 		w = f->graph_search_window ? f->graph_search_window : GRAPH_SEARCH_WINDOW_SIZE_DEFAULT;
@@ -584,7 +694,7 @@ static int knn_scan(plan_t *p)
 		p->n_hits = 0;
 		return VELA_OK;
 	}
-	return flat_search(plan_field(p)->flat, p->qvec, p->knn->k, p->filter, p->hits,
+	return flat_search(db_plan_field(p)->flat, p->qvec, p->knn->k, p->filter, p->hits,
 			   &p->n_hits);
 }
 
@@ -593,7 +703,7 @@ static int knn_scan(plan_t *p)
  * fewer than K matches turned up). */
 static int knn_graph(plan_t *p)
 {
-	const db_field_t *f = plan_field(p);
+	const db_field_t *f = db_plan_field(p);
 	uint32_t k = p->knn->k;
 	p->how = "graph";
 	p->prof.mode = p->filter ? "HYBRID_GRAPH_POSTFILTER" : "STANDARD_KNN";
@@ -621,11 +731,15 @@ static int knn_filtered_graph(plan_t *p)
 				 .min_local_share = p->prof.forced ? 0
 						    : DB_HYBRID_LOCAL_SHARE * p->prof.selectivity};
 	graph_filter_stats_t st = {0};
-	int rc = graph_search_filtered(plan_field(p)->graph, p->qvec, k, &o, p->filter, p->hits,
+	int rc = graph_search_filtered(db_plan_field(p)->graph, p->qvec, k, &o, p->filter, p->hits,
 				       &p->n_hits, &st);
 	p->prof.distances += st.ndist;
 	if (rc == 0 && st.gave_up) {
-		rc = knn_scan(p);
+		if (p->defer_scan) /* the batch scans it with its exact groups */
+			p->scan_pending = true;
+		else
+			rc = knn_scan(p);
+		p->how = "filtered-scan";
 		p->prof.mode = "HYBRID_FILTERED_GRAPH_TO_ADHOC_BF";
 	}
 	return rc;
@@ -634,7 +748,7 @@ static int knn_filtered_graph(plan_t *p)
 /* The unfiltered top `want` of the field (graph, or exact on FLAT fields). */
 static int knn_top(plan_t *p, uint32_t want, vela_hit_t *out, uint32_t *n_out)
 {
-	const db_field_t *f = plan_field(p);
+	const db_field_t *f = db_plan_field(p);
 	if (f->graph == NULL) {
 		p->prof.distances += p->prof.index_size;
 		return flat_search(f->flat, p->qvec, want, NULL, out, n_out);
@@ -729,7 +843,7 @@ static int knn_batches(plan_t *p)
 	return rc;
 }
 
-static int plan_run_knn(plan_t *p, vela_err_t *err)
+int db_plan_run_knn(plan_t *p, vela_err_t *err)
 {
 	uint64_t t0 = vela_now_ns();
 	int rc;
@@ -763,147 +877,20 @@ int vela_search(vela_db_t *db, const vela_search_req_t *req, vela_result_t **out
 	if (rc)
 		vela_err_set(err, rc, "cannot begin read: %s", vela_strerror(rc));
 	if (rc == 0)
-		rc = plan_prepare(db, txn, req, &p, false, err);
+		rc = db_plan_parse(db, req, &p, err);
+	if (rc == 0)
+		rc = db_plan_filter(txn, NULL, &p, false, err);
 	if (rc == 0 && p.knn)
-		rc = plan_run_knn(&p, err);
+		rc = db_plan_run_knn(&p, err);
 	if (rc == 0)
-		rc = result_build(txn, &p, out, err);
-	plan_free(&p);
+		rc = db_plan_result(txn, &p, out, err);
+	db_plan_free(&p);
 	storage_txn_abort(txn);
 	pthread_rwlock_unlock(&db->lock);
 	return rc;
 }
 
-/*
- * Below this many queries on one vector field, one scan per query beats the
- * GEMM: a GEMM with one or two rows runs at matrix-vector speed and then
- * pays the candidate re-scoring on top. Measured by bench_wire's batch-size
- * sweep (100k x 768, 2 vCPUs): batch of 1 = 37 q/s, 2 = 72 q/s, 4 = 156 q/s,
- * single scans = 119 q/s.
- */
-#define DB_BATCH_MIN_QUERIES 3u
-
-/* Plans that may share one GEMM: exact scans of the same vector field
- * (which has no graph: graph fields answer query by query, a walk each). */
-static bool batch_same(const plan_t *a, const plan_t *b)
-{
-	return a->ix == b->ix && a->knn->field_no == b->knn->field_no &&
-	       a->choice == VELA_PLAN_SCAN && b->choice == VELA_PLAN_SCAN &&
-	       plan_field(a)->graph == NULL;
-}
-
-/* The small-group path: each plan of the group runs on its own. */
-static int batch_group_scan(plan_t *plans, int *state, size_t n, size_t first, vela_err_t *errs)
-{
-	const plan_t *p0 = &plans[first];
-	int first_rc = 0;
-	for (size_t i = first; i < n; i++) {
-		if (state[i] != 1 || (i != first && !batch_same(&plans[i], p0)))
-			continue;
-		int rc = plan_run_knn(&plans[i], errs ? &errs[i] : NULL);
-		state[i] = rc ? -1 : 2;
-		first_rc = first_rc ? first_rc : rc;
-	}
-	return first_rc;
-}
-
-/* Run every not-yet-run KNN plan that shares plans[first]'s vector field
- * as one flat_search_batch (one blocked GEMM over the field's vectors), or
- * one scan each when the group is small. */
-static int batch_group(plan_t *plans, int *state, size_t n, size_t first, vela_err_t *errs)
-{
-	const plan_t *p0 = &plans[first];
-	const db_field_t *f = &p0->ix->fields[p0->knn->field_no];
-	size_t m = 0;
-	uint32_t kmax = 0;
-	for (size_t i = first; i < n; i++)
-		if (state[i] == 1 && batch_same(&plans[i], p0)) {
-			m++;
-			kmax = plans[i].knn->k > kmax ? plans[i].knn->k : kmax;
-		}
-	if (m < DB_BATCH_MIN_QUERIES)
-		return batch_group_scan(plans, state, n, first, errs);
-	float *Q = malloc(m * (size_t)f->dim * sizeof(float));
-	const roaring_bitmap_t **filters = malloc(m * sizeof(*filters));
-	size_t *which = malloc(m * sizeof(size_t));
-	vela_hit_t *hits = malloc(m * (size_t)(kmax ? kmax : 1) * sizeof(vela_hit_t));
-	uint32_t *nh = malloc(m * sizeof(uint32_t));
-	int rc = Q && filters && which && hits && nh ? VELA_OK : VELA_ENOMEM;
-	for (size_t i = first, j = 0; rc == 0 && i < n; i++) {
-		if (state[i] != 1 || !batch_same(&plans[i], p0))
-			continue;
-		memcpy(Q + j * f->dim, plans[i].qvec, f->dim * sizeof(float));
-		filters[j] = plans[i].filter;
-		which[j++] = i;
-	}
-	if (rc == 0)
-		rc = flat_search_batch(f->flat, Q, (uint32_t)m, kmax, filters, hits, nh);
-	/* Top-kmax ordered by (dist, docid) starts with each query's own top-k. */
-	for (size_t j = 0; j < m && which; j++) {
-		plan_t *p = &plans[which[j]];
-		state[which[j]] = rc ? -1 : 2;
-		if (rc) {
-			vela_err_set(errs ? &errs[which[j]] : NULL, rc, "search failed: %s",
-				     vela_strerror(rc));
-			continue;
-		}
-		p->n_hits = nh[j] < p->knn->k ? nh[j] : p->knn->k;
-		p->how = p->prof.plan = "batch-gemm";
-		p->prof.mode = p->filter ? "HYBRID_ADHOC_BF" : "STANDARD_KNN";
-		p->prof.distances = p->prof.index_size; /* the GEMM scores every row */
-		memcpy(p->hits, hits + j * kmax, p->n_hits * sizeof(vela_hit_t));
-	}
-	free(Q);
-	free(filters);
-	free(which);
-	free(hits);
-	free(nh);
-	return rc;
-}
-
-int vela_search_batch(vela_db_t *db, const vela_search_req_t *reqs, size_t n,
-		      vela_result_t **outs, vela_err_t *errs)
-{
-	plan_t *plans = calloc(n ? n : 1, sizeof(*plans));
-	int *state = calloc(n ? n : 1, sizeof(int)); /* -1 failed, 0 ready, 1 KNN to run, 2 ran */
-	if (plans == NULL || state == NULL) {
-		free(plans);
-		free(state);
-		return VELA_ENOMEM;
-	}
-	storage_txn_t *txn = NULL;
-	int first_rc = 0;
-	pthread_rwlock_rdlock(&db->lock);
-	int rc = storage_txn_begin(db->env, NULL, 0, &txn);
-	for (size_t i = 0; i < n; i++) {
-		outs[i] = NULL;
-		int r = rc ? vela_err_set(errs ? &errs[i] : NULL, rc, "cannot begin read")
-			   : plan_prepare(db, txn, &reqs[i], &plans[i], false,
-					  errs ? &errs[i] : NULL);
-		state[i] = r ? -1 : (plans[i].knn ? 1 : 0);
-		first_rc = first_rc ? first_rc : r;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (state[i] == 1) {
-			int r = batch_group(plans, state, n, i, errs);
-			first_rc = first_rc ? first_rc : r;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (state[i] >= 0) {
-			int r = result_build(txn, &plans[i], &outs[i], errs ? &errs[i] : NULL);
-			first_rc = first_rc ? first_rc : r;
-		}
-		plan_free(&plans[i]);
-	}
-	storage_txn_abort(txn);
-	pthread_rwlock_unlock(&db->lock);
-	free(plans);
-	free(state);
-	return first_rc;
-}
-
-/* The plan line of EXPLAIN: what plan_run_knn would run, from the counts. */
+/* The plan line of EXPLAIN: what db_plan_run_knn would run, from the counts. */
 static int explain_plan(const plan_t *p, char *buf, size_t cap)
 {
 	const vela_profile_t *pr = &p->prof;
@@ -930,7 +917,7 @@ static int explain_plan(const plan_t *p, char *buf, size_t cap)
 	int n = snprintf(buf, cap, "PLAN %s %s%s matches %llu of %llu (selectivity %.6g)", how,
 			 mode, pr->forced ? " forced" : "", (unsigned long long)pr->filter_matches,
 			 (unsigned long long)pr->index_size, pr->selectivity);
-	if (p->choice != VELA_PLAN_SCAN && plan_field(p)->graph)
+	if (p->choice != VELA_PLAN_SCAN && db_plan_field(p)->graph)
 		n += snprintf(buf + n, cap > (size_t)n ? cap - (size_t)n : 0, " window %u",
 			      knn_window(p, p->knn->k));
 	return n;
@@ -951,7 +938,9 @@ int vela_explain(vela_db_t *db, const char *index, const char *query, size_t que
 		vela_err_set(err, rc, "cannot begin read: %s", vela_strerror(rc));
 	/* Only a KNN query's filter is evaluated: its match count picks the plan. */
 	if (rc == 0)
-		rc = plan_prepare(db, txn, &req, &p, true, err);
+		rc = db_plan_parse(db, &req, &p, err);
+	if (rc == 0)
+		rc = db_plan_filter(txn, NULL, &p, true, err);
 	if (rc == 0 && p.knn)
 		explain_plan(&p, line, sizeof(line));
 	storage_txn_abort(txn);
@@ -964,7 +953,7 @@ int vela_explain(vela_db_t *db, const char *index, const char *query, size_t que
 		if (ll)
 			snprintf(buf + n, ll + 2, "%s\n", line);
 	}
-	plan_free(&p);
+	db_plan_free(&p);
 	if (rc)
 		return rc;
 	if (buf == NULL)

@@ -163,6 +163,112 @@ int flat_search(const flat_index_t *f, const float *q, uint32_t k,
 int flat_search_batch(const flat_index_t *f, const float *Q, uint32_t nq, uint32_t k,
 		      const roaring_bitmap_t *const *filters, vela_hit_t *out, uint32_t *n_out);
 
+/* ---------------------------------------------------------------- FLAT multi
+ * A set of exact filtered queries, each with its own k and filter, planned
+ * together (the batch executor's exact plans, issue 6; HQI's multi-query
+ * optimisation, reference/hybrid-queries.md §1.4: read each block of rows
+ * once and score it against all its queries with one matrix product).
+ * Queries passing the same filter pointer form a group, answered the
+ * cheapest of three ways by a cost model (units: one row x query product
+ * of the gathered GEMM; g = the group's queries, m = its filter's docids,
+ * n = the rows; measured by bench_multi, BENCHMARKS.md "Hybrid batch
+ * executor"):
+ *   scan    g * m * scan_cost           flat_search's scan, query by query;
+ *   gather  m * gather_cost + g * m     (g >= group_min) the present matches
+ *                                       are copied in docid order into a
+ *                                       contiguous block (at most
+ *                                       gather_rows rows and
+ *                                       FLAT_MULTI_GATHER_BYTES at a time);
+ *                                       each block is scored against the
+ *                                       whole group with one
+ *                                       index_backend_knn (a GEMM) and each
+ *                                       query keeps its own top k;
+ *   dense   g * n * dense_cost          every dense-chosen query of the set
+ *                                       shares one index_backend_knn over
+ *                                       the field's rows with a filter per
+ *                                       query (flat_search_batch: each db
+ *                                       block read once for all of them);
+ *                                       unfiltered queries always go here;
+ *                                       fewer than dense_min in all scan.
+ * Every answer equals flat_search's for that query (same hits, order and
+ * distances, bit for bit): the backend returns direct-kernel distances
+ * ordered by (dist, row), and gathered rows ascend with docid.
+ */
+
+/** Rows gathered per block of a shared filter (scratch: that many rows of
+ * the field, plus a float and two uint32 each), at most
+ * FLAT_MULTI_GATHER_BYTES of rows. */
+#define FLAT_MULTI_GATHER_ROWS_DEFAULT 16384u
+#define FLAT_MULTI_GATHER_ROWS_MIN 1u
+#define FLAT_MULTI_GATHER_ROWS_MAX (1u << 20)
+#define FLAT_MULTI_GATHER_BYTES (4u << 20)
+/** Queries a gathered group needs: an sgemm with fewer rows of queries
+ * runs at matrix-vector speed (bench_multi: at 768 dims one query costs
+ * ~40 products per row, at 64 dims ~8). */
+#define FLAT_MULTI_GROUP_MIN_DEFAULT 4u
+#define FLAT_MULTI_GROUP_MIN_MIN 1u
+#define FLAT_MULTI_GROUP_MIN_MAX 65536u
+/** Queries the whole-field GEMM needs; fewer scan (bench_wire, 100k x
+ * 768: a GEMM of one or two rows loses to the scan). */
+#define FLAT_MULTI_DENSE_MIN_DEFAULT 3u
+#define FLAT_MULTI_DENSE_MIN_MIN 1u
+#define FLAT_MULTI_DENSE_MIN_MAX 65536u
+/** Scoring one match by the scan (a random row read and the direct
+ * kernel), in products; bench_multi: 2.5-5 at 64 and 768 dims, more once
+ * the matches outgrow the caches. */
+#define FLAT_MULTI_SCAN_COST_DEFAULT 5.0f
+#define FLAT_MULTI_SCAN_COST_MIN 0.0f
+#define FLAT_MULTI_SCAN_COST_MAX 1e9f
+/** Copying one match into a gathered block, in products (bench_multi: ~8
+ * at 64 and 768 dims). */
+#define FLAT_MULTI_GATHER_COST_DEFAULT 8.0f
+#define FLAT_MULTI_GATHER_COST_MIN 0.0f
+#define FLAT_MULTI_GATHER_COST_MAX 1e9f
+/** One row x query of the whole-field GEMM, in products: it also builds a
+ * filter mask per query and block (bench_multi: 1.5-3). */
+#define FLAT_MULTI_DENSE_COST_DEFAULT 1.5f
+#define FLAT_MULTI_DENSE_COST_MIN 0.0f
+#define FLAT_MULTI_DENSE_COST_MAX 1e9f
+
+/** Tunables of flat_search_multi. Fill with flat_multi_opts_default. */
+typedef struct flat_multi_opts {
+	uint32_t gather_rows, group_min, dense_min;
+	float scan_cost, gather_cost, dense_cost;
+} flat_multi_opts_t;
+
+void flat_multi_opts_default(flat_multi_opts_t *o);
+
+/** How flat_search_multi answered a query. */
+enum flat_multi_how {
+	FLAT_MULTI_SCAN = 0,   /**< flat_search's scan */
+	FLAT_MULTI_GATHER = 1, /**< gathered blocks of a shared sparse filter */
+	FLAT_MULTI_DENSE = 2,  /**< the shared whole-field GEMM */
+};
+
+/** One query of flat_search_multi. The caller fills q, k, filter, out. */
+typedef struct flat_multi_query {
+	const float *q;                 /**< dim floats, borrowed */
+	uint32_t k;                     /**< 0..VELA_K_MAX */
+	/** NULL = every present docid; borrowed. Queries whose filters are
+	 * equal should pass the same pointer: that is what groups them. */
+	const roaring_bitmap_t *filter;
+	vela_hit_t *out;                /**< caller-owned, k slots */
+	uint32_t n_out;                 /**< set: min(k, candidates) */
+	uint8_t how;                    /**< set: enum flat_multi_how */
+	uint64_t scored;                /**< set: rows scored for this query */
+} flat_multi_query_t;
+
+/**
+ * @brief Answer every query of `qs` as flat_search(f, q, k, filter) would,
+ * planned together as described above. `opts` NULL = defaults.
+ * Thread-safety: a read call (as flat_search).
+ * @return 0; VELA_EINVAL (NULL arguments, k > VELA_K_MAX, a non-finite or
+ * too large query, an option outside its MIN..MAX; nothing is answered);
+ * VELA_ENOMEM (the answers are then unspecified)
+ */
+int flat_search_multi(const flat_index_t *f, flat_multi_query_t *qs, uint32_t nq,
+		      const flat_multi_opts_t *opts);
+
 /**
  * @brief All present docids (within `filter` if not NULL) at distance <=
  * radius, ascending (dist, docid).

@@ -268,4 +268,38 @@ int query_eval(const query_t *q, const query_source_t *src, roaring_bitmap_t **o
 int query_eval_count(const query_t *q, const query_source_t *src, uint64_t *count,
 		     vela_err_t *err);
 
+/* ------------------------------------------------------------ batches */
+
+/**
+ * @brief A canonical byte key of the filter (the KNN tail excluded): two
+ * queries with equal keys ask their source for the same leaves and combine
+ * them the same way, so over one source they evaluate to the same bitmap.
+ * Constants are compared by value (numbers by their bits, -0 as 0; tag
+ * values and terms as the parser folded them; VECTOR_RANGE by field,
+ * radius and blob bytes). A batch uses it to evaluate a recurring filter
+ * once (filter commonality, reference/hybrid-queries.md §1.2).
+ * @param buf  NULL or `cap` bytes; the key is written up to `cap`
+ * @return the key's full length (a result > cap means `buf` holds a prefix)
+ */
+size_t query_filter_key(const query_t *q, void *buf, size_t cap);
+
+/** One numeric range leaf, as query_source_t.num_range receives it. */
+typedef struct query_num_range {
+	uint32_t field_no;
+	double lo, hi;
+	int lo_excl, hi_excl;
+} query_num_range_t;
+
+/** Called once per numeric range; nonzero stops the walk and is returned. */
+typedef int (*query_num_range_fn)(void *ctx, const query_num_range_t *r);
+
+/**
+ * @brief Every numeric range query_eval() will pass to the source's
+ * num_range for this filter (an `@n!=v` leaf gives its two: [v, v] and
+ * [-inf, +inf]), in evaluation order, duplicates included. A batch reads
+ * the postings of all its ranges on one field in one ordered pass.
+ * @return 0, VELA_EINVAL (NULL q or fn) or fn's nonzero return
+ */
+int query_num_ranges(const query_t *q, query_num_range_fn fn, void *ctx);
+
 #endif

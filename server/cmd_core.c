@@ -210,18 +210,32 @@ static void cmd_hello(cmd_ctx_t *x)
 	hello_reply(x);
 }
 
+/* One CLIENT LIST line with Redis's field names, in Redis's order. Output
+ * memory: obl (bytes in the reply buffer), oll 0 (no reply list), omem (the
+ * same bytes: velad has one buffer per client). */
 static void client_list_line(resp_out_t *o, srv_client_t *c)
 {
-	char line[512];
+	char line[1024];
 	uint64_t now = vela_now_ns() / 1000000;
+	uint64_t pend = c->olen - c->opos;
 	int n = snprintf(line, sizeof(line),
-			 "id=%llu addr=%s name=%s age=%llu db=0 resp=%d user=%s lib-name=%s "
-			 "lib-ver=%s\n",
-			 (unsigned long long)c->id, c->addr, c->name ? c->name : "",
-			 (unsigned long long)((now - c->created_ms) / 1000), c->proto,
-			 c->user ? c->user->name : "", c->lib_name ? c->lib_name : "",
+			 "id=%llu addr=%s laddr=%s fd=%d name=%s age=%llu idle=%llu flags=%s db=0 "
+			 "sub=0 psub=0 ssub=0 multi=%lld qbuf=%zu qbuf-free=%zu argv-mem=0 "
+			 "multi-mem=0 rbs=%zu rbp=0 obl=%llu oll=0 omem=%llu tot-mem=%llu "
+			 "events=r%s cmd=%s user=%s redir=-1 resp=%d lib-name=%s lib-ver=%s",
+			 (unsigned long long)c->id, c->addr, c->laddr, (int)c->fd,
+			 c->name ? c->name : "",
+			 (unsigned long long)((now - c->created_ms) / 1000),
+			 (unsigned long long)((now - c->last_ms) / 1000), c->in_multi ? "x" : "N",
+			 c->in_multi ? (long long)c->mq_n : -1LL, c->qlen, c->qcap - c->qlen, c->qcap,
+			 (unsigned long long)pend, (unsigned long long)pend,
+			 (unsigned long long)(sizeof(*c) + c->qcap + c->ocap + c->reply.cap),
+			 c->wev_armed ? "w" : "", c->last_cmd ? c->last_cmd : "NULL",
+			 c->user ? c->user->name : "", c->proto, c->lib_name ? c->lib_name : "",
 			 c->lib_ver ? c->lib_ver : "");
-	resp_raw(o, line, (size_t)n);
+	size_t len = n < 0 ? 0 : (size_t)n < sizeof(line) - 1 ? (size_t)n : sizeof(line) - 2;
+	line[len++] = '\n'; /* a line cut short (a long name) still ends */
+	resp_raw(o, line, len);
 }
 
 static void client_info(cmd_ctx_t *x, bool all)
@@ -375,7 +389,97 @@ static void info_gpu(resp_out_t *t, const char *want, bool *first)
 	info_kv(t, "gpu_resident_bytes:%llu", (unsigned long long)g.resident_bytes);
 }
 
-static void info_build(srv_t *s, const char *want, resp_out_t *t)
+/* 1.5M, 23.40G: as Redis's bytesToHuman, for the *_human fields. */
+static void human_bytes(char *buf, size_t cap, uint64_t n)
+{
+	const char *unit = "KMGTP";
+	double d = (double)n;
+	if (n < 1024) {
+		snprintf(buf, cap, "%lluB", (unsigned long long)n);
+		return;
+	}
+	int u = -1;
+	while (d >= 1024 && u < 4) {
+		d /= 1024;
+		u++;
+	}
+	snprintf(buf, cap, "%.2f%c", d, unit[u]);
+}
+
+/* on_loop false: INFO inside EXEC, on the writer, where the client list
+ * (the loop's) cannot be walked. */
+static void info_clients(srv_t *s, resp_out_t *t, bool on_loop)
+{
+	uint64_t max_out = 0, max_in = 0;
+	for (srv_client_t *c = on_loop ? s->clients : NULL; c; c = c->next) {
+		if (c->olen - c->opos > max_out)
+			max_out = c->olen - c->opos;
+		if (c->qlen > max_in)
+			max_in = c->qlen;
+	}
+	info_kv(t, "connected_clients:%u", s->n_clients);
+	info_kv(t, "maxclients:%u", s->cfg.maxclients);
+	info_kv(t, "client_recent_max_input_buffer:%llu", (unsigned long long)max_in);
+	info_kv(t, "client_recent_max_output_buffer:%llu", (unsigned long long)max_out);
+	info_kv(t, "blocked_clients:0");
+}
+
+/* used_memory first: redis-cli --stat finds fields with strstr. */
+static void info_memory(srv_t *s, resp_out_t *t)
+{
+	uint64_t used = srv_mem_used(), rss = srv_mem_rss();
+	if (used > s->mem_peak)
+		s->mem_peak = used;
+	char h[32];
+	info_kv(t, "used_memory:%llu", (unsigned long long)used);
+	human_bytes(h, sizeof(h), used);
+	info_kv(t, "used_memory_human:%s", h);
+	info_kv(t, "used_memory_rss:%llu", (unsigned long long)rss);
+	human_bytes(h, sizeof(h), rss);
+	info_kv(t, "used_memory_rss_human:%s", h);
+	info_kv(t, "used_memory_peak:%llu", (unsigned long long)s->mem_peak);
+	human_bytes(h, sizeof(h), s->mem_peak);
+	info_kv(t, "used_memory_peak_human:%s", h);
+	info_kv(t, "maxmemory:0");
+	info_kv(t, "mem_allocator:%s",
+#if defined(__SANITIZE_ADDRESS__)
+		"asan"
+#else
+		"libc"
+#endif
+	);
+}
+
+static void info_persistence(srv_t *s, resp_out_t *t)
+{
+	size_t map, used;
+	vela_db_map_usage(s->db, &map, &used);
+	srv_save_t *v = &s->save;
+	pthread_mutex_lock(&v->mu);
+	uint64_t dirty = atomic_load(&s->stat_dirty);
+	bool bg = v->bg_running;
+	int64_t cur = bg ? (int64_t)((vela_now_ns() / 1000000 - v->bg_start_ms) / 1000) : -1;
+	info_kv(t, "loading:0");
+	info_kv(t, "async_loading:0");
+	info_kv(t, "rdb_changes_since_last_save:%llu", (unsigned long long)(dirty - v->dirty_saved));
+	info_kv(t, "rdb_bgsave_in_progress:%d", bg);
+	info_kv(t, "rdb_last_save_time:%lld", (long long)v->last_save_unix);
+	info_kv(t, "rdb_last_bgsave_status:%s", v->last_bg_status ? "err" : "ok");
+	info_kv(t, "rdb_last_bgsave_time_sec:%lld", (long long)v->last_bg_secs);
+	info_kv(t, "rdb_current_bgsave_time_sec:%lld", (long long)cur);
+	info_kv(t, "rdb_saves:%llu", (unsigned long long)v->saves);
+	pthread_mutex_unlock(&v->mu);
+	info_kv(t, "aof_enabled:0");
+	info_kv(t, "aof_rewrite_in_progress:0");
+	info_kv(t, "aof_rewrite_scheduled:0");
+	info_kv(t, "aof_last_write_status:ok");
+	info_kv(t, "storage_engine:lmdb");
+	info_kv(t, "map_size:%zu", map);
+	info_kv(t, "map_used:%zu", used);
+	info_kv(t, "fsync:%s", s->cfg.nosync ? "everysec" : "always");
+}
+
+static void info_build(srv_t *s, const char *want, resp_out_t *t, bool on_loop)
 {
 	bool first = true;
 	uint64_t now = vela_now_ns() / 1000000;
@@ -384,40 +488,50 @@ static void info_build(srv_t *s, const char *want, resp_out_t *t)
 		info_kv(t, "redis_version:%s", VELA_REDIS_COMPAT_VERSION);
 		info_kv(t, "vela_version:%s", VELA_SERVER_VERSION);
 		info_kv(t, "redis_mode:standalone");
+		info_kv(t, "os:Linux");
+		info_kv(t, "arch_bits:%d", (int)(sizeof(void *) * 8));
 		info_kv(t, "process_id:%ld", (long)getpid());
 		info_kv(t, "tcp_port:%d", s->port);
 		info_kv(t, "uptime_in_seconds:%llu", (unsigned long long)((now - s->start_ms) / 1000));
+		info_kv(t, "uptime_in_days:%llu",
+			(unsigned long long)((now - s->start_ms) / 86400000u));
+		info_kv(t, "executable:velad");
 		info_kv(t, "cpu_features:%s", vela_cpu_features_str());
 	}
 	if (info_want(want, "clients")) {
 		info_section(t, want, "Clients", &first);
-		info_kv(t, "connected_clients:%u", s->n_clients);
-		info_kv(t, "maxclients:%u", s->cfg.maxclients);
+		info_clients(s, t, on_loop);
+	}
+	if (info_want(want, "memory")) {
+		info_section(t, want, "Memory", &first);
+		info_memory(s, t);
 	}
 	if (info_want(want, "persistence")) {
-		size_t map, used;
-		vela_db_map_usage(s->db, &map, &used);
 		info_section(t, want, "Persistence", &first);
-		info_kv(t, "loading:0");
-		info_kv(t, "storage_engine:lmdb");
-		info_kv(t, "map_size:%zu", map);
-		info_kv(t, "map_used:%zu", used);
-		info_kv(t, "fsync:%s", s->cfg.nosync ? "everysec" : "always");
+		info_persistence(s, t);
 	}
 	if (info_want(want, "stats")) {
 		info_section(t, want, "Stats", &first);
 		info_kv(t, "total_connections_received:%llu", (unsigned long long)atomic_load(&s->stat_conns));
 		info_kv(t, "total_commands_processed:%llu", (unsigned long long)atomic_load(&s->stat_commands));
+		info_kv(t, "instantaneous_ops_per_sec:%llu", (unsigned long long)srv_ops_per_sec(s));
 		info_kv(t, "rejected_connections:%llu", (unsigned long long)atomic_load(&s->stat_rejected));
 		info_kv(t, "expired_keys:%llu", (unsigned long long)atomic_load(&s->stat_expired));
+		info_kv(t, "evicted_keys:0");
+		info_kv(t, "client_query_buffer_limit_disconnections:%llu",
+			(unsigned long long)s->stat_qbuf_closed);
+		info_kv(t, "client_output_buffer_limit_disconnections:%llu",
+			(unsigned long long)s->stat_obuf_closed);
 	}
 	if (info_want(want, "gpu"))
 		info_gpu(t, want, &first);
 	if (info_want(want, "keyspace")) {
 		info_section(t, want, "Keyspace", &first);
-		uint64_t n = vela_db_size(s->db);
+		uint64_t n = 0, e = 0;
+		vela_db_keyspace(s->db, &n, &e);
 		if (n)
-			info_kv(t, "db0:keys=%llu,expires=0,avg_ttl=0", (unsigned long long)n);
+			info_kv(t, "db0:keys=%llu,expires=%llu,avg_ttl=0", (unsigned long long)n,
+				(unsigned long long)e);
 	}
 }
 
@@ -426,7 +540,7 @@ static void cmd_info(cmd_ctx_t *x)
 	char *want = x->argc >= 2 ? arg_dup(&x->argv[1]) : NULL;
 	resp_out_t t;
 	resp_out_init(&t, 2);
-	info_build(x->srv, want, &t);
+	info_build(x->srv, want, &t, x->c != NULL);
 	if (x->proto == 3)
 		resp_verbatim(x->out, t.p, t.len);
 	else
@@ -580,6 +694,7 @@ void cmd_del(cmd_ctx_t *), cmd_exists(cmd_ctx_t *), cmd_type(cmd_ctx_t *),
 	cmd_hset(cmd_ctx_t *), cmd_hmset(cmd_ctx_t *), cmd_hsetnx(cmd_ctx_t *),
 	cmd_hget(cmd_ctx_t *), cmd_hmget(cmd_ctx_t *), cmd_hgetall(cmd_ctx_t *),
 	cmd_hdel(cmd_ctx_t *), cmd_hexists(cmd_ctx_t *), cmd_hlen(cmd_ctx_t *);
+void cmd_save(cmd_ctx_t *), cmd_bgsave(cmd_ctx_t *), cmd_lastsave(cmd_ctx_t *);
 void cmd_ft_create(cmd_ctx_t *), cmd_ft_search(cmd_ctx_t *), cmd_ft_info(cmd_ctx_t *),
 	cmd_ft_list(cmd_ctx_t *), cmd_ft_dropindex(cmd_ctx_t *), cmd_ft_config(cmd_ctx_t *),
 	cmd_ft_explain(cmd_ctx_t *), cmd_ft_profile(cmd_ctx_t *);
@@ -592,6 +707,7 @@ void cmd_ft_create(cmd_ctx_t *), cmd_ft_search(cmd_ctx_t *), cmd_ft_info(cmd_ctx
 static const srv_command_t commands[] = {
 	{"acl", -2, CMD_ADMIN, cmd_acl},
 	{"auth", -2, NA | NM, cmd_auth},
+	{"bgsave", -1, CMD_ADMIN, cmd_bgsave},
 	{"client", -2, 0, cmd_client},
 	{"command", -1, 0, cmd_command},
 	{"config", -2, CMD_ADMIN, cmd_config},
@@ -626,6 +742,7 @@ static const srv_command_t commands[] = {
 	{"hsetnx", 4, W, cmd_hsetnx},
 	{"info", -1, 0, cmd_info},
 	{"keys", 2, 0, cmd_keys},
+	{"lastsave", 1, 0, cmd_lastsave},
 	{"module", -2, 0, cmd_module},
 	{"multi", 1, NM, cmd_multi},
 	{"persist", 2, W, cmd_persist},
@@ -633,6 +750,7 @@ static const srv_command_t commands[] = {
 	{"ping", -1, 0, cmd_ping},
 	{"pttl", 2, CMD_VIEW, cmd_pttl},
 	{"quit", -1, NA | NM, cmd_quit},
+	{"save", -1, ALONE | CMD_ADMIN, cmd_save},
 	{"scan", -2, 0, cmd_scan},
 	{"select", 2, 0, cmd_select},
 	{"set", -3, W, cmd_set},

@@ -22,6 +22,9 @@ void srv_config_init(srv_config_t *c)
 	c->max_args = RESP_MAX_ARGS_DEFAULT;
 	c->query_buf_limit = SRV_QBUF_LIMIT_DEFAULT;
 	c->output_buf_limit = SRV_OBUF_LIMIT_DEFAULT;
+	c->output_buf_soft = SRV_OBUF_SOFT_DEFAULT;
+	c->output_buf_soft_s = SRV_OBUF_SOFT_SECONDS_DEFAULT;
+	c->backup_dir = strdup(SRV_BACKUP_DIR_DEFAULT);
 	c->workers = SRV_WORKERS_DEFAULT;
 	c->log_level = VELA_LOG_LEVEL_DEFAULT;
 	c->gpu_mode = VELA_GPU_MODE_DEFAULT;
@@ -33,6 +36,9 @@ void srv_config_free(srv_config_t *c)
 {
 	free(c->bind);
 	free(c->dir);
+	free(c->backup_dir);
+	free(c->tls_cert_file);
+	free(c->tls_key_file);
 	for (uint32_t i = 0; i < c->n_users; i++) {
 		free(c->users[i].name);
 		free(c->users[i].pass);
@@ -187,9 +193,74 @@ static int d_qbuf(srv_config_t *c, const char *v)
 {
 	return parse_size(v, SRV_QBUF_LIMIT_MIN, SRV_QBUF_LIMIT_MAX, &c->query_buf_limit);
 }
+/* A buffer limit: 0 (none) or MIN..MAX. */
+static int parse_limit(const char *v, uint64_t *out)
+{
+	if (strcmp(v, "0") == 0) {
+		*out = 0;
+		return VELA_OK;
+	}
+	return parse_size(v, SRV_OBUF_LIMIT_MIN, SRV_OBUF_LIMIT_MAX, out);
+}
+
+/* `client-output-buffer-limit normal <hard> <soft> <seconds> [<class> ...]`
+ * as Redis writes it (the replica and pubsub classes are accepted and have
+ * no use here), or a single size: the hard limit, with no soft one. */
 static int d_obuf(srv_config_t *c, const char *v)
 {
-	return parse_size(v, SRV_OBUF_LIMIT_MIN, SRV_OBUF_LIMIT_MAX, &c->output_buf_limit);
+	char buf[1024], *save = NULL, *tok[64];
+	int n = 0;
+	snprintf(buf, sizeof(buf), "%s", v);
+	for (char *t = strtok_r(buf, " ", &save); t && n < 64; t = strtok_r(NULL, " ", &save))
+		tok[n++] = t;
+	if (n == 1) { /* the hard limit alone, as before the soft one existed */
+		int rc = parse_limit(tok[0], &c->output_buf_limit);
+		if (rc == 0)
+			c->output_buf_soft = c->output_buf_soft_s = 0;
+		return rc;
+	}
+	if (n == 0 || n % 4 != 0)
+		return VELA_EINVAL;
+	uint64_t hard = c->output_buf_limit, soft = c->output_buf_soft, secs = c->output_buf_soft_s;
+	for (int i = 0; i < n; i += 4) {
+		uint64_t h, s, t;
+		bool normal = strcasecmp(tok[i], "normal") == 0;
+		if (!normal && strcasecmp(tok[i], "replica") && strcasecmp(tok[i], "slave") &&
+		    strcasecmp(tok[i], "pubsub"))
+			return VELA_EINVAL;
+		if (parse_limit(tok[i + 1], &h) || parse_limit(tok[i + 2], &s) ||
+		    parse_size(tok[i + 3], SRV_OBUF_SOFT_SECONDS_MIN, SRV_OBUF_SOFT_SECONDS_MAX, &t))
+			return VELA_EINVAL;
+		if (normal) {
+			hard = h;
+			soft = s;
+			secs = t;
+		}
+	}
+	c->output_buf_limit = hard;
+	c->output_buf_soft = soft;
+	c->output_buf_soft_s = (uint32_t)secs;
+	return VELA_OK;
+}
+static int d_tls_port(srv_config_t *c, const char *v)
+{
+	char *e;
+	long p = strtol(v, &e, 10);
+	if (*e || e == v || p < 0 || p > 65535)
+		return VELA_EINVAL;
+	c->tls_port = (int)p;
+	return VELA_OK;
+}
+static int d_tls_cert(srv_config_t *c, const char *v) { return set_str(&c->tls_cert_file, v); }
+static int d_tls_key(srv_config_t *c, const char *v) { return set_str(&c->tls_key_file, v); }
+/* Client certificates are not asked for: only `tls-auth-clients no`. */
+static int d_tls_auth(srv_config_t *c, const char *v)
+{
+	return strcasecmp(v, "no") == 0 ? VELA_OK : VELA_EINVAL;
+}
+static int d_backup_dir(srv_config_t *c, const char *v)
+{
+	return v[0] ? set_str(&c->backup_dir, v) : VELA_EINVAL;
 }
 static int d_workers(srv_config_t *c, const char *v)
 {
@@ -235,11 +306,16 @@ static const directive_t directives[] = {
 	{"proto-max-bulk-len", d_bulk},
 	{"client-query-buffer-limit", d_qbuf},
 	{"client-output-buffer-limit", d_obuf},
+	{"backup-dir", d_backup_dir},
 	{"workers", d_workers},
 	{"map-size", d_mapsize},
 	{"appendfsync", d_appendfsync},
 	{"loglevel", d_loglevel},
 	{"gpu", d_gpu},
+	{"tls-port", d_tls_port},
+	{"tls-cert-file", d_tls_cert},
+	{"tls-key-file", d_tls_key},
+	{"tls-auth-clients", d_tls_auth},
 	/* Accepted for compatibility with redis.conf files; no effect in vela. */
 	{"save", d_ignore},
 	{"appendonly", d_ignore},
@@ -363,6 +439,20 @@ static const char *config_value(srv_t *s, const char *name, char *buf, size_t ca
 		return snprintf(buf, cap, "%llu", (unsigned long long)c->proto_max_bulk_len), buf;
 	if (strcmp(name, "client-query-buffer-limit") == 0)
 		return snprintf(buf, cap, "%llu", (unsigned long long)c->query_buf_limit), buf;
+	if (strcmp(name, "client-output-buffer-limit") == 0)
+		return snprintf(buf, cap, "normal %llu %llu %u", (unsigned long long)c->output_buf_limit,
+				(unsigned long long)c->output_buf_soft, c->output_buf_soft_s),
+		       buf;
+	if (strcmp(name, "backup-dir") == 0)
+		return c->backup_dir;
+	if (strcmp(name, "tls-port") == 0)
+		return snprintf(buf, cap, "%d", s->tls_port), buf;
+	if (strcmp(name, "tls-cert-file") == 0)
+		return c->tls_cert_file ? c->tls_cert_file : "";
+	if (strcmp(name, "tls-key-file") == 0)
+		return c->tls_key_file ? c->tls_key_file : "";
+	if (strcmp(name, "tls-auth-clients") == 0)
+		return "no";
 	if (strcmp(name, "map-size") == 0) {
 		size_t map, used;
 		vela_db_map_usage(s->db, &map, &used);
@@ -387,8 +477,9 @@ static const char *config_value(srv_t *s, const char *name, char *buf, size_t ca
 
 static const char *const config_names[] = {
 	"bind", "dir", "port", "protected-mode", "requirepass", "maxclients", "proto-max-bulk-len",
-	"client-query-buffer-limit", "map-size", "appendfsync", "appendonly", "save", "databases",
-	"maxmemory", "search-default-dialect", "gpu",
+	"client-query-buffer-limit", "client-output-buffer-limit", "backup-dir", "tls-port",
+	"tls-cert-file", "tls-key-file", "tls-auth-clients", "map-size", "appendfsync",
+	"appendonly", "save", "databases", "maxmemory", "search-default-dialect", "gpu",
 };
 
 #define CONFIG_NAMES (sizeof(config_names) / sizeof(config_names[0]))
@@ -410,7 +501,7 @@ static void config_get(cmd_ctx_t *x)
 	}
 	resp_map(x->out, n);
 	for (size_t i = 0; i < n; i++) {
-		char buf[64];
+		char buf[128];
 		resp_bulk_str(x->out, hit[i]);
 		resp_bulk_str(x->out, config_value(x->srv, hit[i], buf, sizeof(buf)));
 	}
@@ -457,12 +548,23 @@ static void config_set(cmd_ctx_t *x)
 			       strcasecmp(name, "maxclients") == 0 ||
 			       strcasecmp(name, "protected-mode") == 0 ||
 			       strcasecmp(name, "client-output-buffer-limit") == 0 ||
+			       strcasecmp(name, "backup-dir") == 0 ||
 			       strcasecmp(name, "save") == 0 || strcasecmp(name, "appendonly") == 0 ||
 			       strcasecmp(name, "loglevel") == 0)) {
 		const char *d[2] = {name, val};
+		uint32_t old_max = x->srv->cfg.maxclients;
 		pthread_mutex_lock(&x->srv->cfg_mu);
 		rc = srv_config_set(&x->srv->cfg, 2, d, &err);
 		pthread_mutex_unlock(&x->srv->cfg_mu);
+		uint32_t fit = 0;
+		if (rc == 0 && strcasecmp(name, "maxclients") == 0 &&
+		    srv_open_files_reserve(x->srv->cfg.maxclients, &fit) != 0) {
+			x->srv->cfg.maxclients = old_max; /* as Redis: refused, unchanged */
+			rc = vela_err_set(&err, VELA_ELIMIT, "CONFIG SET failed (possibly related to "
+					  "argument 'maxclients') - The operating system is not able "
+					  "to handle the specified number of clients, try with %u",
+					  fit);
+		}
 		if (rc == 0 && strcasecmp(name, "loglevel") == 0)
 			vela_log_set_level(x->srv->cfg.log_level);
 	} else if (rc == 0) {

@@ -4,6 +4,7 @@
  * arguments, the client's protocol version and the database. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server/srv_int.h"
@@ -239,6 +240,37 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* ------------------------------------------------------------ everysec */
+
+/* appendfsync everysec (MDB_NOSYNC): commits reach the OS at once but the
+ * disk only when fsync'd. As Redis's background fsync, once a second off the
+ * writer, so a commit is on disk at most ~1 s (plus one fsync) after it was
+ * acknowledged. */
+#define SRV_SYNC_INTERVAL_MS 1000u
+
+static void *syncer_main(void *arg)
+{
+	srv_t *s = arg;
+	uint64_t failures = 0;
+	pthread_mutex_lock(&s->sync_mu);
+	while (!atomic_load(&s->stopping)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += SRV_SYNC_INTERVAL_MS / 1000u;
+		pthread_cond_timedwait(&s->sync_cv, &s->sync_mu, &ts);
+		pthread_mutex_unlock(&s->sync_mu);
+		int rc = vela_db_sync(s->db);
+		if (rc)
+			failures++;
+		if (rc && (failures & (failures - 1)) == 0) /* 1st, 2nd, 4th, ... */
+			vela_error("appendfsync everysec: fsync failed (%llu times): %s",
+				   (unsigned long long)failures, vela_strerror(rc));
+		pthread_mutex_lock(&s->sync_mu);
+	}
+	pthread_mutex_unlock(&s->sync_mu);
+	return NULL;
+}
+
 /* ------------------------------------------------------------ start / stop */
 
 static void on_done(evutil_socket_t fd, short what, void *arg)
@@ -292,6 +324,13 @@ int exec_start(srv_t *s)
 		return VELA_ENOMEM;
 	if (pthread_create(&s->writer, NULL, writer_main, s))
 		return VELA_ENOMEM;
+	pthread_mutex_init(&s->sync_mu, NULL);
+	pthread_cond_init(&s->sync_cv, NULL);
+	if (s->cfg.nosync) {
+		if (pthread_create(&s->syncer, NULL, syncer_main, s))
+			return VELA_ENOMEM;
+		s->syncer_on = true;
+	}
 	for (uint32_t i = 0; i < s->n_workers; i++)
 		if (pthread_create(&s->workers[i], NULL, worker_main, s))
 			return VELA_ENOMEM;
@@ -311,6 +350,16 @@ void exec_stop(srv_t *s)
 	pthread_join(s->writer, NULL);
 	for (uint32_t i = 0; i < s->n_workers; i++)
 		pthread_join(s->workers[i], NULL);
+	if (s->syncer_on) {
+		pthread_mutex_lock(&s->sync_mu);
+		pthread_cond_broadcast(&s->sync_cv);
+		pthread_mutex_unlock(&s->sync_mu);
+		pthread_join(s->syncer, NULL);
+		s->syncer_on = false;
+		vela_db_sync(s->db); /* the writer is done: the last commits go to disk */
+	}
+	pthread_mutex_destroy(&s->sync_mu);
+	pthread_cond_destroy(&s->sync_cv);
 	exec_collect_done(s);
 	free(s->workers);
 	event_free(s->done_ev);

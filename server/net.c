@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <event2/thread.h>
@@ -18,6 +19,7 @@
 #include "server/srv_int.h"
 
 static void client_process_input(srv_client_t *c);
+static void client_flush(srv_client_t *c);
 
 /* ------------------------------------------------------------ read view */
 
@@ -80,14 +82,18 @@ static void client_detach(evutil_socket_t fd, short what, void *arg)
 
 /* Close the socket now. The struct is freed later, from the loop (callers up
  * the stack may still hold it), and only once its jobs came back. */
-static void client_close(srv_client_t *c)
+void client_close(srv_client_t *c)
 {
 	if (c->gone)
 		return;
 	c->gone = true;
-	event_free(c->rev);
-	event_free(c->wev);
-	evutil_closesocket(c->fd);
+	if (c->bev) {
+		tls_client_close(c); /* frees the bufferevent, the SSL and the socket */
+	} else {
+		event_free(c->rev);
+		event_free(c->wev);
+		evutil_closesocket(c->fd);
+	}
 	client_unlink(c);
 	struct timeval now = {0, 0};
 	if (event_base_once(c->srv->base, -1, EV_TIMEOUT, client_detach, c, &now) != 0)
@@ -127,6 +133,42 @@ static bool client_obuf_reserve(srv_client_t *c, size_t n)
 	return true;
 }
 
+/*
+ * client-output-buffer-limit for normal clients, as Redis checks it: over
+ * the hard limit at once; over the soft limit once it has stayed above for
+ * more than the configured seconds. Only bytes velad still holds count (not
+ * the socket's kernel buffer). Returns true when the client must go.
+ */
+static bool client_obuf_over(srv_client_t *c, uint64_t now_ms)
+{
+	const srv_config_t *cfg = &c->srv->cfg;
+	uint64_t pending = c->olen - c->opos;
+	if (cfg->output_buf_limit && pending > cfg->output_buf_limit)
+		return true;
+	if (cfg->output_buf_soft == 0 || pending <= cfg->output_buf_soft) {
+		c->obuf_soft_since_ms = 0;
+		return false;
+	}
+	if (c->obuf_soft_since_ms == 0) {
+		c->obuf_soft_since_ms = now_ms ? now_ms : 1;
+		return false;
+	}
+	return now_ms - c->obuf_soft_since_ms > (uint64_t)cfg->output_buf_soft_s * 1000u;
+}
+
+static void client_obuf_check(srv_client_t *c, uint64_t now_ms)
+{
+	if (c->gone || !client_obuf_over(c, now_ms))
+		return;
+	c->srv->stat_obuf_closed++;
+	vela_warn("client %llu (%s) closed: output buffer of %llu bytes unread, over "
+		  "client-output-buffer-limit normal %llu %llu %u",
+		  (unsigned long long)c->id, c->addr, (unsigned long long)(c->olen - c->opos),
+		  (unsigned long long)c->srv->cfg.output_buf_limit,
+		  (unsigned long long)c->srv->cfg.output_buf_soft, c->srv->cfg.output_buf_soft_s);
+	client_close(c);
+}
+
 /* Append reply bytes; a client that lets replies pile up is disconnected. */
 static void client_send(srv_client_t *c, const resp_out_t *o)
 {
@@ -138,12 +180,11 @@ static void client_send(srv_client_t *c, const resp_out_t *o)
 	}
 	memcpy(c->obuf + c->olen, o->p, o->len);
 	c->olen += o->len;
-	if (c->olen - c->opos > c->srv->cfg.output_buf_limit) {
-		vela_warn("client %llu (%s) closed: output buffer over %llu bytes (not reading)",
-			  (unsigned long long)c->id, c->addr,
-			  (unsigned long long)c->srv->cfg.output_buf_limit);
-		client_close(c);
-	}
+	const srv_config_t *cfg = &c->srv->cfg;
+	uint64_t pending = c->olen - c->opos;
+	if ((cfg->output_buf_limit && pending > cfg->output_buf_limit) ||
+	    (cfg->output_buf_soft && pending > cfg->output_buf_soft))
+		client_obuf_check(c, vela_now_ns() / 1000000);
 }
 
 static void client_wev_arm(srv_client_t *c, bool on)
@@ -157,9 +198,25 @@ static void client_wev_arm(srv_client_t *c, bool on)
 	}
 }
 
+void client_obuf_drained(srv_client_t *c)
+{
+	c->opos = c->olen = 0;
+	c->obuf_soft_since_ms = 0;
+	if (c->ocap > SRV_OBUF_KEEP) { /* a slow reader's burst is not kept */
+		free(c->obuf);
+		c->obuf = NULL;
+		c->ocap = 0;
+	}
+}
+
 /* Write what the socket takes; close a closing client once all is out. */
 static void client_flush(srv_client_t *c)
 {
+	if (c->bev) {
+		if (!c->gone)
+			tls_client_flush(c);
+		return;
+	}
 	while (!c->gone && c->opos < c->olen) {
 		ssize_t w = send(c->fd, c->obuf + c->opos, c->olen - c->opos, MSG_NOSIGNAL);
 		if (w > 0) {
@@ -177,7 +234,7 @@ static void client_flush(srv_client_t *c)
 	}
 	if (c->gone)
 		return;
-	c->opos = c->olen = 0;
+	client_obuf_drained(c);
 	client_wev_arm(c, false);
 	if (c->closing)
 		client_close(c);
@@ -268,6 +325,8 @@ static void multi_queue(srv_client_t *c, const srv_command_t *cmd, int argc,
 /* Queue a job for the writer or the search workers. */
 static void client_submit(srv_client_t *c, srv_job_t *j, unsigned kind)
 {
+	if (kind == CMD_WRITE)
+		atomic_fetch_add(&c->srv->stat_dirty, 1);
 	if (c->pend_tail)
 		c->pend_tail->cnext = j;
 	else
@@ -304,6 +363,7 @@ static bool client_command(srv_client_t *c, int argc, resp_arg_t *argv)
 		return false;
 	}
 	atomic_fetch_add(&c->srv->stat_commands, 1);
+	c->last_cmd = cmd ? cmd->name : NULL;
 	/* The shared read view serves only CMD_VIEW commands: anything else may
 	 * take the database lock itself (see vela_view_begin). */
 	if (cmd == NULL || !(cmd->flags & CMD_VIEW) || c->in_multi)
@@ -394,7 +454,7 @@ static void client_process_input(srv_client_t *c)
 /* Room for the next read: at least SRV_READ_CHUNK free bytes. */
 #define SRV_READ_CHUNK 16384u
 
-static bool client_qbuf_reserve(srv_client_t *c)
+bool client_qbuf_reserve(srv_client_t *c)
 {
 	if (c->qcap - c->qlen >= SRV_READ_CHUNK)
 		return true;
@@ -421,9 +481,16 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 		client_close(c); /* EOF or error */
 		return;
 	}
-	c->qlen += (size_t)n;
+	client_input(c, (size_t)n);
+}
+
+void client_input(srv_client_t *c, size_t n)
+{
+	c->qlen += n;
+	c->last_ms = vela_now_ns() / 1000000;
 	uint64_t limit = c->authed ? c->srv->cfg.query_buf_limit : SRV_QBUF_UNAUTH_LIMIT;
 	if (c->qlen > limit) {
+		c->srv->stat_qbuf_closed++;
 		vela_warn("client %llu (%s) closed: reached the query buffer limit",
 			  (unsigned long long)c->id, c->addr);
 		client_close(c); /* as Redis: without a reply */
@@ -470,25 +537,27 @@ static void addr_format(const struct sockaddr *sa, char *buf, size_t cap)
 /* Refuse a connection with one error line (maxclients, protected mode). */
 static void refuse(evutil_socket_t fd, const char *line)
 {
-	ssize_t w = send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
-	(void)w;
+	if (line[0]) {
+		ssize_t w = send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)w;
+	}
 	evutil_closesocket(fd);
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-		      int salen, void *arg)
+void client_accept(srv_t *s, evutil_socket_t fd, const struct sockaddr *sa, bool tls)
 {
-	srv_t *s = arg;
 	atomic_fetch_add(&s->stat_conns, 1);
+	/* On the TLS port a refusal is a plain close: a line in clear text
+	 * would only break the client's handshake. */
 	if (s->n_clients >= s->cfg.maxclients) {
 		atomic_fetch_add(&s->stat_rejected, 1);
-		refuse(fd, "-ERR max number of clients reached\r\n");
+		refuse(fd, tls ? "" : "-ERR max number of clients reached\r\n");
 		return;
 	}
 	if (s->cfg.protected_mode && !srv_auth_required(s) && !addr_is_loopback(sa)) {
-		refuse(fd, "-DENIED Redis is running in protected mode because protected mode is "
-			   "enabled and no password is set for the default user. Set a password "
-			   "(requirepass) or disable protected mode (protected-mode no).\r\n");
+		refuse(fd, tls ? "" : "-DENIED Redis is running in protected mode because protected "
+			   "mode is enabled and no password is set for the default user. Set a "
+			   "password (requirepass) or disable protected mode (protected-mode no).\r\n");
 		return;
 	}
 	srv_client_t *c = calloc(1, sizeof(*c));
@@ -501,29 +570,48 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	c->proto = 2;
 	c->authed = !srv_auth_required(s);
 	c->user = c->authed ? &s->cfg.users[0] : NULL;
-	c->created_ms = vela_now_ns() / 1000000;
+	c->created_ms = c->last_ms = vela_now_ns() / 1000000;
 	addr_format(sa, c->addr, sizeof(c->addr));
+	struct sockaddr_storage local;
+	socklen_t llen = sizeof(local);
+	if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
+		addr_format((struct sockaddr *)&local, c->laddr, sizeof(c->laddr));
 	resp_parser_init(&c->parser);
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	evutil_make_socket_nonblocking(fd);
 	c->fd = fd;
-	c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_readable, c);
-	c->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
-	if (c->rev == NULL || c->wev == NULL || event_add(c->rev, NULL) != 0) {
-		if (c->rev)
-			event_free(c->rev);
-		if (c->wev)
-			event_free(c->wev);
-		evutil_closesocket(fd);
-		free(c);
-		return;
+	if (tls) {
+		if (tls_client_attach(c) != 0) { /* closed the socket */
+			resp_parser_free(&c->parser);
+			free(c);
+			return;
+		}
+	} else {
+		c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_readable, c);
+		c->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
+		if (c->rev == NULL || c->wev == NULL || event_add(c->rev, NULL) != 0) {
+			if (c->rev)
+				event_free(c->rev);
+			if (c->wev)
+				event_free(c->wev);
+			evutil_closesocket(fd);
+			resp_parser_free(&c->parser);
+			free(c);
+			return;
+		}
 	}
 	c->next = s->clients;
 	if (s->clients)
 		s->clients->prev = c;
 	s->clients = c;
 	s->n_clients++;
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+		      int salen, void *arg)
+{
+	client_accept(arg, fd, sa, false);
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -537,6 +625,32 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 void srv_job_expire_submit(srv_t *s); /* cmd_core.c */
 
+/* Every SRV_EXPIRE_CYCLE_MS: the expiry job, the commands/s sample, and
+ * once a second the soft output-buffer limit of clients that stopped
+ * getting replies (a reply is what checks it otherwise), a finished BGSAVE. */
+static void srv_cron(srv_t *s)
+{
+	uint64_t now = vela_now_ns() / 1000000;
+	uint64_t ops = atomic_load(&s->stat_commands);
+	if (s->ops_last_ms && now > s->ops_last_ms)
+		s->ops_samples[s->ops_idx++ % SRV_OPS_SAMPLES] =
+			(ops - s->ops_last) * 1000u / (now - s->ops_last_ms);
+	s->ops_last = ops;
+	s->ops_last_ms = now;
+	if (++s->cron_ticks % (1000u / SRV_EXPIRE_CYCLE_MS) != 0)
+		return;
+	if (s->cfg.output_buf_soft)
+		for (srv_client_t *c = s->clients, *n; c; c = n) {
+			n = c->next;
+			if (c->obuf_soft_since_ms)
+				client_obuf_check(c, now);
+		}
+	uint64_t mem = srv_mem_used();
+	if (mem > s->mem_peak)
+		s->mem_peak = mem;
+	save_reap(s);
+}
+
 static void on_expire_timer(evutil_socket_t fd, short what, void *arg)
 {
 	srv_t *s = arg;
@@ -544,28 +658,94 @@ static void on_expire_timer(evutil_socket_t fd, short what, void *arg)
 		s->expire_pending = true;
 		srv_job_expire_submit(s);
 	}
+	srv_cron(s);
 }
 
-static int srv_listen(srv_t *s, vela_err_t *err)
+int srv_open_files_reserve(uint32_t clients, uint32_t *fit)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)clients + SRV_RESERVED_FDS;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 0; /* cannot tell: accept() will say */
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+		struct rlimit up = rl;
+		up.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl = up;
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+		return 0;
+	*fit = rl.rlim_cur > SRV_RESERVED_FDS ? (uint32_t)(rl.rlim_cur - SRV_RESERVED_FDS) : 1;
+	return -1;
+}
+
+/* accept() failed with something other than a retriable error: out of file
+ * descriptors (EMFILE/ENFILE) above all. The listening socket stays readable,
+ * so pause accepting for a moment instead of spinning on the error. */
+#define SRV_ACCEPT_PAUSE_MS 100u
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	srv_t *s = arg;
+	if (s->listener)
+		evconnlistener_enable(s->listener);
+	if (s->tls_listener)
+		evconnlistener_enable(s->tls_listener);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+	srv_t *s = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	static uint64_t warned;
+	uint64_t k = ++warned;
+	if ((k & (k - 1)) == 0) /* 1st, 2nd, 4th, ... */
+		vela_warn("accept: %s (%llu times): not accepting for %u ms",
+			  evutil_socket_error_to_string(e), (unsigned long long)k,
+			  SRV_ACCEPT_PAUSE_MS);
+	evconnlistener_disable(l);
+	struct timeval tv = {0, SRV_ACCEPT_PAUSE_MS * 1000};
+	event_base_once(s->base, -1, EV_TIMEOUT, on_accept_resume, s, &tv);
+}
+
+struct evconnlistener *srv_listen_port(srv_t *s, int port, evconnlistener_cb cb, int *bound,
+				       vela_err_t *err)
 {
 	struct sockaddr_storage ss;
 	int slen = sizeof(ss);
 	char spec[300];
+	/* libevent's parser refuses port 0 ("any free port"): parse with 1, then set it. */
 	snprintf(spec, sizeof(spec), strchr(s->cfg.bind, ':') ? "[%s]:%d" : "%s:%d", s->cfg.bind,
-		 s->cfg.port);
-	if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &slen) != 0)
-		return vela_err_set(err, VELA_EINVAL, "bad bind address '%s'", s->cfg.bind);
-	s->listener = evconnlistener_new_bind(s->base, on_accept, s,
-					      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 511,
-					      (struct sockaddr *)&ss, slen);
-	if (s->listener == NULL)
-		return vela_err_set(err, VELA_EIO, "cannot listen on %s: %s", spec, strerror(errno));
-	struct sockaddr_storage bound;
-	socklen_t bl = sizeof(bound);
-	getsockname(evconnlistener_get_fd(s->listener), (struct sockaddr *)&bound, &bl);
-	s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-						   : ((struct sockaddr_in *)&bound)->sin_port);
-	return VELA_OK;
+		 port ? port : 1);
+	if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &slen) != 0) {
+		vela_err_set(err, VELA_EINVAL, "bad bind address '%s'", s->cfg.bind);
+		return NULL;
+	}
+	if (ss.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+	struct evconnlistener *l = evconnlistener_new_bind(s->base, cb, s,
+							   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
+							   511, (struct sockaddr *)&ss, slen);
+	if (l == NULL) {
+		vela_err_set(err, VELA_EIO, "cannot listen on %s port %d: %s", s->cfg.bind, port,
+			     strerror(errno));
+		return NULL;
+	}
+	evconnlistener_set_error_cb(l, on_accept_error);
+	struct sockaddr_storage b;
+	socklen_t bl = sizeof(b);
+	getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&b, &bl);
+	*bound = ntohs(b.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&b)->sin6_port
+					      : ((struct sockaddr_in *)&b)->sin_port);
+	return l;
+}
+
+static int srv_listen(srv_t *s, vela_err_t *err)
+{
+	s->listener = srv_listen_port(s, s->cfg.port, on_accept, &s->port, err);
+	return s->listener ? VELA_OK : err ? err->code : VELA_EIO;
 }
 
 int srv_create(const srv_config_t *cfg, srv_t **out, vela_err_t *err)
@@ -577,16 +757,26 @@ int srv_create(const srv_config_t *cfg, srv_t **out, vela_err_t *err)
 	s->cfg = *cfg;
 	s->start_ms = vela_now_ns() / 1000000;
 	pthread_mutex_init(&s->cfg_mu, NULL);
+	save_init(s);
+	uint32_t fit = 0;
+	if (srv_open_files_reserve(s->cfg.maxclients, &fit) != 0) {
+		/* As Redis: serve fewer clients rather than fail accept() later. */
+		vela_warn("the open files limit allows %u clients, not maxclients %u: maxclients "
+			  "is now %u (raise `ulimit -n`)", fit, s->cfg.maxclients, fit);
+		s->cfg.maxclients = fit;
+	}
 	vela_db_options_t o = {.map_size = cfg->map_size, .flags = cfg->nosync ? VELA_OPEN_NOSYNC : 0};
 	int rc = vela_db_open(cfg->dir, &o, &s->db, err);
 	if (rc) { /* the strings of cfg are ours now: free them too */
+		save_free(s);
 		pthread_mutex_destroy(&s->cfg_mu);
 		srv_config_free(&s->cfg);
 		free(s);
 		return rc;
 	}
 	s->base = event_base_new();
-	if (s->base == NULL || (rc = srv_listen(s, err)) || (rc = exec_start(s))) {
+	if (s->base == NULL || (rc = srv_listen(s, err)) || (rc = srv_tls_start(s, err)) ||
+	    (rc = exec_start(s))) {
 		rc = rc ? rc : vela_err_set(err, VELA_ENOMEM, "cannot start the event loop");
 		if (err && err->msg[0] == '\0')
 			vela_err_set(err, rc, "cannot start: %s", vela_strerror(rc));
@@ -621,12 +811,18 @@ int srv_run(srv_t *s)
 		evconnlistener_free(s->listener);
 		s->listener = NULL;
 	}
+	srv_tls_stop(s);
 	/* Nothing new may reach the queues once the threads are gone: no expiry
 	 * job, no further requests (a job would leak and its reply never go). */
 	event_del(s->expire_ev);
-	for (srv_client_t *c = s->clients; c; c = c->next)
-		event_del(c->rev);
+	for (srv_client_t *c = s->clients; c; c = c->next) {
+		if (c->bev)
+			tls_client_pause_reads(c);
+		else
+			event_del(c->rev);
+	}
 	exec_stop(s);
+	save_stop(s); /* a BGSAVE in progress completes: the database closes after it */
 	/* Write out the last replies (best effort: sockets are nonblocking). */
 	for (srv_client_t *c = s->clients, *n; c; c = n) {
 		n = c->next;
@@ -650,6 +846,7 @@ void srv_destroy(srv_t *s)
 		return;
 	if (s->listener)
 		evconnlistener_free(s->listener);
+	srv_tls_stop(s);
 	if (s->sig_int)
 		event_free(s->sig_int);
 	if (s->sig_term)
@@ -658,6 +855,8 @@ void srv_destroy(srv_t *s)
 		event_free(s->expire_ev);
 	if (s->base)
 		event_base_free(s->base);
+	srv_tls_free(s);
+	save_free(s); /* before the database closes: a BGSAVE may still read it */
 	vela_db_close(s->db);
 	pthread_mutex_destroy(&s->cfg_mu);
 	srv_config_free(&s->cfg);

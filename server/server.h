@@ -41,14 +41,26 @@
 #define SRV_QBUF_LIMIT_MIN (1ull << 20)
 #define SRV_QBUF_LIMIT_MAX (1ull << 40)
 #define SRV_QBUF_UNAUTH_LIMIT (1u << 20)     /* before AUTH */
-#define SRV_OBUF_LIMIT_DEFAULT (256ull << 20) /* output bytes a client may leave unread */
-#define SRV_OBUF_LIMIT_MIN (1ull << 20)
+/* client-output-buffer-limit normal <hard> <soft> <seconds> (as Redis): a
+ * client leaving more than <hard> bytes of replies unread is closed at once,
+ * one above <soft> for more than <seconds> in a row too. 0 = no such limit. */
+#define SRV_OBUF_LIMIT_DEFAULT (256ull << 20) /* hard */
+#define SRV_OBUF_LIMIT_MIN (64ull << 10)
 #define SRV_OBUF_LIMIT_MAX (1ull << 40)
+#define SRV_OBUF_SOFT_DEFAULT (64ull << 20)
+#define SRV_OBUF_SOFT_SECONDS_DEFAULT 60u
+#define SRV_OBUF_SOFT_SECONDS_MIN 0u
+#define SRV_OBUF_SOFT_SECONDS_MAX 86400u
+/* File descriptors kept beyond maxclients (LMDB, snapshots, logs, backups),
+ * as Redis's CONFIG_MIN_RESERVED_FDS. */
+#define SRV_RESERVED_FDS 32u
 #define SRV_WORKERS_DEFAULT 0u /* 0 = one per CPU */
 #define SRV_WORKERS_MAX 256u
 #define SRV_USERS_MAX 64u
 #define SRV_EXPIRE_CYCLE_MS 100u
 #define SRV_EXPIRE_CYCLE_KEYS 1000u
+/** Where SAVE and BGSAVE write without a path argument (relative to `dir`). */
+#define SRV_BACKUP_DIR_DEFAULT "backup"
 
 /** An ACL user (config `user` lines, ACL SETUSER). */
 typedef struct srv_user {
@@ -67,7 +79,12 @@ typedef struct srv_config {
 	uint64_t proto_max_bulk_len;
 	uint32_t max_args;
 	uint64_t query_buf_limit;
-	uint64_t output_buf_limit;
+	uint64_t output_buf_limit; /**< hard limit (0 = none) */
+	uint64_t output_buf_soft;  /**< soft limit (0 = none) */
+	uint32_t output_buf_soft_s;
+	char *backup_dir;          /**< SAVE/BGSAVE without a path; relative to `dir` */
+	int tls_port;              /**< 0: no TLS listener */
+	char *tls_cert_file, *tls_key_file; /**< PEM: certificate (chain) and private key */
 	uint32_t workers;
 	size_t map_size;  /**< LMDB map size (0 = engine default) */
 	bool nosync;      /**< appendfsync everysec semantics */

@@ -89,6 +89,7 @@ struct srv_client {
 	bool done_mark;            /**< in exec_collect_done's list of clients to flush */
 	srv_client_t *done_next;
 	char addr[64];
+	char laddr[64]; /**< the local end (CLIENT LIST laddr=) */
 	char *name;
 	char *lib_name, *lib_ver;
 	int proto;
@@ -110,12 +111,18 @@ struct srv_client {
 	bool in_multi, multi_err;
 	srv_job_t *mq_head, *mq_tail;
 	size_t mq_n;
+	struct bufferevent *bev; /**< TLS clients: the OpenSSL bufferevent (rev/wev unused) */
 	srv_client_t *prev, *next;
 	uint64_t created_ms;
+	uint64_t last_ms;          /**< last command (CLIENT LIST idle=) */
+	const char *last_cmd;      /**< its name (static), or NULL */
+	uint64_t obuf_soft_since_ms; /**< output above the soft limit since (0: not above) */
 };
 
 /** Capacity of a client's reply buffer kept between commands. */
 #define SRV_REPLY_KEEP 65536u
+/** Capacity of a client's output buffer kept once it drained (bigger ones are freed). */
+#define SRV_OBUF_KEEP (1u << 20)
 
 /* ------------------------------------------------------------ the server */
 
@@ -126,11 +133,34 @@ typedef struct job_queue {
 	size_t n;
 } job_queue_t;
 
+/** SAVE / BGSAVE state (cmd_save.c), under `mu`. */
+typedef struct srv_save {
+	pthread_mutex_t mu;
+	pthread_t thread;
+	bool busy;          /**< a SAVE or BGSAVE is writing */
+	bool bg_running;    /**< the BGSAVE thread has not finished */
+	bool bg_joinable;   /**< a BGSAVE thread to join (finished or not) */
+	char *bg_path;      /**< its destination (owned) */
+	uint64_t bg_start_ms;
+	uint64_t dirty_at_start;
+	uint64_t dirty_saved;  /**< stat_dirty when the last successful save began */
+	int64_t last_save_unix; /**< LASTSAVE: end of the last successful save (start-up time at first) */
+	int last_bg_status;     /**< 0, or the error of the last BGSAVE */
+	int64_t last_bg_secs;   /**< -1 before the first BGSAVE */
+	uint64_t saves;         /**< successful saves */
+} srv_save_t;
+
+/** Samples of the commands/s rate (INFO instantaneous_ops_per_sec), as Redis. */
+#define SRV_OPS_SAMPLES 16u
+
 struct srv {
 	srv_config_t cfg;
 	vela_db_t *db;
 	struct event_base *base;
 	struct evconnlistener *listener;
+	struct evconnlistener *tls_listener; /**< tls-port (tls.c) */
+	void *ssl_ctx;                       /**< its SSL_CTX */
+	int tls_port;                        /**< bound TLS port (0: none) */
 	struct event *sig_int, *sig_term, *done_ev, *expire_ev;
 	int port;
 	/* clients */
@@ -140,6 +170,10 @@ struct srv {
 	/* threads */
 	job_queue_t writeq, searchq, doneq;
 	pthread_t writer;
+	pthread_t syncer; /**< appendfsync everysec: fsyncs once a second (exec.c) */
+	bool syncer_on;
+	pthread_mutex_t sync_mu;
+	pthread_cond_t sync_cv;
 	pthread_t *workers;
 	uint32_t n_workers;
 	atomic_int stopping;
@@ -148,6 +182,12 @@ struct srv {
 	pthread_mutex_t cfg_mu; /**< users/config read by handlers on other threads */
 	/* stats */
 	atomic_uint_fast64_t stat_commands, stat_conns, stat_rejected, stat_expired;
+	atomic_uint_fast64_t stat_dirty; /**< write commands accepted (rdb_changes_since_last_save) */
+	uint64_t stat_obuf_closed, stat_qbuf_closed; /**< loop thread */
+	uint64_t ops_last, ops_last_ms, ops_samples[SRV_OPS_SAMPLES];
+	unsigned ops_idx, cron_ticks;
+	uint64_t mem_peak;
+	srv_save_t save;
 	uint64_t start_ms;
 	bool gpu_reported;
 };
@@ -159,7 +199,49 @@ void jobq_push(job_queue_t *q, srv_job_t *j);
 /** Loop thread: completed jobs are ready (done_ev fired). */
 void exec_collect_done(srv_t *s);
 
+/* cmd_save.c */
+void save_init(srv_t *s);
+/** Loop thread, from the cron: join a finished BGSAVE thread. */
+void save_reap(srv_t *s);
+/** At shutdown: wait for a running BGSAVE (idempotent). */
+void save_stop(srv_t *s);
+/** save_stop, then free the state. */
+void save_free(srv_t *s);
+
+/* stats.c */
+/** Bytes the allocator holds for the process (INFO used_memory). */
+uint64_t srv_mem_used(void);
+/** Resident set size in bytes (INFO used_memory_rss). */
+uint64_t srv_mem_rss(void);
+/** Commands per second over the last samples (INFO instantaneous_ops_per_sec). */
+uint64_t srv_ops_per_sec(const srv_t *s);
+
+/* tls.c: TLS on `tls-port` through libevent's OpenSSL bufferevents; without
+ * VELA_HAVE_TLS (the build found no OpenSSL) tls-port is refused at start. */
+int srv_tls_start(srv_t *s, vela_err_t *err);
+void srv_tls_stop(srv_t *s);  /**< close the TLS listener (idempotent) */
+void srv_tls_free(srv_t *s);  /**< free the SSL context */
+/** Wrap c->fd in a server-side TLS bufferevent; on failure closes the fd. */
+int tls_client_attach(srv_client_t *c);
+/** Move pending replies into the TLS stream; close a closing client once sent. */
+void tls_client_flush(srv_client_t *c);
+void tls_client_close(srv_client_t *c);
+void tls_client_pause_reads(srv_client_t *c);
+
 /* net.c */
+/** A connection was accepted (on the TLS port when `tls`): check the limits, make the client. */
+void client_accept(srv_t *s, evutil_socket_t fd, const struct sockaddr *sa, bool tls);
+/** Listen on bind:port (0: any free port); *bound gets the port. NULL on failure. */
+struct evconnlistener *srv_listen_port(srv_t *s, int port, evconnlistener_cb cb, int *bound,
+				       vela_err_t *err);
+/** Room for SRV_READ_CHUNK more request bytes in c->qbuf. */
+bool client_qbuf_reserve(srv_client_t *c);
+/** n request bytes were appended to c->qbuf: check the limit, run, flush. */
+void client_input(srv_client_t *c, size_t n);
+/** Every reply byte left obuf: reset it (a big buffer is freed). */
+void client_obuf_drained(srv_client_t *c);
+/** Close the connection now (the struct is freed later, see net.c). */
+void client_close(srv_client_t *c);
 /** Send every reply of c that is now in order, then write them out. */
 void client_job_done(srv_client_t *c);
 void client_free_if_gone(srv_client_t *c);
@@ -180,6 +262,13 @@ int arg_int64(const resp_arg_t *a, int64_t *v);
 int arg_double(const resp_arg_t *a, double *v);
 /** A NUL-terminated malloc'd copy of an argument. */
 char *arg_dup(const resp_arg_t *a);
+
+/**
+ * Raise RLIMIT_NOFILE so `clients` connections fit beside SRV_RESERVED_FDS
+ * (as Redis does at start and on CONFIG SET maxclients). 0, or -1 with *fit
+ * set to the most clients the hard limit allows.
+ */
+int srv_open_files_reserve(uint32_t clients, uint32_t *fit);
 
 /* Authentication (constant-time compare). */
 const srv_user_t *srv_auth_check(srv_t *s, const char *user, size_t ulen, const char *pass,

@@ -98,6 +98,15 @@ size_t storage_used_bytes(storage_env_t *env);
 int storage_set_map_size(storage_env_t *env, size_t bytes, vela_err_t *err);
 /** Flush to disk (needed only with STORAGE_NOSYNC). */
 int storage_sync(storage_env_t *env);
+/**
+ * @brief Write a compacted, consistent copy of the environment as
+ * `dest_dir`/data.mdb (LMDB hot copy, MDB_CP_COMPACT) and fsync it.
+ * `dest_dir` must exist and must not hold a data.mdb. Safe while other
+ * threads or processes write: the copy is the state of the last commit when
+ * it began. Holds one read transaction for its whole run, so the caller must
+ * keep the map from being resized meanwhile (storage_set_map_size).
+ */
+int storage_copy(storage_env_t *env, const char *dest_dir, vela_err_t *err);
 
 /**
  * @brief Begin a transaction. `parent` non-NULL begins a nested write

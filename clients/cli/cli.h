@@ -90,5 +90,7 @@ int cli_json_vector(const json_t *a, float **out, uint32_t *dim, vela_err_t *err
 int cmd_batch(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_create(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
 
 #endif

@@ -9,7 +9,8 @@
  *                                NAME=... is a FLOAT32 vector parameter
  *   vela batch | import | create  query files, bulk loads, index creation,
  *                                in-process (--db) or through a server
- *                                (batch.c, import.c, create.c; docs/cli.md) */
+ *                                (batch.c, import.c, create.c; docs/cli.md)
+ *   vela backup | restore        hot copies of a database (backup.c) */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -33,7 +34,8 @@ static int usage(void)
 		"usage: vela demo [DIR] [FILE.tsv]\n"
 		"       vela info DIR\n"
 		"       vela query DIR INDEX QUERY [NAME=v1,v2,...]...\n"
-		"       vela batch|import|create ... (run one without arguments for help)\n");
+		"       vela batch|import|create ... (run one without arguments for help)\n"
+		"       vela backup DBDIR|HOST:PORT DEST    vela restore SRC DBDIR\n");
 	return 2;
 }
 
@@ -310,5 +312,9 @@ int main(int argc, char **argv)
 		return cmd_import(argc - 2, argv + 2);
 	if (strcmp(argv[1], "create") == 0)
 		return cmd_create(argc - 2, argv + 2);
+	if (strcmp(argv[1], "backup") == 0)
+		return cmd_backup(argc - 2, argv + 2);
+	if (strcmp(argv[1], "restore") == 0)
+		return cmd_restore(argc - 2, argv + 2);
 	return usage();
 }

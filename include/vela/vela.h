@@ -114,6 +114,39 @@ void vela_db_map_usage(vela_db_t *db, size_t *map_size, size_t *used);
 int vela_db_sync(vela_db_t *db);
 /** Number of documents (keys) in the database. */
 uint64_t vela_db_size(vela_db_t *db);
+/** Keys (as vela_db_size) and keys with a TTL, for INFO's keyspace line. NULLs allowed. */
+void vela_db_keyspace(vela_db_t *db, uint64_t *keys, uint64_t *expires);
+
+/* ================================================================ backups */
+
+/**
+ * @brief Write a consistent, compacted copy of the open database into the
+ * directory `dest` (an LMDB hot copy, MDB_CP_COMPACT, fsync'd): every write
+ * committed before the call began is in it, none committed after. Writes
+ * and searches go on meanwhile; a map resize waits for it.
+ *
+ * `dest` must be absent, an empty directory, or an earlier backup (a
+ * directory holding only data.mdb / lock.mdb), which is replaced; its parent
+ * must exist. The copy is written to `dest`.tmp and renamed into place, so
+ * `dest` never holds a partial copy. Graph snapshots are not copied: a
+ * server opening the copy rebuilds its graphs from the documents.
+ * @return 0, VELA_EEXISTS / VELA_EINVAL (bad destination), VELA_EIO.
+ */
+int vela_db_backup(vela_db_t *db, const char *dest, vela_err_t *err);
+/**
+ * @brief vela_db_backup of the database in directory `src` without opening
+ * it as a database (no index is loaded). A server may be using `src`.
+ * @return as vela_db_backup, and VELA_ENOTFOUND (no database in `src`),
+ *         VELA_EVERSION (a newer on-disk format), VELA_ECORRUPT.
+ */
+int vela_backup_dir(const char *src, const char *dest, vela_err_t *err);
+/**
+ * @brief Make `dbdir` a database from the backup in `src`: a compacting
+ * copy (which reads every page, so a damaged backup fails here) renamed into
+ * place. `dbdir` must be absent or empty: nothing is overwritten.
+ * @return as vela_backup_dir.
+ */
+int vela_restore_dir(const char *src, const char *dbdir, vela_err_t *err);
 
 /* ================================================================ indexes */
 
@@ -459,8 +492,9 @@ typedef struct vela_result {
 	const char *dist_name;
 	/** How the KNN was answered (vela_plan_t): "graph", "scan" (exact, all
 	 * vectors), "filtered-scan" (exact over the filter's docids),
-	 * "filtered-graph", "batches", "batch-gemm" (vela_search_batch's shared
-	 * GEMM); NULL without KNN. Static. */
+	 * "filtered-graph", "batches", "batch-gemm" (an exact scan answered by
+	 * vela_search_batch's shared GEMM with other queries of the batch);
+	 * NULL without KNN. Static. */
 	const char *plan;
 	/** With req.profile: how the search ran; else NULL. */
 	const vela_profile_t *profile;
@@ -476,9 +510,15 @@ typedef struct vela_result {
 int vela_search(vela_db_t *db, const vela_search_req_t *req, vela_result_t **out,
 		vela_err_t *err);
 /**
- * @brief Run many queries together: KNN queries on the same vector field
- * are answered with one blocked matrix product (GEMM) instead of one scan
- * each; results are the same as vela_search's one by one.
+ * @brief Run many queries together, planned as a batch (docs/engine.md,
+ * "Batches"): a filter recurring in the batch is evaluated once, and exact
+ * scans of one vector field are answered together (queries sharing a
+ * filter read its rows once and are scored with one matrix product). Each
+ * query's answer is vela_search's with the same plan, bit for bit; the plan
+ * is the one vela_search would choose, except that a "filtered-graph" whose
+ * filter enough queries of the batch share may be answered by the exact
+ * scan instead (its plan then reads "batch-gemm"). All queries read one
+ * snapshot. Thread-safe as vela_search.
  * @param[out] outs n results (NULL where that query failed; see errs[i],
  *             which may be NULL).
  * @return 0 when every query succeeded, else the first failure's code.

@@ -213,6 +213,7 @@ class Stats:
         self.graph_builds = 0     # graphs built at open (no snapshot, or a stale one)
         self.snapshot_rejects = {}  # reason -> count
         self.graph_retries = 0    # HNSW self-queries that needed the wider retry
+        self.graph_unreachable = 0  # indexed vectors the graph walk could not reach
         self.queries = 0
 
     def fail(self, msg):
@@ -225,7 +226,8 @@ class Stats:
                 "violations": len(self.violations), "snapshot_loads": self.snapshot_loads,
                 "graph_builds": self.graph_builds,
                 "snapshot_rejects": dict(self.snapshot_rejects),
-                "graph_retries": self.graph_retries, "check_queries": self.queries}
+                "graph_retries": self.graph_retries,
+                "graph_unreachable": self.graph_unreachable, "check_queries": self.queries}
 
 
 # ------------------------------------------------------------------ load
@@ -730,8 +732,21 @@ class Harness:
             res = r.execute_command("FT.SEARCH", name, "*=>[KNN 10 @w $b EF_RUNTIME 2000 AS d]",
                                     "PARAMS", "2", "b", docs[k][b"w"], "NOCONTENT", "LIMIT",
                                     "0", "10", "DIALECT", "2")
-            if k not in res[1:] and k not in maybe:
-                st.fail(f"{what}: the graph does not find {k!r} with its own vector")
+            if k in res[1:] or k in maybe:
+                continue
+            # Still missed: is the vector in the field at all? An exact scan
+            # of the field's vectors (ADHOC_BF over the document's own tag)
+            # tells an index that lost it (a crash-safety failure) from a
+            # node the graph walk cannot reach (a search-quality defect,
+            # counted and reported, not a consistency error).
+            tag = docs[k][b"c"].decode()
+            res = r.execute_command(
+                "FT.SEARCH", name, f"(@c:{{{tag}}})=>[KNN 10 @w $b HYBRID_POLICY ADHOC_BF AS d]",
+                "PARAMS", "2", "b", docs[k][b"w"], "NOCONTENT", "LIMIT", "0", "10", "DIALECT", "2")
+            if k in res[1:]:
+                st.graph_unreachable += 1
+            else:
+                st.fail(f"{what}: the index does not hold {k!r} (exact scan of its vectors)")
         # KNN 10 over FLAT equals the brute force; graph results have true distances.
         index_of = {k: i for i, k in enumerate(keys)}
         for f in sorted(has & {"v", "w"}) if keys else ():
