@@ -2,7 +2,7 @@
 """Long crash-safety run: the harness of tests/integration/crashlib.py (the
 CI test runs 20 cycles of it) for many kill cycles.
 
-  bench/crash_soak.py --velad build/h2/velad --cycles 1000 [--minutes 20] [--seed 1]
+  bench/crash_soak.py --velad build/asan/velad --cycles 1000 [--minutes 20] [--seed 1]
 
 Prints one line per cycle and, at the end, the figures (cycles, kills,
 acknowledged writes, lost acknowledged writes, violations) as JSON; exits 1

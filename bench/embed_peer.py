@@ -15,7 +15,7 @@ Scratch virtualenv (never the project's own):
   python3 -m venv /tmp/embvenv
   /tmp/embvenv/bin/pip install onnxruntime tokenizers torch transformers onnx numpy
 Usage:
-  build/h4r/bench_embed_bench --dump /tmp/glosses.txt      # the texts vela used
+  build/release/bench_embed_bench --dump /tmp/glosses.txt      # the texts vela used
   /tmp/embvenv/bin/python bench/embed_peer.py --texts /tmp/glosses.txt --threads 1 [--optimize]
 """
 import argparse

@@ -3,7 +3,7 @@
 200 connections for 10 s) with 1,000 concurrent connections for minutes,
 then the maxclients probe.
 
-  bench/load_soak.py --velad build/h5r/velad [--conns 1000] [--seconds 300]
+  bench/load_soak.py --velad build/release/velad [--conns 1000] [--seconds 300]
 
 Starts its own velad (a temporary --dir), runs the mixed load (pipelined
 HSET/DEL, KNN and hybrid FT.SEARCH, every reply checked against the
