@@ -73,7 +73,7 @@ static void jobq_destroy(job_queue_t *q)
 
 /* Append the list head..tail (n jobs). Consumers take everything queued, so
  * only a push onto an empty queue can have a sleeper to wake. */
-static void jobq_push_list(job_queue_t *q, srv_job_t *head, srv_job_t *tail, size_t n)
+void jobq_push_list(job_queue_t *q, srv_job_t *head, srv_job_t *tail, size_t n)
 {
 	tail->next = NULL;
 	pthread_mutex_lock(&q->mu);

@@ -333,7 +333,28 @@ static void client_submit(srv_client_t *c, srv_job_t *j, unsigned kind)
 		c->pend_head = j;
 	c->pend_tail = j;
 	c->pend_kind = kind;
-	jobq_push(kind == CMD_SEARCH ? &c->srv->searchq : &c->srv->writeq, j);
+	if (kind != CMD_SEARCH) {
+		jobq_push(&c->srv->writeq, j);
+		return;
+	}
+	srv_t *s = c->srv; /* held until the input is consumed: search_flush */
+	j->next = NULL;
+	if (s->turn_tail)
+		s->turn_tail->next = j;
+	else
+		s->turn_head = j;
+	s->turn_tail = j;
+	s->turn_n++;
+}
+
+/* Hand this input's search jobs to the workers as one list (one batch). */
+static void search_flush(srv_t *s)
+{
+	if (s->turn_head == NULL)
+		return;
+	jobq_push_list(&s->searchq, s->turn_head, s->turn_tail, s->turn_n);
+	s->turn_head = s->turn_tail = NULL;
+	s->turn_n = 0;
 }
 
 srv_job_t *multi_take(srv_client_t *c); /* cmd_core.c: EXEC builds its job */
@@ -445,6 +466,7 @@ static void client_process_input(srv_client_t *c)
 			break;
 		pos += consumed;
 	}
+	search_flush(s);
 	srv_view_end(s); /* writers wait for it: never held across loop turns */
 	if (c->gone)
 		return;

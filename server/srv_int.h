@@ -169,6 +169,11 @@ struct srv {
 	uint64_t next_client_id;
 	/* threads */
 	job_queue_t writeq, searchq, doneq;
+	/* Search jobs parsed from one client's input in this loop turn: pushed
+	 * to searchq together when the input is consumed, so a pipeline of
+	 * FT.SEARCH reaches a worker as one vela_search_batch (loop thread only). */
+	srv_job_t *turn_head, *turn_tail;
+	size_t turn_n;
 	pthread_t writer;
 	pthread_t syncer; /**< appendfsync everysec: fsyncs once a second (exec.c) */
 	bool syncer_on;
@@ -196,6 +201,8 @@ struct srv {
 int exec_start(srv_t *s);
 void exec_stop(srv_t *s);
 void jobq_push(job_queue_t *q, srv_job_t *j);
+/** Append the list head..tail (n jobs, linked by next) with one wake-up. */
+void jobq_push_list(job_queue_t *q, srv_job_t *head, srv_job_t *tail, size_t n);
 /** Loop thread: completed jobs are ready (done_ev fired). */
 void exec_collect_done(srv_t *s);
 
