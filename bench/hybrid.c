@@ -193,25 +193,7 @@ static int hb_load(vela_db_t *db, const hb_opts_t *o, const wl_data_t *d)
 	if (vela_batch_begin(db, &b, &err))
 		return -1;
 	for (uint32_t i = 0; i < d->p.n; i++) {
-		char key[32], cat[16], tags[WL_TAGS_MAX_MAX * 8], clu[16], num[32], pos[32];
-		snprintf(key, sizeof(key), "doc:%u", i);
-		int lc = snprintf(cat, sizeof(cat), "k%u", d->cat[i]);
-		int lg = snprintf(clu, sizeof(clu), "g%u", d->clu[i]);
-		int ln = snprintf(num, sizeof(num), "%.17g", d->num[i]);
-		int lp = snprintf(pos, sizeof(pos), "%.17g", d->pos[i]);
-		size_t lt = 0;
-		for (uint32_t t = 0; t < d->ntags[i]; t++)
-			lt += (size_t)snprintf(tags + lt, sizeof(tags) - lt, "%st%u", t ? "," : "",
-					       d->tags[(size_t)i * d->p.tags_max + t]);
-		vela_kv_t kv[] = {
-			{"v", 1, d->vecs + (size_t)i * d->p.dim, d->p.dim * sizeof(float)},
-			{"cat", 3, cat, (size_t)lc},
-			{"tags", 4, tags, lt},
-			{"clu", 3, clu, (size_t)lg},
-			{"num", 3, num, (size_t)ln},
-			{"pos", 3, pos, (size_t)lp},
-		};
-		if (vela_batch_hset(b, key, strlen(key), kv, 6, NULL, &err)) {
+		if (wl_doc_hset(b, d, i, &err)) {
 			fprintf(stderr, "hset: %s\n", err.msg);
 			vela_batch_abort(b);
 			return -1;

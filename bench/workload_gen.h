@@ -54,6 +54,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vela/vela.h"
+
 /* ------------------------------------------------------------ parameters */
 
 #define WL_N_DEFAULT 50000u
@@ -856,6 +858,32 @@ static inline uint32_t wl_truth(const wl_data_t *d, const wl_filter_t *f, const 
 		free(tab[a]);
 	*matches = m;
 	return got;
+}
+
+/* HSET document i of `d` into batch `b` (key "doc:<i>", fields v, cat, tags,
+ * clu, num, pos: the schema of docs/workloads.md). For the tools and tests
+ * that load a generated set through the engine. */
+static inline int wl_doc_hset(vela_batch_t *b, const wl_data_t *d, uint32_t i, vela_err_t *err)
+{
+	char key[32], cat[16], tags[WL_TAGS_MAX_MAX * 8], clu[16], num[32], pos[32];
+	snprintf(key, sizeof(key), "doc:%u", i);
+	int lc = snprintf(cat, sizeof(cat), "k%u", d->cat[i]);
+	int lg = snprintf(clu, sizeof(clu), "g%u", d->clu[i]);
+	int ln = snprintf(num, sizeof(num), "%.17g", d->num[i]);
+	int lp = snprintf(pos, sizeof(pos), "%.17g", d->pos[i]);
+	size_t lt = 0;
+	for (uint32_t t = 0; t < d->ntags[i]; t++)
+		lt += (size_t)snprintf(tags + lt, sizeof(tags) - lt, "%st%u", t ? "," : "",
+				       d->tags[(size_t)i * d->p.tags_max + t]);
+	vela_kv_t kv[] = {
+		{"v", 1, d->vecs + (size_t)i * d->p.dim, d->p.dim * sizeof(float)},
+		{"cat", 3, cat, (size_t)lc},
+		{"tags", 4, tags, lt},
+		{"clu", 3, clu, (size_t)lg},
+		{"num", 3, num, (size_t)ln},
+		{"pos", 3, pos, (size_t)lp},
+	};
+	return vela_batch_hset(b, key, strlen(key), kv, 6, NULL, err);
 }
 
 #endif
