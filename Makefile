@@ -6,6 +6,8 @@
 #   make test    install packages, build with ASan+UBSan and -Werror, run every test
 #   make bench   build (Release) and run the benchmarks in bench/
 #   make models  fetch the real all-MiniLM-L6-v2 weights into models/ (once; see docs/embeddings.md)
+#   make wordnet build the WordNet gloss dataset in data/wordnet/ (needs `make models`;
+#                WORDNET_LIMIT=N for the first N synsets only; see docs/embeddings.md)
 #   make clean
 
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
@@ -19,7 +21,7 @@ DEMO_FILE ?= $(wildcard ../shared/data/sift-5k.tsv)
 SHELL   := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: all build run demo test test-build bench clean models
+.PHONY: all build run demo test test-build bench clean models wordnet
 
 all: build
 
@@ -65,6 +67,14 @@ bench: build
 models:
 	@scripts/bootstrap test
 	@scripts/models
+
+# WordNet 3.0 (Debian wordnet-base) glosses embedded by `vela embed`, queries and
+# exact ground truth, into data/wordnet/ (scripts/wordnet; docs/embeddings.md).
+wordnet:
+	@scripts/bootstrap wordnet
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DVELA_CUDA=$(CUDA) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target vela_cli
+	@VELA=$(BUILD)/vela WORDNET_OUT=$(DATA)/wordnet python3 scripts/wordnet
 
 clean:
 	rm -rf build

@@ -2,17 +2,23 @@
  * encoder (embed/), in sentences/s at batch 1 and batch 64, end to end
  * (tokenizing, the packed forward pass, pooling, normalisation).
  *
- * Texts: WordNet glosses (Debian wordnet-base, /usr/share/wordnet/data.*),
- * every synset's definition with its examples cut off, taken at an even
- * stride over the four files so all parts of speech appear; or a file of
- * one text per line (--texts). --dump FILE writes the texts used, so the
- * onnxruntime peer (bench/embed_peer.py) runs on exactly the same input.
+ * Texts: WordNet glosses, every synset's definition with its examples cut
+ * off: from the dataset `make wordnet` builds (--texts
+ * data/wordnet/synsets.jsonl, the "gloss" field of each line; --field
+ * names another), or straight from Debian wordnet-base's
+ * /usr/share/wordnet/data.* when no --texts is given (the same texts in the
+ * same order), or from any file of one text per line. --n texts are taken
+ * at an even stride over them, so all parts of speech appear. --dump FILE
+ * writes the texts used, so the onnxruntime peer (bench/embed_peer.py)
+ * runs on exactly the same input.
  *
- * Usage: bench_embed_bench [--model DIR] [--texts FILE] [--dump FILE]
- *                          [--n N] [--threads T] [--kernel auto|blas|avx2|avx512]
- *                          [--reps R] [--batches 1,64]
+ * Usage: bench_embed_bench [--model DIR] [--texts FILE.txt|FILE.jsonl [--field gloss]]
+ *                          [--dump FILE] [--n N] [--threads T]
+ *                          [--kernel auto|blas|avx2|avx512] [--reps R] [--batches 1,64]
  * Each figure is the best of --reps rounds (default 3).
  */
+#include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +29,7 @@
 #define TEXT_MAX 4096
 
 typedef struct {
-	const char *model, *texts, *dump, *kernel;
+	const char *model, *texts, *dump, *kernel, *field;
 	uint32_t n, threads, reps;
 	char batches[64];
 } opts_t;
@@ -86,15 +92,29 @@ static int load_wordnet(texts_t *all)
 	return all->n ? 0 : -1;
 }
 
-static int load_lines(const char *path, texts_t *all)
+/* One text per line, or (a .jsonl file) the string `field` of each line. */
+static int load_lines(const char *path, const char *field, texts_t *all)
 {
 	FILE *f = fopen(path, "r");
-	char line[TEXT_MAX];
+	size_t n = strlen(path);
+	bool jsonl = n > 6 && strcmp(path + n - 6, ".jsonl") == 0;
+	char line[TEXT_MAX * 4];
 	if (f == NULL)
 		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (texts_add(all, line, strcspn(line, "\r\n")) != 0)
+	while (fgets(line, sizeof(line), f)) {
+		size_t len = strcspn(line, "\r\n");
+		if (!jsonl) {
+			if (texts_add(all, line, len) != 0)
+				break;
+			continue;
+		}
+		json_t *o = json_loadb(line, len, 0, NULL), *t = json_object_get(o, field);
+		int rc = json_is_string(t) ? texts_add(all, json_string_value(t),
+						       json_string_length(t)) : 0;
+		json_decref(o);
+		if (rc != 0)
 			break;
+	}
 	fclose(f);
 	return all->n ? 0 : -1;
 }
@@ -112,13 +132,15 @@ static void texts_pick(const texts_t *all, size_t n, texts_t *out)
 
 static int parse(int argc, char **argv, opts_t *o)
 {
-	*o = (opts_t){"models/all-MiniLM-L6-v2", NULL, NULL, "auto", 2048, 1, 3, "1,64"};
+	*o = (opts_t){"models/all-MiniLM-L6-v2", NULL, NULL, "auto", "gloss", 2048, 1, 3, "1,64"};
 	for (int i = 1; i + 1 < argc; i += 2) {
 		const char *k = argv[i], *v = argv[i + 1];
 		if (!strcmp(k, "--model"))
 			o->model = v;
 		else if (!strcmp(k, "--texts"))
 			o->texts = v;
+		else if (!strcmp(k, "--field"))
+			o->field = v;
 		else if (!strcmp(k, "--dump"))
 			o->dump = v;
 		else if (!strcmp(k, "--kernel"))
@@ -173,13 +195,13 @@ int main(int argc, char **argv)
 {
 	opts_t o;
 	if (parse(argc, argv, &o) != 0) {
-		fprintf(stderr, "usage: bench_embed_bench [--model DIR] [--texts FILE] [--dump FILE] "
+		fprintf(stderr, "usage: bench_embed_bench [--model DIR] [--texts FILE [--field F]] [--dump FILE] "
 			"[--n N] [--threads T] [--kernel auto|blas|avx2|avx512] [--reps R] "
 			"[--batches 1,64]\n");
 		return 2;
 	}
 	texts_t all = {0}, t = {0};
-	if ((o.texts ? load_lines(o.texts, &all) : load_wordnet(&all)) != 0) {
+	if ((o.texts ? load_lines(o.texts, o.field, &all) : load_wordnet(&all)) != 0) {
 		fprintf(stderr, "bench_embed_bench: no texts (install wordnet-base or pass --texts)\n");
 		return 1;
 	}

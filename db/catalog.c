@@ -43,6 +43,13 @@ static int field_check(const vela_field_def_t *f, uint32_t i, vela_err_t *err)
 				    GRAPH_CONSTRUCTION_WINDOW_SIZE_MIN,
 				    GRAPH_CONSTRUCTION_WINDOW_SIZE_MAX, GRAPH_SEARCH_WINDOW_SIZE_MAX,
 				    VELA_TRAINING_THRESHOLD_MIN, VELA_TRAINING_THRESHOLD_MAX);
+	if ((f->model == NULL) != (f->source == NULL) ||
+	    (f->model && (f->model[0] == '\0' || strlen(f->model) > VELA_MODEL_NAME_MAX ||
+			  strchr(f->model, '/') || f->model[0] == '.' || f->source[0] == '\0')))
+		return vela_err_set(err, VELA_EINVAL,
+				    "field '%s': MODEL and SOURCE go together; a model name is "
+				    "1..%u bytes, without '/' and not starting with '.'",
+				    f->name, VELA_MODEL_NAME_MAX);
 	return VELA_OK;
 }
 
@@ -91,6 +98,8 @@ void db_index_free(db_index_t *ix)
 	for (uint32_t i = 0; i < ix->n_fields; i++) {
 		free(ix->fields[i].name);
 		free(ix->fields[i].alias);
+		free(ix->fields[i].model);
+		free(ix->fields[i].source);
 		graph_destroy(ix->fields[i].graph); /* before the stores it reads */
 		graph_lvq_store_destroy(ix->fields[i].lvq);
 		flat_destroy(ix->fields[i].flat);
@@ -120,6 +129,9 @@ static int field_init(db_field_t *d, const vela_field_def_t *f)
 	d->training_threshold = f->training_threshold;
 	d->reduce = f->reduce;
 	if (d->name == NULL || d->alias == NULL)
+		return VELA_ENOMEM;
+	if (f->model && ((d->model = strdup(f->model)) == NULL ||
+			 (d->source = strdup(f->source)) == NULL))
 		return VELA_ENOMEM;
 	if (f->type == VELA_FIELD_VECTOR)
 		return flat_create(f->dim, f->metric, f->vec_type, &d->flat);
@@ -250,6 +262,8 @@ int db_index_pack(const db_index_t *ix, uint8_t **out, size_t *len)
 		wb_u32(&w, f->compression); /* version 3 */
 		wb_u32(&w, f->training_threshold);
 		wb_u32(&w, f->reduce);
+		wb_str(&w, f->model ? f->model : ""); /* version 4 */
+		wb_str(&w, f->source ? f->source : "");
 	}
 	if (w.rc) {
 		free(w.p);
@@ -313,6 +327,8 @@ static void def_free_parts(vela_index_def_t *d)
 	for (uint32_t i = 0; d->fields && i < d->n_fields; i++) {
 		free((char *)d->fields[i].name);
 		free((char *)d->fields[i].alias);
+		free((char *)d->fields[i].model);
+		free((char *)d->fields[i].source);
 	}
 	free((void *)d->fields);
 	free((char *)d->name);
@@ -341,6 +357,15 @@ static void unpack_field(rbuf_t *r, vela_field_def_t *f, uint32_t version)
 		f->compression = rb_u32(r);
 		f->training_threshold = rb_u32(r);
 		f->reduce = rb_u32(r);
+	}
+	if (version >= 4) {
+		f->model = rb_str(r);
+		f->source = rb_str(r);
+		if (f->model && f->model[0] == '\0') { /* "" is written for none */
+			free((char *)f->model);
+			free((char *)f->source);
+			f->model = f->source = NULL;
+		}
 	}
 }
 

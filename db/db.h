@@ -16,6 +16,7 @@
 #define VELA_DB_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include <roaring/roaring.h>
@@ -27,7 +28,7 @@
 
 /** Packed index definitions start with this magic and version. */
 #define DB_CATALOG_MAGIC 0x56494458u /* "VIDX" */
-#define DB_CATALOG_VERSION 3u /* 2: graph parameters; 3: compression */
+#define DB_CATALOG_VERSION 4u /* 2: graph parameters; 3: compression; 4: model, source */
 
 /** One field of a loaded index. */
 typedef struct db_field {
@@ -51,6 +52,7 @@ typedef struct db_field {
 	bool grew;                /**< vectors added by the changes being applied */
 	uint32_t compression, training_threshold, reduce; /**< as vela_field_def_t */
 	graph_lvq_store_t *lvq; /**< compressed copies the graph searches on (or NULL) */
+	char *model, *source;   /**< computed vectors (vela_field_def_t), or NULL */
 } db_field_t;
 
 /** A loaded index. */
@@ -106,7 +108,14 @@ struct vela_db {
 	db_index_t **indexes;
 	size_t n_indexes;
 	size_t cap_indexes; /**< reserved before a create commits, so publishing cannot fail */
+	/* VECTOR fields with a MODEL over all indexes, set under the write lock
+	 * whenever an index is published or dropped: lets the server skip the
+	 * lookup of computed vectors on every HSET when there are none. */
+	atomic_uint n_computed;
 };
+
+/** Recount db->n_computed (caller holds db->lock exclusively, or is alone). */
+void db_computed_recount(vela_db_t *db);
 
 /* ------------------------------------------------------------ pending changes */
 
@@ -173,14 +182,14 @@ int db_index_doc(db_index_t *ix, storage_txn_t *txn, const uint8_t *key, size_t 
 /* ------------------------------------------------------------ write ops */
 
 /** Kinds of writes a batch runs (each in its own nested transaction). */
-enum db_op_kind { OP_HSET, OP_HSETNX, OP_HDEL, OP_DEL, OP_SET, OP_EXPIRE, OP_EXPIRE_CYCLE };
+enum db_op_kind { OP_HSET, OP_HSETNX, OP_HSET_IF, OP_HDEL, OP_DEL, OP_SET, OP_EXPIRE, OP_EXPIRE_CYCLE };
 
 /** One write and its arguments; `count` is its result (fields added, ...). */
 typedef struct db_op {
 	int kind;
 	const uint8_t *key;
 	size_t klen;
-	const vela_kv_t *kv; /**< HSET/HDEL fields */
+	const vela_kv_t *kv; /**< HSET/HDEL fields (OP_HSET_IF: kv[0] is the condition) */
 	size_t n;            /**< number of kv; OP_EXPIRE_CYCLE: most keys to expire */
 	const void *val;     /**< SET value */
 	size_t vlen;

@@ -28,6 +28,7 @@ static int load_index(void *ctx, const uint8_t *key, size_t klen, const uint8_t 
 		return vela_err_set(l->err, VELA_ENOMEM, "out of memory loading indexes");
 	}
 	l->db->indexes[l->db->n_indexes++] = ix;
+	db_computed_recount(l->db);
 	return 0;
 }
 

@@ -49,6 +49,7 @@ int db_indexes_reserve(vela_db_t *db, size_t n)
 static void index_publish(vela_db_t *db, db_index_t *ix)
 {
 	db->indexes[db->n_indexes++] = ix;
+	db_computed_recount(db);
 }
 
 static void index_unpublish(vela_db_t *db, db_index_t *ix)
@@ -63,6 +64,7 @@ static void index_unpublish(vela_db_t *db, db_index_t *ix)
 		break;
 	}
 	db_index_free(ix);
+	db_computed_recount(db);
 }
 
 static void change_apply(vela_db_t *db, db_change_t *c)
@@ -120,6 +122,12 @@ void db_changes_apply(vela_db_t *db, db_changes_t *c)
 	c->n = 0;
 }
 
+/* The reply to a write refused for lack of map space (as Redis's -OOM when
+ * over maxmemory): says what is full and how to grow it. */
+#define DB_MAP_FULL_MSG                                                                  \
+	"OOM command not allowed when the LMDB map is full: grow it with CONFIG SET map-size " \
+	"<bytes> (or delete data)"
+
 int db_commit(vela_db_t *db, storage_txn_t *txn, db_changes_t *ch, vela_err_t *err)
 {
 	pthread_rwlock_wrlock(&db->lock);
@@ -130,7 +138,7 @@ int db_commit(vela_db_t *db, storage_txn_t *txn, db_changes_t *ch, vela_err_t *e
 	if (rc) {
 		db_changes_truncate(ch, 0);
 		return vela_err_set(err, rc, rc == VELA_EMAPFULL
-						     ? "OOM storage map is full: raise the map size or delete data"
+						     ? DB_MAP_FULL_MSG
 						     : "commit failed: %s",
 				    vela_strerror(rc));
 	}
@@ -237,6 +245,14 @@ static int op_hset(vela_db_t *db, storage_txn_t *txn, db_op_t *op, db_changes_t 
 		return rc;
 	if ((rc = doc_load(txn, op->key, op->klen, &buf, &old, &n_old)))
 		return rc;
+	if (op->kind == OP_HSET_IF) { /* kv[0]: the value the field must still hold */
+		int at = field_index(old, n_old, kv[0].name, kv[0].name_len);
+		if (at < 0 || old[at].value_len != kv[0].value_len ||
+		    (kv[0].value_len && memcmp(old[at].value, kv[0].value, kv[0].value_len)))
+			goto out;
+		kv++;
+		n--;
+	}
 	if (n_old + n > STORAGE_DOC_FIELDS_MAX ||
 	    (doc = malloc((n_old + n) * sizeof(*doc))) == NULL) {
 		rc = n_old + n > STORAGE_DOC_FIELDS_MAX ? VELA_ELIMIT : VELA_ENOMEM;
@@ -259,7 +275,7 @@ static int op_hset(vela_db_t *db, storage_txn_t *txn, db_op_t *op, db_changes_t 
 		doc[at].value_len = kv[i].value_len;
 	}
 	rc = db_doc_store(db, txn, op->key, op->klen, old, n_old, doc, n_doc, ch);
-	op->count = added;
+	op->count = op->kind == OP_HSET_IF ? 1 : added;
 out:
 	free(doc);
 	free(old);
@@ -375,6 +391,7 @@ static int op_exec(vela_db_t *db, storage_txn_t *txn, db_op_t *op, db_changes_t 
 	switch (op->kind) {
 	case OP_HSET:
 	case OP_HSETNX:
+	case OP_HSET_IF:
 		return op_hset(db, txn, op, ch);
 	case OP_HDEL:
 		return op_hdel(db, txn, op->key, op->klen, op->kv, op->n, &op->count, ch);
@@ -442,8 +459,7 @@ static int batch_run(vela_batch_t *b, db_op_t *op, vela_err_t *err)
 		return vela_err_set(err, rc, "WRONGTYPE Operation against a key holding the wrong "
 					     "kind of value");
 	if (rc == VELA_EMAPFULL)
-		return vela_err_set(err, rc, "OOM storage map is full: raise the map size or "
-					     "delete data");
+		return vela_err_set(err, rc, DB_MAP_FULL_MSG);
 	return vela_err_set(err, rc, "write failed: %s", vela_strerror(rc));
 }
 
@@ -459,6 +475,23 @@ int vela_batch_hset(vela_batch_t *b, const void *key, size_t klen, const vela_kv
 	return rc;
 }
 
+int vela_batch_hset_if(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *cond,
+		       const vela_kv_t *fields, size_t n, int *applied, vela_err_t *err)
+{
+	vela_kv_t *kv = malloc((n + 1) * sizeof(*kv));
+	if (kv == NULL)
+		return vela_err_set(err, VELA_ENOMEM, "out of memory");
+	kv[0] = *cond;
+	memcpy(kv + 1, fields, n * sizeof(*kv));
+	db_op_t op = {.kind = OP_HSET_IF, .key = key, .klen = klen, .kv = kv, .n = n + 1,
+		      .count = 0};
+	int rc = batch_run(b, &op, err);
+	free(kv);
+	if (applied)
+		*applied = rc == 0 && op.count > 0;
+	return rc;
+}
+
 int vela_batch_hsetnx(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *field,
 		      int *set, vela_err_t *err)
 {
@@ -469,15 +502,43 @@ int vela_batch_hsetnx(vela_batch_t *b, const void *key, size_t klen, const vela_
 	return rc;
 }
 
+/* HDEL of a SOURCE field also deletes the vector computed from it (a vector
+ * whose text is gone would still answer searches). names + those fields. */
+static int hdel_names(vela_db_t *db, const void *key, size_t klen, const vela_kv_t *names,
+		      size_t n, vela_kv_t **out, size_t *n_out, vela_embed_target_t **t,
+		      size_t *nt, vela_err_t *err)
+{
+	*out = NULL;
+	*n_out = n;
+	int rc = vela_embed_targets(db, key, klen, names, n, t, nt, err);
+	if (rc || *nt == 0)
+		return rc;
+	if ((*out = malloc((n + *nt) * sizeof(**out))) == NULL)
+		return vela_err_set(err, VELA_ENOMEM, "out of memory");
+	memcpy(*out, names, n * sizeof(**out));
+	for (size_t i = 0; i < *nt; i++)
+		(*out)[(*n_out)++] = (vela_kv_t){(*t)[i].field, strlen((*t)[i].field), NULL, 0};
+	return VELA_OK;
+}
+
 int vela_batch_hdel(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *names,
 		    size_t n, size_t *n_removed, vela_err_t *err)
 {
 	if (n == 0 || names == NULL)
 		return vela_err_set(err, VELA_EINVAL, "wrong number of arguments for 'hdel' command");
-	db_op_t op = {.kind = OP_HDEL, .key = key, .klen = klen, .kv = names, .n = n};
-	int rc = batch_run(b, &op, err);
-	if (n_removed)
-		*n_removed = op.count;
+	vela_kv_t *all;
+	vela_embed_target_t *t = NULL;
+	size_t n_all, nt = 0;
+	int rc = hdel_names(b->db, key, klen, names, n, &all, &n_all, &t, &nt, err);
+	if (rc == 0) {
+		db_op_t op = {.kind = OP_HDEL, .key = key, .klen = klen, .kv = all ? all : names,
+			      .n = n_all};
+		rc = batch_run(b, &op, err);
+		if (n_removed)
+			*n_removed = op.count;
+	}
+	free(all);
+	vela_embed_targets_free(t, nt);
 	return rc;
 }
 
@@ -527,7 +588,9 @@ int vela_batch_commit(vela_batch_t *b, vela_err_t *err)
 	if (rc)
 		return rc; /* the batch stays open for its own thread */
 	if (b->failed) { /* a direct write broke the transaction: nothing commits */
-		rc = vela_err_set(err, b->failed, "batch aborted: %s", vela_strerror(b->failed));
+		rc = b->failed == VELA_EMAPFULL
+			     ? vela_err_set(err, b->failed, DB_MAP_FULL_MSG)
+			     : vela_err_set(err, b->failed, "batch aborted: %s", vela_strerror(b->failed));
 		storage_txn_abort(b->txn);
 		db_changes_truncate(&b->ch, 0);
 	} else {

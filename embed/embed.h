@@ -271,3 +271,121 @@ int embed_ids_batch(const embed_model_t *m, const int32_t *ids, const uint32_t *
 }
 #endif
 #endif
+
+/* ==== images ==== */
+/*
+ * The CLIP vision tower (ViT) on the CPU: image decoding (PNG through
+ * libpng, JPEG through libjpeg-turbo), CLIP preprocessing and the pre-LN ViT
+ * forward pass with the visual projection (reference/embeddings §1.7).
+ * Declared in its own guard so the text half above stays untouched.
+ */
+#ifndef VELA_EMBED_IMAGE_H
+#define VELA_EMBED_IMAGE_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Largest encoded image accepted, in bytes (larger: VELA_ELIMIT). */
+#define EMBED_IMAGE_BYTES_MAX (64u << 20)
+/** Largest width or height of a decoded image (larger: VELA_ELIMIT). */
+#define EMBED_IMAGE_SIDE_MAX 16384u
+/** Largest width * height of a decoded image (larger: VELA_ELIMIT): 48 Mpx,
+ * 144 MB of RGB8, bounds what one decode may allocate. */
+#define EMBED_IMAGE_PIXELS_MAX (48u * 1000u * 1000u)
+
+/** Images per forward pass: embed_image_batch splits larger batches into
+ * chunks of at most this many (bounds scratch memory, about 1.5 MB per
+ * image for ViT-B/32). */
+#define EMBED_IMAGE_BATCH_DEFAULT 16u
+#define EMBED_IMAGE_BATCH_MIN 1u
+#define EMBED_IMAGE_BATCH_MAX 1024u
+
+/** Options for embed_image_model_open; zero fields mean DEFAULT. */
+typedef struct embed_image_opts {
+	uint32_t batch_images; /**< EMBED_IMAGE_BATCH_* */
+	uint32_t threads;      /**< EMBED_THREADS_* (the text encoder's bounds) */
+	embed_kernel_t kernel; /**< VELA_EUNSUPPORTED when the CPU lacks it */
+} embed_image_opts_t;
+
+/** A loaded CLIP vision model (opaque). Immutable after open. */
+typedef struct embed_image_model embed_image_model_t;
+
+/**
+ * @brief Decode a PNG or JPEG held in `buf[0..len)` to RGB8. Gray, palette,
+ * 16-bit (truncated to the high byte) and alpha (dropped, as PIL's
+ * convert("RGB")) inputs all come out as 3 bytes per pixel, rows top to
+ * bottom, no padding. Ancillary data (gamma, ICC profiles, EXIF orientation)
+ * is ignored. Reentrant.
+ * @param rgb receives a malloc'ed buffer of w * h * 3 bytes; the caller
+ *            frees it with free(). NULL on error.
+ * @return 0; VELA_ECORRUPT (not a PNG or JPEG, truncated or corrupt data,
+ * with the decoder's message); VELA_EUNSUPPORTED (GIF, WebP, BMP, CMYK
+ * JPEG); VELA_ELIMIT (len over EMBED_IMAGE_BYTES_MAX, a side over
+ * EMBED_IMAGE_SIDE_MAX or more than EMBED_IMAGE_PIXELS_MAX pixels: checked
+ * before any pixel is decoded); VELA_EINVAL; VELA_ENOMEM.
+ */
+int embed_image_decode(const void *buf, size_t len, uint8_t **rgb, uint32_t *w, uint32_t *h,
+		       vela_err_t *err);
+
+/**
+ * @brief Load a CLIP vision model from directory `dir`: `config.json` (a
+ * CLIPConfig with a `vision_config` object, or a CLIPVisionConfig itself:
+ * hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
+ * image_size, patch_size, projection_dim, layer_norm_eps, hidden_act
+ * "quick_gelu"), `model.safetensors` (F32, F16 or BF16; the HF names
+ * `vision_model.*` and `visual_projection.weight`; text-tower tensors are
+ * ignored) and, when present, `preprocessor_config.json` (image_mean,
+ * image_std). Nothing is kept open: weights are copied (packed).
+ * @param opts may be NULL (defaults).
+ * @param out  free with embed_image_model_close().
+ * @return 0; VELA_EIO; VELA_ECORRUPT (bad file, missing tensor, wrong
+ * shape); VELA_EUNSUPPORTED (another activation, image size not a multiple
+ * of the patch size, an unavailable kernel); VELA_EINVAL (an option out of
+ * range); VELA_ENOMEM.
+ */
+int embed_image_model_open(const char *dir, const embed_image_opts_t *opts,
+			   embed_image_model_t **out, vela_err_t *err);
+/** Free the model. No call may be running on it. NULL is a no-op. */
+void embed_image_model_close(embed_image_model_t *m);
+
+/** Output dimension (projection_dim: 512 for ViT-B/32). */
+uint32_t embed_image_model_dim(const embed_image_model_t *m);
+/** Input side in pixels after preprocessing (image_size: 224). */
+uint32_t embed_image_model_image_size(const embed_image_model_t *m);
+/** Name of the kernel in use ("blas", "avx2", "avx512"); static storage. */
+const char *embed_image_model_kernel_name(const embed_image_model_t *m);
+
+/**
+ * @brief Embed `n` encoded images (PNG or JPEG bytes; `bufs[i]` of
+ * `lens[i]` bytes, borrowed for the call): decode, preprocess as CLIP
+ * (resize the short side to image_size with PIL's bicubic, centre crop,
+ * scale 1/255, normalise with the mean and std), run the ViT, project and
+ * L2-normalise (docs/embeddings.md, "Images").
+ * Thread-safety: any number of threads may call this (and
+ * embed_image_batch_rgb) on one model at once; each call allocates its own
+ * scratch and uses at most `threads` threads of its own.
+ * @param out caller buffer of n * embed_image_model_dim() floats, row i for
+ *            image i. Unspecified on error.
+ * @return 0; the codes of embed_image_decode, with `err` naming the image
+ * index; VELA_EINVAL; VELA_ENOMEM.
+ */
+int embed_image_batch(const embed_image_model_t *m, const void *const *bufs, const size_t *lens,
+		      size_t n, float *out, vela_err_t *err);
+
+/**
+ * @brief Embed `n` decoded images: `rgb[i]` holds widths[i] * heights[i]
+ * RGB8 pixels (3 bytes each, rows top to bottom, no padding), borrowed for
+ * the call. Same preprocessing, output and thread-safety as
+ * embed_image_batch.
+ * @return 0; VELA_EINVAL (a NULL image, a zero side); VELA_ELIMIT (a side
+ * or pixel count over the EMBED_IMAGE_* limits); VELA_ENOMEM.
+ */
+int embed_image_batch_rgb(const embed_image_model_t *m, const uint8_t *const *rgb,
+			  const uint32_t *widths, const uint32_t *heights, size_t n, float *out,
+			  vela_err_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VELA_EMBED_IMAGE_H */

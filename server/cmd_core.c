@@ -389,6 +389,34 @@ static void info_gpu(resp_out_t *t, const char *want, bool *first)
 	info_kv(t, "gpu_resident_bytes:%llu", (unsigned long long)g.resident_bytes);
 }
 
+/* The encoder stage (docs/embeddings.md "Server"). */
+static void info_embed(srv_t *s, resp_out_t *t, const char *want, bool *first)
+{
+	srv_embed_stats_t st;
+	embedq_stats(s, &st);
+	info_section(t, want, "Embed", first);
+	info_kv(t, "embed_model_dir:%s", s->cfg.model_dir);
+	info_kv(t, "embed_models_loaded:%u", st.n_models);
+	for (uint32_t i = 0; i < st.n_models && i < SRV_EMBED_STATS_MODELS; i++)
+		info_kv(t, "embed_model_%u:name=%s,dim=%u,kernel=%s,texts=%llu", i,
+			st.models[i].name, st.models[i].dim, st.models[i].kernel,
+			(unsigned long long)st.models[i].texts);
+	info_kv(t, "embed_requests:%llu", (unsigned long long)st.requests);
+	info_kv(t, "embed_failures:%llu", (unsigned long long)st.failures);
+	info_kv(t, "embed_queued:%llu", (unsigned long long)st.queued);
+	info_kv(t, "embed_batches:%llu", (unsigned long long)st.batches);
+	info_kv(t, "embed_texts:%llu", (unsigned long long)st.texts);
+	info_kv(t, "embed_tokens:%llu", (unsigned long long)st.tokens);
+	info_kv(t, "embed_compute_seconds:%.3f", (double)st.compute_ns / 1e9);
+	info_kv(t, "embed_tokens_per_sec:%.0f",
+		st.compute_ns ? (double)st.tokens * 1e9 / (double)st.compute_ns : 0.0);
+	info_kv(t, "embed_texts_per_batch:%.2f",
+		st.batches ? (double)st.texts / (double)st.batches : 0.0);
+	info_kv(t, "embed_batch_tokens:%u", s->cfg.embed_batch_tokens);
+	info_kv(t, "embed_backfill_indexes:%llu", (unsigned long long)st.backfill_tasks);
+	info_kv(t, "embed_backfill_queued:%llu", (unsigned long long)st.backfill_queued);
+}
+
 /* 1.5M, 23.40G: as Redis's bytesToHuman, for the *_human fields. */
 static void human_bytes(char *buf, size_t cap, uint64_t n)
 {
@@ -525,6 +553,8 @@ static void info_build(srv_t *s, const char *want, resp_out_t *t, bool on_loop)
 	}
 	if (info_want(want, "gpu"))
 		info_gpu(t, want, &first);
+	if (info_want(want, "embed"))
+		info_embed(s, t, want, &first);
 	if (info_want(want, "keyspace")) {
 		info_section(t, want, "Keyspace", &first);
 		uint64_t n = 0, e = 0;
@@ -650,7 +680,7 @@ void cmd_exec_multi(cmd_ctx_t *x, srv_job_t *j, vela_batch_t **batch)
 			void ft_search_one(cmd_ctx_t *x);
 			ft_search_one(&y);
 		} else {
-			m->cmd->fn(&y);
+			slowlog_run(m->cmd, &y, j->c);
 		}
 	}
 }
@@ -698,6 +728,7 @@ void cmd_save(cmd_ctx_t *), cmd_bgsave(cmd_ctx_t *), cmd_lastsave(cmd_ctx_t *);
 void cmd_ft_create(cmd_ctx_t *), cmd_ft_search(cmd_ctx_t *), cmd_ft_info(cmd_ctx_t *),
 	cmd_ft_list(cmd_ctx_t *), cmd_ft_dropindex(cmd_ctx_t *), cmd_ft_config(cmd_ctx_t *),
 	cmd_ft_explain(cmd_ctx_t *), cmd_ft_profile(cmd_ctx_t *);
+void cmd_embed(cmd_ctx_t *); /* embedq.c */
 
 #define W CMD_WRITE
 #define ALONE (CMD_WRITE | CMD_ALONE)
@@ -715,6 +746,7 @@ static const srv_command_t commands[] = {
 	{"del", -2, W, cmd_del},
 	{"discard", 1, NM, cmd_discard},
 	{"echo", 2, 0, cmd_echo},
+	{"embed", -4, CMD_EMBED, cmd_embed},
 	{"exec", 1, NM, cmd_exec},
 	{"exists", -2, CMD_VIEW, cmd_exists},
 	{"expire", -3, W, cmd_expire},
@@ -723,12 +755,12 @@ static const srv_command_t commands[] = {
 	{"flushdb", -1, ALONE, cmd_flushall},
 	{"ft._list", 1, 0, cmd_ft_list},
 	{"ft.config", -3, CMD_CSTR, cmd_ft_config},
-	{"ft.create", -2, ALONE, cmd_ft_create},
+	{"ft.create", -2, ALONE | CMD_EMBED, cmd_ft_create},
 	{"ft.dropindex", -2, ALONE, cmd_ft_dropindex},
 	{"ft.explain", -3, CMD_SEARCH, cmd_ft_explain},
 	{"ft.info", 2, CMD_CSTR, cmd_ft_info},
 	{"ft.profile", -5, CMD_SEARCH, cmd_ft_profile},
-	{"ft.search", -3, CMD_SEARCH, cmd_ft_search},
+	{"ft.search", -3, CMD_SEARCH | CMD_EMBED, cmd_ft_search},
 	{"get", 2, CMD_VIEW, cmd_get},
 	{"hdel", -3, W, cmd_hdel},
 	{"hello", -1, NA | NM, cmd_hello},
@@ -737,8 +769,8 @@ static const srv_command_t commands[] = {
 	{"hgetall", 2, CMD_VIEW, cmd_hgetall},
 	{"hlen", 2, CMD_VIEW, cmd_hlen},
 	{"hmget", -3, CMD_VIEW, cmd_hmget},
-	{"hmset", -4, W, cmd_hmset},
-	{"hset", -4, W, cmd_hset},
+	{"hmset", -4, W | CMD_EMBED, cmd_hmset},
+	{"hset", -4, W | CMD_EMBED, cmd_hset},
 	{"hsetnx", 4, W, cmd_hsetnx},
 	{"info", -1, 0, cmd_info},
 	{"keys", 2, 0, cmd_keys},
@@ -754,6 +786,7 @@ static const srv_command_t commands[] = {
 	{"scan", -2, 0, cmd_scan},
 	{"select", 2, 0, cmd_select},
 	{"set", -3, W, cmd_set},
+	{"slowlog", -2, CMD_ADMIN, cmd_slowlog},
 	{"ttl", 2, CMD_VIEW, cmd_ttl},
 	{"type", 2, CMD_VIEW, cmd_type},
 	{"unlink", -2, W, cmd_del},

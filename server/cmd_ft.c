@@ -121,8 +121,41 @@ static int vec_attr(cmd_ctx_t *x, const char *algo, const resp_arg_t *n, const r
 			f->reduce = (uint32_t)iv;
 		else
 			f->training_threshold = (uint32_t)iv;
+	} else if (arg_eq(n, "MODEL")) { /* vela: computed vectors (docs/embeddings.md) */
+		f->model = v->p;
+	} else if (arg_eq(n, "SOURCE")) {
+		f->source = v->p;
 	} else if (!(arg_eq(n, "INITIAL_CAP") || arg_eq(n, "BLOCK_SIZE") || arg_eq(n, "EPSILON"))) {
 		return vec_err(x, algo, "Bad arguments for algorithm %s: %s", n->p);
+	}
+	return 0;
+}
+
+/* MODEL m SOURCE f: the encoder stage loaded m before this runs (embedq.c),
+ * so its dimension is known here; DIM must match it. */
+static int parse_model(cmd_ctx_t *x, const vela_field_def_t *f)
+{
+	if (f->model == NULL && f->source == NULL)
+		return 0;
+	if (f->model == NULL || f->source == NULL) {
+		resp_error(x->out, "-MODEL and SOURCE go together: MODEL names the embedding model, "
+				   "SOURCE the hash field whose text it embeds");
+		return -1;
+	}
+	if (strcmp(f->source, f->name) == 0) {
+		resp_errorf(x->out, "-SOURCE of field '%s' cannot be the vector field itself", f->name);
+		return -1;
+	}
+	uint32_t d = embedq_model_dim(x->srv, f->model);
+	if (d == 0) {
+		resp_errorf(x->out, "-model '%s' is not loaded (FT.CREATE with MODEL cannot run "
+				    "inside MULTI)", f->model);
+		return -1;
+	}
+	if (d != f->dim) {
+		resp_errorf(x->out, "-DIM %u of field '%s' does not match model '%s' (%u dimensions)",
+			    f->dim, f->name, f->model, d);
+		return -1;
 	}
 	return 0;
 }
@@ -183,6 +216,8 @@ static int parse_vector(cmd_ctx_t *x, int i, vela_field_def_t *f)
 		resp_error(x->out, "-COMPRESSION is only supported for SVS-VAMANA and HNSW indexes");
 		return -1;
 	}
+	if (parse_model(x, f))
+		return -1;
 	return i + 2 + (int)nargs;
 }
 
@@ -282,10 +317,16 @@ void cmd_ft_create(cmd_ctx_t *x)
 	int i = fc.prefixes && fc.fields ? parse_create_opts(x, &fc) : -1;
 	if (i >= 0 && parse_schema(x, i, &fc) == 0) {
 		vela_err_t err = {0};
-		if (vela_index_create(x->db, &fc.def, &err))
+		bool computed = false;
+		for (uint32_t k = 0; k < fc.def.n_fields; k++)
+			computed |= fc.fields[k].model != NULL;
+		if (vela_index_create(x->db, &fc.def, &err)) {
 			resp_errorf(x->out, "-%s", err.msg);
-		else
+		} else {
 			resp_simple(x->out, "OK");
+			if (computed && !fc.def.skip_initial_scan)
+				embedq_backfill(x->srv, fc.def.name);
+		}
 	} else if (!fc.prefixes || !fc.fields) {
 		resp_error(x->out, "OOM out of memory");
 	}
@@ -337,7 +378,8 @@ static void info_attribute(resp_out_t *o, const vela_field_def_t *f)
 {
 	static const char *types[] = {"TAG", "NUMERIC", "TEXT", "VECTOR"};
 	size_t n = 6 + (f->type == VELA_FIELD_TAG ? 2 + f->case_sensitive : 0) +
-		   (f->type == VELA_FIELD_TEXT ? 2 : 0) + (f->type == VELA_FIELD_VECTOR ? 10 : 0);
+		   (f->type == VELA_FIELD_TEXT ? 2 : 0) + (f->type == VELA_FIELD_VECTOR ? 10 : 0) +
+		   (f->model ? 4 : 0);
 	resp_array(o, n);
 	resp_simple(o, "identifier");
 	resp_bulk_str(o, f->name);
@@ -366,6 +408,12 @@ static void info_attribute(resp_out_t *o, const vela_field_def_t *f)
 		resp_simple(o, "compression");
 		resp_simple(o, f->compression ? graph_lvq_kind_name((graph_lvq_kind_t)(f->compression - 1))
 					      : "none");
+		if (f->model) {
+			resp_simple(o, "model");
+			resp_bulk_str(o, f->model);
+			resp_simple(o, "source");
+			resp_bulk_str(o, f->source);
+		}
 	}
 }
 
@@ -460,6 +508,7 @@ typedef struct ft_search {
 	bool desc;
 	size_t offset, num;
 	bool fetch_all; /* SORTBY or DESC: order every match, then apply LIMIT here */
+	int embed_opt;  /* argv index of `EMBED param` (0: none) */
 	char *query_buf; /* the query rewritten by FILTER options, or NULL */
 } ft_search_t;
 
@@ -561,6 +610,11 @@ static int fs_option(cmd_ctx_t *x, int i, ft_search_t *fs)
 		if (i < x->argc && (arg_eq(&x->argv[i], "WITHCOUNT") || arg_eq(&x->argv[i], "WITHOUTCOUNT")))
 			i++;
 		return i;
+	} else if (arg_eq(a, "EMBED") && i + 1 < x->argc) {
+		/* vela: PARAMS value to embed (docs/embeddings.md); the encoder
+		 * stage replaces it by the vector and removes this option. */
+		fs->embed_opt = i;
+		return i + 2;
 	} else if (arg_eq(a, "PARAMS")) {
 		if (fs_count(x, i + 1, &n) || n % 2) {
 			resp_error(x->out, "-Bad arguments for PARAMS: Expected an even number of arguments");
@@ -598,11 +652,54 @@ static int fs_parse(cmd_ctx_t *x, ft_search_t *fs)
 	return 0;
 }
 
+/* fs_parse for a search that runs now: an EMBED option still there was not
+ * embedded (FT.PROFILE, FT.EXPLAIN: they do not go through the encoder). */
+static int fs_parse_run(cmd_ctx_t *x, ft_search_t *fs)
+{
+	if (fs_parse(x, fs))
+		return -1;
+	if (fs->embed_opt == 0)
+		return 0;
+	resp_error(x->out, "-EMBED is supported by FT.SEARCH only (not FT.PROFILE or "
+			   "FT.EXPLAIN): pass the vector in PARAMS");
+	return -1;
+}
+
 static void fs_free(ft_search_t *fs)
 {
 	free(fs->query_buf);
 	free(fs->params);
 	free(fs->ret);
+}
+
+int ft_search_embed_args(int argc, const resp_arg_t *argv, int *opt, int *key, int *val)
+{
+	bool any = false;
+	for (int i = 3; i < argc && !any; i++)
+		any = arg_eq(&argv[i], "EMBED");
+	if (!any) /* the common case: no parse */
+		return 0;
+	resp_out_t scratch;
+	resp_out_init(&scratch, 2);
+	cmd_ctx_t x = {.argc = argc, .argv = (resp_arg_t *)argv, .out = &scratch};
+	ft_search_t fs;
+	int rc = fs_parse(&x, &fs) == 0 && fs.embed_opt ? -1 : 0;
+	for (size_t k = 0; rc && k < fs.req.n_params; k++) {
+		const vela_kv_t *p = &fs.req.params[k];
+		const resp_arg_t *want = &argv[fs.embed_opt + 1];
+		if (p->name_len != want->len || memcmp(p->name, want->p, want->len) != 0)
+			continue;
+		for (int j = 3; j + 1 < argc; j++)
+			if (argv[j].p == (const char *)p->name) { /* PARAMS point into argv */
+				*opt = fs.embed_opt;
+				*key = j;
+				*val = j + 1;
+				rc = 1;
+			}
+	}
+	fs_free(&fs);
+	resp_out_free(&scratch);
+	return rc;
 }
 
 /* The engine request: SORTBY (unless it names the distance, which the engine
@@ -989,7 +1086,7 @@ static void ft_profile(cmd_ctx_t *x)
 	y.argv = argv;
 	ft_search_t fs;
 	vela_result_t *r = NULL;
-	if (fs_parse(&y, &fs) == 0) {
+	if (fs_parse_run(&y, &fs) == 0) {
 		vela_err_t err = {0};
 		fs_engine_req(&fs);
 		fs.req.profile = true;
@@ -1051,7 +1148,7 @@ void ft_search_many(srv_t *s, srv_job_t **jobs, size_t n)
 			cmd_ft_explain(&x);
 			continue;
 		}
-		if (fs_parse(&x, &fs[i]))
+		if (fs_parse_run(&x, &fs[i]))
 			continue;
 		fs_engine_req(&fs[i]);
 		reqs[m] = fs[i].req;
@@ -1082,7 +1179,7 @@ out:
 void cmd_ft_explain(cmd_ctx_t *x)
 {
 	ft_search_t fs;
-	if (fs_parse(x, &fs) == 0) {
+	if (fs_parse_run(x, &fs) == 0) {
 		char *text;
 		vela_err_t err = {0};
 		if (vela_explain(x->db, fs.req.index, fs.req.query, fs.req.query_len, fs.req.params,

@@ -26,6 +26,9 @@ void srv_config_init(srv_config_t *c)
 	c->output_buf_soft_s = SRV_OBUF_SOFT_SECONDS_DEFAULT;
 	c->backup_dir = strdup(SRV_BACKUP_DIR_DEFAULT);
 	c->workers = SRV_WORKERS_DEFAULT;
+	c->model_dir = strdup(SRV_MODEL_DIR_DEFAULT);
+	c->embed_batch_tokens = SRV_EMBED_BATCH_TOKENS_DEFAULT;
+	c->embed_threads = SRV_EMBED_THREADS_DEFAULT;
 	c->log_level = VELA_LOG_LEVEL_DEFAULT;
 	c->gpu_mode = VELA_GPU_MODE_DEFAULT;
 	c->users[0] = (srv_user_t){.name = strdup("default"), .enabled = true};
@@ -37,6 +40,7 @@ void srv_config_free(srv_config_t *c)
 	free(c->bind);
 	free(c->dir);
 	free(c->backup_dir);
+	free(c->model_dir);
 	free(c->tls_cert_file);
 	free(c->tls_key_file);
 	for (uint32_t i = 0; i < c->n_users; i++) {
@@ -270,6 +274,26 @@ static int d_workers(srv_config_t *c, const char *v)
 		c->workers = (uint32_t)n;
 	return rc;
 }
+static int d_model_dir(srv_config_t *c, const char *v)
+{
+	return v[0] ? set_str(&c->model_dir, v) : VELA_EINVAL;
+}
+static int d_embed_tokens(srv_config_t *c, const char *v)
+{
+	uint64_t n = 0;
+	int rc = parse_size(v, SRV_EMBED_BATCH_TOKENS_MIN, SRV_EMBED_BATCH_TOKENS_MAX, &n);
+	if (rc == 0)
+		c->embed_batch_tokens = (uint32_t)n;
+	return rc;
+}
+static int d_embed_threads(srv_config_t *c, const char *v)
+{
+	uint64_t n = 0;
+	int rc = parse_size(v, 0, SRV_EMBED_THREADS_MAX, &n);
+	if (rc == 0)
+		c->embed_threads = (uint32_t)n;
+	return rc;
+}
 static int d_mapsize(srv_config_t *c, const char *v)
 {
 	uint64_t n = 0;
@@ -294,6 +318,27 @@ static int d_loglevel(srv_config_t *c, const char *v)
 	return vela_log_level_parse(v, &c->log_level);
 }
 static int d_gpu(srv_config_t *c, const char *v) { return vela_gpu_mode_parse(v, &c->gpu_mode); }
+/* A signed decimal integer (the SLOWLOG tunables; their setters check the range). */
+static int parse_int64(const char *v, int64_t *out)
+{
+	char *e;
+	errno = 0;
+	long long n = strtoll(v, &e, 10);
+	if (e == v || *e || errno)
+		return VELA_EINVAL;
+	*out = n;
+	return VELA_OK;
+}
+static int d_slowlog_slower(srv_config_t *c, const char *v)
+{
+	int64_t n;
+	return parse_int64(v, &n) ? VELA_EINVAL : slowlog_set_slower_than(n);
+}
+static int d_slowlog_len(srv_config_t *c, const char *v)
+{
+	int64_t n;
+	return parse_int64(v, &n) ? VELA_EINVAL : slowlog_set_max_len(n);
+}
 static int d_ignore(srv_config_t *c, const char *v) { return VELA_OK; }
 
 static const directive_t directives[] = {
@@ -308,10 +353,15 @@ static const directive_t directives[] = {
 	{"client-output-buffer-limit", d_obuf},
 	{"backup-dir", d_backup_dir},
 	{"workers", d_workers},
+	{"model-dir", d_model_dir},
+	{"embed-batch-tokens", d_embed_tokens},
+	{"embed-threads", d_embed_threads},
 	{"map-size", d_mapsize},
 	{"appendfsync", d_appendfsync},
 	{"loglevel", d_loglevel},
 	{"gpu", d_gpu},
+	{"slowlog-log-slower-than", d_slowlog_slower},
+	{"slowlog-max-len", d_slowlog_len},
 	{"tls-port", d_tls_port},
 	{"tls-cert-file", d_tls_cert},
 	{"tls-key-file", d_tls_key},
@@ -445,6 +495,12 @@ static const char *config_value(srv_t *s, const char *name, char *buf, size_t ca
 		       buf;
 	if (strcmp(name, "backup-dir") == 0)
 		return c->backup_dir;
+	if (strcmp(name, "model-dir") == 0)
+		return c->model_dir;
+	if (strcmp(name, "embed-batch-tokens") == 0)
+		return snprintf(buf, cap, "%u", c->embed_batch_tokens), buf;
+	if (strcmp(name, "embed-threads") == 0)
+		return snprintf(buf, cap, "%u", c->embed_threads), buf;
 	if (strcmp(name, "tls-port") == 0)
 		return snprintf(buf, cap, "%d", s->tls_port), buf;
 	if (strcmp(name, "tls-cert-file") == 0)
@@ -472,6 +528,10 @@ static const char *config_value(srv_t *s, const char *name, char *buf, size_t ca
 		return "2";
 	if (strcmp(name, "gpu") == 0)
 		return vela_gpu_mode_name(vela_gpu_mode_get());
+	if (strcmp(name, "slowlog-log-slower-than") == 0)
+		return snprintf(buf, cap, "%lld", (long long)slowlog_slower_than()), buf;
+	if (strcmp(name, "slowlog-max-len") == 0)
+		return snprintf(buf, cap, "%lld", (long long)slowlog_max_len()), buf;
 	return NULL;
 }
 
@@ -480,6 +540,8 @@ static const char *const config_names[] = {
 	"client-query-buffer-limit", "client-output-buffer-limit", "backup-dir", "tls-port",
 	"tls-cert-file", "tls-key-file", "tls-auth-clients", "map-size", "appendfsync",
 	"appendonly", "save", "databases", "maxmemory", "search-default-dialect", "gpu",
+	"slowlog-log-slower-than", "slowlog-max-len",
+	"model-dir", "embed-batch-tokens", "embed-threads",
 };
 
 #define CONFIG_NAMES (sizeof(config_names) / sizeof(config_names[0]))
@@ -550,7 +612,9 @@ static void config_set(cmd_ctx_t *x)
 			       strcasecmp(name, "client-output-buffer-limit") == 0 ||
 			       strcasecmp(name, "backup-dir") == 0 ||
 			       strcasecmp(name, "save") == 0 || strcasecmp(name, "appendonly") == 0 ||
-			       strcasecmp(name, "loglevel") == 0)) {
+			       strcasecmp(name, "loglevel") == 0 ||
+			       strcasecmp(name, "slowlog-log-slower-than") == 0 ||
+			       strcasecmp(name, "slowlog-max-len") == 0)) {
 		const char *d[2] = {name, val};
 		uint32_t old_max = x->srv->cfg.maxclients;
 		pthread_mutex_lock(&x->srv->cfg_mu);

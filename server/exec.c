@@ -50,6 +50,7 @@ void job_free(srv_job_t *j)
 			m = n;
 		}
 		resp_out_free(&j->out);
+		free(j->argv_own);
 		free(j);
 		j = NULL;
 	}
@@ -134,6 +135,12 @@ static void jobs_done(srv_t *s, srv_job_t *list)
 	event_active(s->done_ev, EV_READ, 0);
 }
 
+void exec_job_done(srv_t *s, srv_job_t *j)
+{
+	j->next = NULL;
+	jobs_done(s, j);
+}
+
 /* ------------------------------------------------------------ the writer */
 
 typedef struct group {
@@ -193,14 +200,14 @@ static void writer_run_one(srv_t *s, group_t *g, srv_job_t *j)
 	}
 	if (j->cmd->flags & CMD_ALONE) {
 		group_flush(s, g); /* index DDL and config run outside any batch */
-		j->cmd->fn(&x);
+		slowlog_run(j->cmd, &x, j->c);
 		j->next = NULL;
 		jobs_done(s, j);
 		return;
 	}
 	if (group_batch(s, g, j) == 0) {
 		x.batch = g->batch;
-		j->cmd->fn(&x);
+		slowlog_run(j->cmd, &x, j->c);
 	}
 	group_add(g, j);
 }
@@ -234,7 +241,9 @@ static void *worker_main(void *arg)
 		size_t n = 0;
 		for (srv_job_t *j = list; j; j = j->next)
 			v[n++] = j;
+		uint64_t t0 = vela_now_ns();
 		ft_search_many(s, v, n);
+		slowlog_batch(v, n, (vela_now_ns() - t0) / 1000);
 		jobs_done(s, list);
 	}
 	return NULL;
@@ -295,8 +304,9 @@ void exec_collect_done(srv_t *s)
 			j->c->done_mark = true;
 			j->c->done_next = clients;
 			clients = j->c;
-		} else if (j->c == NULL) { /* internal: the expiry cycle */
-			s->expire_pending = false;
+		} else if (j->c == NULL) { /* internal: the expiry cycle or a back-fill */
+			if (!j->backfill)
+				s->expire_pending = false;
 			job_free(j);
 		}
 		j = n;
@@ -334,12 +344,13 @@ int exec_start(srv_t *s)
 	for (uint32_t i = 0; i < s->n_workers; i++)
 		if (pthread_create(&s->workers[i], NULL, worker_main, s))
 			return VELA_ENOMEM;
-	return VELA_OK;
+	return embedq_start(s);
 }
 
 /* Threads drain their queues (every accepted write is committed), then exit. */
 void exec_stop(srv_t *s)
 {
+	embedq_stop(s); /* its last requests reach the writer before it stops */
 	atomic_store(&s->stopping, 1);
 	job_queue_t *qs[] = {&s->writeq, &s->searchq};
 	for (size_t i = 0; i < 2; i++) {

@@ -323,9 +323,9 @@ static void multi_queue(srv_client_t *c, const srv_command_t *cmd, int argc,
 }
 
 /* Queue a job for the writer or the search workers. */
-static void client_submit(srv_client_t *c, srv_job_t *j, unsigned kind)
+static void client_submit(srv_client_t *c, srv_job_t *j, unsigned kind, void *ereq)
 {
-	if (kind == CMD_WRITE)
+	if (kind & CMD_WRITE)
 		atomic_fetch_add(&c->srv->stat_dirty, 1);
 	if (c->pend_tail)
 		c->pend_tail->cnext = j;
@@ -333,6 +333,10 @@ static void client_submit(srv_client_t *c, srv_job_t *j, unsigned kind)
 		c->pend_head = j;
 	c->pend_tail = j;
 	c->pend_kind = kind;
+	if (kind & CMD_EMBED) {
+		embedq_submit(c->srv, j, ereq);
+		return;
+	}
 	if (kind != CMD_SEARCH) {
 		jobq_push(&c->srv->writeq, j);
 		return;
@@ -359,6 +363,33 @@ static void search_flush(srv_t *s)
 
 srv_job_t *multi_take(srv_client_t *c); /* cmd_core.c: EXEC builds its job */
 
+/* Commands flagged CMD_EMBED that need the encoder get kind CMD_EMBED|...
+ * and a request; false: refused (the reply is in o). Inside MULTI the
+ * encoder cannot run between the queued commands, so such writes are
+ * refused there rather than stored without their vectors. */
+static bool embed_route(srv_client_t *c, const srv_command_t *cmd, int argc,
+			const resp_arg_t *argv, resp_out_t *o, unsigned *kind, void **ereq)
+{
+	int rc = embedq_route(c->srv, cmd, argc, argv, ereq, o);
+	if (rc <= 0)
+		return rc == 0;
+	if (c->in_multi) {
+		embedq_req_free(*ereq);
+		*ereq = NULL;
+		resp_errorf(o, "ERR '%s' needs the encoder (a MODEL/SOURCE vector, EMBED) and "
+			       "cannot run inside MULTI", cmd->name);
+		return false;
+	}
+	if (embedq_full(c->srv)) {
+		embedq_req_free(*ereq);
+		*ereq = NULL;
+		resp_error(o, "BUSY the encoder queue is full, try again later");
+		return false;
+	}
+	*kind = (unsigned)rc;
+	return true;
+}
+
 /* Run or queue one command. Returns false if it must wait (not consumed). */
 static bool client_command(srv_client_t *c, int argc, resp_arg_t *argv)
 {
@@ -378,7 +409,13 @@ static bool client_command(srv_client_t *c, int argc, resp_arg_t *argv)
 	bool is_exec = allowed && strcmp(cmd->name, "exec") == 0 && c->in_multi;
 	if (is_exec)
 		kind = CMD_WRITE;
+	void *ereq = NULL;
+	if (allowed && (cmd->flags & CMD_EMBED) && !embed_route(c, cmd, argc, argv, &o, &kind, &ereq)) {
+		allowed = false; /* refused: the reply is in o */
+		kind = 0;
+	}
 	if (c->pend_head && (kind == 0 || kind != c->pend_kind) && !(c->in_multi && !is_exec)) {
+		embedq_req_free(ereq); /* recomputed when the command runs again */
 		c->reply = o; /* the buffer is kept; the command runs again later */
 		c->paused = true; /* wait for this client's queued jobs: order */
 		return false;
@@ -397,7 +434,7 @@ static bool client_command(srv_client_t *c, int argc, resp_arg_t *argv)
 	} else if (is_exec && !c->multi_err) {
 		srv_job_t *j = multi_take(c);
 		if (j)
-			client_submit(c, j, CMD_WRITE);
+			client_submit(c, j, CMD_WRITE, NULL);
 		else
 			resp_error(&o, "OOM cannot run transaction");
 	} else if (kind == 0 || is_exec) {
@@ -408,15 +445,18 @@ static bool client_command(srv_client_t *c, int argc, resp_arg_t *argv)
 		if ((cmd->flags & CMD_CSTR) && copy == NULL)
 			resp_error(&o, "OOM cannot run command");
 		else
-			cmd->fn(&x);
+			slowlog_run(cmd, &x, c);
 		job_free(copy);
 	} else {
 		srv_job_t *j = job_new(c, cmd, argc, argv, c->proto);
-		if (j)
-			client_submit(c, j, kind);
-		else
+		if (j) {
+			client_submit(c, j, kind, ereq);
+			ereq = NULL;
+		} else {
 			resp_error(&o, "OOM cannot queue command");
+		}
 	}
+	embedq_req_free(ereq);
 	client_send(c, &o);
 	if (o.cap > SRV_REPLY_KEEP) /* a big reply's buffer is not kept */
 		resp_out_free(&o);
@@ -879,6 +919,8 @@ void srv_destroy(srv_t *s)
 		event_base_free(s->base);
 	srv_tls_free(s);
 	save_free(s); /* before the database closes: a BGSAVE may still read it */
+	embedq_free(s);
+	slowlog_free();
 	vela_db_close(s->db);
 	pthread_mutex_destroy(&s->cfg_mu);
 	srv_config_free(&s->cfg);

@@ -59,6 +59,20 @@
 #define SRV_USERS_MAX 64u
 #define SRV_EXPIRE_CYCLE_MS 100u
 #define SRV_EXPIRE_CYCLE_KEYS 1000u
+/* In-process embeddings (server/embedq.c): models are directories under
+ * `model-dir` (relative to the working directory), loaded on first use. */
+#define SRV_MODEL_DIR_DEFAULT "models"
+/* Tokens per encoder batch: requests are packed until the next one would
+ * pass it (TEI's max_batch_tokens; reference/embeddings §3.4). */
+#define SRV_EMBED_BATCH_TOKENS_DEFAULT 16384u
+#define SRV_EMBED_BATCH_TOKENS_MIN 512u
+#define SRV_EMBED_BATCH_TOKENS_MAX 262144u
+/* Threads one encoder batch uses (0 = one per CPU). */
+#define SRV_EMBED_THREADS_DEFAULT 0u
+#define SRV_EMBED_THREADS_MAX 64u
+/* Requests queued for the encoder before EMBED/HSET get -BUSY (backpressure). */
+#define SRV_EMBED_QUEUE_MAX 4096u
+
 /** Where SAVE and BGSAVE write without a path argument (relative to `dir`). */
 #define SRV_BACKUP_DIR_DEFAULT "backup"
 
@@ -86,6 +100,9 @@ typedef struct srv_config {
 	int tls_port;              /**< 0: no TLS listener */
 	char *tls_cert_file, *tls_key_file; /**< PEM: certificate (chain) and private key */
 	uint32_t workers;
+	char *model_dir;             /**< embedding models (model-dir) */
+	uint32_t embed_batch_tokens; /**< embed-batch-tokens */
+	uint32_t embed_threads;      /**< embed-threads (0 = one per CPU) */
 	size_t map_size;  /**< LMDB map size (0 = engine default) */
 	bool nosync;      /**< appendfsync everysec semantics */
 	int log_level;

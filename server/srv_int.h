@@ -27,6 +27,7 @@ enum cmd_flag {
 	CMD_ADMIN = 1u << 5,    /**< needs a full (not read-only) user */
 	CMD_CSTR = 1u << 6,     /**< the handler reads arguments as C strings (copied first) */
 	CMD_VIEW = 1u << 7,     /**< a read that may share the loop's read view (srv_view) */
+	CMD_EMBED = 1u << 8,    /**< goes through the encoder stage first (embedq.c) */
 };
 
 typedef void (*cmd_fn)(cmd_ctx_t *x);
@@ -69,6 +70,8 @@ struct srv_job {
 	int multi;            /**< EXEC: argv/cmd arrays of the queued commands */
 	srv_job_t *multi_cmds;
 	int done;
+	void *argv_own;       /**< argv rewritten by the encoder stage (owned), or NULL */
+	bool backfill;        /**< internal (c NULL): an encoder back-fill write, not expiry */
 };
 
 srv_job_t *job_new(srv_client_t *c, const srv_command_t *cmd, int argc, const resp_arg_t *argv,
@@ -193,6 +196,7 @@ struct srv {
 	unsigned ops_idx, cron_ticks;
 	uint64_t mem_peak;
 	srv_save_t save;
+	struct srv_embed *embed; /**< the encoder stage (embedq.c) */
 	uint64_t start_ms;
 	bool gpu_reported;
 };
@@ -205,6 +209,56 @@ void jobq_push(job_queue_t *q, srv_job_t *j);
 void jobq_push_list(job_queue_t *q, srv_job_t *head, srv_job_t *tail, size_t n);
 /** Loop thread: completed jobs are ready (done_ev fired). */
 void exec_collect_done(srv_t *s);
+
+/** Loop side of a finished job: hand it back to its client (any thread). */
+void exec_job_done(srv_t *s, srv_job_t *j);
+
+/* embedq.c: the encoder stage (DESIGN §7). */
+/**
+ * Loop thread: does this command need vectors computed first? Returns 0
+ * (no), -1 (refused: the reply is in `o`), or its kind, CMD_EMBED plus the
+ * command's CMD_WRITE/CMD_SEARCH, with *req set (pass it to embedq_submit,
+ * or free it with embedq_req_free).
+ */
+int embedq_route(srv_t *s, const srv_command_t *cmd, int argc, const resp_arg_t *argv,
+		 void **req, resp_out_t *o);
+/** Queue job `j` (whose argv the request indexes) for the encoder; takes `req`. */
+void embedq_submit(srv_t *s, srv_job_t *j, void *req);
+void embedq_req_free(void *req);
+/** The queue holds SRV_EMBED_QUEUE_MAX requests (answer -BUSY). */
+bool embedq_full(srv_t *s);
+int embedq_start(srv_t *s);
+/** Finish or forward every queued request, then stop the threads (before the writer stops). */
+void embedq_stop(srv_t *s);
+void embedq_free(srv_t *s);
+/** Compute the missing vectors of index `name`'s existing documents in the
+ * background (FT.CREATE with MODEL; every such index at start). */
+void embedq_backfill(srv_t *s, const char *name);
+/** Output dimension of a loaded model, 0 if it is not loaded. */
+uint32_t embedq_model_dim(srv_t *s, const char *name);
+
+#define SRV_EMBED_STATS_MODELS 16u
+/** INFO embed. */
+typedef struct srv_embed_stats {
+	uint64_t requests, texts, tokens, batches, failures, compute_ns, queued;
+	uint64_t backfill_queued, backfill_tasks;
+	uint32_t n_models;
+	struct {
+		char name[VELA_MODEL_NAME_MAX + 1];
+		uint32_t dim;
+		uint64_t texts;
+		const char *kernel;
+	} models[SRV_EMBED_STATS_MODELS];
+} srv_embed_stats_t;
+void embedq_stats(srv_t *s, srv_embed_stats_t *st);
+
+/* cmd_ft.c */
+/**
+ * FT.SEARCH's `EMBED param` option: 0 none; 1 found (*opt its argv index,
+ * *key and *val those of the parameter's name and value in PARAMS); -1 the
+ * parameter is not in PARAMS. Arguments that do not parse count as none.
+ */
+int ft_search_embed_args(int argc, const resp_arg_t *argv, int *opt, int *key, int *val);
 
 /* cmd_save.c */
 void save_init(srv_t *s);
@@ -281,5 +335,27 @@ int srv_open_files_reserve(uint32_t clients, uint32_t *fit);
 const srv_user_t *srv_auth_check(srv_t *s, const char *user, size_t ulen, const char *pass,
 				 size_t plen);
 bool srv_auth_required(srv_t *s);
+
+/* slowlog.c: SLOWLOG (Redis semantics), process-wide, under its own mutex. */
+#define SLOWLOG_SLOWER_THAN_DEFAULT 10000 /**< µs; -1 logs nothing, 0 everything */
+#define SLOWLOG_SLOWER_THAN_MIN (-1)
+#define SLOWLOG_SLOWER_THAN_MAX INT64_MAX
+#define SLOWLOG_MAX_LEN_DEFAULT 128
+#define SLOWLOG_MAX_LEN_MIN 0
+#define SLOWLOG_MAX_LEN_MAX INT64_MAX
+#define SLOWLOG_ARGC_MAX 32  /**< arguments kept per entry (Redis's) */
+#define SLOWLOG_ARG_MAX 128  /**< bytes kept per argument (Redis's) */
+/** Tunables (CONFIG / config file): 0, or VELA_EINVAL outside MIN..MAX. */
+int slowlog_set_slower_than(int64_t us);
+int slowlog_set_max_len(int64_t n);
+int64_t slowlog_slower_than(void);
+int64_t slowlog_max_len(void);
+/** Run cmd's handler on x, timing it; logged (argv, c's address and name copied) unless c is NULL. */
+void slowlog_run(const srv_command_t *cmd, cmd_ctx_t *x, srv_client_t *c);
+/** Log each of n jobs run together (a search batch) as taking `us`. */
+void slowlog_batch(srv_job_t **jobs, size_t n, uint64_t us);
+/** Drop every entry (SLOWLOG RESET; at exit). */
+void slowlog_free(void);
+void cmd_slowlog(cmd_ctx_t *x);
 
 #endif

@@ -134,6 +134,8 @@ static int env_create(const char *dir, size_t map_size, unsigned flags, storage_
 	if (rc)
 		return vela_err_set(err, storage_rc(rc), "cannot open database '%s': %s", dir,
 				    mdb_strerror(rc));
+	if ((rc = storage_check_size(env->mdb, dir, env->rdonly, err)) != 0)
+		return rc;
 	MDB_envinfo info;
 	mdb_env_info(env->mdb, &info);
 	if (info.me_mapsize < map_size && (rc = mdb_env_set_mapsize(env->mdb, map_size)))
@@ -228,6 +230,8 @@ int storage_txn_begin(storage_env_t *env, storage_txn_t *parent, int write, stor
 int storage_txn_commit(storage_txn_t *txn)
 {
 	int rc = mdb_txn_commit(txn->txn);
+	if (rc == 0)
+		storage_extend_file(txn->env);
 	free(txn);
 	return storage_rc(rc);
 }

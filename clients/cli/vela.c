@@ -10,7 +10,8 @@
  *   vela batch | import | create  query files, bulk loads, index creation,
  *                                in-process (--db) or through a server
  *                                (batch.c, import.c, create.c; docs/cli.md)
- *   vela backup | restore        hot copies of a database (backup.c) */
+ *   vela backup | restore        hot copies of a database (backup.c)
+ *   vela embed                   embed a file of texts in bulk (embed.c) */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -35,7 +36,8 @@ static int usage(void)
 		"       vela info DIR\n"
 		"       vela query DIR INDEX QUERY [NAME=v1,v2,...]...\n"
 		"       vela batch|import|create ... (run one without arguments for help)\n"
-		"       vela backup DBDIR|HOST:PORT DEST    vela restore SRC DBDIR\n");
+		"       vela backup DBDIR|HOST:PORT DEST    vela restore SRC DBDIR\n"
+		"       vela embed [--model DIR] --out FILE.fvecs|.npy|.jsonl TEXTS (docs/cli.md)\n");
 	return 2;
 }
 
@@ -316,5 +318,7 @@ int main(int argc, char **argv)
 		return cmd_backup(argc - 2, argv + 2);
 	if (strcmp(argv[1], "restore") == 0)
 		return cmd_restore(argc - 2, argv + 2);
+	if (strcmp(argv[1], "embed") == 0)
+		return cmd_embed(argc - 2, argv + 2);
 	return usage();
 }

@@ -183,7 +183,16 @@ typedef struct vela_field_def {
 	uint32_t compression;
 	uint32_t training_threshold;
 	uint32_t reduce;
+	/* VECTOR computed in-process (server: FT.CREATE ... MODEL m SOURCE f):
+	 * the embedding model's name and the hash field whose text it embeds.
+	 * Both NULL, or both set. The engine only stores them: computing the
+	 * vector is the caller's business (velad does it before the write). */
+	const char *model;  /**< at most VELA_MODEL_NAME_MAX bytes */
+	const char *source; /**< a hash field name */
 } vela_field_def_t;
+
+/** Longest embedding model name (a directory name under the model dir). */
+#define VELA_MODEL_NAME_MAX 128u
 
 #define VELA_TRAINING_THRESHOLD_DEFAULT 10240u
 #define VELA_TRAINING_THRESHOLD_MIN 1024u
@@ -250,6 +259,51 @@ typedef struct vela_kv {
 	size_t value_len;
 } vela_kv_t;
 
+/** A vector the caller must compute before writing a document: a VECTOR
+ * field with MODEL/SOURCE whose source field is being written. */
+typedef struct vela_embed_target {
+	char *model;   /**< the model's name (malloc'd) */
+	char *field;   /**< the vector's hash field (malloc'd) */
+	uint32_t source; /**< index in the caller's kv array of the source text */
+	uint32_t dim;
+	vela_vec_type_t vec_type;
+} vela_embed_target_t;
+
+/**
+ * @brief The vectors to compute for a write of `kv[0..n)` to `key`: one
+ * target per distinct vector field (of every index matching the key) whose
+ * SOURCE is among the fields written (the last occurrence of a repeated
+ * field counts, as HSET applies them in order). Cheap without any MODEL
+ * field in the database (no lock taken).
+ * @param out receives a malloc'd array (NULL when none); free it with
+ *        vela_embed_targets_free().
+ * @return 0, VELA_EINVAL (two indexes compute the same field with different
+ *         models or dimensions), VELA_ENOMEM.
+ */
+int vela_embed_targets(vela_db_t *db, const void *key, size_t klen, const vela_kv_t *kv,
+		       size_t n, vela_embed_target_t **out, size_t *n_out, vela_err_t *err);
+void vela_embed_targets_free(vela_embed_target_t *t, size_t n);
+
+/** vela_embed_missing's callback: `t` (borrowed) is missing in `key`, whose
+ * field `source` holds `text`. Return 0 to go on, negative to stop with it. */
+typedef int (*vela_embed_missing_fn)(void *ctx, const void *key, size_t klen,
+				     const vela_embed_target_t *t, const char *source,
+				     const void *text, size_t tlen);
+/**
+ * @brief Back-filling computed vectors (FT.CREATE over existing documents):
+ * walk the documents in key order after `*cursor` (NULL: from the start),
+ * visiting at most `max`, and report every MODEL field of index `index`
+ * whose SOURCE field is there and whose vector is not. `*cursor` (malloc'd,
+ * the caller frees it) is moved to the last key visited; `*done` is set once
+ * the walk reached the end. Holds the engine's read lock while it runs: keep
+ * `max` small and the callback cheap (no engine calls).
+ * @return 0, VELA_ENOTFOUND (no such index; *done set), VELA_ENOMEM, or a
+ *         storage error.
+ */
+int vela_embed_missing(vela_db_t *db, const char *index, void **cursor, size_t *cursor_len,
+		       size_t max, vela_embed_missing_fn fn, void *ctx, bool *done,
+		       vela_err_t *err);
+
 /** Longest document key (LMDB's key limit less vela's prefixes). */
 #define VELA_KEY_MAX 480u
 
@@ -295,6 +349,13 @@ int vela_hdel(vela_db_t *db, const void *key, size_t klen, const vela_kv_t *name
 int vela_del(vela_db_t *db, const void *key, size_t klen, int *deleted, vela_err_t *err);
 
 /** HSETNX: set one field only if the hash lacks it; *set = 1 if it was set. */
+/**
+ * @brief HSET `fields[0..n)` only if field `cond->name` currently holds
+ * exactly `cond->value` (*applied 1), else nothing (*applied 0). velad writes
+ * a back-filled vector this way, so a newer text written meanwhile wins.
+ */
+int vela_batch_hset_if(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *cond,
+		       const vela_kv_t *fields, size_t n, int *applied, vela_err_t *err);
 int vela_batch_hsetnx(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *field,
 		      int *set, vela_err_t *err);
 

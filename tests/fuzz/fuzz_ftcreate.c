@@ -65,6 +65,12 @@ int vela_index_create(vela_db_t *db, const vela_index_def_t *def, vela_err_t *er
 			check_str(f->alias);
 		if ((unsigned)f->type > VELA_FIELD_VECTOR)
 			abort();
+		if (f->model)
+			check_str(f->model);
+		if (f->source)
+			check_str(f->source);
+		if ((f->model == NULL) != (f->source == NULL))
+			abort();
 		if (f->type != VELA_FIELD_VECTOR)
 			continue;
 		if (f->dim < 1 || f->dim > VELA_DIM_MAX || (unsigned)f->metric > VELA_METRIC_COSINE ||
@@ -76,6 +82,20 @@ int vela_index_create(vela_db_t *db, const vela_index_def_t *def, vela_err_t *er
 	if (cur.refuse)
 		return vela_err_set(err, VELA_EEXISTS, "Index already exists");
 	return VELA_OK;
+}
+
+/* The encoder stage (server/embedq.c): model "m8" is loaded with 8
+ * dimensions, no other. */
+uint32_t embedq_model_dim(srv_t *s, const char *name)
+{
+	(void)s;
+	return strcmp(name, "m8") == 0 ? 8 : 0;
+}
+
+void embedq_backfill(srv_t *s, const char *name)
+{
+	(void)s;
+	check_str(name);
 }
 
 /* The rest of the engine cmd_ft.c links against: never reached from FT.CREATE. */

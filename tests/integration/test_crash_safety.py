@@ -249,10 +249,6 @@ def test_damaged_snapshot_is_rebuilt(snapshot_db, kind, tmp_path):
 
 # ------------------------------------------------------------------ the data file
 
-@pytest.mark.xfail(strict=True, reason="not fixed: LMDB maps data.mdb and a truncated file "
-                   "faults with SIGBUS at open; a size check is unsound (freed 'loose' pages "
-                   "at the end are never written, so a healthy file can be shorter than its "
-                   "last page number says): needs a SIGBUS-guarded page walk")
 @pytest.mark.parametrize("cut", ["half", "to-two-pages"])
 def test_truncated_data_file_is_refused(snapshot_db, cut, tmp_path):
     """velad must refuse a data.mdb cut short, with a clear message, instead
