@@ -68,13 +68,17 @@ models:
 	@scripts/bootstrap test
 	@scripts/models
 
+# Debian's python3, where bootstrap installed numpy (a python3 earlier on PATH,
+# pyenv's say, may lack it).
+SYSPY   ?= /usr/bin/python3
+
 # WordNet 3.0 (Debian wordnet-base) glosses embedded by `vela embed`, queries and
 # exact ground truth, into data/wordnet/ (scripts/wordnet; docs/embeddings.md).
 wordnet:
 	@scripts/bootstrap wordnet
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DVELA_CUDA=$(CUDA) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS) --target vela_cli
-	@VELA=$(BUILD)/vela WORDNET_OUT=$(DATA)/wordnet python3 scripts/wordnet
+	@VELA=$(BUILD)/vela WORDNET_OUT=$(DATA)/wordnet $(SYSPY) scripts/wordnet
 
 clean:
 	rm -rf build

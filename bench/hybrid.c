@@ -7,7 +7,7 @@
  *          [--queries sweep|future] [--per 20] [--nq 1000] [--k 10]
  *          [--window 0] [--R 32] [--L 100] [--modes auto,adhoc,batches,graph,fgraph,batch]
  *          [--reps 1] [--detail 0|1] [--exact-targets 0|1] [--csv FILE]
- *          [--db DIR] [--chunk 0]
+ *          [--db DIR] [--chunk 0] [--past 2000]
  *
  * --queries sweep: for every bucket (1e-4 .. 1) and every filter shape that
  *   can reach it, --per queries (independent, correlated and
@@ -24,7 +24,9 @@
  *   batch is timed as a whole (the fastest of --reps runs), and once more
  *   per bucket (a batch of that bucket's queries alone) for the per-bucket
  *   QPS; its stage times are the profile's (the search time of grouped
- *   exact plans is their group's, shared out).
+ *   exact plans is their group's, shared out). partitions = batch after a
+ *   partition layout was learned from --past queries of the generator's
+ *   past workload (docs/partitions.md); the layout is dropped afterwards.
  * After the tables, a summary: every mode's total time for the whole set
  *   and its ratio to batch (one-at-a-time modes: the sum of each query's
  *   fastest run).
@@ -52,7 +54,7 @@
 typedef struct hb_opts {
 	wl_params_t p;
 	const char *queries, *modes, *db, *csv;
-	uint32_t per, nq, k, window, index_window, R, L, reps, detail, exact, chunk;
+	uint32_t per, nq, k, window, index_window, R, L, reps, detail, exact, chunk, past;
 } hb_opts_t;
 
 typedef struct hb_query {
@@ -66,7 +68,7 @@ typedef struct hb_query {
 	int bucket;
 } hb_query_t;
 
-#define HB_PLANS 7
+#define HB_PLANS 8
 
 typedef struct hb_cell {
 	uint32_t n;
@@ -81,7 +83,7 @@ typedef struct hb_cell {
 
 static const char *const hb_plan_names[] = {"scan",           "filtered-scan", "graph",
 					     "batches",        "filtered-graph", "batch-gemm",
-					     "other"};
+					     "partitions",     "other"};
 
 static int hb_plan_index(const char *p)
 {
@@ -112,6 +114,7 @@ static int hb_parse(int argc, char **argv, hb_opts_t *o)
 	o->R = 32;
 	o->L = 100;
 	o->reps = 1;
+	o->past = 2000;
 	for (int i = 1; i + 1 < argc; i += 2) {
 		const char *a = argv[i], *v = argv[i + 1];
 		unsigned long x = strtoul(v, NULL, 10);
@@ -153,6 +156,8 @@ static int hb_parse(int argc, char **argv, hb_opts_t *o)
 			o->csv = v;
 		else if (!strcmp(a, "--chunk"))
 			o->chunk = (uint32_t)x;
+		else if (!strcmp(a, "--past"))
+			o->past = (uint32_t)x;
 		else
 			return -1;
 	}
@@ -286,6 +291,7 @@ static int hb_mode_parse(const char *name, hb_mode_t *m)
 		{"graph", "", VELA_PLAN_GRAPH},
 		{"fgraph", "", VELA_PLAN_FILTERED_GRAPH},
 		{"batch", "", VELA_PLAN_AUTO},
+		{"partitions", "", VELA_PLAN_AUTO},
 	};
 	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
 		if (!strcmp(name, modes[i].name)) {
@@ -514,6 +520,48 @@ static void hb_print(const hb_opts_t *o, const char *mode, const hb_cell_t *cell
 	fflush(stdout);
 }
 
+/* partitions: a layout learned from the generator's past workload alone
+ * (--past queries; the log is emptied first, so the measured queries run
+ * by earlier modes do not leak into it), then the batch with it. */
+static int hb_train(vela_db_t *db, const hb_opts_t *o, const wl_data_t *d)
+{
+	wl_template_t *t;
+	double *cdf = wl_zipf_cdf(d->p.templates, d->p.template_zipf);
+	float *q = malloc(d->p.dim * sizeof(float));
+	char ft[4000], text[4096];
+	vela_err_t err = {0};
+	if (cdf == NULL || q == NULL || wl_templates_make(d, &t))
+		exit(1);
+	vela_layout_release(db);
+	uint64_t t0 = vela_now_ns();
+	int rc = 0;
+	for (uint32_t i = 0; rc == 0 && i < o->past; i++) {
+		wl_filter_t f;
+		wl_workload_query(d, t, cdf, 0, i, q, &f);
+		wl_filter_text(&f, ft, sizeof(ft));
+		snprintf(text, sizeof(text), "(%s)=>[KNN %u @v $B]", ft, o->k);
+		vela_kv_t prm = {"B", 1, q, d->p.dim * sizeof(float)};
+		rc = vela_workload_record(db, "hyb", text, 0, &prm, 1, &err);
+	}
+	uint64_t t1 = vela_now_ns();
+	vela_layout_info_t li;
+	if (rc == 0 && (rc = vela_layout_build(db, "hyb", "v", NULL, &err)) == 0)
+		rc = vela_layout_info(db, "hyb", "v", &li, &err);
+	if (rc == 0)
+		printf("layout from %u past queries (%llu shapes; recorded in %.2f s): %u leaves, "
+		       "%u clusters, rows per cluster %llu / %llu / %llu, %.1f MB, built in %.2f s\n\n",
+		       o->past, (unsigned long long)li.workload_shapes, (t1 - t0) * 1e-9, li.leaves,
+		       li.clusters, (unsigned long long)li.min_rows,
+		       (unsigned long long)li.median_rows, (unsigned long long)li.max_rows,
+		       li.bytes / 1e6, li.build_ns * 1e-9);
+	else
+		fprintf(stderr, "layout: %s\n", err.msg);
+	free(t);
+	free(cdf);
+	free(q);
+	return rc;
+}
+
 /* Every mode's time for the whole set, and its ratio to batch's. */
 static void hb_summary(const char *const *names, const double *totals, int nm, uint32_t nq)
 {
@@ -573,16 +621,22 @@ int main(int argc, char **argv)
 		hb_cell_t cells[HB_CELLS * (1 + WL_SHAPES)];
 		if (hb_mode_parse(m, &mode))
 			return hb_usage();
-		bool batch = !strcmp(m, "batch");
+		bool part = !strcmp(m, "partitions");
+		bool batch = !strcmp(m, "batch") || part;
+		if (part && hb_train(db, &o, &d))
+			return 1;
 		names[nm] = m;
 		totals[nm++] = batch ? hb_run_batch(db, &o, qs, nq, &mode, cells, csv)
 				     : hb_run(db, &o, qs, nq, &mode, cells, csv);
 		hb_print(&o, m, cells);
 		printf("\n");
+		if (part)
+			vela_layout_release(db); /* the modes after it run without */
 	}
 	hb_summary(names, totals, nm, nq);
 	if (csv)
 		fclose(csv);
+	vela_layout_release(db);
 	vela_db_close(db);
 	if (o.db == NULL) {
 		char cmd[128];

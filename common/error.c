@@ -22,7 +22,10 @@ static const char *const vela_errstr[] = {
 	[11] = "limit exceeded",
 	[12] = "resource busy",
 	[13] = "not supported",
+	[14] = "No space left on device", /* strerror(ENOSPC)'s words: what users search for */
 };
+_Static_assert(sizeof(vela_errstr) / sizeof(vela_errstr[0]) == VELA_ERR_BASE - VELA_ERR_LAST + 1,
+	       "one string per vela error code");
 
 const char *vela_strerror(int code)
 {

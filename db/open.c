@@ -112,6 +112,7 @@ void vela_db_close(vela_db_t *db)
 {
 	if (db == NULL)
 		return;
+	vela_layout_release(db); /* workload logs and layouts of this db (db/layout.c) */
 	if (db->env && db->n_indexes)
 		db_snapshots_save(db, db_seq(db));
 	for (size_t i = 0; i < db->n_indexes; i++)

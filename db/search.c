@@ -448,6 +448,7 @@ int db_plan_parse(vela_db_t *db, const vela_search_req_t *req, plan_t *p, vela_e
 {
 	memset(p, 0, sizeof(*p));
 	p->req = req;
+	p->db = db;
 	if (req->index == NULL || (p->ix = db_index_find(db, req->index)) == NULL)
 		return vela_err_set(err, VELA_ENOTFOUND, "%s: no such index",
 				    req->index ? req->index : "(null)");
@@ -494,6 +495,8 @@ int db_plan_filter(storage_txn_t *txn, db_filter_cache_t *cache, plan_t *p, bool
 	}
 	p->prof.filter_ns = vela_now_ns() - t0;
 	db_plan_decide(p);
+	if (!explain && p->knn) /* the workload log (db/workload.c) */
+		db_workload_record(p->db, p->ix, p->q, p->knn);
 	return VELA_OK;
 }
 

@@ -525,10 +525,12 @@ static void exact_group(plan_t *plans, int *state, size_t n, size_t first, size_
 	}
 }
 
-/* Every KNN plan: the walks first (one by one; a filtered walk that gives
- * up joins the exact plans), then the exact plans grouped per field. */
+/* Every KNN plan: those that take the partitions plan first (db/layout.c),
+ * the walks next (one by one; a filtered walk that gives up joins the exact
+ * plans), then the exact plans grouped per field. */
 static void plans_run(plan_t *plans, int *state, size_t n, vela_err_t *errs)
 {
+	db_layout_run(plans, state, n); /* the partitions plan (db/layout.c) */
 	for (size_t i = 0; i < n; i++) {
 		if (state[i] != 1 || plans[i].choice == VELA_PLAN_SCAN)
 			continue;

@@ -45,6 +45,7 @@ typedef struct plan {
 	bool defer_scan;
 	bool scan_pending; /**< an exact scan is still owed (hits not set) */
 	vela_profile_t prof; /**< filled for every query (it costs a few clock reads) */
+	vela_db_t *db;       /**< the database (the workload log, layouts) */
 } plan_t;
 
 /** Parse the query and decode its vectors (no storage read). */
@@ -91,5 +92,67 @@ int db_cache_posting(db_filter_cache_t *c, storage_txn_t *txn, const uint8_t *ke
 /** OR the numeric postings [elo, ehi] (encoded) of the field into out. */
 int db_cache_num(db_filter_cache_t *c, storage_txn_t *txn, const db_index_t *ix,
 		 uint32_t field, uint64_t elo, uint64_t ehi, roaring_bitmap_t *out);
+
+/* ------------------------------------------------------------ workload log, layouts */
+/* db/workload.c and db/layout.c (docs/partitions.md). */
+
+/** Distinct predicate shapes a field's workload log keeps (the less
+ * frequent half is evicted when full). */
+#define DB_WORKLOAD_QUERIES_MAX 4096u
+/** Atoms of one filter the log keeps (the rest is residual). */
+#define QUERY_ATOMS_LOGGED_MAX 8u
+
+typedef struct db_wl_str {
+	const char *s;
+	size_t len;
+} db_wl_str_t;
+
+/** One logged shape: the canonical AND of its atoms (db_workload_key). */
+typedef struct db_wl_ent {
+	uint64_t h;
+	uint8_t *key; /**< NULL: a free slot */
+	size_t klen;
+	uint64_t count, last;
+} db_wl_ent_t;
+
+typedef struct db_layout db_layout_t;
+
+/** Per vector field: its workload log and its layout. Registry-owned. */
+typedef struct db_field_state {
+	uint64_t uid; /**< the field's FLAT residency uid: the registry key */
+	uint32_t ix_id, field;
+	vela_db_t *db;
+	pthread_mutex_t mu; /**< guards the log */
+	db_wl_ent_t *ents;
+	size_t n, cap;
+	uint64_t tick, total;
+	/** Set and replaced with db->lock held exclusively; read under it shared. */
+	db_layout_t *layout;
+	struct db_field_state *next;
+} db_field_state_t;
+
+uint64_t db_field_uid(const db_field_t *f);
+/** The field's state (created when `create`; NULL when not a vector field
+ * or out of memory). Lives until db_field_state_release(db). */
+db_field_state_t *db_field_state(vela_db_t *db, const db_index_t *ix, uint32_t field,
+				 bool create);
+/** Free every state of `db` (with their layouts). */
+void db_field_state_release(vela_db_t *db);
+/** The canonical key of q's atoms (*key malloc'd). */
+int db_workload_key(const query_t *q, uint8_t **key, size_t *klen);
+int db_workload_add(db_field_state_t *s, const uint8_t *key, size_t klen, uint64_t count);
+/** Record a KNN query's shape in its field's log (best effort). */
+void db_workload_record(vela_db_t *db, const db_index_t *ix, const query_t *q,
+			const query_knn_t *knn);
+/** A copy of the log, most frequent first (free with db_workload_snapshot_free). */
+int db_workload_snapshot(db_field_state_t *s, db_wl_ent_t **out, size_t *n);
+void db_workload_snapshot_free(db_wl_ent_t *v, size_t n);
+int db_workload_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s);
+void db_workload_load(vela_db_t *db, const db_index_t *ix, db_field_state_t *s);
+
+void db_layout_free(db_layout_t *l);
+/** The batch's partitions plan: answer every KNN plan (state 1) that takes
+ * it; their state becomes 2. */
+void db_layout_run(plan_t *plans, int *state, size_t n);
 
 #endif

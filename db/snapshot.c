@@ -73,7 +73,11 @@ void db_snapshots_save(vela_db_t *db, uint64_t seq)
 				continue;
 			char path[PATH_MAX_SNAP];
 			snap_path(db, ix, k, path, sizeof(path));
-			int rc = snap_write(path, ix->fields[k].graph, seq);
+			/* Writes keep single nodes linked; groups that only point at
+			 * each other are linked here, so a loaded graph reaches all. */
+			int rc = graph_connect(ix->fields[k].graph);
+			if (rc == 0)
+				rc = snap_write(path, ix->fields[k].graph, seq);
 			if (rc == 0)
 				ix->fields[k].snap_seq = seq;
 			if (rc)
@@ -113,6 +117,10 @@ int db_snapshot_load(const vela_db_t *db, db_index_t *ix, uint32_t k, uint64_t s
 	for (uint64_t i = 0; rc == 0 && i < n; i++)
 		if (!graph_contains(fd->graph, ids[i]))
 			rc = VELA_ECORRUPT;
+	/* A snapshot written before graph_connect ran at save may hold nodes
+	 * no walk reaches: link them (a walk over the edges when there are none). */
+	if (rc == 0)
+		rc = graph_connect(fd->graph);
 	free(ids);
 	fd->graph_from_snapshot = rc == 0;
 	fd->snap_seq = rc == 0 ? seq : 0;

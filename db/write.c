@@ -128,8 +128,92 @@ void db_changes_apply(vela_db_t *db, db_changes_t *c)
 	"OOM command not allowed when the LMDB map is full: grow it with CONFIG SET map-size " \
 	"<bytes> (or delete data)"
 
+/*
+ * Deletes past a full map, as Redis admits DEL past maxmemory. LMDB copies on
+ * write, so a delete needs fresh pages too, and the pages a commit frees are
+ * reused only after a later commit: on a map filled to its last page nothing
+ * could be deleted. So writes that add data (HSET, SET, EXPIRE with a time to
+ * come, FT.CREATE) are refused with the -OOM once the map would keep less
+ * than this much free; deletes (DEL, UNLINK, HDEL, FLUSHALL, FT.DROPINDEX,
+ * expiry) may use it. Measured (docs/reliability.md): a one-key DEL of a
+ * document with a TAG and a vector commits about 20 pages (its B-tree paths
+ * in docs, idmap, keys, vectors, postings, log, and the free list) at
+ * 4,000 documents, 20-25 at 100,000, and the expiry cycle's log trim after
+ * it 5 more; the next delete but one reuses them. 64 pages is 2.5 times one
+ * such delete. FLUSHALL frees every page at once, and LMDB stores the list
+ * (8 bytes a page) in one record of contiguous pages: map / 512; the reserve
+ * grows with the map to twice that, up to MAX.
+ */
+#define DB_DELETE_RESERVE_DEFAULT (256u << 10) /* 64 pages of 4 KiB */
+#define DB_DELETE_RESERVE_MIN (64u << 10)
+#define DB_DELETE_RESERVE_MAX (64ull << 20)
+#define DB_DELETE_RESERVE_MAP_DIV 256u
+/* What one commit of adding writes takes beyond its writes' estimates (the
+ * B-tree paths it copies, about 20 pages for a one-HSET commit plus the log
+ * trim after it): counted once per batch, so the reserve is left whole. */
+#define DB_COMMIT_PAGES_BYTES (128u << 10)
+/* FT.CREATE's catalog row and first postings, beyond DB_COMMIT_PAGES_BYTES. */
+#define DB_INDEX_CREATE_BYTES (64u << 10)
+
+static uint64_t delete_reserve(const vela_db_t *db)
+{
+	uint64_t r = storage_map_size(db->env) / DB_DELETE_RESERVE_MAP_DIV;
+	r = r > DB_DELETE_RESERVE_DEFAULT ? r : DB_DELETE_RESERVE_DEFAULT;
+	return r < DB_DELETE_RESERVE_MIN ? DB_DELETE_RESERVE_MIN
+					 : r > DB_DELETE_RESERVE_MAX ? DB_DELETE_RESERVE_MAX : r;
+}
+
+/* Does this change list create an index (FT.CREATE adds data)? */
+static bool changes_add_index(const db_changes_t *ch)
+{
+	for (size_t i = 0; i < ch->n; i++)
+		if (ch->v[i].kind == DC_INDEX_ADD)
+			return true;
+	return false;
+}
+
+/*
+ * LMDB reuses the pages a commit freed only once a later one committed: after
+ * a large delete (FLUSHALL, FT.DROPINDEX, DELs) on a full map the next write
+ * would find no page. A commit that changes nothing (a META row put and
+ * deleted again) makes them reusable; run after a commit that freed more
+ * than a commit takes, on a map short of the reserve. The caller holds
+ * write_mu and no write transaction.
+ */
+static int release_freed(vela_db_t *db)
+{
+	static const char name[] = "release";
+	storage_txn_t *t;
+	int rc = storage_txn_begin(db->env, NULL, 1, &t);
+	if (rc)
+		return rc;
+	if ((rc = storage_put(t, ST_META, name, sizeof(name) - 1, "", 0)) ||
+	    (rc = storage_del(t, ST_META, name, sizeof(name) - 1))) {
+		storage_txn_abort(t);
+		return rc;
+	}
+	return storage_txn_commit(t);
+}
+
+static void release_if_full(vela_db_t *db)
+{
+	uint64_t pending, room = delete_reserve(db) + 2 * DB_COMMIT_PAGES_BYTES;
+	if (storage_free_bytes(db->env, room, &pending) < room && pending > DB_COMMIT_PAGES_BYTES)
+		release_freed(db);
+}
+
 int db_commit(vela_db_t *db, storage_txn_t *txn, db_changes_t *ch, vela_err_t *err)
 {
+	/* FT.CREATE runs in catalog.c; its refusal comes here, before commit
+	 * (its own pages are not estimated: the reserve absorbs them). */
+	if (changes_add_index(ch)) {
+		uint64_t need = delete_reserve(db) + DB_COMMIT_PAGES_BYTES + DB_INDEX_CREATE_BYTES;
+		if (storage_free_bytes(db->env, need, NULL) < need) {
+			storage_txn_abort(txn);
+			db_changes_truncate(ch, 0);
+			return vela_err_set(err, VELA_EMAPFULL, DB_MAP_FULL_MSG);
+		}
+	}
 	pthread_rwlock_wrlock(&db->lock);
 	int rc = storage_txn_commit(txn);
 	if (rc == 0)
@@ -137,11 +221,14 @@ int db_commit(vela_db_t *db, storage_txn_t *txn, db_changes_t *ch, vela_err_t *e
 	pthread_rwlock_unlock(&db->lock);
 	if (rc) {
 		db_changes_truncate(ch, 0);
-		return vela_err_set(err, rc, rc == VELA_EMAPFULL
-						     ? DB_MAP_FULL_MSG
-						     : "commit failed: %s",
-				    vela_strerror(rc));
+		if (rc == VELA_EMAPFULL)
+			return vela_err_set(err, rc, DB_MAP_FULL_MSG);
+		if (rc == VELA_ENOSPC) /* say which disk: data.mdb's, not a backup's */
+			return vela_err_set(err, rc, "commit failed: %s (the disk under %s is full)",
+					    vela_strerror(rc), db->dir);
+		return vela_err_set(err, rc, "commit failed: %s", vela_strerror(rc));
 	}
+	release_if_full(db);
 	return VELA_OK;
 }
 
@@ -327,7 +414,9 @@ struct vela_batch {
 	storage_txn_t *txn;
 	db_changes_t ch;
 	pthread_t owner; /**< LMDB write txns are bound to the thread that began them */
-	uint64_t headroom; /**< free map bytes when the batch began */
+	uint64_t headroom; /**< free map bytes when the batch began (storage_free_bytes) */
+	bool headroom_partial; /**< the free-list walk stopped early: there may be more */
+	uint64_t reserve;  /**< delete_reserve() when the batch began */
 	uint64_t written;  /**< estimated bytes the batch's writes use */
 	int failed;        /**< a storage error poisoned the transaction */
 };
@@ -343,6 +432,15 @@ struct vela_batch {
  */
 #define DB_FASTPATH_HEADROOM_DIV 4u
 #define DB_OP_OVERHEAD 512u /* per write: postings, id rows, log, page slack */
+/* A delete frees space only at the commit after next, and meanwhile copies
+ * the B-tree paths it touches: a batch of 50 one-key DELs of random keys
+ * committed 170 (4,000 documents) to 340 pages (100,000). Counted as 6 pages
+ * (doubled, as every estimate: 12), pipelined deletes on a full map stop
+ * while the commit still has room (with 2 pages, some commits failed) and
+ * stay out of the fast path, so one that finds no page fails alone. */
+#define DB_DELETE_PAGES_BYTES (24u << 10)
+/* How far past the reserve a batch looks for free pages at its start. */
+#define DB_HEADROOM_PROBE_MUL 8u
 
 int vela_batch_begin(vela_db_t *db, vela_batch_t **out, vela_err_t *err)
 {
@@ -352,14 +450,18 @@ int vela_batch_begin(vela_db_t *db, vela_batch_t **out, vela_err_t *err)
 	b->db = db;
 	b->owner = pthread_self();
 	pthread_mutex_lock(&db->write_mu);
+	/* Measured before the write transaction begins; the free-list walk
+	 * (only when the map's tail is short) stops well past the reserve. */
+	b->reserve = delete_reserve(db);
+	uint64_t enough = DB_HEADROOM_PROBE_MUL * (b->reserve + DB_COMMIT_PAGES_BYTES);
+	b->headroom = storage_free_bytes(db->env, enough, NULL);
+	b->headroom_partial = b->headroom >= enough;
 	int rc = storage_txn_begin(db->env, NULL, 1, &b->txn);
 	if (rc) {
 		pthread_mutex_unlock(&db->write_mu);
 		free(b);
 		return vela_err_set(err, rc, "cannot begin write: %s", vela_strerror(rc));
 	}
-	size_t map = storage_map_size(db->env), used = storage_used_bytes(db->env);
-	b->headroom = map > used ? map - used : 0;
 	*out = b;
 	return VELA_OK;
 }
@@ -402,7 +504,6 @@ static int op_exec(vela_db_t *db, storage_txn_t *txn, db_op_t *op, db_changes_t 
 	}
 }
 
-/* Run one write in a nested transaction so it fails alone. */
 /* Bytes a write may add to the map, generously (B-tree copies, postings). */
 static uint64_t op_estimate(const db_op_t *op)
 {
@@ -411,14 +512,27 @@ static uint64_t op_estimate(const db_op_t *op)
 		n += 2 * (op->kv[i].name_len + op->kv[i].value_len) + 64;
 	if (op->kind == OP_EXPIRE_CYCLE)
 		n += (uint64_t)op->n * DB_OP_OVERHEAD * 4;
+	if (op->kind == OP_DEL || op->kind == OP_HDEL)
+		n += DB_DELETE_PAGES_BYTES;
 	return 2 * n;
+}
+
+/* What a write that ran took: the expiry cycle's estimate counts the keys it
+ * expired, not its limit (it runs every 100 ms, mostly expiring none). */
+static uint64_t op_used(const db_op_t *op)
+{
+	if (op->kind != OP_EXPIRE_CYCLE)
+		return op_estimate(op);
+	db_op_t done = *op;
+	done.n = op->count;
+	return op_estimate(&done);
 }
 
 /* Run a write in the batch's own transaction (see DB_FASTPATH_HEADROOM_DIV). */
 static int batch_run_direct(vela_batch_t *b, db_op_t *op)
 {
-	b->written += op_estimate(op);
 	int rc = op_exec(b->db, b->txn, op, &b->ch);
+	b->written += op_used(op);
 	/* Type and limit errors come before the write touched anything. */
 	if (rc && rc != VELA_ETYPE && rc != VELA_ELIMIT && rc != VELA_EINVAL)
 		b->failed = rc;
@@ -437,7 +551,46 @@ static int batch_run_nested(vela_batch_t *b, db_op_t *op)
 	rc = rc ? (storage_txn_abort(child), rc) : storage_txn_commit(child);
 	if (rc)
 		db_changes_truncate(&b->ch, mark);
+	else
+		b->written += op_used(op); /* the reserve check counts every write */
 	return rc;
+}
+
+/* Writes that add data; the others (DEL, HDEL, EXPIRE in the past, PERSIST,
+ * the expiry cycle) free space and may use the delete reserve. */
+static bool op_adds(const db_op_t *op)
+{
+	switch (op->kind) {
+	case OP_HSET:
+	case OP_HSETNX:
+	case OP_HSET_IF:
+	case OP_SET:
+		return true;
+	case OP_EXPIRE:
+		return op->at_ms > db_now_ms();
+	default:
+		return false;
+	}
+}
+
+/*
+ * Does this write not fit? One that adds data must leave the delete reserve
+ * free; a delete may use the reserve but must leave room for the commit
+ * (its B-tree paths and free-list record): a write that found no page fails
+ * alone, but a commit that finds none fails the whole batch, so deletes
+ * pipelined on a full map would never get through. Walks LMDB's free list
+ * further (doubling) only when the batch's first look was cut short, so the
+ * common case is arithmetic.
+ */
+static bool batch_over(vela_batch_t *b, const db_op_t *op)
+{
+	uint64_t need = b->written + op_estimate(op) + DB_COMMIT_PAGES_BYTES +
+			(op_adds(op) ? b->reserve : 0);
+	if (need > b->headroom && b->headroom_partial) {
+		b->headroom = storage_free_bytes(b->db->env, 2 * need, NULL);
+		b->headroom_partial = b->headroom >= 2 * need;
+	}
+	return need > b->headroom;
 }
 
 static int batch_run(vela_batch_t *b, db_op_t *op, vela_err_t *err)
@@ -450,6 +603,12 @@ static int batch_run(vela_batch_t *b, db_op_t *op, vela_err_t *err)
 	if (b->failed)
 		return vela_err_set(err, b->failed, "write failed earlier in this batch: %s",
 				    vela_strerror(b->failed));
+	/* The expiry cycle's estimate is for its limit of keys, not what is
+	 * due; it runs nested, so a cycle that finds no page fails alone. */
+	if (op->kind != OP_EXPIRE_CYCLE && batch_over(b, op)) {
+		op->count = 0;
+		return vela_err_set(err, VELA_EMAPFULL, DB_MAP_FULL_MSG);
+	}
 	bool direct = b->written + op_estimate(op) < b->headroom / DB_FASTPATH_HEADROOM_DIV;
 	rc = direct ? batch_run_direct(b, op) : batch_run_nested(b, op);
 	if (rc == 0)

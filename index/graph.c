@@ -74,6 +74,7 @@ int graph_alloc(const graph_store_t *st, const graph_params_t *p, graph_t **out)
 	g->threads = p->threads;
 	g->entry = GRAPH_NONE;
 	g->prefetch = graph_store_prefetch(st);
+	g->track = true;
 	*out = g;
 	return 0;
 }
@@ -100,7 +101,9 @@ void graph_destroy(graph_t *g)
 		return;
 	free(g->adj);
 	free(g->deg);
+	free(g->indeg);
 	free(g->state);
+	free(g->orph);
 	free(g);
 }
 
@@ -115,23 +118,28 @@ int graph_reserve(graph_t *g, uint64_t id)
 		cap = (id + 1024) & ~(uint64_t)1023;
 	uint32_t *adj = malloc(vela_mul_size(cap, (size_t)g->R * sizeof(uint32_t)));
 	uint32_t *deg = calloc(cap, sizeof(uint32_t));
+	uint32_t *indeg = calloc(cap, sizeof(uint32_t));
 	uint8_t *state = calloc(cap, 1);
-	if (adj == NULL || deg == NULL || state == NULL) {
+	if (adj == NULL || deg == NULL || indeg == NULL || state == NULL) {
 		free(adj);
 		free(deg);
+		free(indeg);
 		free(state);
 		return VELA_ENOMEM;
 	}
 	if (g->cap) {
 		memcpy(adj, g->adj, g->cap * g->R * sizeof(uint32_t));
 		memcpy(deg, g->deg, g->cap * sizeof(uint32_t));
+		memcpy(indeg, g->indeg, g->cap * sizeof(uint32_t));
 		memcpy(state, g->state, g->cap);
 	}
 	free(g->adj);
 	free(g->deg);
+	free(g->indeg);
 	free(g->state);
 	g->adj = adj;
 	g->deg = deg;
+	g->indeg = indeg;
 	g->state = state;
 	g->cap = cap;
 	return 0;
@@ -173,7 +181,8 @@ size_t graph_memory(const graph_t *g)
 {
 	if (g == NULL)
 		return 0;
-	return sizeof(*g) + g->cap * ((size_t)g->R * sizeof(uint32_t) + sizeof(uint32_t) + 1);
+	return sizeof(*g) + g->cap * ((size_t)g->R * sizeof(uint32_t) + 2 * sizeof(uint32_t) + 1) +
+	       g->orph_cap * sizeof(uint32_t);
 }
 
 /* ------------------------------------------------ scratch */

@@ -178,9 +178,10 @@ static bool graph_has(const uint32_t *a, uint32_t n, uint32_t v)
 
 /* Back-edges into y (§3.1 "reverse edges"): append the sources in `add`
  * while y has room; when they overflow R, re-prune y over (old list ∪ add)
- * down to prune_to. Only y's list is written. */
-int graph_repair(const graph_t *g, graph_work_t *w, uint32_t y, const uint32_t *add,
-		 uint32_t nadd, float alpha)
+ * down to prune_to. Only y's list is written (and, when tracked, the
+ * in-degrees of the nodes it gains or drops). */
+int graph_repair(graph_t *g, graph_work_t *w, uint32_t y, const uint32_t *add, uint32_t nadd,
+		 float alpha)
 {
 	uint32_t *nb = graph_adj(g, y), deg = g->deg[y], fresh = 0;
 	if (graph_work_pool(w, (size_t)deg + nadd) != 0)
@@ -189,8 +190,12 @@ int graph_repair(const graph_t *g, graph_work_t *w, uint32_t y, const uint32_t *
 		if (add[i] != y && !graph_has(nb, deg, add[i]))
 			w->pool[fresh++].docid = add[i];
 	if (deg + fresh <= g->R) {
-		for (uint32_t i = 0; i < fresh; i++)
+		bool counts = g->track && g->state[y] == GRAPH_LIVE;
+		for (uint32_t i = 0; i < fresh; i++) {
 			nb[deg + i] = w->pool[i].docid;
+			if (counts)
+				g->indeg[nb[deg + i]]++;
+		}
 		g->deg[y] = deg + fresh;
 		return 0;
 	}
@@ -203,8 +208,7 @@ int graph_repair(const graph_t *g, graph_work_t *w, uint32_t y, const uint32_t *
 	if (w->ids_cap < g->R)
 		return VELA_EINVAL;
 	uint32_t d = graph_prune(g, w, w->pool, (uint32_t)n, alpha, g->prune_to, w->ids);
-	memcpy(nb, w->ids, d * sizeof(uint32_t));
-	g->deg[y] = d;
+	graph_list_set(g, y, w->ids, d);
 	return 0;
 }
 
@@ -258,8 +262,7 @@ static void graph_batch_apply(graph_t *g, graph_batch_t *b, size_t n)
 	size_t ne = 0;
 	for (size_t i = 0; i < n; i++) {
 		uint32_t x = b->ids[i];
-		memcpy(graph_adj(g, x), b->adj + i * g->R, b->deg[i] * sizeof(uint32_t));
-		g->deg[x] = b->deg[i];
+		graph_list_set(g, x, b->adj + i * g->R, b->deg[i]);
 		for (uint32_t j = 0; j < b->deg[i]; j++)
 			b->edges[ne++] = (uint64_t)b->adj[i * g->R + j] << 32 | x;
 	}
@@ -322,8 +325,11 @@ static void graph_clear(graph_t *g)
 {
 	if (g->cap) {
 		memset(g->deg, 0, g->cap * sizeof(uint32_t));
+		memset(g->indeg, 0, g->cap * sizeof(uint32_t));
 		memset(g->state, 0, g->cap);
 	}
+	g->track = true;
+	g->norph = 0;
 	g->end = g->n_live = g->n_deleted = 0;
 	g->entry = GRAPH_NONE;
 }
@@ -342,6 +348,8 @@ int graph_build(graph_t *g, const uint32_t *ids, size_t n)
 	b.edges = malloc(vela_mul_size(bs, (size_t)g->R * sizeof(uint64_t)));
 	b.groups = malloc(vela_mul_size(bs * g->R + 1, sizeof(size_t)));
 	int rc = b.adj && b.deg && b.edges && b.groups ? 0 : VELA_ENOMEM;
+	/* In-degrees are recounted once at the end, not kept by the workers. */
+	g->track = false;
 	if (rc == 0)
 		rc = graph_build_nodes(g, ids, n);
 	if (rc == 0)
@@ -350,6 +358,10 @@ int graph_build(graph_t *g, const uint32_t *ids, size_t n)
 		rc = graph_pass(g, ids, n, 1.0f, &b);
 	if (rc == 0)
 		rc = graph_pass(g, ids, n, g->alpha, &b);
+	if (rc == 0) {
+		graph_indeg_recount(g);
+		rc = graph_connect(g);
+	}
 	if (rc != 0)
 		graph_clear(g);
 	free(b.adj);
@@ -370,15 +382,20 @@ static int graph_insert_link(graph_t *g, graph_work_t *w, uint32_t id)
 		return VELA_ENOMEM;
 	int rc = graph_link(g, w, id, g->alpha, out, &deg);
 	if (rc == 0) {
-		memcpy(graph_adj(g, id), out, deg * sizeof(uint32_t));
-		g->deg[id] = deg;
-		g->state[id] = GRAPH_LIVE;
+		graph_list_set(g, id, out, deg);
+		graph_state_set(g, id, GRAPH_LIVE);
 		g->n_live++;
 		for (uint32_t i = 0; i < deg && rc == 0; i++)
 			rc = graph_repair(g, w, out[i], &id, 1, g->alpha);
 	}
 	free(out);
-	return rc;
+	/* Its back-edges may all have been pruned away again, and the list it
+	 * left (graph_update) or the lists re-pruned may have held some node's
+	 * only in-edge: link those nodes again. */
+	if (g->indeg[id] == 0 && g->state[id] == GRAPH_LIVE)
+		graph_orphan_note(g, id);
+	int rc2 = graph_orphans_fix(g, w);
+	return rc ? rc : rc2;
 }
 
 int graph_insert(graph_t *g, uint32_t id)
@@ -393,7 +410,7 @@ int graph_insert(graph_t *g, uint32_t id)
 		g->end = (uint64_t)id + 1;
 	g->deg[id] = 0;
 	if (g->entry == GRAPH_NONE) {
-		g->state[id] = GRAPH_LIVE;
+		graph_state_set(g, id, GRAPH_LIVE);
 		g->n_live++;
 		g->entry = id;
 		return 0;
@@ -422,11 +439,11 @@ int graph_update(graph_t *g, uint32_t id)
 	else
 		g->n_deleted--;
 	/* Traversed but never a candidate while it is re-linked. */
-	g->state[id] = GRAPH_DELETED;
+	graph_state_set(g, id, GRAPH_DELETED);
 	if (g->n_live == 0) {
-		g->state[id] = GRAPH_LIVE;
+		graph_list_set(g, id, NULL, 0);
+		graph_state_set(g, id, GRAPH_LIVE);
 		g->n_live++;
-		g->deg[id] = 0;
 		g->entry = id;
 		return 0;
 	}

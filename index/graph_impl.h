@@ -30,6 +30,19 @@ struct graph {
 	uint64_t n_live, n_deleted;
 	uint32_t entry;  /* GRAPH_NONE when empty */
 	graph_prefetch_fn prefetch; /* NULL, or warms a node's vector (store-specific) */
+	/* In-edges per slot from live nodes (a tombstone's list is never
+	 * refreshed and goes at consolidation: it does not count), kept by
+	 * the single-threaded writers (insert, update, delete) while `track`
+	 * is set; the multi-threaded phases of build and consolidate clear it
+	 * and recount at the end (graph_indeg_recount). */
+	uint32_t *indeg;
+	bool track;
+	/* Nodes whose in-degree fell to 0 during the current write: linked
+	 * again before it returns (graph_orphans_fix). `orph_lost`: one could
+	 * not be noted or linked, so the next write runs graph_connect. */
+	uint32_t *orph;
+	size_t norph, orph_cap;
+	bool orph_lost;
 };
 
 /* One candidate of the search buffer. */
@@ -112,7 +125,17 @@ graph_prefetch_fn graph_store_prefetch(const graph_store_t *st);
 typedef int (*graph_task_fn)(graph_t *g, graph_work_t *w, size_t i, void *arg);
 int graph_parallel(graph_t *g, size_t n, graph_task_fn fn, void *arg);
 int graph_medoid(const graph_t *g, const uint32_t *ids, size_t n, uint32_t *out);
-int graph_repair(const graph_t *g, graph_work_t *w, uint32_t y, const uint32_t *add,
-		 uint32_t nadd, float alpha);
+int graph_repair(graph_t *g, graph_work_t *w, uint32_t y, const uint32_t *add, uint32_t nadd,
+		 float alpha);
+
+/* graph_update.c: in-degrees and reachability. graph_list_set replaces
+ * x's out-list (nb may alias it) and graph_state_set changes x's state,
+ * both keeping in-degrees when tracked; live nodes left without an
+ * in-edge are noted for graph_orphans_fix. */
+void graph_list_set(graph_t *g, uint32_t x, const uint32_t *nb, uint32_t n);
+void graph_state_set(graph_t *g, uint32_t x, uint8_t state);
+void graph_indeg_recount(graph_t *g);
+void graph_orphan_note(graph_t *g, uint32_t z);
+int graph_orphans_fix(graph_t *g, graph_work_t *w);
 
 #endif

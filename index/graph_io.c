@@ -276,7 +276,11 @@ static int graph_load_body(graph_rbuf_t *r, const graph_store_t *st, uint32_t th
 	rc = graph_load_nodes(r, g, n);
 	if (rc == 0 && r->off != r->len)
 		rc = VELA_ECORRUPT;
-	return rc ? rc : graph_load_verify(g);
+	if (rc == 0)
+		rc = graph_load_verify(g);
+	if (rc == 0)
+		graph_indeg_recount(g); /* derived: not stored */
+	return rc;
 }
 
 /* Header: magic, version (newer: VELA_EVERSION), body length. */

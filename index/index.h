@@ -427,7 +427,9 @@ int graph_build(graph_t *g, const uint32_t *ids, size_t n);
 
 /**
  * @brief Add one node (FreshDiskANN insert): search for it, prune, link,
- * add back-edges. The store must already hold its vector.
+ * add back-edges. The store must already hold its vector. A node left
+ * without an in-edge (its back-edges, or another node's last in-edge,
+ * pruned away) is linked again, so every live node stays reachable.
  * @return 0; VELA_EINVAL (id > GRAPH_ID_MAX); VELA_EEXISTS (present or
  * deleted-not-yet-consolidated); VELA_ENOMEM (the node is then either
  * absent, or present with some back-edges missing: the graph stays valid)
@@ -443,19 +445,37 @@ int graph_update(graph_t *g, uint32_t id);
 
 /**
  * @brief Tombstone `id`: still traversed, never returned, removed for good
- * by graph_consolidate. @return 0, VELA_EINVAL, VELA_ENOTFOUND
+ * by graph_consolidate. A live node whose only live in-edge came from `id`
+ * gets another (one search each; on VELA_ENOMEM the next write runs
+ * graph_connect). @return 0, VELA_EINVAL, VELA_ENOTFOUND
  */
 int graph_delete(graph_t *g, uint32_t id);
 
 /**
  * @brief Repair every live node pointing at a tombstone (FreshDiskANN
  * Algorithm 4: its live neighbours plus the tombstones' live neighbours,
- * robust-pruned to R), then drop the tombstones. A deleted entry point is
- * replaced by the medoid of the remaining nodes.
+ * robust-pruned to R), then drop the tombstones and run graph_connect. A
+ * deleted entry point is replaced by the medoid of the remaining nodes.
  * @return 0 or VELA_ENOMEM (some nodes may be repaired already; the
- * tombstones stay and the graph is valid: call again)
+ * tombstones stay and the graph is valid: call again; or, from the final
+ * graph_connect, they are gone and the graph is valid)
  */
 int graph_consolidate(graph_t *g);
+
+/**
+ * @brief Make every live node reachable from the entry point: a walk over
+ * the edges from the entry, then each node it missed gets an edge from the
+ * nearest live node a search for its vector reaches (NSG, Fu et al. 2019,
+ * §3.3; a full node drops its farthest neighbour that keeps two in-edges).
+ * graph_build and graph_consolidate end with it; graph_insert, graph_update
+ * and graph_delete link again any live node they leave without an in-edge
+ * from a live node, or with one only from its own out-neighbour, so it is
+ * only needed for longer cycles cut off together (run before a snapshot).
+ * O(n R) when nothing is missed, plus one search per missed node.
+ * @return 0 (the graph is unchanged when all nodes were reached), VELA_EINVAL,
+ * VELA_ENOMEM (the graph stays valid)
+ */
+int graph_connect(graph_t *g);
 
 /**
  * @brief Approximate k nearest live nodes of `q` (dim floats): greedy
@@ -841,5 +861,234 @@ void index_backend_fault_inject(uint32_t n);
  * writer call on `f` or flat_destroy.
  */
 void flat_rows(const flat_index_t *f, index_rows_t *out);
+
+/* ================================================================ QDTREE
+ * The qd-tree of the workload-aware partition layout (HQI, SIGMOD 2023, as
+ * reference/hybrid-queries.md §1.3 describes it; the tree itself is Yang
+ * et al., SIGMOD 2020): a binary tree whose internal nodes are cuts taken
+ * from the recorded workload's predicate atoms (documents satisfying the
+ * cut go left, the others right) and whose leaves partition the documents,
+ * each with its description (the cuts on its path and their sides).
+ *
+ * Pure: bitmaps in, tree out. Construction is greedy (§1.3): at a node
+ * holding docids D, each candidate cut c splits D into D & c and D \ c; a
+ * workload query must visit the left child unless one of its atoms
+ * contradicts c, the right one unless one of its atoms implies c. The cut
+ * chosen minimises the weight of the node's queries that must visit both
+ * children; ties go to the more balanced split (smaller | 2|D & c| - |D| |),
+ * then to the lower atom index. A cut leaving a child below leaf_min rows,
+ * or one that spares no query a child, is rejected; a node with no cut
+ * left is a leaf. Implication and contradiction are decided symbolically
+ * between atoms of the same field (TAG value sets: subset / disjoint, the
+ * latter only for single-valued fields; numeric ranges: containment /
+ * disjoint); anything else may intersect.
+ */
+
+/** Values one TAG atom holds (a wider clause is no atom: query.h). */
+#define QDTREE_TAG_VALS_MAX 64u
+/** Atoms a build takes (cut candidates and query atoms together). */
+#define QDTREE_ATOMS_MAX 65536u
+/** Smallest leaf, in rows (docs/partitions.md: max(10,000, 32 clusters)). */
+#define QDTREE_LEAF_MIN_DEFAULT 10000u
+#define QDTREE_LEAF_MIN_MIN 1u
+#define QDTREE_LEAF_MIN_MAX (1u << 30)
+/** Deepest path: bounds the recursion and the leaf descriptions. */
+#define QDTREE_DEPTH_DEFAULT 24u
+#define QDTREE_DEPTH_MIN 0u
+#define QDTREE_DEPTH_MAX 64u
+
+enum qdtree_atom_kind { QDTREE_ATOM_TAG = 1, QDTREE_ATOM_NUM = 2 };
+
+/** A predicate atom. */
+typedef struct qdtree_atom {
+	uint8_t kind;        /**< enum qdtree_atom_kind */
+	bool single;         /**< TAG: a document holds at most one value of the field */
+	uint32_t field;
+	uint32_t n_vals;     /**< TAG: any of vals (sorted ascending, distinct value hashes) */
+	uint64_t vals[QDTREE_TAG_VALS_MAX];
+	uint64_t lo, hi;     /**< NUM: the inclusive range, order-preserving encoding */
+} qdtree_atom_t;
+
+/** Does every document matching a match c? (symbolic; false = unknown) */
+bool qdtree_atom_implies(const qdtree_atom_t *a, const qdtree_atom_t *c);
+/** Can no document match both a and c? (symbolic; false = unknown) */
+bool qdtree_atom_disjoint(const qdtree_atom_t *a, const qdtree_atom_t *c);
+
+/** A workload query: the AND of atoms (indices into the build's atoms). */
+typedef struct qdtree_query {
+	const uint32_t *atoms; /**< borrowed for the build */
+	uint32_t n_atoms;
+	double weight;         /**< > 0: how often it was seen */
+} qdtree_query_t;
+
+typedef struct qdtree_opts {
+	uint64_t leaf_min;
+	uint32_t depth_max;
+} qdtree_opts_t;
+
+void qdtree_opts_default(qdtree_opts_t *o);
+
+/** One node: an internal node has a cut (atom index), a leaf has leaf >= 0. */
+typedef struct qdtree_node {
+	int32_t cut;           /**< atom index, -1 for a leaf */
+	uint32_t left, right;  /**< child nodes (internal nodes) */
+	int32_t leaf;          /**< leaf number, -1 for an internal node */
+} qdtree_node_t;
+
+/** One step of a leaf's description: the cut and the side taken. */
+typedef struct qdtree_step {
+	uint32_t cut; /**< atom index */
+	bool in;      /**< the leaf's documents satisfy the cut (left) */
+} qdtree_step_t;
+
+/** Opaque tree. Owns copies of the atoms and its leaves' bitmaps. */
+typedef struct qdtree qdtree_t;
+
+/**
+ * @brief Build the tree over `docs`.
+ * @param atoms  n_atoms atoms, copied
+ * @param bms    n_atoms bitmaps: bms[i] the documents matching atom i, or
+ *               NULL when atom i is no cut candidate (it may still appear
+ *               in queries); borrowed for the call
+ * @param qs     nq workload queries, borrowed for the call
+ * @param o      NULL = defaults
+ * @param out    the tree; free with qdtree_free
+ * @return 0; VELA_EINVAL (NULL arguments, an atom index out of range, a
+ *         bad option or weight, n_atoms > QDTREE_ATOMS_MAX); VELA_ENOMEM
+ */
+int qdtree_build(const roaring_bitmap_t *docs, const qdtree_atom_t *atoms,
+		 const roaring_bitmap_t *const *bms, uint32_t n_atoms, const qdtree_query_t *qs,
+		 uint32_t nq, const qdtree_opts_t *o, qdtree_t **out);
+void qdtree_free(qdtree_t *t);
+
+/** Nodes (root = 0) and leaves. */
+uint32_t qdtree_node_count(const qdtree_t *t);
+const qdtree_node_t *qdtree_node(const qdtree_t *t, uint32_t i);
+uint32_t qdtree_leaf_count(const qdtree_t *t);
+/** The leaf's documents; owned by the tree. */
+const roaring_bitmap_t *qdtree_leaf_docids(const qdtree_t *t, uint32_t leaf);
+/** The leaf's description, root first: *steps owned by the tree. */
+uint32_t qdtree_leaf_desc(const qdtree_t *t, uint32_t leaf, const qdtree_step_t **steps);
+/** The tree's copy of atom i. */
+const qdtree_atom_t *qdtree_atom(const qdtree_t *t, uint32_t i);
+
+/**
+ * @brief Route a query (the AND of n atoms, not necessarily the tree's) to
+ * the leaves whose description it may intersect (symbolically, as the
+ * build decides): visit[leaf] = 1 for those, 0 for the others (caller's
+ * array of qdtree_leaf_count entries). @return the leaves visited
+ */
+uint32_t qdtree_route(const qdtree_t *t, const qdtree_atom_t *q, uint32_t n, uint8_t *visit);
+
+/* ================================================================ PARTITIONS
+ * The partition layout (HQI, reference/hybrid-queries.md §1.3-§1.4): the
+ * documents of each qd-tree leaf clustered by k-means (Lloyd iterations
+ * through index_backend_kmeans_step on a sample, then every row assigned to
+ * its nearest centroid with one index_backend_knn over the centroids);
+ * each cluster keeps a copy of its rows, contiguous, in docid order, with
+ * their docids, norms and a GPU residency uid.
+ *
+ * part_search answers a batch (MicroNN §3.4, "Inspired by HQI"): each
+ * query goes to the leaves holding a match of its filter; per leaf one
+ * backend kNN ranks the leaf's centroids for all its queries; each query
+ * walks its clusters nearest first (over all its leaves), skipping those
+ * without a match, until the matches of the clusters taken reach
+ * probe_factor * k (nprobe scaled with selectivity, the cuVS / Paimon
+ * rule of §1.6 written in matches: about C k / s rows' worth of clusters,
+ * and robust to filters anti-correlated with the query) and at least
+ * probe_min clusters; the pairs are inverted to cluster -> queries and each
+ * cluster is scored against its queries with one index_backend_knn, the
+ * filter passed as row numbers (rows ascend with docid: a docid's row is
+ * its rank in the cluster), and each query's hits are merged across
+ * clusters in (distance, docid) order. With probe_factor 0 every cluster
+ * holding a match is scanned and the answer is flat_search's, bit for bit.
+ *
+ * The layout is a snapshot of the field's rows: writes to the FLAT index
+ * after part_build are not seen (the db rebuilds or drops it).
+ * Thread-safety: part_search may run concurrently on one layout.
+ */
+
+/** Rows per cluster the build aims at (MicroNN: 100-500, §1.3). */
+#define PART_CLUSTER_ROWS_DEFAULT 256u
+#define PART_CLUSTER_ROWS_MIN 8u
+#define PART_CLUSTER_ROWS_MAX 65536u
+/** Lloyd iterations per leaf. */
+#define PART_KMEANS_ITERS_DEFAULT 12u
+#define PART_KMEANS_ITERS_MIN 0u
+#define PART_KMEANS_ITERS_MAX 100u
+/** Rows per leaf k-means trains on (a deterministic sample). */
+#define PART_KMEANS_SAMPLE_DEFAULT 100000u
+#define PART_KMEANS_SAMPLE_MIN 1000u
+#define PART_KMEANS_SAMPLE_MAX (1u << 24)
+/** Matches to scan per k before a query stops probing (0 = every
+ * cluster with a match: exact). test_db_partitions calibrates it on the
+ * generated workload (20,000 x 32, 128-row clusters, 7 leaves): recall@10
+ * in the bucket s = 1 is 0.68 at 24, 0.81 at 50, 0.95 at 100, 0.98 at 200. */
+#define PART_PROBE_FACTOR_DEFAULT 100.0f
+#define PART_PROBE_FACTOR_MIN 0.0f
+#define PART_PROBE_FACTOR_MAX 1e6f
+/** Clusters with a match a query scans at least. */
+#define PART_PROBE_MIN_DEFAULT 3u
+#define PART_PROBE_MIN_MIN 1u
+#define PART_PROBE_MIN_MAX 65536u
+
+typedef struct part_opts {
+	uint32_t cluster_rows, kmeans_iters, kmeans_sample;
+	uint64_t seed;
+} part_opts_t;
+
+void part_opts_default(part_opts_t *o);
+
+typedef struct part_search_opts {
+	float probe_factor;
+	uint32_t probe_min;
+} part_search_opts_t;
+
+void part_search_opts_default(part_search_opts_t *o);
+
+/** Opaque layout: owns its copies of the rows. */
+typedef struct part_layout part_layout_t;
+
+/**
+ * @brief Cluster each leaf's present rows of `f`.
+ * @param leaves  n_leaves disjoint docid bitmaps (e.g. qdtree_leaf_docids),
+ *                borrowed for the call; absent docids are ignored
+ * @param o       NULL = defaults
+ * @param out     the layout; free with part_free
+ * @return 0; VELA_EINVAL; VELA_ENOMEM; a backend error
+ */
+int part_build(const flat_index_t *f, const roaring_bitmap_t *const *leaves, uint32_t n_leaves,
+	       const part_opts_t *o, part_layout_t **out);
+/** Free the layout (forgets its GPU copies). NULL is a no-op. */
+void part_free(part_layout_t *p);
+
+/** Leaves, clusters, rows; rows per cluster (min, median, max). */
+typedef struct part_stats {
+	uint32_t leaves, clusters;
+	uint64_t rows, min_rows, median_rows, max_rows;
+	size_t bytes;
+} part_stats_t;
+void part_stats(const part_layout_t *p, part_stats_t *out);
+/** Docids of leaf i (owned by the layout), NULL out of range. */
+const roaring_bitmap_t *part_leaf_docids(const part_layout_t *p, uint32_t leaf);
+
+/** One query of part_search. The caller fills q, k, filter, out. */
+typedef struct part_query {
+	const float *q;                 /**< dim floats, borrowed */
+	uint32_t k;                     /**< 0..VELA_K_MAX */
+	const roaring_bitmap_t *filter; /**< NULL = every row of the layout; borrowed */
+	vela_hit_t *out;                /**< caller-owned, k slots */
+	uint32_t n_out;                 /**< set */
+	uint32_t probed;                /**< set: clusters scanned */
+	uint64_t scored;                /**< set: rows scored */
+} part_query_t;
+
+/**
+ * @brief Answer nq queries (see the section comment).
+ * @param o  NULL = defaults
+ * @return 0; VELA_EINVAL (bad query or option); VELA_ENOMEM; a backend error
+ */
+int part_search(const part_layout_t *p, part_query_t *qs, uint32_t nq,
+		const part_search_opts_t *o);
 
 #endif

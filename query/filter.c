@@ -133,3 +133,58 @@ int query_num_ranges(const query_t *q, query_num_range_fn fn, void *ctx)
 		return VELA_EINVAL;
 	return q->root ? ranges_node(q->root, fn, ctx) : 0;
 }
+
+/* ------------------------------------------------------------ atoms */
+
+/* A conjunct that is a positive TAG set or a plain numeric range is an
+ * atom; anything else (text, NOT, OR, `!=`, VECTOR_RANGE) is residual. */
+static int atoms_conjunct(const query_node_t *n, query_atom_fn fn, void *ctx, uint32_t *resid)
+{
+	query_atom_t a;
+	memset(&a, 0, sizeof(a));
+	if (n->kind == QUERY_NODE_ALL || n->kind == QUERY_NODE_OPTIONAL)
+		return 0;
+	if (n->kind == QUERY_NODE_TAG) {
+		a.kind = QUERY_ATOM_TAG;
+		a.field_no = n->tag.field_no;
+		a.n_vals = n->tag.n;
+		for (uint32_t i = 0; i < n->tag.n && i < QUERY_ATOM_VALS_MAX; i++) {
+			a.vals[i] = n->tag.vals[i].s;
+			a.lens[i] = n->tag.vals[i].len;
+		}
+		if (n->tag.n > QUERY_ATOM_VALS_MAX) {
+			(*resid)++; /* too wide to reason about: residual */
+			return 0;
+		}
+		return fn(ctx, &a);
+	}
+	if (n->kind == QUERY_NODE_NUMERIC && !n->num.ne) {
+		a.kind = QUERY_ATOM_NUM;
+		a.field_no = n->num.field_no;
+		a.lo = n->num.lo;
+		a.hi = n->num.hi;
+		a.lo_excl = n->num.lo_excl;
+		a.hi_excl = n->num.hi_excl;
+		return fn(ctx, &a);
+	}
+	(*resid)++;
+	return 0;
+}
+
+int query_atoms_each(const query_t *q, query_atom_fn fn, void *ctx, uint32_t *residual)
+{
+	uint32_t resid = 0;
+	int rc = 0;
+	if (q == NULL || fn == NULL)
+		return VELA_EINVAL;
+	const query_node_t *r = q->root;
+	if (r && r->kind == QUERY_NODE_AND) {
+		for (uint32_t i = 0; rc == 0 && i < r->list.n; i++)
+			rc = atoms_conjunct(r->list.kids[i], fn, ctx, &resid);
+	} else if (r) {
+		rc = atoms_conjunct(r, fn, ctx, &resid);
+	}
+	if (residual)
+		*residual = resid;
+	return rc;
+}

@@ -302,4 +302,40 @@ typedef int (*query_num_range_fn)(void *ctx, const query_num_range_t *r);
  */
 int query_num_ranges(const query_t *q, query_num_range_fn fn, void *ctx);
 
+/* ------------------------------------------------------------ atoms */
+
+/** Tag values of one atom the walker reports; wider TAG clauses are residual. */
+#define QUERY_ATOM_VALS_MAX 64u
+
+enum query_atom_kind { QUERY_ATOM_TAG = 1, QUERY_ATOM_NUM = 2 };
+
+/**
+ * One predicate atom of a filter's top-level conjunction (the workload log
+ * and the partition layout's cuts, docs/partitions.md): a positive TAG
+ * clause (any of its values) or a numeric range. Pointers borrow the
+ * query's strings and live as long as the query_t.
+ */
+typedef struct query_atom {
+	int kind;          /**< enum query_atom_kind */
+	uint32_t field_no;
+	uint32_t n_vals;   /**< TAG: values (as the parser folded them) */
+	const char *vals[QUERY_ATOM_VALS_MAX];
+	size_t lens[QUERY_ATOM_VALS_MAX];
+	double lo, hi;     /**< NUM: bounds as num_range receives them */
+	int lo_excl, hi_excl;
+} query_atom_t;
+
+/** Called once per atom; nonzero stops the walk and is returned. */
+typedef int (*query_atom_fn)(void *ctx, const query_atom_t *a);
+
+/**
+ * @brief The atoms of the filter's top-level AND (or of the filter itself
+ * when it is one atom), in text order. The filter implies the AND of its
+ * atoms; conjuncts that are not atoms (text terms, NOT, OR, `!=`,
+ * VECTOR_RANGE, TAG clauses over QUERY_ATOM_VALS_MAX values) are counted
+ * in *residual (may be NULL). `*` has no atoms and no residual.
+ * @return 0, VELA_EINVAL (NULL q or fn) or fn's nonzero return
+ */
+int query_atoms_each(const query_t *q, query_atom_fn fn, void *ctx, uint32_t *residual);
+
 #endif

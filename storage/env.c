@@ -1,5 +1,6 @@
 /* LMDB environment, transactions and format stamp (storage.h). */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -40,6 +41,9 @@ int storage_rc(int mdb_rc)
 	case EAGAIN:
 	case MDB_READERS_FULL:
 		return VELA_EBUSY;
+	case ENOSPC: /* a page write or fsync of data.mdb found the disk full */
+	case EDQUOT:
+		return VELA_ENOSPC;
 	default:
 		return VELA_EIO;
 	}
@@ -191,6 +195,66 @@ size_t storage_used_bytes(storage_env_t *env)
 	mdb_env_info(env->mdb, &info);
 	mdb_env_stat(env->mdb, &st);
 	return (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+}
+
+/* mdb_reader_list is LMDB's only public view of its reader table: a header,
+ * then "pid thread txnid" per slot ("-" for a slot between transactions). */
+static int reader_oldest(const char *line, void *ctx)
+{
+	uint64_t *oldest = ctx;
+	int pid;
+	size_t tid;
+	unsigned long long txnid;
+	if (sscanf(line, "%d %zx %llu", &pid, &tid, &txnid) == 3 && txnid < *oldest)
+		*oldest = txnid;
+	return 0;
+}
+
+uint64_t storage_free_bytes(storage_env_t *env, uint64_t enough, uint64_t *pending)
+{
+	uint64_t dummy;
+	pending = pending ? pending : &dummy;
+	*pending = 0;
+	MDB_envinfo info;
+	MDB_stat st;
+	mdb_env_info(env->mdb, &info);
+	mdb_env_stat(env->mdb, &st);
+	uint64_t psize = st.ms_psize, pages = info.me_mapsize / psize;
+	uint64_t free = pages > info.me_last_pgno + 1 ? (pages - info.me_last_pgno - 1) * psize : 0;
+	if (free >= enough)
+		return free;
+	/* LMDB reuses a free-list record only when its transaction is older
+	 * than the oldest reader and than the last commit (mdb_page_alloc). */
+	uint64_t limit = info.me_last_txnid;
+	mdb_reader_list(env->mdb, reader_oldest, &limit);
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	if (mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn))
+		return free;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, 0 /* LMDB's FREE_DBI: txnid -> freed page list */, &cur);
+	for (int op = MDB_FIRST; rc == 0 && free < enough; op = MDB_NEXT) {
+		size_t id, n;
+		if (mdb_cursor_get(cur, &k, &v, op) || k.mv_size != sizeof(id) || v.mv_size < sizeof(n))
+			break;
+		memcpy(&id, k.mv_data, sizeof(id));
+		if (id >= limit)
+			break; /* keys ascend: the rest is newer still */
+		memcpy(&n, v.mv_data, sizeof(n)); /* an MDB_IDL: its count, then the pages */
+		free += n * psize;
+	}
+	/* The last commit's record, unless a reader older than it pins it. */
+	size_t id, n;
+	if (rc == 0 && limit == info.me_last_txnid && mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 &&
+	    k.mv_size == sizeof(id) && v.mv_size >= sizeof(n)) {
+		memcpy(&id, k.mv_data, sizeof(id));
+		memcpy(&n, v.mv_data, sizeof(n));
+		*pending = id >= limit ? n * psize : 0;
+	}
+	if (rc == 0)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return free;
 }
 
 int storage_set_map_size(storage_env_t *env, size_t bytes, vela_err_t *err)

@@ -92,6 +92,20 @@ size_t storage_map_size(const storage_env_t *env);
 /** Bytes in use (last page * page size). */
 size_t storage_used_bytes(storage_env_t *env);
 /**
+ * @brief Bytes the next write transaction can take before MDB_MAP_FULL: the
+ * map past the last page, plus the pages earlier commits freed that LMDB may
+ * reuse (freed by a transaction older than the last commit and than every
+ * reader). Counting freed pages walks LMDB's free list, so the walk stops
+ * once `enough` bytes are found: below `enough` the result is exact, else it
+ * is some value >= `enough`. May run while this thread holds a write
+ * transaction (MDB_NOTLS); it reads the last committed state.
+ * @param[out] pending (may be NULL) bytes the last commit freed, reusable
+ *        once one more write transaction has committed (0 while an older
+ *        reader pins them anyway, or when the map past the last page held
+ *        `enough`)
+ */
+uint64_t storage_free_bytes(storage_env_t *env, uint64_t enough, uint64_t *pending);
+/**
  * @brief Grow (or shrink, if the data fits) the map. The caller guarantees no
  * transaction of this process is active (the db layer holds its lock).
  */

@@ -11,7 +11,9 @@
  *                                in-process (--db) or through a server
  *                                (batch.c, import.c, create.c; docs/cli.md)
  *   vela backup | restore        hot copies of a database (backup.c)
- *   vela embed                   embed a file of texts in bulk (embed.c) */
+ *   vela embed                   embed a file of texts in bulk (embed.c)
+ *   vela train-layout            workload log and partition layout from a
+ *                                query file (train_layout.c) */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -37,7 +39,8 @@ static int usage(void)
 		"       vela query DIR INDEX QUERY [NAME=v1,v2,...]...\n"
 		"       vela batch|import|create ... (run one without arguments for help)\n"
 		"       vela backup DBDIR|HOST:PORT DEST    vela restore SRC DBDIR\n"
-		"       vela embed [--model DIR] --out FILE.fvecs|.npy|.jsonl TEXTS (docs/cli.md)\n");
+		"       vela embed [--model DIR] --out FILE.fvecs|.npy|.jsonl TEXTS (docs/cli.md)\n"
+		"       vela train-layout --db DIR [--index NAME] [--build] QUERIES.jsonl\n");
 	return 2;
 }
 
@@ -320,5 +323,7 @@ int main(int argc, char **argv)
 		return cmd_restore(argc - 2, argv + 2);
 	if (strcmp(argv[1], "embed") == 0)
 		return cmd_embed(argc - 2, argv + 2);
+	if (strcmp(argv[1], "train-layout") == 0)
+		return cmd_train_layout(argc - 2, argv + 2);
 	return usage();
 }

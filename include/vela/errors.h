@@ -38,7 +38,8 @@ enum vela_errcode {
 	VELA_ELIMIT = VELA_ERR_BASE - 11, /**< a configured limit was exceeded */
 	VELA_EBUSY = VELA_ERR_BASE - 12,  /**< resource busy (e.g. locked by another process) */
 	VELA_EUNSUPPORTED = VELA_ERR_BASE - 13, /**< feature not supported */
-	VELA_ERR_LAST = VELA_EUNSUPPORTED
+	VELA_ENOSPC = VELA_ERR_BASE - 14, /**< the disk is full (ENOSPC, EDQUOT) */
+	VELA_ERR_LAST = VELA_ENOSPC
 };
 
 /** Capacity of the message in a vela_err_t, including the NUL. */

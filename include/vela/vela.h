@@ -626,6 +626,74 @@ const char *vela_gpu_mode_name(vela_gpu_mode_t mode);
 /** Fill `out` with the backend in use, the device and counters. */
 void vela_gpu_info(vela_gpu_info_t *out);
 
+/* ================================================================ partitions
+ * Workload-aware partitions (HQI; docs/partitions.md). Every KNN search
+ * records the shape of its filter (the AND of its TAG and numeric atoms)
+ * in the vector field's workload log. vela_layout_build learns a layout
+ * from that log: a qd-tree whose cuts are the logged atoms, k-means
+ * clusters inside each leaf. vela_search_batch then answers a KNN whose
+ * filter matches more than VELA_LAYOUT_SCAN_MAX documents (or any KNN
+ * with force_plan = VELA_PLAN_PARTITIONS) with the "partitions" plan:
+ * approximate, its recall set by probe_factor. A layout is a snapshot:
+ * after any write to the field it is stale and unused until rebuilt. The
+ * layout is kept in memory only (no snapshot yet).
+ */
+
+/** The batch-only plan over a layout (vela_result_t.plan "partitions";
+ * vela_search answers it with the planner's choice). */
+#define VELA_PLAN_PARTITIONS ((vela_plan_t)5)
+/** Filters matching at most this many documents keep the exact plans. */
+#define VELA_LAYOUT_SCAN_MAX 2000u
+
+/** Options of vela_layout_build; zero fields take the defaults. */
+typedef struct vela_layout_opts {
+	uint64_t leaf_min;     /**< smallest qd-tree leaf (index.h QDTREE_LEAF_MIN_*) */
+	uint32_t cluster_rows; /**< rows per k-means cluster (PART_CLUSTER_ROWS_*) */
+	uint32_t max_cuts;     /**< most frequent atoms tried as cuts (default 256) */
+	/** Matches a query scans per k before it stops probing clusters
+	 * (PART_PROBE_FACTOR_*); negative = every cluster with a match (exact). */
+	float probe_factor;
+	uint32_t probe_min;    /**< clusters with a match probed at least */
+} vela_layout_opts_t;
+
+/**
+ * @brief Build (or rebuild) the layout of a vector field from its workload
+ * log. Searches run meanwhile; writes wait for the build.
+ * @return 0; VELA_ENOTFOUND (index or field); VELA_ETYPE (not a vector
+ * field); VELA_EINVAL (an option out of range); VELA_ENOMEM
+ */
+int vela_layout_build(vela_db_t *db, const char *index, const char *field,
+		      const vela_layout_opts_t *opts, vela_err_t *err);
+/** Change the probing of a built layout (probe_factor < 0: exact). */
+int vela_layout_tune(vela_db_t *db, const char *index, const char *field, float probe_factor,
+		     uint32_t probe_min, vela_err_t *err);
+
+typedef struct vela_layout_info {
+	bool built, stale;
+	uint32_t leaves, clusters;
+	uint64_t rows, min_rows, median_rows, max_rows;
+	size_t bytes;
+	uint64_t build_ns;
+	uint64_t workload_shapes, workload_queries; /**< in the log now */
+	uint64_t workload_hash; /**< of the log the layout was built from */
+} vela_layout_info_t;
+
+int vela_layout_info(vela_db_t *db, const char *index, const char *field,
+		     vela_layout_info_t *out, vela_err_t *err);
+
+/**
+ * @brief Record a query in its KNN field's workload log without running it
+ * (`vela train-layout`). @return 0 or the parse error; VELA_EINVAL when the
+ * query has no KNN
+ */
+int vela_workload_record(vela_db_t *db, const char *index, const char *query, size_t query_len,
+			 const vela_kv_t *params, size_t n_params, vela_err_t *err);
+/** Write the field's log to <db dir>/wlog-<index id>-<field no>.bin (magic,
+ * version, XXH3 checksum); a later process loads it on first use. */
+int vela_workload_save(vela_db_t *db, const char *index, const char *field, vela_err_t *err);
+/** Free every workload log and layout of `db` (call before vela_db_close). */
+void vela_layout_release(vela_db_t *db);
+
 #ifdef __cplusplus
 }
 #endif

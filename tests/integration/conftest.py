@@ -125,6 +125,9 @@ class Velad:
         self.proc.wait()
 
     def restart(self):
+        # Two processes on one LMDB environment would hide real restart bugs
+        # (and leave the first one running): stop or kill it first.
+        assert not self.running(), "restart() of a velad still running: stop_ok() or kill() first"
         return self.start()
 
     def client(self, **kw):

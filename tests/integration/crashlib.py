@@ -736,15 +736,16 @@ class Harness:
                 continue
             # Still missed: is the vector in the field at all? An exact scan
             # of the field's vectors (ADHOC_BF over the document's own tag)
-            # tells an index that lost it (a crash-safety failure) from a
-            # node the graph walk cannot reach (a search-quality defect,
-            # counted and reported, not a consistency error).
+            # tells an index that lost it from a node the graph walk cannot
+            # reach. Both are failures: every live node is kept reachable
+            # (graph_connect, index/index.h), so a restart cannot leave one.
             tag = docs[k][b"c"].decode()
             res = r.execute_command(
                 "FT.SEARCH", name, f"(@c:{{{tag}}})=>[KNN 10 @w $b HYBRID_POLICY ADHOC_BF AS d]",
                 "PARAMS", "2", "b", docs[k][b"w"], "NOCONTENT", "LIMIT", "0", "10", "DIALECT", "2")
             if k in res[1:]:
                 st.graph_unreachable += 1
+                st.fail(f"{what}: {k!r} is indexed but the graph walk cannot reach it")
             else:
                 st.fail(f"{what}: the index does not hold {k!r} (exact scan of its vectors)")
         # KNN 10 over FLAT equals the brute force; graph results have true distances.

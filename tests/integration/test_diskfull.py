@@ -197,7 +197,9 @@ def test_data_disk_full(velad_factory, tmp_path):
                 break
             acked[f"k{i}"] = v
         assert err is not None and len(acked) > 100, (len(acked), err)
-        assert "commit failed" in err, err  # wording: see reliability.md (errno not shown)
+        # The reply names the cause and the disk (operations.md), not just "I/O".
+        assert err == f"commit failed: No space left on device (the disk under {small / 'd'} " \
+                      "is full)", err
         assert c.dbsize() == len(acked)
         assert all(c.hget(k, "v") == v for k, v in acked.items())
         subprocess.run(["mount", "-o", "remount,size=8m", str(small)], check=True)

@@ -4,12 +4,12 @@ HSETs of vectors until writes are refused with -OOM; then reads must go on
 (the client's own record is the reference, also after a restart), and the
 server must recover: by CONFIG SET map-size, or by deleting documents.
 
-What LMDB makes realistic (docs/operations.md): a delete needs fresh pages
-too (copy-on-write of the B-tree paths), and the pages it frees are
-reusable only by later transactions. So small deletes (one key per
-transaction) on a map that just refused a batch go through and make room,
-but a map filled to its last page can refuse deletes as well: then only a
-larger map helps.
+Deletes on a full map (docs/operations.md): LMDB needs fresh pages even to
+delete, and reuses the pages a commit frees only after a later commit, so
+velad refuses writes that add data while the map still has a reserve left
+(256 KiB here), which deletes (DEL, HDEL, FLUSHALL, expiry) may use, as
+Redis admits DEL past maxmemory. Every one-key DEL on a full map must then
+succeed, and the space it frees must let new writes in again.
 """
 import socket
 
@@ -100,7 +100,7 @@ def test_map_full_then_grow(velad_factory):
     # redis-py drops the "OOM " code; the raw reply below shows it.
     assert all(e.startswith("command not allowed when the LMDB map is full") for e in errs), errs
     # The reply itself is a -OOM error (as Redis's over-maxmemory refusal).
-    for _ in range(1000):  # single writes still fit for a while: fill to the last page
+    for _ in range(1000):  # single writes still fit for a while: fill up to the reserve
         line = raw_hset(srv.port, f"d:{w.i}", w.vec())
         w.i += 1
         if line.startswith(b"-"):
@@ -114,7 +114,9 @@ def test_map_full_then_grow(velad_factory):
     rng = np.random.default_rng(7)
     check_reads(c, w.acked, rng)
     info = c.info("persistence")
-    assert info["map_size"] == 2 << 20 and info["map_used"] > 0.9 * info["map_size"], info
+    # Adding writes stop with the delete reserve (256 KiB) and one commit's
+    # pages (128 KiB) still free: the file's last page is past 3/4 of the map.
+    assert info["map_size"] == 2 << 20 and info["map_used"] > 0.75 * info["map_size"], info
 
     # Grow the map at run time: writes go through again, deletes too.
     assert c.config_set("map-size", "8mb")
@@ -137,55 +139,118 @@ def test_map_full_then_grow(velad_factory):
     assert c.info("persistence")["map_size"] == 8 << 20
 
 
+def fill_to_reserve(c, port, w):
+    """Pipelined batches, then single HSETs, until both are refused: the map
+    is as full as adding writes can make it. Each refusal is the -OOM."""
+    errs = w.fill()
+    assert all(e.startswith("command not allowed when the LMDB map is full") for e in errs), errs
+    for _ in range(1000):
+        line = raw_hset(port, f"d:{w.i}", w.vec())
+        w.i += 1
+        if line.startswith(b"-"):
+            break
+        assert line == b":2", line
+        w.acked[f"d:{w.i - 1}"] = None
+    assert line.startswith(b"-OOM command not allowed when the LMDB map is full"), line
+    for k in [k for k, v in w.acked.items() if v is None]:
+        w.acked[k] = c.hget(k, "v")
+
+
 def test_map_full_then_delete(velad_factory):
-    """Deletes on a full map: each is applied (1) or refused with the same
-    -OOM (never anything else, never half); a refused one leaves its
-    document intact. LMDB reuses the pages a transaction frees only after a
-    later transaction committed, so once no transaction at all can commit,
-    deletes are refused too and only a larger map gets writes going (the
-    reason operations.md says to grow the map, not to delete, when full).
-    After that, the deleted documents' pages are reused: more new documents
-    fit than the added map space alone holds."""
-    # everysec: 2,500 one-key transactions without an fsync each (a clean
+    """Deletes on a full map: every one-key DEL is applied (:1), none is
+    refused; other adding writes (SET, FT.CREATE) get the same
+    -OOM while deletes of other kinds (HDEL, PERSIST) go through. After
+    enough deletes new writes succeed again without a larger map, reusing
+    the deleted documents' pages; every acknowledged write that was not
+    deleted is there (HGET, FT.SEARCH), also after a restart."""
+    # everysec: ~2,000 one-key transactions without an fsync each (a clean
     # stop still syncs, and the restart below checks every acknowledged write).
     srv = velad_factory("--map-size", MAP, "--appendfsync", "everysec")
     c = srv.client(protocol=2)
     make_index(c)
     w = Writer(c, 2)
-    w.fill()
-    first = len(w.acked)  # documents per 2 MiB: the density the check below uses
+    fill_to_reserve(c, srv.port, w)
+    first = len(w.acked)  # documents per 2 MiB less the reserve
     rng = np.random.default_rng(8)
     check_reads(c, w.acked, rng)
-    victims = list(w.acked)[:1500]
-    refused = delete_each(c, w.acked, victims)
-    check_reads(c, w.acked, rng)  # refused deletes left their documents, applied ones took them
+    used_full = c.info("persistence")["map_used"]
 
-    c.config_set("map-size", "3mb")
-    assert delete_each(c, w.acked, refused) == []
+    # Other writes that add data are refused alike (ones estimated larger than
+    # the refused HSET: a smaller write may still fit); nothing is applied.
+    oom = "command not allowed when the LMDB map is full"
+    for cmd in (("SET", "s:1", "x" * 20000),
+                ("FT.CREATE", "ix2", "ON", "HASH", "PREFIX", "1", "d:", "SCHEMA", "t", "TAG")):
+        with pytest.raises(redis_errors(), match=oom):
+            c.execute_command(*cmd)
+    assert c.exists("s:1") == 0 and c.execute_command("FT._LIST") == [b"ix"]
+
+    # Deletes of other kinds use the reserve: HDEL of the TAG field (its
+    # posting goes, the document stays indexed by its vector), PERSIST.
+    victims = list(w.acked)
+    k0 = victims.pop(0)
+    assert c.hdel(k0, "t") == 1
+    assert c.persist(k0) is False
+    assert c.hget(k0, "v") == w.acked[k0]
+
+    # One key per command: each DEL is applied. Every 100 deletes, one new
+    # HSET is tried; once the freed pages outweigh the reserve they go in.
+    first_ok = None
+    for n, k in enumerate(victims[:1500], 1):
+        assert c.delete(k) == 1, (n, k)
+        del w.acked[k]
+        if n % 100 == 0 and first_ok is None and not w.batch(1, prefix="d:n"):
+            first_ok = n
+    assert first_ok is not None, "no write succeeded after 1,500 deletes"
+    # The reserve (64 pages) and one commit (32) hold ~200 of these
+    # documents: writes must be back well before all 1,500 are gone.
+    assert first_ok <= 300, first_ok
     check_reads(c, w.acked, rng)
+
+    # The deleted documents' pages are reused: new documents fill the map
+    # again, more than half as many as were deleted, and the file does not
+    # grow past the map (no CONFIG SET happened).
     added = 0
-    while not w.batch(1, prefix="n:"):
+    while not w.batch(1, prefix="d:n"):
         added += 1
-    # 1 MiB more holds about first / 2 documents; the 1,500 deleted ones'
-    # space must have been reused on top of that.
-    assert added > first / 2 + 1500 * 0.5, (added, first)
+    assert added > 1500 * 0.6, (added, first)
+    info = c.info("persistence")
+    assert info["map_size"] == 2 << 20 and info["map_used"] <= info["map_size"], info
+    assert info["map_used"] >= used_full, (info, used_full)
+    # Full again: deletes still go through.
+    for k in list(w.acked)[1:21]:
+        assert c.delete(k) == 1, k
+        del w.acked[k]
     check_reads(c, w.acked, rng)
     srv.stop_ok()
     srv.restart()
-    check_reads(srv.client(protocol=2), w.acked, rng)
+    c = w.c = srv.client(protocol=2)
+    check_reads(c, w.acked, rng)
+    # After the restart too: a full map takes deletes, then writes.
+    for k in list(w.acked)[1:301]:
+        assert c.delete(k) == 1, k
+        del w.acked[k]
+    for _ in range(20):
+        assert w.batch(1, prefix="d:r") == []
+    check_reads(c, w.acked, rng)
 
 
-def delete_each(c, acked, keys):
-    """DEL each key in its own transaction; returns the refused ones."""
-    refused = []
-    for k in keys:
-        try:
-            assert c.delete(k) == 1, k
-            del acked[k]
-        except redis_errors() as e:
-            assert str(e).startswith("command not allowed when the LMDB map is full"), e
-            refused.append(k)
-    return refused
+def test_map_full_then_flushall(velad_factory):
+    """FLUSHALL on a map full up to the reserve frees everything in one
+    commit (its free-list record is what the reserve grows with the map
+    for); then the map takes as many documents again."""
+    srv = velad_factory("--map-size", MAP)
+    c = srv.client(protocol=2)
+    make_index(c)
+    w = Writer(c, 3)
+    fill_to_reserve(c, srv.port, w)
+    n = len(w.acked)
+    assert c.flushall() is True
+    assert c.dbsize() == 0 and c.execute_command("FT._LIST") == []
+    make_index(c)
+    w.acked.clear()
+    w.fill()
+    assert len(w.acked) > 0.9 * n, (len(w.acked), n)
+    check_reads(c, w.acked, np.random.default_rng(9))
 
 
 def redis_errors():

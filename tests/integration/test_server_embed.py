@@ -198,6 +198,7 @@ def test_float16_field_and_restart(srv, golden):
     r.hset("doc:1", mapping={"body": sents[2]})
     v = np.frombuffer(r.hget("doc:1", "vec"), dtype="<f2")
     assert cos(v, ref[2]) >= 0.999  # half precision
+    srv.stop_ok()
     srv.restart()
     r = srv.client(protocol=2)
     attrs = r.execute_command("FT.INFO", "idx")
@@ -259,6 +260,7 @@ def test_backfill_and_hdel(srv, golden):
                             sents[7], "EMBED", "q", "NOCONTENT")
     assert res[1] != b"doc:7"
     # After a restart nothing is missing: the walk finds nothing to queue.
+    srv.stop_ok()
     srv.restart()
     r = srv.client(protocol=2)
     time.sleep(0.5)
