@@ -176,19 +176,14 @@ static int hb_load(vela_db_t *db, const hb_opts_t *o, const wl_data_t *d)
 	vela_err_t err = {0};
 	if (vela_index_info(db, "hyb", &info, &err) == 0 && info.num_docs == d->p.n)
 		return 0; /* reused */
-	vela_field_def_t f[] = {
-		{.name = "cat", .type = VELA_FIELD_TAG},
-		{.name = "tags", .type = VELA_FIELD_TAG},
-		{.name = "clu", .type = VELA_FIELD_TAG},
-		{.name = "num", .type = VELA_FIELD_NUMERIC},
-		{.name = "pos", .type = VELA_FIELD_NUMERIC},
-		{.name = "v", .type = VELA_FIELD_VECTOR, .dim = d->p.dim, .metric = VELA_METRIC_L2,
-		 .vec_type = VELA_VEC_FLOAT32, .algo = VELA_ALGO_GRAPH, .graph_max_degree = o->R,
-		 .graph_build_window = o->L, .graph_search_window = o->index_window},
-	};
+	vela_field_def_t f[WL_FIELDS];
+	wl_fields(d, VELA_ALGO_GRAPH, f);
+	f[WL_FIELDS - 1].graph_max_degree = o->R;
+	f[WL_FIELDS - 1].graph_build_window = o->L;
+	f[WL_FIELDS - 1].graph_search_window = o->index_window;
 	const char *pre[] = {"doc:"};
 	vela_index_def_t def = {.name = "hyb", .prefixes = pre, .n_prefixes = 1, .fields = f,
-				.n_fields = 6};
+				.n_fields = WL_FIELDS};
 	if (vela_index_create(db, &def, &err)) {
 		fprintf(stderr, "create: %s\n", err.msg);
 		return -1;

@@ -366,20 +366,12 @@ static int create_index(const opts_t *o, const wl_data_t *d)
 		fprintf(stderr, "bench_workload: %s: %s\n", o->create, err.msg);
 		return -1;
 	}
-	vela_field_def_t f[] = {
-		{.name = "cat", .type = VELA_FIELD_TAG},
-		{.name = "tags", .type = VELA_FIELD_TAG},
-		{.name = "clu", .type = VELA_FIELD_TAG},
-		{.name = "num", .type = VELA_FIELD_NUMERIC},
-		{.name = "pos", .type = VELA_FIELD_NUMERIC},
-		{.name = "v", .type = VELA_FIELD_VECTOR, .dim = d->p.dim, .metric = VELA_METRIC_L2,
-		 .vec_type = VELA_VEC_FLOAT32,
-		 .algo = strcmp(o->algo, "graph") ? VELA_ALGO_FLAT : VELA_ALGO_GRAPH,
-		 .graph_search_window = o->window},
-	};
+	vela_field_def_t f[WL_FIELDS];
+	wl_fields(d, strcmp(o->algo, "graph") ? VELA_ALGO_FLAT : VELA_ALGO_GRAPH, f);
+	f[WL_FIELDS - 1].graph_search_window = o->window;
 	const char *pre[] = {o->prefix};
 	vela_index_def_t def = {.name = o->index, .prefixes = pre, .n_prefixes = 1, .fields = f,
-				.n_fields = 6};
+				.n_fields = WL_FIELDS};
 	int rc = vela_index_create(db, &def, &err);
 	if (rc)
 		fprintf(stderr, "bench_workload: create %s: %s\n", o->index, err.msg);

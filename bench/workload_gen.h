@@ -860,6 +860,25 @@ static inline uint32_t wl_truth(const wl_data_t *d, const wl_filter_t *f, const 
 	return got;
 }
 
+/** Fields of the schema the generated documents fit (docs/workloads.md). */
+#define WL_FIELDS 6
+
+/* That schema into f[0..WL_FIELDS): cat, tags, clu (TAG), num, pos
+ * (NUMERIC), v (VECTOR, L2, FLOAT32, `algo`); the caller sets the vector
+ * field's graph parameters (f[WL_FIELDS - 1]) if it wants others. */
+static inline void wl_fields(const wl_data_t *d, vela_algo_t algo, vela_field_def_t *f)
+{
+	static const char *const names[] = {"cat", "tags", "clu", "num", "pos"};
+	memset(f, 0, WL_FIELDS * sizeof(*f));
+	for (int i = 0; i < 5; i++) {
+		f[i].name = names[i];
+		f[i].type = i < 3 ? VELA_FIELD_TAG : VELA_FIELD_NUMERIC;
+	}
+	f[5] = (vela_field_def_t){.name = "v", .type = VELA_FIELD_VECTOR, .dim = d->p.dim,
+				  .metric = VELA_METRIC_L2, .vec_type = VELA_VEC_FLOAT32,
+				  .algo = algo};
+}
+
 /* HSET document i of `d` into batch `b` (key "doc:<i>", fields v, cat, tags,
  * clu, num, pos: the schema of docs/workloads.md). For the tools and tests
  * that load a generated set through the engine. */

@@ -14,19 +14,14 @@ typedef struct hy_index {
 
 static inline void hy_load(vela_db_t *db, const wl_data_t *d, const hy_index_t *ix)
 {
-	vela_field_def_t f[] = {
-		{.name = "cat", .type = VELA_FIELD_TAG},
-		{.name = "tags", .type = VELA_FIELD_TAG},
-		{.name = "clu", .type = VELA_FIELD_TAG},
-		{.name = "num", .type = VELA_FIELD_NUMERIC},
-		{.name = "pos", .type = VELA_FIELD_NUMERIC},
-		{.name = "v", .type = VELA_FIELD_VECTOR, .dim = d->p.dim, .metric = VELA_METRIC_L2,
-		 .vec_type = VELA_VEC_FLOAT32, .algo = VELA_ALGO_GRAPH, .graph_max_degree = ix->R,
-		 .graph_build_window = ix->L, .graph_search_window = ix->window},
-	};
+	vela_field_def_t f[WL_FIELDS];
+	wl_fields(d, VELA_ALGO_GRAPH, f);
+	f[WL_FIELDS - 1].graph_max_degree = ix->R;
+	f[WL_FIELDS - 1].graph_build_window = ix->L;
+	f[WL_FIELDS - 1].graph_search_window = ix->window;
 	const char *pre[] = {"doc:"};
 	vela_index_def_t def = {.name = "hyb", .prefixes = pre, .n_prefixes = 1, .fields = f,
-				.n_fields = 6};
+				.n_fields = WL_FIELDS};
 	vela_err_t err = {0};
 	cr_assert_eq(vela_index_create(db, &def, &err), 0, "%s", err.msg);
 	vela_batch_t *b;
