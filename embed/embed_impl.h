@@ -4,6 +4,8 @@
 #ifndef VELA_EMBED_IMPL_H
 #define VELA_EMBED_IMPL_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -87,11 +89,14 @@ typedef struct embed_linear {
 	float *b;
 } embed_linear_t;
 
+/** One encoder layer. BERT (post-LN): a = LN1(x + o(attn(x)));
+ * x = LN2(a + ffn_out(GELU(ffn_in(a)))). The CLIP vision tower (pre-LN,
+ * vit.c): x += o(attn(LN1 x)); x += ffn_out(act(ffn_in(LN2 x))). */
 typedef struct embed_layer {
 	embed_linear_t qkv;  /* query, key, value fused: out = 3 * hidden */
 	embed_linear_t attn_out;
 	float *ln1_g, *ln1_b;
-	embed_linear_t ffn_in;  /* hidden -> intermediate, erf GELU */
+	embed_linear_t ffn_in;  /* hidden -> intermediate, then the activation */
 	embed_linear_t ffn_out; /* intermediate -> hidden */
 	float *ln2_g, *ln2_b;
 } embed_layer_t;
@@ -170,6 +175,100 @@ void embed_ref_attend(const float *qkv, uint32_t len, uint32_t hidden, uint32_t 
 		      uint32_t h0, uint32_t h1, float scale, float *scratch, float *ctx);
 void embed_ref_layernorm(float *x, const float *add, uint32_t m, uint32_t d, const float *g,
 			 const float *b, float eps);
+
+/* ------------------------------------------------------------ loader */
+
+/* Config and weight helpers both encoders share (loader.c). */
+
+struct json_t; /* jansson's json_t */
+
+/** Parse dir/name, a JSON object of at most 1 MiB, into *root (the caller
+ * json_decref()s it). A missing file with `optional` is not an error and
+ * leaves *root NULL.
+ * @return 0; VELA_EINVAL (path too long); VELA_EIO; VELA_ENOMEM; VELA_ECORRUPT. */
+int embed_json_load(const char *dir, const char *name, bool optional, struct json_t **root,
+		    vela_err_t *err);
+
+/** Integer field `key` of object `o` in [lo, hi] into *out; absent: `def`,
+ * or an error when def < 0 (a required field).
+ * @return 0; VELA_ECORRUPT. */
+int embed_json_get_u32(const struct json_t *o, const char *key, long long def, long long lo,
+		       long long hi, uint32_t *out, vela_err_t *err);
+
+/** "layer_norm_eps" of `o`, a number in (0, 1e-2], into *out; absent: `def`.
+ * @return 0; VELA_ECORRUPT. */
+int embed_json_get_eps(const struct json_t *o, float def, float *out, vela_err_t *err);
+
+/** `n` zeroed floats plus `pad` more (at least one), 64-byte aligned;
+ * free() them. NULL when out of memory. */
+float *embed_floats_alloc(size_t n, size_t pad);
+
+/** Where weights come from and how they are laid out: every name is looked
+ * up as prefix + name (a LayerNorm's .weight/.bias also as the old
+ * .gamma/.beta), every array gets `pad` zeroed floats of slack, and linear
+ * layers are packed for `k`. The loader owns nothing. */
+typedef struct embed_loader {
+	embed_st_t *st;
+	const embed_kernels_t *k;
+	char prefix[8]; /* "" or "bert." */
+	size_t pad;
+} embed_loader_t;
+
+/** Tensor `name` of exactly shape dims[0..ndim) (ndim <= 4), converted into
+ * `dst` (the product of dims floats).
+ * @return 0; VELA_ECORRUPT (missing, wrong shape); safetensors' codes. */
+int embed_tensor_read(const embed_loader_t *ld, const char *name, uint32_t ndim,
+		      const uint64_t *dims, float *dst, vela_err_t *err);
+
+/** A new array (embed_floats_alloc, caller frees) from tensor `name` of
+ * shape [d0] (d1 0) or [d0, d1].
+ * @return as embed_tensor_read; VELA_ENOMEM. */
+int embed_tensor_load(const embed_loader_t *ld, const char *name, uint64_t d0, uint64_t d1,
+		      float **out, vela_err_t *err);
+
+/** A linear layer into *l (free with embed_linear_free, also on failure),
+ * packed for ld->k, from `parts` stacked [out, in] weights
+ * `<stems[p]>.weight` (q, k, v fused into one product) with their
+ * `<stems[p]>.bias` when `bias` (else a zero bias); or, with stems NULL,
+ * from the [out, in] matrix `w0` already read (zero bias).
+ * @return as embed_tensor_read; VELA_ENOMEM. */
+int embed_linear_load(const embed_loader_t *ld, const char *const *stems, int parts, bool bias,
+		      uint32_t out, uint32_t in, const float *w0, embed_linear_t *l,
+		      vela_err_t *err);
+
+/** Free a linear layer's arrays (not `l` itself). */
+void embed_linear_free(embed_linear_t *l);
+
+/** Free an encoder layer's arrays (not `L` itself). */
+void embed_layer_free(embed_layer_t *L);
+
+/** The options both encoders share: `threads` (0: DEFAULT) checked against
+ * its bounds into *threads_out, and the kernel table for `kernel` into *k.
+ * @return 0; VELA_EINVAL; VELA_EUNSUPPORTED (the CPU lacks the kernels). */
+int embed_opts_apply(uint32_t threads, embed_kernel_t kernel, uint32_t *threads_out,
+		     const embed_kernels_t **k, vela_err_t *err);
+
+/* ------------------------------------------------------------ team */
+
+/* A team of threads sharing one pass step by step (team.c): each step is
+ * split among the members and a barrier separates dependent steps. */
+typedef struct embed_team {
+	uint32_t size;              /* members, this thread included */
+	atomic_uint arrived, phase; /* the barrier */
+	atomic_uint go;             /* set once `size` is final */
+} embed_team_t;
+
+/** Run member(arg, tid) on t->size threads (tid 0 on this one) and wait for
+ * them all. A thread that cannot start shrinks the team (slower, not
+ * wrong); t->size is final before any member runs. */
+void embed_team_run(embed_team_t *t, void (*member)(void *arg, uint32_t tid), void *arg);
+
+/** Barrier of the whole team. */
+void embed_team_sync(embed_team_t *t);
+
+/** This member's share [*lo, *hi) of `n` items in blocks of `align`. */
+void embed_team_share(const embed_team_t *t, uint32_t tid, uint32_t n, uint32_t align,
+		      uint32_t *lo, uint32_t *hi);
 
 /** Forward pass over one packed chunk: `n` sequences, lengths `lens`,
  * token ids concatenated in `ids`; writes n pooled, normalised vectors.

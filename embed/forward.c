@@ -16,9 +16,6 @@
  * output element is computed by exactly one thread with the same
  * arithmetic as alone, so results do not depend on the team size. */
 #include <math.h>
-#include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,42 +31,11 @@ typedef struct {
 	const int32_t *ids;
 	const uint32_t *lens;
 	size_t *offs; /* first token of each sequence */
-	uint32_t n, T, team;
+	uint32_t n, T;
 	float *x, *tmp, *big, *att, *out;
 	size_t att_stride;
-	atomic_uint arrived, phase; /* the barrier */
-	atomic_uint go;             /* set once the team size is final */
+	embed_team_t team;
 } fwd_t;
-
-/* Sense-counting barrier: spin briefly (steps are short), then yield. */
-static void team_sync(fwd_t *f)
-{
-	if (f->team == 1)
-		return;
-	unsigned ph = atomic_load_explicit(&f->phase, memory_order_acquire);
-	if (atomic_fetch_add_explicit(&f->arrived, 1, memory_order_acq_rel) == f->team - 1) {
-		atomic_store_explicit(&f->arrived, 0, memory_order_relaxed);
-		atomic_fetch_add_explicit(&f->phase, 1, memory_order_release);
-		return;
-	}
-	for (unsigned spins = 0; atomic_load_explicit(&f->phase, memory_order_acquire) == ph;
-	     spins++) {
-		if (spins < 4096)
-			__builtin_ia32_pause();
-		else
-			sched_yield();
-	}
-}
-
-/* This thread's share [*lo, *hi) of `n` items in blocks of `align`. */
-static void team_share(const fwd_t *f, uint32_t tid, uint32_t n, uint32_t align, uint32_t *lo,
-		       uint32_t *hi)
-{
-	uint32_t per = (n + f->team - 1) / f->team;
-	per = (per + align - 1) / align * align;
-	*lo = tid * per < n ? tid * per : n;
-	*hi = *lo + per < n ? *lo + per : n;
-}
 
 /* y = x W^T + b over this thread's columns (GELU after, when asked). */
 static void step_linear(const fwd_t *f, uint32_t tid, const embed_linear_t *l, const float *x,
@@ -77,7 +43,7 @@ static void step_linear(const fwd_t *f, uint32_t tid, const embed_linear_t *l, c
 {
 	const embed_kernels_t *k = f->m->k;
 	uint32_t c0, c1;
-	team_share(f, tid, l->out, k->col_align, &c0, &c1);
+	embed_team_share(&f->team, tid, l->out, k->col_align, &c0, &c1);
 	if (c0 >= c1)
 		return;
 	k->linear(l, x, f->T, y, l->out, c0, c1);
@@ -91,7 +57,7 @@ static void step_ln(const fwd_t *f, uint32_t tid, float *x, const float *add, co
 		    const float *b)
 {
 	uint32_t h = f->m->cfg.hidden, r0, r1;
-	team_share(f, tid, f->T, 1, &r0, &r1);
+	embed_team_share(&f->team, tid, f->T, 1, &r0, &r1);
 	if (r0 < r1)
 		f->m->k->layernorm(x + (size_t)r0 * h, add ? add + (size_t)r0 * h : NULL, r1 - r0, h,
 				   g, b, f->m->cfg.ln_eps);
@@ -103,7 +69,7 @@ static void step_embed(const fwd_t *f, uint32_t tid)
 {
 	const embed_model_t *m = f->m;
 	uint32_t h = m->cfg.hidden;
-	for (uint32_t s = tid; s < f->n; s += f->team)
+	for (uint32_t s = tid; s < f->n; s += f->team.size)
 		for (uint32_t p = 0; p < f->lens[s]; p++) {
 			size_t t = f->offs[s] + p;
 			const float *we = m->word_emb + (size_t)f->ids[t] * h;
@@ -121,7 +87,7 @@ static void step_attend(const fwd_t *f, uint32_t tid, const float *qkv, float *c
 	uint32_t h = m->cfg.hidden, heads = m->cfg.heads;
 	float scale = 1.0f / sqrtf((float)(h / heads));
 	float *att = f->att + tid * f->att_stride;
-	for (size_t i = tid; i < (size_t)f->n * heads; i += f->team) {
+	for (size_t i = tid; i < (size_t)f->n * heads; i += f->team.size) {
 		uint32_t s = (uint32_t)(i / heads), hd = (uint32_t)(i % heads);
 		m->k->attend(qkv + f->offs[s] * 3 * h, f->lens[s], h, heads, hd, hd + 1, scale, att,
 			     ctx + f->offs[s] * h);
@@ -134,7 +100,7 @@ static void step_pool(const fwd_t *f, uint32_t tid, const float *x)
 {
 	uint32_t h = f->m->cfg.hidden;
 	double acc[EMBED_POOL_DIM_MAX];
-	for (uint32_t s = tid; s < f->n; s += f->team) {
+	for (uint32_t s = tid; s < f->n; s += f->team.size) {
 		memset(acc, 0, h * sizeof(double));
 		for (uint32_t p = 0; p < f->lens[s]; p++)
 			for (uint32_t i = 0; i < h; i++)
@@ -153,50 +119,37 @@ static void step_pool(const fwd_t *f, uint32_t tid, const float *x)
 
 /* The whole pass as one team member sees it; x and tmp swap roles after
  * each residual LayerNorm (every member swaps its own copies alike). */
-static void forward_member(fwd_t *f, uint32_t tid)
+static void forward_member(void *arg, uint32_t tid)
 {
+	fwd_t *f = arg;
 	const embed_model_t *m = f->m;
 	uint32_t h = m->cfg.hidden;
 	float *x = f->x, *tmp = f->tmp, *t;
 	float *qkv = f->big, *ctx = f->big + (size_t)f->T * 3 * h;
 	step_embed(f, tid);
-	team_sync(f);
+	embed_team_sync(&f->team);
 	step_ln(f, tid, x, NULL, m->emb_ln_g, m->emb_ln_b);
-	team_sync(f);
+	embed_team_sync(&f->team);
 	for (uint32_t l = 0; l < m->cfg.layers; l++) {
 		const embed_layer_t *L = &m->layer[l];
 		step_linear(f, tid, &L->qkv, x, qkv, 0);
-		team_sync(f);
+		embed_team_sync(&f->team);
 		step_attend(f, tid, qkv, ctx);
-		team_sync(f);
+		embed_team_sync(&f->team);
 		step_linear(f, tid, &L->attn_out, ctx, tmp, 0);
-		team_sync(f);
+		embed_team_sync(&f->team);
 		step_ln(f, tid, tmp, x, L->ln1_g, L->ln1_b);
-		team_sync(f);
+		embed_team_sync(&f->team);
 		t = x, x = tmp, tmp = t;
 		step_linear(f, tid, &L->ffn_in, x, f->big, 1);
-		team_sync(f);
+		embed_team_sync(&f->team);
 		step_linear(f, tid, &L->ffn_out, f->big, tmp, 0);
-		team_sync(f);
+		embed_team_sync(&f->team);
 		step_ln(f, tid, tmp, x, L->ln2_g, L->ln2_b);
-		team_sync(f);
+		embed_team_sync(&f->team);
 		t = x, x = tmp, tmp = t;
 	}
 	step_pool(f, tid, x);
-}
-
-typedef struct {
-	fwd_t *f;
-	uint32_t tid;
-} member_t;
-
-static void *member_main(void *arg)
-{
-	member_t *mb = arg;
-	while (!atomic_load_explicit(&mb->f->go, memory_order_acquire))
-		sched_yield();
-	forward_member(mb->f, mb->tid);
-	return NULL;
 }
 
 static void fwd_free(fwd_t *f)
@@ -219,7 +172,7 @@ static int fwd_alloc(fwd_t *f, uint32_t max_len)
 	f->x = vela_aligned_alloc(64, vela_mul_size(f->T * (size_t)c->hidden + pad, sizeof(float)));
 	f->tmp = vela_aligned_alloc(64, vela_mul_size(f->T * (size_t)c->hidden + pad, sizeof(float)));
 	f->big = vela_aligned_alloc(64, vela_mul_size(f->T * big + pad, sizeof(float)));
-	f->att = vela_aligned_alloc(64, vela_mul_size(f->att_stride * f->team, sizeof(float)));
+	f->att = vela_aligned_alloc(64, vela_mul_size(f->att_stride * f->team.size, sizeof(float)));
 	if (f->offs && f->x && f->tmp && f->big && f->att)
 		return 0;
 	fwd_free(f);
@@ -235,27 +188,12 @@ int embed_forward(const embed_model_t *m, const int32_t *ids, const uint32_t *le
 		f.T += lens[s];
 		max_len = lens[s] > max_len ? lens[s] : max_len;
 	}
-	f.team = team < 1 ? 1 : team > EMBED_THREADS_MAX ? EMBED_THREADS_MAX : team;
+	f.team.size = team < 1 ? 1 : team > EMBED_THREADS_MAX ? EMBED_THREADS_MAX : team;
 	if (fwd_alloc(&f, max_len) != 0)
 		return vela_err_set(err, VELA_ENOMEM, "embed: out of memory for %u tokens", f.T);
 	for (uint32_t s = 0, t = 0; s < n; t += lens[s++])
 		f.offs[s] = t;
-	atomic_init(&f.arrived, 0);
-	atomic_init(&f.phase, 0);
-	atomic_init(&f.go, 0);
-	pthread_t tid[EMBED_THREADS_MAX];
-	member_t mb[EMBED_THREADS_MAX];
-	uint32_t started = 1;
-	for (; started < f.team; started++) {
-		mb[started] = (member_t){&f, started};
-		if (pthread_create(&tid[started], NULL, member_main, &mb[started]) != 0)
-			break;
-	}
-	f.team = started; /* fewer threads when one could not start: slower, not wrong */
-	atomic_store_explicit(&f.go, 1, memory_order_release);
-	forward_member(&f, 0);
-	for (uint32_t i = 1; i < started; i++)
-		pthread_join(tid[i], NULL);
+	embed_team_run(&f.team, forward_member, &f);
 	fwd_free(&f);
 	return 0;
 }

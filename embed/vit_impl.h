@@ -31,16 +31,6 @@ typedef struct embed_vit_config {
 	uint32_t tokens;       /* grid^2 + 1 (the class token) */
 } embed_vit_config_t;
 
-/** One pre-LN encoder layer: x += attn(LN1 x); x += fc2(quick_gelu(fc1(LN2 x))). */
-typedef struct embed_vit_layer {
-	float *ln1_g, *ln1_b;
-	embed_linear_t qkv; /* q, k, v fused: out = 3 * hidden */
-	embed_linear_t attn_out;
-	float *ln2_g, *ln2_b;
-	embed_linear_t fc1; /* hidden -> intermediate, quick_gelu */
-	embed_linear_t fc2; /* intermediate -> hidden */
-} embed_vit_layer_t;
-
 struct embed_image_model {
 	embed_vit_config_t cfg;
 	uint32_t batch_images, threads;
@@ -52,7 +42,7 @@ struct embed_image_model {
 	float *pre_g, *pre_b;    /* pre_layrnorm */
 	float *post_g, *post_b;  /* post_layernorm */
 	embed_linear_t proj;     /* visual_projection [proj, hidden]; zero bias */
-	embed_vit_layer_t *layer;
+	embed_layer_t *layer;    /* pre-LN; ffn_in is CLIP's fc1, ffn_out fc2 */
 };
 
 /**
