@@ -29,6 +29,11 @@ int cli_line_read(FILE *f, char **buf, size_t *cap, size_t *len, vela_err_t *err
 		return vela_err_set(err, VELA_EIO, "read error");
 	if (c == EOF && *len == 0)
 		return 0;
+	if (*cap == 0) { /* an empty first line: nothing grew the buffer yet */
+		if ((*buf = malloc(1)) == NULL)
+			return vela_err_set(err, VELA_ENOMEM, "out of memory");
+		*cap = 1;
+	}
 	(*buf)[*len] = '\0';
 	return 1;
 }
@@ -46,11 +51,13 @@ int cli_json_vector(const json_t *a, float **out, uint32_t *dim, vela_err_t *err
 		return vela_err_set(err, VELA_ENOMEM, "out of memory");
 	for (size_t i = 0; i < n; i++) {
 		const json_t *x = json_array_get(a, i);
-		if (!json_is_number(x) || !isfinite(json_number_value(x))) {
+		/* Finite as a float too: 1e39 is a finite double but an infinite float. */
+		v[i] = json_is_number(x) ? (float)json_number_value(x) : NAN;
+		if (!isfinite(v[i])) {
 			free(v);
-			return vela_err_set(err, VELA_EINVAL, "\"vector\"[%zu] is not a finite number", i);
+			return vela_err_set(err, VELA_EINVAL,
+					    "\"vector\"[%zu] is not a finite float32 number", i);
 		}
-		v[i] = (float)json_number_value(x);
 	}
 	*out = v;
 	*dim = (uint32_t)n;
