@@ -103,8 +103,10 @@ float *embed_floats_alloc(size_t n, size_t pad)
 static int tensor_find(const embed_loader_t *ld, const char *name, uint32_t ndim,
 		       const uint64_t *dims, const embed_st_tensor_t **out, vela_err_t *err)
 {
-	char full[256], alt[256];
-	snprintf(full, sizeof(full), "%s%s", ld->prefix, name);
+	char full[EMBED_ST_NAME_MAX + 1], alt[EMBED_ST_NAME_MAX + 1];
+	if (snprintf(full, sizeof(full), "%s%s", ld->prefix, name) >= (int)sizeof(full))
+		return vela_err_set(err, VELA_ECORRUPT, "tensor name %s%s is too long", ld->prefix,
+				    name);
 	const embed_st_tensor_t *t = embed_st_find(ld->st, full);
 	const char *dot = strrchr(full, '.');
 	if (t == NULL && dot != NULL && strstr(full, "LayerNorm") != NULL) {
@@ -177,7 +179,7 @@ int embed_linear_load(const embed_loader_t *ld, const char *const *stems, int pa
 			 ? 0
 			 : vela_err_set(err, VELA_ENOMEM, "embed: out of memory");
 	for (int p = 0; rc == 0 && stems && p < parts; p++) {
-		const embed_st_tensor_t *tw, *tb = NULL;
+		const embed_st_tensor_t *tw = NULL, *tb = NULL;
 		uint64_t dw[2] = {out, in}, db[1] = {out};
 		snprintf(name, sizeof(name), "%s.weight", stems[p]);
 		rc = tensor_find(ld, name, 2, dw, &tw, err);
