@@ -186,6 +186,12 @@ static int group_batch(srv_t *s, group_t *g, srv_job_t *j)
 	return -1;
 }
 
+/* The write was refused because the LMDB map is full (db/write.c's -OOM). */
+static bool reply_is_map_full(const resp_out_t *o)
+{
+	return o->len > 4 && memcmp(o->p, "-OOM ", 5) == 0;
+}
+
 static void writer_run_one(srv_t *s, group_t *g, srv_job_t *j)
 {
 	cmd_ctx_t x = {.srv = s, .db = s->db, .argc = j->argc, .argv = j->argv, .out = &j->out,
@@ -208,6 +214,19 @@ static void writer_run_one(srv_t *s, group_t *g, srv_job_t *j)
 	if (group_batch(s, g, j) == 0) {
 		x.batch = g->batch;
 		slowlog_run(j->cmd, &x, j->c);
+	}
+	if (g->head && reply_is_map_full(&j->out)) {
+		/* The map filled up inside this group (a pipeline of deletes on a
+		 * full map, say): commit what the group holds, so the pages its
+		 * deletes freed become reusable, and run this write once more in
+		 * a fresh batch. A write refused for lack of room did nothing, so
+		 * running it again is safe. */
+		j->out.len = 0;
+		group_flush(s, g);
+		if (group_batch(s, g, j) == 0) {
+			x.batch = g->batch;
+			slowlog_run(j->cmd, &x, j->c);
+		}
 	}
 	group_add(g, j);
 }

@@ -234,6 +234,28 @@ def test_map_full_then_delete(velad_factory):
     check_reads(c, w.acked, rng)
 
 
+def test_map_full_pipelined_deletes(velad_factory):
+    """A pipeline of deletes on a full map: the writer commits early when a
+    delete finds no room in its group, then runs it again in a fresh one, so
+    every DEL of the pipeline is applied (:1), and the other documents stay."""
+    srv = velad_factory("--map-size", MAP, "--appendfsync", "everysec")
+    c = srv.client(protocol=2)
+    make_index(c)
+    w = Writer(c, 3)
+    fill_to_reserve(c, srv.port, w)
+    rng = np.random.default_rng(9)
+    victims = list(w.acked)[::2][:600]
+    p = c.pipeline(transaction=False)
+    for k in victims:
+        p.delete(k)
+    replies = p.execute(raise_on_error=False)
+    assert replies == [1] * len(victims), [r for r in replies if r != 1][:3]
+    for k in victims:
+        del w.acked[k]
+    check_reads(c, w.acked, rng)
+    assert w.batch(1, prefix="d:p") == []  # and there is room to write again
+
+
 def test_map_full_then_flushall(velad_factory):
     """FLUSHALL on a map full up to the reserve frees everything in one
     commit (its free-list record is what the reserve grows with the map
