@@ -618,11 +618,9 @@ static er_req_t *fill_step(srv_t *s)
 {
 	srv_embed_t *e = s->embed;
 	pthread_mutex_lock(&e->mu);
-	er_fill_t *f = e->fills, **pf = &e->fills;
-	while (f && f->next) { /* the oldest: walks finish in the order they began */
-		pf = &f->next;
+	er_fill_t *f = e->fills;
+	while (f && f->next) /* the oldest: walks finish in the order they began */
 		f = f->next;
-	}
 	pthread_mutex_unlock(&e->mu);
 	if (f == NULL)
 		return NULL;
@@ -636,8 +634,12 @@ static er_req_t *fill_step(srv_t *s)
 	if (rc || done) {
 		if (rc == 0)
 			vela_info("embed: back-fill of index '%s' queued its last vectors", f->index);
-		pthread_mutex_lock(&e->mu);
-		*pf = f->next; /* only the former removes walks, and new ones go in front */
+		pthread_mutex_lock(&e->mu); /* unlink: new walks may have gone in front */
+		for (er_fill_t **pp = &e->fills; *pp; pp = &(*pp)->next)
+			if (*pp == f) {
+				*pp = f->next;
+				break;
+			}
 		pthread_mutex_unlock(&e->mu);
 		free(f->index);
 		free(f->cursor);

@@ -312,3 +312,31 @@ def test_images_embed_store_and_search(img_srv):
         d = 1 - ref @ ref[i] / np.linalg.norm(ref, axis=1) / np.linalg.norm(ref[i])
         assert res[1] == f"pic:{i}".encode()
         assert set(res[1:]) == {f"pic:{j}".encode() for j in np.argsort(d, kind="stable")[:3]}
+
+
+def test_two_backfills_at_once(srv, golden):
+    """Two indexes created back to back over existing documents: both walks
+    run (the second one joins the list while the first is going)."""
+    import time
+    sents, ref = golden
+    r = srv.client(protocol=2)
+    p = r.pipeline(transaction=False)
+    for i, s in enumerate(sents):
+        p.hset(f"a:{i}", mapping={"body": s})
+        p.hset(f"b:{i}", mapping={"text": s})
+    p.execute()
+    p = r.pipeline(transaction=False)
+    for pre, src, vec in (("a:", "body", "va"), ("b:", "text", "vb")):
+        p.execute_command("FT.CREATE", f"i{vec}", "ON", "HASH", "PREFIX", 1, pre, "SCHEMA",
+                          vec, "VECTOR", "FLAT", 10, "TYPE", "FLOAT32", "DIM", 384,
+                          "DISTANCE_METRIC", "COSINE", "MODEL", MODEL, "SOURCE", src)
+    assert p.execute() == [b"OK", b"OK"]
+    keys = [(f"a:{i}", "va") for i in range(len(sents))] + \
+           [(f"b:{i}", "vb") for i in range(len(sents))]
+    deadline = time.time() + 60
+    while time.time() < deadline and not all(r.hexists(k, f) for k, f in keys):
+        time.sleep(0.1)
+    for k, f in keys:
+        v = np.frombuffer(r.hget(k, f), dtype="<f4")
+        assert cos(v, ref[int(k.split(":")[1])]) >= COS_MIN
+    assert r.info("embed")["embed_backfill_indexes"] == 0
