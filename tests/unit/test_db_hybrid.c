@@ -307,16 +307,9 @@ Test(db_hybrid, every_plan_exact_when_exhaustive, .timeout = 300)
 Test(db_hybrid, empty_filter_profile_explain, .timeout = 300)
 {
 	char dir[64];
-	tmpdir_make(dir, sizeof(dir));
 	wl_params_t p;
-	wl_params_default(&p);
-	p.n = 3000;
-	p.dim = 8;
 	wl_data_t d;
-	cr_assert_eq(wl_data_make(&p, &d), 0);
-	vela_db_t *db = db_open_ok(dir, 0);
-	hy_index_t ix = {.R = 16, .L = 32, .window = 32};
-	hy_load(db, &d, &ix);
+	vela_db_t *db = hy_small(dir, sizeof(dir), &p, &d);
 	float q[8];
 	wl_rng_t r = wl_rng(p.seed, WL_S_USER, 1);
 	wl_query_vector(&d, &r, q);

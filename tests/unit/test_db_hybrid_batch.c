@@ -604,16 +604,9 @@ Test(db_hybrid_batch, numeric_ranges_cut_equal_single)
 Test(db_hybrid_batch, empty_batch_and_profiles)
 {
 	char dir[64];
-	tmpdir_make(dir, sizeof(dir));
 	wl_params_t p;
-	wl_params_default(&p);
-	p.n = 3000;
-	p.dim = 8;
 	wl_data_t d;
-	cr_assert_eq(wl_data_make(&p, &d), 0);
-	vela_db_t *db = db_open_ok(dir, 0);
-	hy_index_t ix = {.R = 16, .L = 32, .window = 32};
-	hy_load(db, &d, &ix);
+	vela_db_t *db = hy_small(dir, sizeof(dir), &p, &d);
 	cr_assert_eq(vela_search_batch(db, NULL, 0, NULL, NULL), 0, "an empty batch");
 	/* five queries on one selective filter and one matching nothing */
 	float q[6][8];

@@ -37,4 +37,19 @@ static inline void hy_load(vela_db_t *db, const wl_data_t *d, const hy_index_t *
 	cr_assert_eq(info.graph_nodes, d->p.n, "the graph was built");
 }
 
+/* The small set of the edge-case tests: 3,000 x 8 generated documents in a
+ * new database in `dir` (graph R 16, L 32, window 32). */
+static inline vela_db_t *hy_small(char *dir, size_t cap, wl_params_t *p, wl_data_t *d)
+{
+	tmpdir_make(dir, cap);
+	wl_params_default(p);
+	p->n = 3000;
+	p->dim = 8;
+	cr_assert_eq(wl_data_make(p, d), 0);
+	vela_db_t *db = db_open_ok(dir, 0);
+	hy_index_t ix = {.R = 16, .L = 32, .window = 32};
+	hy_load(db, d, &ix);
+	return db;
+}
+
 #endif
