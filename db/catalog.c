@@ -33,12 +33,14 @@ static int field_check(const vela_field_def_t *f, uint32_t i, vela_err_t *err)
 	    (f->compression && f->algo != VELA_ALGO_GRAPH) ||
 	    (f->training_threshold && (f->training_threshold < VELA_TRAINING_THRESHOLD_MIN ||
 				       f->training_threshold > VELA_TRAINING_THRESHOLD_MAX)) ||
-	    (f->reduce && (f->reduce >= f->dim || f->compression < 1 + GRAPH_LVQ_LEANVEC4X8)))
+	    (f->reduce && (f->reduce >= f->dim || f->compression < 1 + GRAPH_LVQ_LEANVEC4X8)) ||
+	    f->graph_name > VELA_GRAPH_NAME_SVS_VAMANA ||
+	    (f->graph_name && f->algo != VELA_ALGO_GRAPH))
 		return vela_err_set(err, VELA_EINVAL,
 				    "field '%s': graph degree must be %u..%u, construction window "
 				    "%u..%u, search window at most %u, training threshold %u..%u; "
 				    "compression needs a graph, REDUCE a LeanVec compression and "
-				    "a value below DIM",
+				    "a value below DIM; an algorithm name only goes with a graph",
 				    f->name, GRAPH_MAX_DEGREE_MIN, GRAPH_MAX_DEGREE_MAX,
 				    GRAPH_CONSTRUCTION_WINDOW_SIZE_MIN,
 				    GRAPH_CONSTRUCTION_WINDOW_SIZE_MAX, GRAPH_SEARCH_WINDOW_SIZE_MAX,
@@ -100,6 +102,8 @@ void db_index_free(db_index_t *ix)
 		free(ix->fields[i].alias);
 		free(ix->fields[i].model);
 		free(ix->fields[i].source);
+		if (ix->fields[i].dirty)
+			roaring_bitmap_free(ix->fields[i].dirty);
 		graph_destroy(ix->fields[i].graph); /* before the stores it reads */
 		graph_lvq_store_destroy(ix->fields[i].lvq);
 		flat_destroy(ix->fields[i].flat);
@@ -128,6 +132,12 @@ static int field_init(db_field_t *d, const vela_field_def_t *f)
 	d->compression = f->compression;
 	d->training_threshold = f->training_threshold;
 	d->reduce = f->reduce;
+	/* Catalogs before version 5 did not keep the name: COMPRESSION is an
+	 * SVS-VAMANA option in Redis, so a compressed graph reads as SVS-VAMANA
+	 * and any other as HNSW (vela also takes COMPRESSION on HNSW). */
+	if (f->algo == VELA_ALGO_GRAPH)
+		d->graph_name = f->graph_name ? f->graph_name
+			      : f->compression ? VELA_GRAPH_NAME_SVS_VAMANA : VELA_GRAPH_NAME_HNSW;
 	if (d->name == NULL || d->alias == NULL)
 		return VELA_ENOMEM;
 	if (f->model && ((d->model = strdup(f->model)) == NULL ||
@@ -264,6 +274,7 @@ int db_index_pack(const db_index_t *ix, uint8_t **out, size_t *len)
 		wb_u32(&w, f->reduce);
 		wb_str(&w, f->model ? f->model : ""); /* version 4 */
 		wb_str(&w, f->source ? f->source : "");
+		wb_u32(&w, f->graph_name); /* version 5 */
 	}
 	if (w.rc) {
 		free(w.p);
@@ -367,6 +378,8 @@ static void unpack_field(rbuf_t *r, vela_field_def_t *f, uint32_t version)
 			f->model = f->source = NULL;
 		}
 	}
+	if (version >= 5)
+		f->graph_name = rb_u32(r);
 }
 
 /* Unpack into a definition (all parts malloc'd) and the stored id. */
@@ -676,6 +689,7 @@ int vela_index_info(vela_db_t *db, const char *name, vela_index_info_t *out, vel
 			out->graph_nodes += graph_count(ix->fields[i].graph);
 			out->graphs_from_snapshot += ix->fields[i].graph_from_snapshot;
 		}
+		out->graphs_building += ix->fields[i].build_queued;
 	}
 	pthread_rwlock_unlock(&db->lock);
 	return VELA_OK;

@@ -28,7 +28,8 @@
 
 /** Packed index definitions start with this magic and version. */
 #define DB_CATALOG_MAGIC 0x56494458u /* "VIDX" */
-#define DB_CATALOG_VERSION 4u /* 2: graph parameters; 3: compression; 4: model, source */
+#define DB_CATALOG_VERSION 5u /* 2: graph parameters; 3: compression; 4: model, source;
+				* 5: graph_name (HNSW or SVS-VAMANA) */
 
 /** One field of a loaded index. */
 typedef struct db_field {
@@ -53,6 +54,13 @@ typedef struct db_field {
 	uint32_t compression, training_threshold, reduce; /**< as vela_field_def_t */
 	graph_lvq_store_t *lvq; /**< compressed copies the graph searches on (or NULL) */
 	char *model, *source;   /**< computed vectors (vela_field_def_t), or NULL */
+	/* Background builds (db/builder.c), all under the exclusive lock (or
+	 * write_mu): while one is in flight, `dirty` holds the docids written
+	 * since its copy (replayed onto the new graph at install). */
+	roaring_bitmap_t *dirty;
+	bool build_queued; /**< a build or retrain job is queued or running */
+	bool build_failed; /**< the last build failed: not retried until a reopen or retrain */
+	uint32_t graph_name;    /**< VELA_GRAPH_NAME_HNSW or _SVS_VAMANA (GRAPH), else 0 */
 } db_field_t;
 
 /** A loaded index. */
@@ -71,6 +79,8 @@ typedef struct db_index {
 /* ------------------------------------------------------------ vector fields */
 
 #define DB_GRAPH_MIN_DOCS 1024u
+/** Room for a path in the database directory (as PATH_MAX_SNAP). */
+#define PATH_MAX_SNAP_BUILD 4096
 /** Consolidate when tombstones exceed this fraction of live nodes. */
 #define DB_GRAPH_CONSOLIDATE_RATIO 0.2
 
@@ -80,18 +90,78 @@ int db_vec_remove(db_field_t *f, uint32_t docid);
 /** Vectors a GRAPH field needs before its graph is built (and trained). */
 uint64_t db_vec_build_threshold(const db_field_t *f);
 /**
- * Set up the store the graph reads (the flat vectors, or compressed copies
- * trained and encoded now) and list the field's docids (*ids malloc'd).
+ * Set up the store field k's graph reads (the flat vectors, or compressed
+ * copies trained and encoded now, on the field's kept training queries) and
+ * list its docids (*ids malloc'd). For loading a graph snapshot.
  */
-int db_vec_store_prepare(db_field_t *f, uint32_t **ids, uint64_t *n);
-/** Build the graph once the field is large enough (exclusive lock held). */
-void db_vec_maybe_build(db_field_t *f);
+int db_vec_store_prepare(const vela_db_t *db, db_index_t *ix, uint32_t k, uint32_t **ids,
+			 uint64_t *n);
+/**
+ * Build field k's graph once it holds enough vectors: queued to the
+ * background builder when the database has one (VELA_OPEN_BACKGROUND_BUILD),
+ * else now. Caller holds db->lock exclusively (or is alone, at open).
+ */
+void db_vec_maybe_build(vela_db_t *db, db_index_t *ix, uint32_t k);
+
+/** One graph build, in steps (db/vecbuild.c; see its file comment). */
+typedef struct db_vec_build {
+	/* inputs: set by the caller before init */
+	bool live;                 /**< F32: build over the field's own flat index */
+	const atomic_bool *cancel; /**< NULL, or stops graph_build */
+	const float *Q;            /**< LeanVec-OOD training queries (borrowed) */
+	size_t m;
+	/* db_vec_build_init: the field's parameters */
+	char *alias;
+	uint32_t dim, compression, reduce;
+	vela_metric_t metric;
+	vela_vec_type_t vec_type;
+	uint64_t threshold;
+	graph_params_t gp;
+	char train_path[PATH_MAX_SNAP_BUILD];
+	float *Q_own; /**< queries read from train_path (then Q points here) */
+	/* db_vec_build_copy */
+	uint32_t *ids;
+	uint64_t n;
+	float *vecs;        /**< n x dim, compressed fields until encoded */
+	flat_index_t *flat; /**< the private F32 copy (background F32 builds) */
+	/* db_vec_build_run */
+	bool ood; /**< the store was trained out-of-distribution */
+	graph_lvq_store_t *lvq;
+	graph_store_t gs;
+	graph_t *graph;
+	size_t replayed; /**< writes replayed at install */
+} db_vec_build_t;
+
+int db_vec_build_init(const vela_db_t *db, const db_index_t *ix, uint32_t k, db_vec_build_t *b);
+/** Copy the docids and vectors (lock held: shared is enough). */
+int db_vec_build_copy(const db_field_t *f, db_vec_build_t *b);
+/** Train, encode, build: no lock. */
+int db_vec_build_run(db_vec_build_t *b);
+/** Replay f->dirty, swap the graph (and store) in: exclusive lock. On
+ * error the field is unchanged. */
+int db_vec_build_install(db_field_t *f, db_vec_build_t *b);
+/** After an install: keep (or remove) the training-query file. */
+void db_vec_build_keep_queries(const db_vec_build_t *b);
+void db_vec_build_free(db_vec_build_t *b);
+
+/** The background builder (db/builder.c). */
+typedef struct db_builder db_builder_t;
+int db_builder_start(vela_db_t *db);
+/** Cancel a running build, drop queued jobs, join the thread. */
+void db_builder_stop(vela_db_t *db);
+/** Queue a build (retrain: replace an existing graph) of ix's field k;
+ * takes Q (malloc'd, or NULL). Exclusive lock or write_mu held. */
+int db_build_submit(vela_db_t *db, const db_index_t *ix, uint32_t field, float *Q, size_t m,
+		    bool retrain);
+
 /** Does the index have a GRAPH field (its docids are not reused before consolidation)? */
 bool db_index_has_graph(const db_index_t *ix);
 
 /* ------------------------------------------------------------ snapshots */
 
 #define PATH_MAX_SNAP 4096
+/** Path of field k's kept LeanVec-OOD training queries. */
+void db_train_path(const vela_db_t *db, const db_index_t *ix, uint32_t k, char *buf, size_t len);
 /** Save every built graph (at close; `seq` = the change-log sequence now). */
 void db_snapshots_save(vela_db_t *db, uint64_t seq);
 /** Load field k's graph from a current snapshot: 0, or why not (then build). */
@@ -112,6 +182,7 @@ struct vela_db {
 	 * whenever an index is published or dropped: lets the server skip the
 	 * lookup of computed vectors on every HSET when there are none. */
 	atomic_uint n_computed;
+	db_builder_t *builder; /**< background graph builds, or NULL (foreground) */
 };
 
 /** Recount db->n_computed (caller holds db->lock exclusively, or is alone). */

@@ -489,8 +489,6 @@ int db_index_load(const vela_db_t *db, db_index_t *ix, storage_txn_t *txn, uint6
 		db_field_t *f = &ix->fields[i];
 		if (f->algo == VELA_ALGO_GRAPH && flat_count(f->flat) >= db_vec_build_threshold(f))
 			db_snapshot_load(db, ix, i, seq);
-		if (f->type == VELA_FIELD_VECTOR)
-			db_vec_maybe_build(f); /* no-op when the snapshot loaded */
-	}
+	} /* graphs without a snapshot are built once every index is loaded */
 	return VELA_OK;
 }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "db/search_int.h"
 
 struct load_ctx {
 	vela_db_t *db;
@@ -87,10 +88,17 @@ int vela_db_open(const char *dir, const vela_db_options_t *opts, vela_db_t **out
 	pthread_rwlockattr_destroy(&attr);
 	pthread_mutex_init(&db->write_mu, NULL);
 	pthread_mutex_init(&db->backup_mu, NULL);
-	if ((rc = db_load(db, err))) {
+	if ((rc = db_load(db, err)) == 0 && opts && (opts->flags & VELA_OPEN_BACKGROUND_BUILD) &&
+	    (rc = db_builder_start(db)))
+		vela_err_set(err, rc, "cannot start the graph builder thread");
+	if (rc) {
 		vela_db_close(db);
 		return rc;
 	}
+	/* Graphs no snapshot gave: built now, or queued to the builder. */
+	for (size_t i = 0; i < db->n_indexes; i++)
+		for (uint32_t k = 0; k < db->indexes[i]->n_fields; k++)
+			db_vec_maybe_build(db, db->indexes[i], k);
 	*out = db;
 	return VELA_OK;
 }
@@ -108,10 +116,25 @@ static uint64_t db_seq(vela_db_t *db)
 	return seq;
 }
 
+/* The workload logs and query samples the searches recorded, kept beside
+ * the database (LeanVec-OOD retraining and layouts read them after a restart). */
+static void db_field_states_save(vela_db_t *db)
+{
+	for (size_t i = 0; i < db->n_indexes; i++)
+		for (uint32_t k = 0; k < db->indexes[i]->n_fields; k++) {
+			db_field_state_t *s = db_field_state(db, db->indexes[i], k, false);
+			if (s && db_workload_save(db, db->indexes[i], s))
+				vela_warn("index '%s': cannot save its workload log",
+					  db->indexes[i]->name);
+		}
+}
+
 void vela_db_close(vela_db_t *db)
 {
 	if (db == NULL)
 		return;
+	db_builder_stop(db); /* a build in flight is cancelled: rebuilt at the next open */
+	db_field_states_save(db);
 	vela_layout_release(db); /* workload logs and layouts of this db (db/layout.c) */
 	if (db->env && db->n_indexes)
 		db_snapshots_save(db, db_seq(db));

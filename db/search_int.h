@@ -128,6 +128,14 @@ typedef struct db_field_state {
 	uint64_t tick, total;
 	/** Set and replaced with db->lock held exclusively; read under it shared. */
 	db_layout_t *layout;
+	/* The query sample (db/qsample.c), guarded by mu. */
+	float *qs_rows;       /**< qs_alloc rows of qs_dim floats, owned; NULL until the first */
+	uint32_t qs_dim;      /**< dim of the rows (0: none recorded yet) */
+	uint32_t qs_n;        /**< rows held */
+	uint32_t qs_alloc;    /**< rows allocated (grows by doubling up to the cap) */
+	uint32_t qs_rows_max; /**< row cap asked (0: DB_QSAMPLE_ROWS_DEFAULT) */
+	uint64_t qs_seen;     /**< queries offered to the reservoir so far */
+	uint64_t qs_rng;      /**< splitmix64 state, seeded from (index id, field) */
 	struct db_field_state *next;
 } db_field_state_t;
 
@@ -149,6 +157,68 @@ int db_workload_snapshot(db_field_state_t *s, db_wl_ent_t **out, size_t *n);
 void db_workload_snapshot_free(db_wl_ent_t *v, size_t n);
 int db_workload_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s);
 void db_workload_load(vela_db_t *db, const db_index_t *ix, db_field_state_t *s);
+
+/* ------------------------------------------------------------ query sample */
+/* db/qsample.c: per vector field, a uniform sample (reservoir, Vitter's
+ * algorithm R) of the query vectors searched on it, the OOD training set of
+ * LeanVec (quant_leanvec_train_ood; vela_index_train with queries NULL).
+ * Saved beside the database with the workload log, as
+ * <dir>/qsample-<index id>-<field>.bin: magic, version, dim, rows, seen
+ * count, the rows (float32), then the XXH3-64 of everything before it. */
+
+/** Rows a field's sample keeps at most (fewer for wide dims: BYTES_MAX). */
+#define DB_QSAMPLE_ROWS_DEFAULT 10000u
+#define DB_QSAMPLE_ROWS_MIN 1u
+#define DB_QSAMPLE_ROWS_MAX (1u << 20)
+/** Bytes of rows a field's sample holds at most, whatever its row cap. */
+#define DB_QSAMPLE_BYTES_MAX ((size_t)32 << 20)
+
+/** The row cap of a sample of `dim` floats asked `rows_max` rows (0: the
+ * default): 0 when one row is over DB_QSAMPLE_BYTES_MAX. */
+uint32_t db_qsample_cap(uint32_t rows_max, uint32_t dim);
+/** Set s's row cap (DB_QSAMPLE_ROWS_MIN..MAX; 0: the default); rows over a
+ * lower cap are dropped. @return 0 or VELA_EINVAL */
+int db_qsample_limit(db_field_state_t *s, uint32_t rows_max);
+/** Offer one query vector (`dim` floats, copied when kept; COSINE: as
+ * given, not normalised) to s's reservoir. Takes s->mu; one RNG draw, a
+ * copy only when the row is kept. A dim other than the sample's restarts it. */
+void db_qsample_record(db_field_state_t *s, const float *vec, uint32_t dim);
+/** Offer a query blob of field f (FLOAT32 or FLOAT16, dim elements,
+ * little-endian; converted only when kept). A blob of the wrong size is skipped. */
+void db_qsample_record_blob(db_field_state_t *s, const db_field_t *f, const void *blob,
+			    size_t len);
+/** Rows held and queries offered (either may be NULL). */
+void db_qsample_stats(db_field_state_t *s, uint32_t *rows, uint64_t *seen);
+/**
+ * @brief A copy of the sample of ix's `field` (rows of the field's dim
+ * floats). The caller holds db->lock (shared or exclusive) so ix lives;
+ * creates the field's state (loading its saved sample) on first use.
+ * @param out malloc'd rows the caller frees; NULL with *m = 0 when none
+ * @return 0; VELA_ENOTFOUND (not a vector field); VELA_ENOMEM
+ */
+int db_qsample_copy(vela_db_t *db, const db_index_t *ix, uint32_t field, float **out, size_t *m);
+/** Free s's sample (db_field_state_release). */
+void db_qsample_clear(db_field_state_t *s);
+/** Write s's sample to <dir>/qsample-<ix id>-<field>.bin (nothing when empty). */
+int db_qsample_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s);
+/** Load that file into s (s not shared yet). A missing file is no sample;
+ * a damaged, newer or other-dim one is ignored with a warning. */
+void db_qsample_load(vela_db_t *db, const db_index_t *ix, db_field_state_t *s);
+/**
+ * @brief Write m rows of `dim` floats to `path` in the sample's format
+ * (seen count = m), atomically (a temp file renamed).
+ * @return 0; VELA_EINVAL (dim 0, m over DB_QSAMPLE_ROWS_MAX); VELA_EIO; VELA_ENOMEM
+ */
+int db_qsample_file_save(const char *path, const float *Q, size_t m, uint32_t dim);
+/**
+ * @brief Read a sample file written by db_qsample_file_save or
+ * db_qsample_save, whose rows must have `dim` floats.
+ * @param Q malloc'd rows the caller frees (NULL when *m == 0)
+ * @return 0; VELA_ENOTFOUND (no file); VELA_ECORRUPT (bad magic, size,
+ *   checksum, non-finite row); VELA_EVERSION; VELA_EDIM (another dim);
+ *   VELA_ENOMEM; VELA_EIO. On failure *Q = NULL, *m = 0.
+ */
+int db_qsample_file_load(const char *path, uint32_t dim, float **Q, size_t *m);
 
 void db_layout_free(db_layout_t *l);
 /** The batch's partitions plan: answer every KNN plan (state 1) that takes

@@ -24,6 +24,11 @@ static void snap_path(const vela_db_t *db, const db_index_t *ix, uint32_t field,
 	snprintf(buf, cap, "%s/graph-%u-%u.snap", db->dir, ix->id, field);
 }
 
+void db_train_path(const vela_db_t *db, const db_index_t *ix, uint32_t k, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/train-%u-%u.bin", db->dir, ix->id, k);
+}
+
 static void put_le(uint8_t *p, uint64_t v, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -105,7 +110,7 @@ int db_snapshot_load(const vela_db_t *db, db_index_t *ix, uint32_t k, uint64_t s
 	uint32_t *ids = NULL;
 	uint64_t n = 0;
 	if (rc == 0) /* the same (re-trained, deterministic) store the graph was built on */
-		rc = db_vec_store_prepare(fd, &ids, &n);
+		rc = db_vec_store_prepare(db, ix, k, &ids, &n);
 	if (rc == 0)
 		rc = graph_load(f, &fd->gstore, 0, &fd->graph);
 	fclose(f);
@@ -140,6 +145,8 @@ void db_snapshot_remove(const vela_db_t *db, const db_index_t *ix)
 	for (uint32_t k = 0; k < ix->n_fields; k++) {
 		char path[PATH_MAX_SNAP];
 		snap_path(db, ix, k, path, sizeof(path));
+		unlink(path);
+		db_train_path(db, ix, k, path, sizeof(path));
 		unlink(path);
 	}
 }

@@ -72,6 +72,7 @@ void db_field_state_release(vela_db_t *db)
 		}
 		*pp = s->next;
 		wl_clear(s);
+		db_qsample_clear(s);
 		db_layout_free(s->layout);
 		pthread_mutex_destroy(&s->mu);
 		free(s);
@@ -264,6 +265,8 @@ void db_workload_record(vela_db_t *db, const db_index_t *ix, const query_t *q,
 	db_field_state_t *s = db_field_state(db, ix, knn->field_no, true);
 	uint8_t *key;
 	size_t klen;
+	if (s && knn->blob) /* the query sample (db/qsample.c): the vector as given */
+		db_qsample_record_blob(s, &ix->fields[knn->field_no], knn->blob, knn->blob_len);
 	if (s == NULL || db_workload_key(q, &key, &klen))
 		return; /* the log is advisory: a failure loses one record */
 	db_workload_add(s, key, klen, 1);
@@ -358,12 +361,13 @@ int db_workload_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 	if (rc)
 		remove(tmp);
 	free(buf);
-	return rc;
+	/* the query sample goes with the log (its own file) */
+	return rc ? rc : db_qsample_save(db, ix, s);
 }
 
 /* Load the field's log file into s (a missing, damaged or newer file is
- * ignored: the log is advisory). Called with reg_mu held, s not shared yet. */
-void db_workload_load(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
+ * ignored: the log is advisory). */
+static void wl_load(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 {
 	char path[PATH_MAX_SNAP];
 	wl_path(db, ix, s->field, path, sizeof(path));
@@ -400,4 +404,12 @@ void db_workload_load(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 		o += 20 + kl;
 	}
 	free(buf);
+}
+
+/* Load the field's log and query sample (each ignored when missing or
+ * damaged). Called with reg_mu held, s not shared yet. */
+void db_workload_load(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
+{
+	wl_load(db, ix, s);
+	db_qsample_load(db, ix, s);
 }

@@ -117,7 +117,7 @@ void db_changes_apply(vela_db_t *db, db_changes_t *c)
 		for (uint32_t k = 0; k < db->indexes[i]->n_fields; k++)
 			if (db->indexes[i]->fields[k].grew) {
 				db->indexes[i]->fields[k].grew = false;
-				db_vec_maybe_build(&db->indexes[i]->fields[k]);
+				db_vec_maybe_build(db, db->indexes[i], k);
 			}
 	c->n = 0;
 }

@@ -15,7 +15,7 @@ void graph_params_default(graph_params_t *p)
 {
 	*p = (graph_params_t){GRAPH_MAX_DEGREE_DEFAULT, GRAPH_CONSTRUCTION_WINDOW_SIZE_DEFAULT,
 			      GRAPH_CANDIDATE_POOL_DEFAULT, GRAPH_PRUNE_TO_DEFAULT,
-			      GRAPH_ALPHA_DEFAULT, GRAPH_THREADS_DEFAULT};
+			      GRAPH_ALPHA_DEFAULT, GRAPH_THREADS_DEFAULT, NULL};
 }
 
 void graph_search_params_default(graph_search_params_t *sp)
@@ -72,6 +72,7 @@ int graph_alloc(const graph_store_t *st, const graph_params_t *p, graph_t **out)
 	g->prune_to = p->prune_to;
 	g->alpha = p->alpha;
 	g->threads = p->threads;
+	g->cancel = p->cancel;
 	g->entry = GRAPH_NONE;
 	g->prefetch = graph_store_prefetch(st);
 	g->track = true;
@@ -93,6 +94,15 @@ int graph_create(const graph_store_t *st, const graph_params_t *p, graph_t **out
 		return VELA_EINVAL;
 	int rc = graph_params_check(st, &pp);
 	return rc ? rc : graph_alloc(st, &pp, out);
+}
+
+int graph_store_rebind(graph_t *g, const graph_store_t *st)
+{
+	if (g == NULL || st == NULL || st->dim != g->st.dim || st->metric != g->st.metric)
+		return VELA_EINVAL;
+	g->st = *st;
+	g->prefetch = graph_store_prefetch(st);
+	return 0;
 }
 
 void graph_destroy(graph_t *g)

@@ -288,6 +288,8 @@ static int graph_pass(graph_t *g, const uint32_t *ids, size_t n, float alpha, gr
 	b->alpha = alpha;
 	for (size_t s = 0; s < n; s += bs) {
 		size_t m = n - s < bs ? n - s : bs;
+		if (g->cancel && atomic_load_explicit(g->cancel, memory_order_relaxed))
+			return VELA_EBUSY;
 		b->ids = ids + s;
 		int rc = graph_parallel(g, m, graph_task_link, b);
 		if (rc != 0)

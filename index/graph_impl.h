@@ -22,6 +22,7 @@ struct graph {
 	graph_store_t st;
 	uint32_t R, L, pool, prune_to, threads;
 	float alpha;
+	const atomic_bool *cancel; /* graph_params_t.cancel */
 	uint32_t *adj;   /* cap * R neighbour ids */
 	uint32_t *deg;   /* cap out-degrees */
 	uint8_t *state;  /* cap enum graph_node_state */

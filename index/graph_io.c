@@ -173,7 +173,8 @@ static int graph_load_params(graph_rbuf_t *r, const graph_store_t *st, uint32_t 
 		return VELA_ECORRUPT;
 	if (v[0] != (uint32_t)st->metric || v[1] != st->dim)
 		return VELA_EINVAL;
-	graph_params_t p = {v[2], v[3], v[4], v[5], 0, threads ? threads : GRAPH_THREADS_DEFAULT};
+	graph_params_t p = {v[2], v[3], v[4], v[5], 0, threads ? threads : GRAPH_THREADS_DEFAULT,
+			    NULL};
 	memcpy(&p.alpha, &v[6], 4);
 	if (p.alpha == 0.0f || graph_params_check(st, &p) != 0)
 		return st->prepare && st->dist && st->dist_ids ? VELA_ECORRUPT : VELA_EINVAL;

@@ -32,7 +32,9 @@ struct graph_lvq_store {
 	quant_lvq_t *sec;     /* LeanVec secondary (LVQ8, dim); NULL for LVQ */
 	float *B;             /* LeanVec data projection, d x dim */
 	float *A;             /* query projection: B for ID, its own for OOD */
-	float *Bmu;           /* ID with L2: B mu, subtracted after projecting */
+	float *Bmu;           /* L2: B mu, subtracted after projecting data */
+	float *Amu;           /* L2: A mu for queries (== Bmu for ID) */
+	float *cmu;           /* OOD with L2: the data mean mu the norms are taken from */
 	vela_metric_t pmetric; /* metric of traversal queries on the primary */
 	size_t p_size;        /* bytes per primary record */
 	size_t s_size;        /* bytes per residual/secondary record (0: none) */
@@ -112,12 +114,21 @@ static inline const uint8_t *glq_sec(const graph_lvq_store_t *s, uint32_t id)
 	return s->scodes + (size_t)id * s->s_size;
 }
 
-/* LeanVec query reduction (§1.1): A q, minus B mu for ID with L2. */
+/* LeanVec query reduction (§1.1): A q, minus A mu with L2. */
 static void glq_reduce_query(const graph_lvq_store_t *s, const float *q, float *y)
 {
 	quant_leanvec_project(s->A, s->d, s->p.dim, q, y);
-	for (uint32_t j = 0; s->Bmu && j < s->d; j++)
-		y[j] -= s->Bmu[j];
+	for (uint32_t j = 0; s->Amu && j < s->d; j++)
+		y[j] -= s->Amu[j];
+}
+
+/* |v - mu|^2 (OOD with L2: the norms of the centred vectors). */
+static float glq_cnorm(const graph_lvq_store_t *s, const float *v)
+{
+	double t = 0;
+	for (uint32_t j = 0; j < s->p.dim; j++)
+		t += ((double)v[j] - s->cmu[j]) * ((double)v[j] - s->cmu[j]);
+	return (float)t;
 }
 
 static int glq_prepare(void *ctx, const float *q, void *buf)
@@ -138,7 +149,7 @@ static int glq_prepare(void *ctx, const float *q, void *buf)
 	float *y = (float *)(b + s->q_off_y);
 	glq_reduce_query(s, q, y);
 	if (s->norms)
-		h->qn = quant_dot_f32(q, q, s->p.dim);
+		h->qn = glq_cnorm(s, q);
 	return quant_lvq_query_prepare(s->prim, s->pmetric, y, h->p);
 }
 
@@ -151,7 +162,9 @@ static float glq_dist(void *ctx, const void *pq, uint32_t id)
 	float d = quant_lvq_distance(s->prim, h->p, glq_prim(s, id));
 	if (!s->norms)
 		return d;
-	/* OOD with L2: |q|^2 + |x|^2 - 2 <A q, B x>, the IP query gives 1 - <.,.> */
+	/* OOD with L2, centred on mu (L2 does not change under a shift, and
+	 * the IP term's error is then relative to the spread, not to |x|):
+	 * |q'|^2 + |x'|^2 - 2 <A q', B x'>; the IP query gives 1 - <.,.> */
 	return h->qn + s->norm[id] - 2.0f * (1.0f - d);
 }
 
@@ -239,6 +252,29 @@ static int glq_get(void *ctx, uint32_t id, float *out)
 
 /* ------------------------------------------------ training */
 
+/* LeanVec-OOD for L2: trained on the data and queries centred on the data
+ * mean mu (kept in s->cmu for the norms), so A and B see the spread of the
+ * data rather than its offset. */
+static int glq_train_ood_l2(graph_lvq_store_t *s, const float *X, size_t n, const float *Q,
+			    size_t m, const float *mu, vela_err_t *err)
+{
+	uint32_t D = s->p.dim;
+	float *Xc = malloc(n * D * sizeof(float)), *Qc = malloc(m * D * sizeof(float));
+	s->cmu = malloc((size_t)D * sizeof(float));
+	int rc = Xc && Qc && s->cmu ? VELA_OK : VELA_ENOMEM;
+	for (size_t i = 0; rc == 0 && i < n * D; i++)
+		Xc[i] = X[i] - mu[i % D];
+	for (size_t i = 0; rc == 0 && i < m * D; i++)
+		Qc[i] = Q[i] - mu[i % D];
+	if (rc == 0) {
+		memcpy(s->cmu, mu, (size_t)D * sizeof(float));
+		rc = quant_leanvec_train_ood(Xc, n, Qc, m, D, s->d, NULL, s->A, s->B, NULL, err);
+	}
+	free(Xc);
+	free(Qc);
+	return rc;
+}
+
 /* LeanVec (§1.2, §1.3): projections, then the primary's mean on the
  * reduced sample (each LVQ level has its own mean, §1.1). */
 static int glq_train_leanvec(graph_lvq_store_t *s, const float *X, size_t n, const float *Q,
@@ -250,18 +286,24 @@ static int glq_train_leanvec(graph_lvq_store_t *s, const float *X, size_t n, con
 	if (s->B == NULL)
 		return VELA_ENOMEM;
 	int rc;
+	bool l2 = s->p.metric == VELA_METRIC_L2;
 	if (s->p.leanvec_mode == GRAPH_LVQ_LEANVEC_OOD) {
 		if ((s->A = malloc(pd * sizeof(float))) == NULL)
 			return VELA_ENOMEM;
-		rc = quant_leanvec_train_ood(X, n, Q, m, D, d, NULL, s->A, s->B, NULL, err);
+		rc = l2 ? glq_train_ood_l2(s, X, n, Q, m, mu, err)
+			: quant_leanvec_train_ood(X, n, Q, m, D, d, NULL, s->A, s->B, NULL, err);
 	} else {
 		s->A = s->B;
 		rc = quant_leanvec_train_id(X, n, D, d, s->B, mu, err);
-		if (rc == 0 && s->p.metric == VELA_METRIC_L2) {
-			if ((s->Bmu = malloc((size_t)d * sizeof(float))) == NULL)
-				return VELA_ENOMEM;
-			quant_leanvec_project(s->B, d, D, mu, s->Bmu);
-		}
+	}
+	if (rc == 0 && l2) {
+		s->Bmu = malloc((size_t)d * sizeof(float));
+		s->Amu = s->A == s->B ? s->Bmu : malloc((size_t)d * sizeof(float));
+		if (s->Bmu == NULL || s->Amu == NULL)
+			return VELA_ENOMEM;
+		quant_leanvec_project(s->B, d, D, mu, s->Bmu);
+		if (s->Amu != s->Bmu)
+			quant_leanvec_project(s->A, d, D, mu, s->Amu);
 	}
 	float *Y = rc == 0 ? malloc(n * d * sizeof(float)) : NULL;
 	if (rc == 0 && Y == NULL)
@@ -395,7 +437,10 @@ void graph_lvq_store_destroy(graph_lvq_store_t *s)
 	if (s->A != s->B)
 		free(s->A);
 	free(s->B);
+	if (s->Amu != s->Bmu)
+		free(s->Amu);
 	free(s->Bmu);
+	free(s->cmu);
 	free(s->pcodes);
 	free(s->scodes);
 	free(s->norm);
@@ -478,7 +523,7 @@ int graph_lvq_store_set(graph_lvq_store_t *s, uint32_t docid, const float *vec)
 			memcpy(srec, s->enc + s->p_size, s->s_size);
 	}
 	if (s->norms)
-		s->norm[docid] = quant_dot_f32(vec, vec, s->p.dim);
+		s->norm[docid] = glq_cnorm(s, vec);
 	if (docid > s->end) { /* gaps: zeroed records, unreadable by get */
 		size_t gap = docid - s->end;
 		memset(s->pcodes + (size_t)s->end * s->p_size, 0, gap * s->p_size);
@@ -530,7 +575,8 @@ size_t graph_lvq_store_memory(const graph_lvq_store_t *s)
 		return 0;
 	size_t pd = (size_t)s->d * s->p.dim * sizeof(float);
 	size_t m = sizeof(*s) + (size_t)s->cap * (graph_lvq_store_record_size(s) + 1);
-	m += (s->B ? pd : 0) + (s->A && s->A != s->B ? pd : 0) + (s->Bmu ? s->d * 4u : 0);
+	m += (s->B ? pd : 0) + (s->A && s->A != s->B ? pd : 0) + (s->Bmu ? s->d * 4u : 0) +
+	     (s->Amu && s->Amu != s->Bmu ? s->d * 4u : 0) + (s->cmu ? s->p.dim * 4u : 0);
 	m += (size_t)(s->p.dim + s->d) * sizeof(float) * 2; /* encoder means, scratch */
 	return m;
 }

@@ -21,6 +21,7 @@
 #ifndef VELA_INDEX_H
 #define VELA_INDEX_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -385,6 +386,10 @@ typedef struct graph_params {
 	uint32_t prune_to;     /**< 0 = default (see above) */
 	float alpha;           /**< 0 = the metric's default */
 	uint32_t threads;      /**< workers of build and consolidate */
+	/** NULL, or a flag another thread sets to stop graph_build between its
+	 * batches (it then returns VELA_EBUSY and leaves the graph empty).
+	 * Borrowed: must outlive the graph. */
+	const atomic_bool *cancel;
 } graph_params_t;
 
 /** Search parameters. NULL in graph_search means all defaults. */
@@ -411,6 +416,14 @@ void graph_search_params_default(graph_search_params_t *sp);
  * MIN..MAX, a bad metric or dim); VELA_ENOMEM
  */
 int graph_create(const graph_store_t *st, const graph_params_t *p, graph_t **out);
+
+/**
+ * @brief Point the graph at another store holding the same vectors under
+ * the same ids (a graph built over a private copy, then installed over the
+ * live store). `st` is copied; dim and metric must match.
+ * @return 0 or VELA_EINVAL (NULL, different dim or metric)
+ */
+int graph_store_rebind(graph_t *g, const graph_store_t *st);
 
 /** Free the graph and everything it owns (never the store). NULL is a no-op. */
 void graph_destroy(graph_t *g);

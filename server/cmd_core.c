@@ -489,6 +489,7 @@ static void info_persistence(srv_t *s, resp_out_t *t)
 	int64_t cur = bg ? (int64_t)((vela_now_ns() / 1000000 - v->bg_start_ms) / 1000) : -1;
 	info_kv(t, "loading:0");
 	info_kv(t, "async_loading:0");
+	info_kv(t, "graph_builds_pending:%d", vela_db_builds_pending(s->db) ? 1 : 0);
 	info_kv(t, "rdb_changes_since_last_save:%llu", (unsigned long long)(dirty - v->dirty_saved));
 	info_kv(t, "rdb_bgsave_in_progress:%d", bg);
 	info_kv(t, "rdb_last_save_time:%lld", (long long)v->last_save_unix);

@@ -11,6 +11,7 @@
 
 #include "common/common.h"
 #include "index/index.h"
+#include "quant/quant.h"
 #include "server/srv_int.h"
 
 #define FT_DIALECT_DEFAULT 2
@@ -201,8 +202,11 @@ static int parse_vector(cmd_ctx_t *x, int i, vela_field_def_t *f)
 				    "specifying %s argument", algo, missing);
 		return -1;
 	}
-	/* HNSW and SVS-VAMANA are both served by the Vamana graph. */
+	/* HNSW and SVS-VAMANA are both served by the Vamana graph; the name is
+	 * kept for FT.INFO. */
 	f->algo = arg_eq(&x->argv[i], "FLAT") ? VELA_ALGO_FLAT : VELA_ALGO_GRAPH;
+	f->graph_name = arg_eq(&x->argv[i], "HNSW") ? VELA_GRAPH_NAME_HNSW
+			: arg_eq(&x->argv[i], "SVS-VAMANA") ? VELA_GRAPH_NAME_SVS_VAMANA : 0;
 	if (f->training_threshold && !f->compression) {
 		resp_error(x->out, "-TRAINING_THRESHOLD is irrelevant when compression was not "
 				   "requested");
@@ -374,12 +378,102 @@ static const char *metric_name(vela_metric_t m)
 	return m == VELA_METRIC_L2 ? "L2" : m == VELA_METRIC_IP ? "IP" : "COSINE";
 }
 
-static void info_attribute(resp_out_t *o, const vela_field_def_t *f)
+static const char *graph_name(const vela_field_def_t *f)
+{
+	if (f->algo != VELA_ALGO_GRAPH)
+		return "FLAT";
+	return f->graph_name == VELA_GRAPH_NAME_SVS_VAMANA ? "SVS-VAMANA" : "HNSW";
+}
+
+static bool is_svs(const vela_field_def_t *f)
+{
+	return f->algo == VELA_ALGO_GRAPH && f->graph_name == VELA_GRAPH_NAME_SVS_VAMANA;
+}
+
+static bool is_hnsw(const vela_field_def_t *f)
+{
+	return f->algo == VELA_ALGO_GRAPH && !is_svs(f);
+}
+
+/* Reply elements info_vector writes, as name/value pairs: algorithm,
+ * data_type, dim, distance_metric; HNSW M, ef_construction; SVS-VAMANA
+ * graph_max_degree, construction_window_size, search_window_size; compression
+ * (SVS-VAMANA always, HNSW when compressed: a vela extension);
+ * training_threshold when compressed; reduced_dim for LeanVec; memory;
+ * model and source. */
+static size_t info_vector_len(const vela_field_def_t *f)
+{
+	size_t pairs = 4 + (is_hnsw(f) ? 2 : 0) + (is_svs(f) ? 3 : 0) +
+		       (is_svs(f) || f->compression ? 1 : 0) + (f->compression ? 1 : 0) +
+		       (f->compression >= 1 + GRAPH_LVQ_LEANVEC4X8 ? 1 : 0) + 1 +
+		       (f->model ? 2 : 0);
+	return 2 * pairs;
+}
+
+/* FT.INFO of a VECTOR attribute, in Redis 8.2's order (reference §2.5), the
+ * defaults resolved as the engine resolves them; then vela's `memory`. */
+static void info_vector(resp_out_t *o, const vela_field_def_t *f, uint64_t memory)
+{
+	uint32_t degree = f->graph_max_degree ? f->graph_max_degree : GRAPH_MAX_DEGREE_DEFAULT;
+	uint32_t build = f->graph_build_window ? f->graph_build_window
+					       : GRAPH_CONSTRUCTION_WINDOW_SIZE_DEFAULT;
+	uint32_t search = f->graph_search_window ? f->graph_search_window
+						 : GRAPH_SEARCH_WINDOW_SIZE_DEFAULT;
+	resp_simple(o, "algorithm");
+	resp_simple(o, graph_name(f));
+	resp_simple(o, "data_type");
+	resp_simple(o, f->vec_type == VELA_VEC_FLOAT16 ? "FLOAT16" : "FLOAT32");
+	resp_simple(o, "dim");
+	resp_int(o, f->dim);
+	resp_simple(o, "distance_metric");
+	resp_simple(o, metric_name(f->metric));
+	if (is_hnsw(f)) {
+		/* M was stored as its layer-0 degree, 2*M (vec_attr). */
+		resp_simple(o, "M");
+		resp_int(o, degree / 2);
+		resp_simple(o, "ef_construction");
+		resp_int(o, build);
+	} else if (is_svs(f)) {
+		resp_simple(o, "graph_max_degree");
+		resp_int(o, degree);
+		resp_simple(o, "construction_window_size");
+		resp_int(o, build);
+		resp_simple(o, "search_window_size");
+		resp_int(o, search);
+	}
+	if (is_svs(f) || f->compression) {
+		resp_simple(o, "compression");
+		resp_simple(o, f->compression
+				       ? graph_lvq_kind_name((graph_lvq_kind_t)(f->compression - 1))
+				       : "none");
+	}
+	if (f->compression) {
+		resp_simple(o, "training_threshold");
+		resp_int(o, f->training_threshold ? f->training_threshold
+						  : VELA_TRAINING_THRESHOLD_DEFAULT);
+	}
+	if (f->compression >= 1 + GRAPH_LVQ_LEANVEC4X8) {
+		resp_simple(o, "reduced_dim");
+		resp_int(o, f->reduce ? f->reduce : QUANT_LEANVEC_DIMS_DEFAULT(f->dim));
+	}
+	resp_simple(o, "memory");
+	resp_int(o, (int64_t)memory);
+	if (f->model) {
+		resp_simple(o, "model");
+		resp_bulk_str(o, f->model);
+		resp_simple(o, "source");
+		resp_bulk_str(o, f->source);
+	}
+}
+
+/* `index` names the index (for the VECTOR fields' memory). */
+static void info_attribute(resp_out_t *o, vela_db_t *db, const char *index,
+			   const vela_field_def_t *f)
 {
 	static const char *types[] = {"TAG", "NUMERIC", "TEXT", "VECTOR"};
 	size_t n = 6 + (f->type == VELA_FIELD_TAG ? 2 + f->case_sensitive : 0) +
-		   (f->type == VELA_FIELD_TEXT ? 2 : 0) + (f->type == VELA_FIELD_VECTOR ? 10 : 0) +
-		   (f->model ? 4 : 0);
+		   (f->type == VELA_FIELD_TEXT ? 2 : 0) +
+		   (f->type == VELA_FIELD_VECTOR ? info_vector_len(f) : 0);
 	resp_array(o, n);
 	resp_simple(o, "identifier");
 	resp_bulk_str(o, f->name);
@@ -397,23 +491,12 @@ static void info_attribute(resp_out_t *o, const vela_field_def_t *f)
 		resp_simple(o, "WEIGHT");
 		resp_bulk_str(o, "1");
 	} else if (f->type == VELA_FIELD_VECTOR) {
-		resp_simple(o, "algorithm");
-		resp_simple(o, f->algo == VELA_ALGO_GRAPH ? "HNSW" : "FLAT");
-		resp_simple(o, "data_type");
-		resp_simple(o, f->vec_type == VELA_VEC_FLOAT16 ? "FLOAT16" : "FLOAT32");
-		resp_simple(o, "dim");
-		resp_int(o, f->dim);
-		resp_simple(o, "distance_metric");
-		resp_simple(o, metric_name(f->metric));
-		resp_simple(o, "compression");
-		resp_simple(o, f->compression ? graph_lvq_kind_name((graph_lvq_kind_t)(f->compression - 1))
-					      : "none");
-		if (f->model) {
-			resp_simple(o, "model");
-			resp_bulk_str(o, f->model);
-			resp_simple(o, "source");
-			resp_bulk_str(o, f->source);
-		}
+		/* The index was just described: a failure here means it was
+		 * dropped meanwhile, and 0 is as true as anything. */
+		vela_field_memory_t m = {0};
+		vela_err_t err = {0};
+		(void)vela_field_memory(db, index, f->alias ? f->alias : f->name, &m, &err);
+		info_vector(o, f, m.total);
 	}
 }
 
@@ -450,7 +533,7 @@ void cmd_ft_info(cmd_ctx_t *x)
 	resp_simple(o, "attributes");
 	resp_array(o, d->n_fields);
 	for (uint32_t i = 0; i < d->n_fields; i++)
-		info_attribute(o, &d->fields[i]);
+		info_attribute(o, x->db, d->name, &d->fields[i]);
 	resp_simple(o, "num_docs");
 	resp_int(o, (int64_t)info.num_docs);
 	resp_simple(o, "max_doc_id");
@@ -463,8 +546,8 @@ void cmd_ft_info(cmd_ctx_t *x)
 	resp_double(o, (double)info.vector_bytes / (1024.0 * 1024.0));
 	resp_simple(o, "hash_indexing_failures");
 	resp_int(o, (int64_t)info.indexing_failures);
-	resp_simple(o, "indexing");
-	resp_int(o, 0);
+	resp_simple(o, "indexing"); /* a graph is being built (or retrained) in the background */
+	resp_int(o, info.graphs_building ? 1 : 0);
 	resp_simple(o, "percent_indexed");
 	resp_double(o, 1.0);
 	vela_index_def_free(d);

@@ -309,6 +309,14 @@ static int d_appendfsync(srv_config_t *c, const char *v)
 	c->nosync = strcasecmp(v, "everysec") == 0;
 	return VELA_OK;
 }
+/* index-build background|foreground (startup only): where graphs are built. */
+static int d_index_build(srv_config_t *c, const char *v)
+{
+	if (strcasecmp(v, "background") && strcasecmp(v, "foreground"))
+		return VELA_EINVAL;
+	c->build_foreground = strcasecmp(v, "foreground") == 0;
+	return VELA_OK;
+}
 static int d_loglevel(srv_config_t *c, const char *v)
 {
 	if (strcasecmp(v, "verbose") == 0 || strcasecmp(v, "notice") == 0)
@@ -358,6 +366,7 @@ static const directive_t directives[] = {
 	{"embed-threads", d_embed_threads},
 	{"map-size", d_mapsize},
 	{"appendfsync", d_appendfsync},
+	{"index-build", d_index_build},
 	{"loglevel", d_loglevel},
 	{"gpu", d_gpu},
 	{"slowlog-log-slower-than", d_slowlog_slower},
@@ -516,6 +525,8 @@ static const char *config_value(srv_t *s, const char *name, char *buf, size_t ca
 	}
 	if (strcmp(name, "appendfsync") == 0)
 		return c->nosync ? "everysec" : "always";
+	if (strcmp(name, "index-build") == 0)
+		return c->build_foreground ? "foreground" : "background";
 	if (strcmp(name, "appendonly") == 0)
 		return "no";
 	if (strcmp(name, "save") == 0)
@@ -539,7 +550,7 @@ static const char *const config_names[] = {
 	"bind", "dir", "port", "protected-mode", "requirepass", "maxclients", "proto-max-bulk-len",
 	"client-query-buffer-limit", "client-output-buffer-limit", "backup-dir", "tls-port",
 	"tls-cert-file", "tls-key-file", "tls-auth-clients", "map-size", "appendfsync",
-	"appendonly", "save", "databases", "maxmemory", "search-default-dialect", "gpu",
+	"index-build", "appendonly", "save", "databases", "maxmemory", "search-default-dialect", "gpu",
 	"slowlog-log-slower-than", "slowlog-max-len",
 	"model-dir", "embed-batch-tokens", "embed-threads",
 };

@@ -827,7 +827,11 @@ int srv_create(const srv_config_t *cfg, srv_t **out, vela_err_t *err)
 			  "is now %u (raise `ulimit -n`)", fit, s->cfg.maxclients, fit);
 		s->cfg.maxclients = fit;
 	}
-	vela_db_options_t o = {.map_size = cfg->map_size, .flags = cfg->nosync ? VELA_OPEN_NOSYNC : 0};
+	/* Graphs build in the background by default: a bulk load that crosses
+	 * a training threshold never stalls the clients. */
+	vela_db_options_t o = {.map_size = cfg->map_size,
+			       .flags = (cfg->nosync ? VELA_OPEN_NOSYNC : 0u) |
+					(cfg->build_foreground ? 0u : VELA_OPEN_BACKGROUND_BUILD)};
 	int rc = vela_db_open(cfg->dir, &o, &s->db, err);
 	if (rc) { /* the strings of cfg are ours now: free them too */
 		save_free(s);

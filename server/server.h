@@ -105,6 +105,7 @@ typedef struct srv_config {
 	uint32_t embed_threads;      /**< embed-threads (0 = one per CPU) */
 	size_t map_size;  /**< LMDB map size (0 = engine default) */
 	bool nosync;      /**< appendfsync everysec semantics */
+	bool build_foreground; /**< index-build foreground: writes build graphs inline */
 	int log_level;
 	vela_gpu_mode_t gpu_mode; /**< `gpu no|yes|auto`: the process's compute backend */
 	srv_user_t users[SRV_USERS_MAX]; /**< users[0] is "default" (requirepass) */

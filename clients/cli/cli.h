@@ -94,5 +94,6 @@ int cmd_backup(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
 int cmd_train_layout(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 #endif

@@ -13,7 +13,9 @@
  *   vela backup | restore        hot copies of a database (backup.c)
  *   vela embed                   embed a file of texts in bulk (embed.c)
  *   vela train-layout            workload log and partition layout from a
- *                                query file (train_layout.c) */
+ *                                query file (train_layout.c)
+ *   vela train                   retrain a compressed graph field on a query
+ *                                sample (train.c) */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -40,7 +42,8 @@ static int usage(void)
 		"       vela batch|import|create ... (run one without arguments for help)\n"
 		"       vela backup DBDIR|HOST:PORT DEST    vela restore SRC DBDIR\n"
 		"       vela embed [--model DIR] --out FILE.fvecs|.npy|.jsonl TEXTS (docs/cli.md)\n"
-		"       vela train-layout --db DIR [--index NAME] [--build] QUERIES.jsonl\n");
+		"       vela train-layout --db DIR [--index NAME] [--build] QUERIES.jsonl\n"
+		"       vela train --db DIR --index NAME [--field F] [--queries FILE] [--no-wait]\n");
 	return 2;
 }
 
@@ -325,5 +328,7 @@ int main(int argc, char **argv)
 		return cmd_embed(argc - 2, argv + 2);
 	if (strcmp(argv[1], "train-layout") == 0)
 		return cmd_train_layout(argc - 2, argv + 2);
+	if (strcmp(argv[1], "train") == 0)
+		return cmd_train(argc - 2, argv + 2);
 	return usage();
 }

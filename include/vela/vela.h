@@ -80,6 +80,13 @@ enum vela_open_flag {
 	/** Relaxed durability: commits are not fsync'd (like appendfsync
 	 * everysec); call vela_db_sync() periodically. */
 	VELA_OPEN_NOSYNC = 1u << 0,
+	/** Build graphs (and train compressed stores) on a background thread:
+	 * the field answers exactly (or from its old graph, when retrained)
+	 * until the new graph is swapped in, and writes never wait for a build
+	 * (db/builder.c). Without it a write that reaches the training
+	 * threshold builds the graph before it returns. vela_db_wait_builds()
+	 * waits for the builds queued so far. */
+	VELA_OPEN_BACKGROUND_BUILD = 1u << 1,
 };
 
 /** Options for vela_db_open(); NULL means all defaults. Zero fields = default. */
@@ -189,7 +196,17 @@ typedef struct vela_field_def {
 	 * vector is the caller's business (velad does it before the write). */
 	const char *model;  /**< at most VELA_MODEL_NAME_MAX bytes */
 	const char *source; /**< a hash field name */
+	/* GRAPH: the algorithm name it was created with (VELA_GRAPH_NAME_*).
+	 * HNSW and SVS-VAMANA are both served by the one Vamana graph; the name
+	 * is kept only so FT.INFO can report what the user wrote (HNSW's M is
+	 * graph_max_degree / 2). 0 = HNSW, or SVS-VAMANA when compressed. FLAT: 0. */
+	uint32_t graph_name;
 } vela_field_def_t;
+
+/** vela_field_def_t.graph_name values. */
+#define VELA_GRAPH_NAME_AUTO 0u
+#define VELA_GRAPH_NAME_HNSW 1u
+#define VELA_GRAPH_NAME_SVS_VAMANA 2u
 
 /** Longest embedding model name (a directory name under the model dir). */
 #define VELA_MODEL_NAME_MAX 128u
@@ -237,17 +254,68 @@ typedef struct vela_index_info {
 	uint64_t vector_bytes;       /**< in-memory bytes of vector data (and graphs) */
 	uint64_t graph_nodes;        /**< live nodes of built graphs (0: none built yet) */
 	uint32_t graphs_from_snapshot; /**< graphs loaded from a snapshot at open (not rebuilt) */
+	uint32_t graphs_building;    /**< fields whose graph build or retraining is queued or running */
 	uint32_t n_fields;
 	uint32_t n_prefixes;
 } vela_index_info_t;
 
 int vela_index_info(vela_db_t *db, const char *name, vela_index_info_t *out, vela_err_t *err);
+
+/**
+ * @brief Retrain a compressed GRAPH field (LVQ / LeanVec) and rebuild its
+ * graph, in the background: the current graph keeps answering until the new
+ * one replaces it (writes made meanwhile are carried over). For LeanVec the
+ * projection is trained out-of-distribution (reference/leanvec-lvq.md §1.3)
+ * on `queries` (n_queries rows of `dim` floats, copied), or, when queries is
+ * NULL, on the queries recorded from the field's searches; with neither, or
+ * fewer than VELA_TRAIN_QUERIES_MIN rows, in-distribution (PCA). The query
+ * sample used is kept beside the database so a reopen trains the same store.
+ * @param field the vector field's name or alias (NULL: the index's only
+ *              vector field)
+ * @return 0 (queued); VELA_ENOTFOUND (index or field); VELA_EINVAL (not a
+ *   compressed GRAPH field, dim mismatch, non-finite query); VELA_EBUSY (the
+ *   field has fewer vectors than its training threshold); VELA_ENOMEM.
+ *   Call vela_db_wait_builds() to wait for the result.
+ */
+int vela_index_train(vela_db_t *db, const char *index, const char *field, const float *queries,
+		     size_t n_queries, uint32_t dim, vela_err_t *err);
+
+/** Fewest query rows vela_index_train trains out-of-distribution on. */
+#define VELA_TRAIN_QUERIES_MIN 64u
+
+/**
+ * @brief Wait until no graph build or training is queued or running, or
+ * `timeout_ms` passed (0: wait as long as it takes).
+ * @return 0, or VELA_EBUSY (still building when the time ran out).
+ */
+int vela_db_wait_builds(vela_db_t *db, uint64_t timeout_ms);
+
+/** Is a graph build or training queued or running (INFO's graph_builds_pending)? */
+bool vela_db_builds_pending(vela_db_t *db);
 /**
  * @brief A copy of an index's definition. Free with vela_index_def_free().
  * Strings and arrays in it are owned by the copy.
  */
 int vela_index_describe(vela_db_t *db, const char *name, vela_index_def_t **out, vela_err_t *err);
 void vela_index_def_free(vela_index_def_t *def);
+
+/** Bytes one VECTOR field holds in memory (FT.INFO `memory`). */
+typedef struct vela_field_memory {
+	uint64_t vectors;    /**< the full-precision vectors of the exact index */
+	uint64_t compressed; /**< LVQ / LeanVec codes, projections, encoders (0: none yet) */
+	uint64_t graph;      /**< graph adjacency (0: FLAT, or not built yet) */
+	uint64_t total;      /**< vectors + compressed + graph */
+} vela_field_memory_t;
+
+/**
+ * @brief What a VECTOR field of an index holds in memory now; takes the
+ * database lock shared (like vela_index_info).
+ * @param field the field's alias (query name) or, failing that, its name
+ * @return 0; VELA_ENOTFOUND (no such index, or no such field);
+ *   VELA_EINVAL (NULL arguments, or the field is not a VECTOR field)
+ */
+int vela_field_memory(vela_db_t *db, const char *index, const char *field,
+		      vela_field_memory_t *out, vela_err_t *err);
 
 /* ================================================================ documents */
 

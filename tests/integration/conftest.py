@@ -130,6 +130,16 @@ class Velad:
         assert not self.running(), "restart() of a velad still running: stop_ok() or kill() first"
         return self.start()
 
+    def wait_builds(self, timeout=180.0):
+        """Wait until no graph build runs or waits (velad builds graphs in
+        the background: INFO persistence graph_builds_pending)."""
+        r = self.client()
+        deadline = time.monotonic() + timeout
+        while r.info("persistence").get("graph_builds_pending", 0):
+            assert time.monotonic() < deadline, "graph builds still pending"
+            time.sleep(0.05)
+        r.close()
+
     def client(self, **kw):
         import redis
         kw.setdefault("socket_timeout", 30)

@@ -160,6 +160,16 @@ class Server:
         except OSError:
             return ""
 
+    def wait_builds(self, timeout=300.0):
+        """Wait for the background graph builds (INFO graph_builds_pending)."""
+        r = self.client()
+        deadline = time.monotonic() + timeout
+        while r.info("persistence").get("graph_builds_pending", 0):
+            if time.monotonic() > deadline:
+                raise HarnessError("graph builds still pending")
+            time.sleep(0.05)
+        r.close()
+
     def client(self, protocol=2):
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=60, protocol=protocol)
 
@@ -442,6 +452,7 @@ class DdlWorker(Worker):
 # ------------------------------------------------------------------ the harness
 
 SNAP_NOT_USED = re.compile(r"graph snapshot \S+ not used \(([^)]*)\)")
+BUILD_CANCELLED = re.compile(r"graph build cancelled \(closing\)")
 GRAPH_BUILT = re.compile(r"field '(\w+)': graph over (\d+) vectors built")
 
 
@@ -475,6 +486,7 @@ class Harness:
             p.hset(key, mapping=d)
         p.execute()
         r.close()
+        self.srv.wait_builds()
 
     # -- one kill cycle
     def cycle_once(self, mode=None):
@@ -519,6 +531,8 @@ class Harness:
                     setattr(rec, attr, (s[0], (s[1][0], t_kill + SHORT_TTL_MS[1])))
             st.inflight_at_kill += rec.inflight is not None
         snaps_before = self.srv.snapshots()
+        # A clean stop cancels a graph build in flight: rebuilt at the open.
+        cancelled = bool(BUILD_CANCELLED.search(self.srv.run_log()))
         if mode == "recovery-kill":
             self.srv.start()
             time.sleep(self.rng.uniform(0, 0.3))
@@ -526,7 +540,8 @@ class Harness:
             st.kills += 1
             self.check_log(f"cycle {self.cycle} (killed while reopening)")
         self.srv.start()
-        self.check_snapshots(clean, snaps_before)
+        self.srv.wait_builds()  # as at a synchronous open: verify the built graphs
+        self.check_snapshots(clean and not cancelled, snaps_before)
         self.verify()
         st.cycles += 1
 

@@ -220,6 +220,7 @@ def test_damaged_snapshot_is_rebuilt(snapshot_db, kind, tmp_path):
         corrupt(kind, os.path.join(h.srv.dir, s))
     try:
         h.srv.start()
+        h.srv.wait_builds()  # the rebuilds run in the background
         log = h.srv.run_log()
         rejected = crashlib.SNAP_NOT_USED.findall(log)
         built = crashlib.GRAPH_BUILT.findall(log)
@@ -236,6 +237,7 @@ def test_damaged_snapshot_is_rebuilt(snapshot_db, kind, tmp_path):
         if kind != "directory":
             assert h.srv.term() == 0
             h.srv.start()
+            h.srv.wait_builds()
             log = h.srv.run_log()
             assert not crashlib.SNAP_NOT_USED.findall(log) and \
                 not crashlib.GRAPH_BUILT.findall(log), log

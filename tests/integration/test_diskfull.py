@@ -137,6 +137,7 @@ def test_snapshot_on_full_disk(velad_factory, tmp_path):
     c = srv.client(protocol=2)
     make_index(c)
     docs = load(c, 2500, 5)
+    srv.wait_builds()
     srv.stop_ok()
     snaps = snap_files(srv.dir)
     assert len(snaps) == 1 and snaps[0].endswith(".snap"), snaps
@@ -169,6 +170,7 @@ def test_snapshot_on_full_disk(velad_factory, tmp_path):
         # and it finds the documents added after the snapshot.
         n_log = len(log)
         s2.restart()
+        s2.wait_builds()
         later = s2.log()[n_log:]
         assert re.search(r"graph snapshot \S+ not used \(stale\): rebuilding", later), later
         assert re.search(r"graph over 2600 vectors built", later), later

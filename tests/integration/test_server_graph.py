@@ -67,6 +67,7 @@ def test_graph_recall_filter_delete_restart(velad, algo, attrs, window_attr, met
     rng = np.random.default_rng(5)
     r = velad.client()
     X = load(r, algo, attrs, metric, rng)
+    velad.wait_builds()  # built in the background: measure the graph, not the exact scan
     live = np.ones(N, bool)
     assert recall(r, X, live, metric, rng, window_attr) >= 0.95
     odd = np.arange(N) % 2 == 1
@@ -78,6 +79,7 @@ def test_graph_recall_filter_delete_restart(velad, algo, attrs, window_attr, met
     assert recall(r, X, live, metric, rng, window_attr) >= 0.95
     velad.stop_ok()
     velad.restart()
+    velad.wait_builds()
     r = velad.client()
     info = r.ft("g").info()
     assert info["num_docs"] in (N - N // 5, str(N - N // 5))

@@ -25,6 +25,7 @@ def hyb(velad):
     for i in range(N):
         p.hset(f"d:{i}", mapping={"v": X[i].tobytes(), "t": str(tags[i]), "n": i})
     p.execute()
+    velad.wait_builds()  # the graph plans need the graph
     return velad, r, X, tags, rng
 
 

@@ -31,6 +31,7 @@ def hyb(velad):
     for i in range(N):
         p.hset(f"d:{i}", mapping={"v": X[i].tobytes(), "t": str(tags[i]), "n": int(nums[i])})
     p.execute()
+    velad.wait_builds()
     return velad, r, X, tags, nums, rng
 
 

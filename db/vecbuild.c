@@ -1,0 +1,381 @@
+/* Building a GRAPH field's graph (and training its compressed store) in
+ * four steps shared by the foreground path (db_vec_maybe_build with the
+ * exclusive lock held) and the background builder (db/builder.c):
+ *   init     the field's parameters (any lock)
+ *   copy     its docids and vectors (lock held; the background path builds
+ *            F32 graphs over a private copy, the foreground one over the
+ *            live flat index)
+ *   run      train + encode + build, no lock needed
+ *   install  replay the writes made since the copy, swap (exclusive lock).
+ * The store is trained on the first `threshold` vectors in docid order so
+ * that a reopen trains the same store (and a graph snapshot stays valid);
+ * LeanVec-OOD query samples are kept in a file beside the database for the
+ * same reason (train-<index id>-<field>.bin, db/qsample.c's format). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "db/search_int.h"
+#include "quant/quant.h"
+
+static uint32_t build_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > GRAPH_THREADS_MAX ? GRAPH_THREADS_MAX : (uint32_t)n;
+}
+
+static bool is_leanvec(uint32_t compression)
+{
+	return compression == 1 + GRAPH_LVQ_LEANVEC4X8 || compression == 1 + GRAPH_LVQ_LEANVEC8X8;
+}
+
+int db_vec_build_init(const vela_db_t *db, const db_index_t *ix, uint32_t k, db_vec_build_t *b)
+{
+	const db_field_t *f = &ix->fields[k];
+	if ((b->alias = strdup(f->alias)) == NULL)
+		return VELA_ENOMEM;
+	b->dim = f->dim;
+	b->metric = f->metric;
+	b->vec_type = f->vec_type;
+	b->compression = f->compression;
+	b->reduce = f->reduce;
+	b->threshold = db_vec_build_threshold(f);
+	graph_params_default(&b->gp);
+	if (f->graph_degree)
+		b->gp.max_degree = f->graph_degree;
+	if (f->graph_build_window)
+		b->gp.window = f->graph_build_window;
+	b->gp.threads = build_threads();
+	b->gp.cancel = b->cancel;
+	db_train_path(db, ix, k, b->train_path, sizeof(b->train_path));
+	/* No queries given: those the field was last trained on, if any. */
+	if (b->Q == NULL && is_leanvec(f->compression) &&
+	    db_qsample_file_load(b->train_path, f->dim, &b->Q_own, &b->m) == 0)
+		b->Q = b->Q_own;
+	return VELA_OK;
+}
+
+int db_vec_build_copy(const db_field_t *f, db_vec_build_t *b)
+{
+	b->n = flat_count(f->flat);
+	b->ids = malloc((b->n ? b->n : 1) * sizeof(uint32_t));
+	if (b->ids == NULL)
+		return VELA_ENOMEM;
+	roaring_bitmap_to_uint32_array(flat_docids(f->flat), b->ids);
+	if (b->compression == 0 && b->live) /* the graph reads the live vectors */
+		return graph_store_flat(f->flat, &b->gs);
+	int rc = VELA_OK;
+	if (b->compression == 0) { /* a private F32 copy for the graph to read */
+		float *row = malloc((size_t)b->dim * sizeof(float));
+		rc = row ? flat_create(b->dim, b->metric, b->vec_type, &b->flat) : VELA_ENOMEM;
+		for (uint64_t i = 0; rc == 0 && i < b->n; i++)
+			if ((rc = flat_get(f->flat, b->ids[i], row)) == 0)
+				rc = flat_set(b->flat, b->ids[i], row);
+		free(row);
+		return rc ? rc : graph_store_flat(b->flat, &b->gs);
+	}
+	b->vecs = malloc(vela_mul_size(b->n ? b->n : 1, (size_t)b->dim * sizeof(float)));
+	if (b->vecs == NULL)
+		return VELA_ENOMEM;
+	for (uint64_t i = 0; rc == 0 && i < b->n; i++)
+		rc = flat_get(f->flat, b->ids[i], b->vecs + i * b->dim);
+	return rc;
+}
+
+/* Train the compressed store on the first `threshold` rows and encode all. */
+static int build_store(db_vec_build_t *b)
+{
+	size_t ns = b->n < b->threshold ? b->n : b->threshold;
+	graph_lvq_params_t p;
+	graph_lvq_params_default(&p);
+	p.kind = (graph_lvq_kind_t)(b->compression - 1);
+	p.dim = b->dim;
+	p.metric = b->metric;
+	p.reduce_dim = b->reduce;
+	bool ood = is_leanvec(b->compression) && b->Q && b->m >= VELA_TRAIN_QUERIES_MIN;
+	p.leanvec_mode = ood ? GRAPH_LVQ_LEANVEC_OOD : GRAPH_LVQ_LEANVEC_ID;
+	b->ood = ood;
+	vela_err_t err = {0};
+	int rc = graph_lvq_store_create(&p, b->vecs, ns, ood ? b->Q : NULL, ood ? b->m : 0,
+					&b->lvq, &err);
+	if (rc) {
+		vela_error("field '%s': compression training failed: %s", b->alias, err.msg);
+		return rc;
+	}
+	for (uint64_t i = 0; rc == 0 && i < b->n; i++)
+		rc = graph_lvq_store_set(b->lvq, b->ids[i], b->vecs + i * b->dim);
+	free(b->vecs); /* the codes replace the copy */
+	b->vecs = NULL;
+	if (rc == 0)
+		b->gs = *graph_lvq_store(b->lvq);
+	return rc;
+}
+
+int db_vec_build_run(db_vec_build_t *b)
+{
+	int rc = b->compression ? build_store(b) : VELA_OK;
+	if (rc == 0)
+		rc = graph_create(&b->gs, &b->gp, &b->graph);
+	if (rc == 0)
+		rc = graph_build(b->graph, b->ids, b->n);
+	return rc;
+}
+
+/* One write made since the copy, onto the new graph (b->lvq's codes). */
+static int build_replay(db_field_t *f, db_vec_build_t *b, uint32_t d, float *row)
+{
+	int rc;
+	if (flat_get(f->flat, d, row) == 0) {
+		rc = b->lvq ? graph_lvq_store_set(b->lvq, d, row) : VELA_OK;
+		return rc ? rc : graph_update(b->graph, d);
+	}
+	if (b->lvq && graph_lvq_store_remove(b->lvq, d) == VELA_EINVAL)
+		return VELA_EINVAL;
+	rc = graph_delete(b->graph, d);
+	return rc == VELA_ENOTFOUND ? VELA_OK : rc;
+}
+
+int db_vec_build_install(db_field_t *f, db_vec_build_t *b)
+{
+	graph_store_t live;
+	int rc = b->lvq ? (live = *graph_lvq_store(b->lvq), VELA_OK) : graph_store_flat(f->flat, &live);
+	if (rc == 0)
+		rc = graph_store_rebind(b->graph, &live);
+	float *row = malloc((size_t)b->dim * sizeof(float));
+	rc = rc ? rc : row ? VELA_OK : VELA_ENOMEM;
+	roaring_uint32_iterator_t *it = f->dirty ? roaring_create_iterator(f->dirty) : NULL;
+	for (; rc == 0 && it && it->has_value; roaring_advance_uint32_iterator(it), b->replayed++)
+		rc = build_replay(f, b, it->current_value, row);
+	if (it)
+		roaring_free_uint32_iterator(it);
+	free(row);
+	if (rc == 0 && (double)graph_count_deleted(b->graph) >
+			       DB_GRAPH_CONSOLIDATE_RATIO * (double)graph_count(b->graph))
+		rc = graph_consolidate(b->graph);
+	if (rc)
+		return rc;
+	graph_destroy(f->graph); /* before the store it reads */
+	graph_lvq_store_destroy(f->lvq);
+	f->graph = b->graph;
+	f->lvq = b->lvq;
+	f->gstore = live;
+	f->graph_from_snapshot = false;
+	f->snap_seq = 0;
+	b->graph = NULL;
+	b->lvq = NULL;
+	return VELA_OK;
+}
+
+void db_vec_build_keep_queries(const db_vec_build_t *b)
+{
+	if (!is_leanvec(b->compression))
+		return;
+	if (!b->ood) { /* trained in-distribution: a reopen must do the same */
+		unlink(b->train_path);
+		return;
+	}
+	int rc = b->Q == b->Q_own ? VELA_OK : db_qsample_file_save(b->train_path, b->Q, b->m, b->dim);
+	if (rc)
+		vela_warn("field '%s': cannot keep its training queries in %s (%s): a reopen "
+			  "without a graph snapshot trains in-distribution", b->alias, b->train_path,
+			  vela_strerror(rc));
+}
+
+void db_vec_build_free(db_vec_build_t *b)
+{
+	graph_destroy(b->graph);
+	graph_lvq_store_destroy(b->lvq);
+	flat_destroy(b->flat);
+	free(b->ids);
+	free(b->vecs);
+	free(b->Q_own);
+	free(b->alias);
+	memset(b, 0, sizeof(*b));
+}
+
+/* ------------------------------------------------------------ entry points */
+
+/* The foreground build (the caller holds db->lock exclusively, or is
+ * alone): a first build over the live vectors, or a retrain over a copy. */
+static int build_now(const vela_db_t *db, db_index_t *ix, uint32_t k, const float *Q, size_t m)
+{
+	db_field_t *f = &ix->fields[k];
+	db_vec_build_t b;
+	memset(&b, 0, sizeof(b));
+	b.live = f->graph == NULL;
+	b.Q = Q;
+	b.m = m;
+	uint64_t t0 = vela_now_ns();
+	int rc = db_vec_build_init(db, ix, k, &b);
+	if (rc == 0)
+		rc = db_vec_build_copy(f, &b);
+	if (rc == 0)
+		rc = db_vec_build_run(&b);
+	if (rc == 0)
+		rc = db_vec_build_install(f, &b);
+	if (rc == 0) {
+		db_vec_build_keep_queries(&b);
+		vela_info("field '%s': graph over %llu vectors built in %.2f s%s", f->alias,
+			  (unsigned long long)b.n, (double)(vela_now_ns() - t0) / 1e9,
+			  b.ood ? " (LeanVec trained out-of-distribution)" : "");
+	} else { /* exact search (or the old graph) keeps answering */
+		vela_error("field '%s': graph build failed (%s); %s", f->alias, vela_strerror(rc),
+			   f->graph ? "the old graph stays" : "searching exactly");
+	}
+	f->build_failed = rc != 0;
+	db_vec_build_free(&b);
+	return rc;
+}
+
+void db_vec_maybe_build(vela_db_t *db, db_index_t *ix, uint32_t k)
+{
+	db_field_t *f = &ix->fields[k];
+	if (f->type != VELA_FIELD_VECTOR || f->algo != VELA_ALGO_GRAPH || f->graph ||
+	    f->build_queued || f->build_failed || flat_count(f->flat) < db_vec_build_threshold(f))
+		return;
+	if (db->builder == NULL) {
+		build_now(db, ix, k, NULL, 0);
+		return;
+	}
+	/* First build: LeanVec trains out-of-distribution on the searches
+	 * recorded so far (answered exactly) when there are enough of them. */
+	float *Q = NULL;
+	size_t m = 0;
+	if (is_leanvec(f->compression) && db_qsample_copy(db, ix, k, &Q, &m) == 0 &&
+	    m < VELA_TRAIN_QUERIES_MIN) {
+		free(Q);
+		Q = NULL;
+		m = 0;
+	}
+	if (db_build_submit(db, ix, k, Q, m, false))
+		vela_error("field '%s': cannot queue its graph build; searching exactly", f->alias);
+}
+
+int db_vec_store_prepare(const vela_db_t *db, db_index_t *ix, uint32_t k, uint32_t **ids_out,
+			 uint64_t *n_out)
+{
+	db_field_t *f = &ix->fields[k];
+	db_vec_build_t b;
+	memset(&b, 0, sizeof(b));
+	b.live = true;
+	int rc = db_vec_build_init(db, ix, k, &b);
+	if (rc == 0)
+		rc = db_vec_build_copy(f, &b);
+	if (rc == 0 && b.compression)
+		rc = build_store(&b);
+	if (rc == 0) {
+		f->lvq = b.lvq;
+		f->gstore = b.gs;
+		*ids_out = b.ids;
+		*n_out = b.n;
+		b.lvq = NULL;
+		b.ids = NULL;
+	}
+	db_vec_build_free(&b);
+	return rc;
+}
+
+/* ------------------------------------------------------------ retraining */
+
+/* The vector field vela_index_train names: by name or alias, or the only one. */
+static int train_field(const db_index_t *ix, const char *name, uint32_t *k, vela_err_t *err)
+{
+	if (name) {
+		int i = db_field_find(ix, name, strlen(name));
+		if (i < 0)
+			return vela_err_set(err, VELA_ENOTFOUND, "no field '%s' in index '%s'", name,
+					    ix->name);
+		*k = (uint32_t)i;
+		return VELA_OK;
+	}
+	uint32_t found = 0;
+	for (uint32_t i = 0; i < ix->n_fields; i++)
+		if (ix->fields[i].type == VELA_FIELD_VECTOR) {
+			*k = i;
+			found++;
+		}
+	return found == 1 ? VELA_OK
+			  : vela_err_set(err, VELA_EINVAL, "index '%s' has %u vector fields: name one",
+					 ix->name, found);
+}
+
+/* Can field f be retrained now? */
+static int train_check(const db_field_t *f, uint32_t dim, vela_err_t *err)
+{
+	if (f->type != VELA_FIELD_VECTOR || f->algo != VELA_ALGO_GRAPH || f->compression == 0)
+		return vela_err_set(err, VELA_EINVAL, "field '%s' is not a compressed graph "
+				    "(SVS-VAMANA or HNSW with COMPRESSION)", f->alias);
+	if (dim && dim != f->dim)
+		return vela_err_set(err, VELA_EDIM, "queries have %u dimensions, field '%s' has %u",
+				    dim, f->alias, f->dim);
+	if (flat_count(f->flat) < db_vec_build_threshold(f))
+		return vela_err_set(err, VELA_EBUSY, "field '%s' holds %llu vectors, fewer than its "
+				    "training threshold %llu", f->alias,
+				    (unsigned long long)flat_count(f->flat),
+				    (unsigned long long)db_vec_build_threshold(f));
+	if (f->build_queued)
+		return vela_err_set(err, VELA_EBUSY, "field '%s' is already being built", f->alias);
+	return VELA_OK;
+}
+
+/* The training queries: a checked copy of the caller's, or the recorded ones. */
+static int train_queries(vela_db_t *db, const db_index_t *ix, uint32_t k, const float *queries,
+			 size_t n, uint32_t dim, float **Q, size_t *m, vela_err_t *err)
+{
+	*Q = NULL;
+	*m = 0;
+	if (queries == NULL)
+		return db_qsample_copy(db, ix, k, Q, m) ? vela_err_set(err, VELA_ENOMEM, "out of memory")
+							: VELA_OK;
+	size_t total = vela_mul_size(n, dim);
+	for (size_t i = 0; i < total; i++)
+		if (!isfinite(queries[i]))
+			return vela_err_set(err, VELA_EINVAL, "query %zu has a non-finite element",
+					    i / dim);
+	if ((*Q = malloc(total * sizeof(float) + 1)) == NULL)
+		return vela_err_set(err, VELA_ENOMEM, "out of memory");
+	memcpy(*Q, queries, total * sizeof(float));
+	*m = n;
+	/* COSINE fields hold unit vectors: train on unit queries too. */
+	if (ix->fields[k].metric == VELA_METRIC_COSINE)
+		for (size_t i = 0; i < n; i++)
+			quant_normalize(*Q + i * dim, dim);
+	return VELA_OK;
+}
+
+int vela_index_train(vela_db_t *db, const char *index, const char *field, const float *queries,
+		     size_t n_queries, uint32_t dim, vela_err_t *err)
+{
+	if (db == NULL || index == NULL || (queries && (n_queries == 0 || dim == 0)))
+		return vela_err_set(err, VELA_EINVAL, "invalid argument");
+	/* write_mu: no write applies, no build installs, while we look. */
+	pthread_mutex_lock(&db->write_mu);
+	db_index_t *ix = db_index_find(db, index);
+	uint32_t k = 0;
+	float *Q = NULL;
+	size_t m = 0;
+	int rc = ix ? train_field(ix, field, &k, err)
+		    : vela_err_set(err, VELA_ENOTFOUND, "no index '%s'", index);
+	if (rc == 0)
+		rc = train_check(&ix->fields[k], queries ? dim : 0, err);
+	if (rc == 0)
+		rc = train_queries(db, ix, k, queries, n_queries, ix->fields[k].dim, &Q, &m, err);
+	if (rc == 0 && db->builder) { /* readers (vela_index_info) see build_queued */
+		pthread_rwlock_wrlock(&db->lock);
+		ix->fields[k].build_failed = false;
+		rc = db_build_submit(db, ix, k, Q, m, ix->fields[k].graph != NULL);
+		pthread_rwlock_unlock(&db->lock);
+		Q = NULL; /* the job owns it */
+	} else if (rc == 0) {
+		pthread_rwlock_wrlock(&db->lock);
+		rc = build_now(db, ix, k, Q, m);
+		pthread_rwlock_unlock(&db->lock);
+		if (rc)
+			vela_err_set(err, rc, "training failed: %s", vela_strerror(rc));
+	}
+	pthread_mutex_unlock(&db->write_mu);
+	free(Q);
+	return rc;
+}
