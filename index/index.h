@@ -338,6 +338,10 @@ typedef struct graph_store {
 #define GRAPH_CONSTRUCTION_WINDOW_SIZE_MIN 4u
 #define GRAPH_CONSTRUCTION_WINDOW_SIZE_MAX 4096u
 
+/** The first build pass (alpha 1) searches with window L / this (but at
+ * least R): it only has to make the graph navigable for the second. */
+#define GRAPH_FIRST_PASS_WINDOW_DIV 4u
+
 /** Candidate pool for pruning (§3.1 "max_candidate_pool_size"); 0 = 3 L. */
 #define GRAPH_CANDIDATE_POOL_DEFAULT 0u
 #define GRAPH_CANDIDATE_POOL_MIN 8u
