@@ -291,20 +291,28 @@ static inline float graph_qdist(const graph_t *g, const graph_query_t *q, uint32
 
 /* Insert into the sorted buffer (ascending dist, then id); returns the
  * position, or cap when it did not make the buffer. */
-static uint32_t graph_buf_insert(graph_work_t *w, uint32_t cap, float d, uint32_t id)
+static inline bool graph_cand_less(const graph_cand_t *c, float d, uint32_t id)
 {
-	uint32_t lo = 0, hi = w->nbuf;
-	vela_hit_t h = {d, id};
-	if (hi == cap && !graph_hit_less(h, (vela_hit_t){w->buf[hi - 1].dist, w->buf[hi - 1].id}))
+	return c->dist < d || (c->dist == d && c->id < id);
+}
+
+static inline uint32_t graph_buf_insert(graph_work_t *w, uint32_t cap, float d, uint32_t id)
+{
+	const graph_cand_t *b = w->buf;
+	uint32_t nb = w->nbuf;
+	if (nb == cap && (graph_cand_less(&b[nb - 1], d, id) ||
+			  (b[nb - 1].dist == d && b[nb - 1].id == id)))
 		return cap; /* full and no better than the last */
-	while (lo < hi) {
-		uint32_t mid = (lo + hi) / 2;
-		vela_hit_t m = {w->buf[mid].dist, w->buf[mid].id};
-		if (graph_hit_less(m, h))
-			lo = mid + 1;
-		else
-			hi = mid;
+	/* Lower bound without data-dependent branches (the outcome of each
+	 * comparison is a coin flip: mispredictions dominated this loop). */
+	uint32_t lo = 0;
+	for (uint32_t len = nb; len > 1;) {
+		uint32_t half = len / 2;
+		lo = graph_cand_less(&b[lo + half - 1], d, id) ? lo + half : lo;
+		len -= half;
 	}
+	if (nb && graph_cand_less(&b[lo], d, id))
+		lo++;
 	if (lo >= cap)
 		return cap;
 	uint32_t n = w->nbuf < cap ? w->nbuf : cap - 1;
@@ -392,6 +400,13 @@ int graph_greedy(const graph_t *g, graph_work_t *w, const graph_query_t *q, uint
 			uint32_t pos = graph_buf_insert(w, cap, graph_qdist(g, q, fresh[i]), fresh[i]);
 			if (pos < cur)
 				cur = pos;
+			/* Likely expanded soon: start loading its list (reading
+			 * the lists was the search's main stall, perf annotate). */
+			if (pos < window) {
+				const char *a = (const char *)graph_adj(g, fresh[i]);
+				for (size_t o = 0; o < (size_t)g->R * sizeof(uint32_t); o += 64)
+					__builtin_prefetch(a + o, 0, 1);
+			}
 		}
 	}
 }
