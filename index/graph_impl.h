@@ -118,8 +118,8 @@ void graph_hits_sort(vela_hit_t *h, size_t n);
 uint32_t graph_prune(const graph_t *g, graph_work_t *w, const vela_hit_t *cand, uint32_t m,
 		     float alpha, uint32_t max, uint32_t *out);
 
-/* graph_store_flat.c: the prefetch hint of a store made by
- * graph_store_flat, else NULL. */
+/* graph_store_flat.c: the store's prefetch hint (graph_store_t.prefetch),
+ * or NULL. */
 graph_prefetch_fn graph_store_prefetch(const graph_store_t *st);
 
 /* graph_build.c */

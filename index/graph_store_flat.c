@@ -72,7 +72,7 @@ static void gsf_prefetch(const void *ctx, uint32_t id)
 
 graph_prefetch_fn graph_store_prefetch(const graph_store_t *st)
 {
-	return st->dist == gsf_dist ? gsf_prefetch : NULL;
+	return st->prefetch;
 }
 
 static int gsf_get(void *ctx, uint32_t id, float *out)
@@ -94,6 +94,7 @@ int graph_store_flat(const flat_index_t *f, graph_store_t *out)
 		.dist_rerank = NULL,
 		.dist_ids = f->type == VELA_VEC_FLOAT16 ? gsf_dist_ids_f16 : gsf_dist_ids_f32,
 		.get = gsf_get,
+		.prefetch = gsf_prefetch,
 	};
 	return 0;
 }

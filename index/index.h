@@ -326,6 +326,10 @@ typedef struct graph_store {
 	 * medoid (the node nearest the mean, §3.1); NULL = approximate it as
 	 * the sampled node with the least summed distance to a sample. */
 	int (*get)(void *ctx, uint32_t id, float *out);
+	/** Optional: hint that stored `id`'s traversal record (what dist and
+	 * dist_ids read) is about to be read: start loading it. Must accept
+	 * any id (out of range: nothing) and never change a result. */
+	void (*prefetch)(const void *ctx, uint32_t id);
 } graph_store_t;
 
 /** Max out-degree R (§3.1 "graph_max_degree"). */
