@@ -229,6 +229,14 @@ static int build_now(const vela_db_t *db, db_index_t *ix, uint32_t k, const floa
 	return rc;
 }
 
+/* COSINE fields hold unit vectors: train on unit queries too (recorded
+ * queries are kept as searched). */
+static void queries_normalise(const db_field_t *f, float *Q, size_t m)
+{
+	for (size_t i = 0; Q && f->metric == VELA_METRIC_COSINE && i < m; i++)
+		quant_normalize(Q + i * f->dim, f->dim);
+}
+
 void db_vec_maybe_build(vela_db_t *db, db_index_t *ix, uint32_t k)
 {
 	db_field_t *f = &ix->fields[k];
@@ -249,6 +257,7 @@ void db_vec_maybe_build(vela_db_t *db, db_index_t *ix, uint32_t k)
 		Q = NULL;
 		m = 0;
 	}
+	queries_normalise(f, Q, m);
 	if (db_build_submit(db, ix, k, Q, m, false))
 		vela_error("field '%s': cannot queue its graph build; searching exactly", f->alias);
 }
@@ -326,9 +335,12 @@ static int train_queries(vela_db_t *db, const db_index_t *ix, uint32_t k, const 
 {
 	*Q = NULL;
 	*m = 0;
-	if (queries == NULL)
-		return db_qsample_copy(db, ix, k, Q, m) ? vela_err_set(err, VELA_ENOMEM, "out of memory")
-							: VELA_OK;
+	if (queries == NULL) {
+		if (db_qsample_copy(db, ix, k, Q, m))
+			return vela_err_set(err, VELA_ENOMEM, "out of memory");
+		queries_normalise(&ix->fields[k], *Q, *m);
+		return VELA_OK;
+	}
 	size_t total = vela_mul_size(n, dim);
 	for (size_t i = 0; i < total; i++)
 		if (!isfinite(queries[i]))
@@ -338,10 +350,7 @@ static int train_queries(vela_db_t *db, const db_index_t *ix, uint32_t k, const 
 		return vela_err_set(err, VELA_ENOMEM, "out of memory");
 	memcpy(*Q, queries, total * sizeof(float));
 	*m = n;
-	/* COSINE fields hold unit vectors: train on unit queries too. */
-	if (ix->fields[k].metric == VELA_METRIC_COSINE)
-		for (size_t i = 0; i < n; i++)
-			quant_normalize(*Q + i * dim, dim);
+	queries_normalise(&ix->fields[k], *Q, n);
 	return VELA_OK;
 }
 
