@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "db/search_int.h"
 #include "quant/quant.h"
@@ -349,6 +350,13 @@ int db_qsample_file_load(const char *path, uint32_t dim, float **Q, size_t *m)
 static void qs_path(const vela_db_t *db, uint32_t ix_id, uint32_t field, char *buf, size_t cap)
 {
 	snprintf(buf, cap, "%s/qsample-%u-%u.bin", db->dir, ix_id, field);
+}
+
+void db_qsample_file_remove(const vela_db_t *db, const db_index_t *ix, uint32_t field)
+{
+	char path[PATH_MAX_SNAP];
+	qs_path(db, ix->id, field, path, sizeof(path));
+	unlink(path);
 }
 
 int db_qsample_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)

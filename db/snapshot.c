@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "db/search_int.h"
 
 #define SNAP_MAGIC "VELASNAP"
 #define SNAP_VERSION 1u
@@ -149,4 +150,5 @@ void db_snapshot_remove(const vela_db_t *db, const db_index_t *ix)
 		db_train_path(db, ix, k, path, sizeof(path));
 		unlink(path);
 	}
+	db_workload_files_remove(db, ix);
 }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "db/search_int.h"
 
@@ -318,6 +319,16 @@ static void wl_path(const vela_db_t *db, const db_index_t *ix, uint32_t field, c
 		    size_t cap)
 {
 	snprintf(buf, cap, "%s/wlog-%u-%u.bin", db->dir, ix->id, field);
+}
+
+void db_workload_files_remove(const vela_db_t *db, const db_index_t *ix)
+{
+	for (uint32_t k = 0; k < ix->n_fields; k++) {
+		char path[PATH_MAX_SNAP];
+		wl_path(db, ix, k, path, sizeof(path));
+		unlink(path);
+		db_qsample_file_remove(db, ix, k);
+	}
 }
 
 int db_workload_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)

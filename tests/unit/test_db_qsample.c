@@ -264,6 +264,21 @@ static void qs_path(const qs_env_t *e, char *buf, size_t cap)
 	snprintf(buf, cap, "%s/qsample-%u-0.bin", e->dir, id);
 }
 
+Test(db_qsample, dropped_index_leaves_no_files)
+{
+	qs_env_t e;
+	qs_setup(&e);
+	qs_fill(e.db, 50);
+	vela_err_t err = {0};
+	cr_assert_eq(vela_workload_save(e.db, "qs", "v", &err), 0, "%s", err.msg);
+	char path[300];
+	qs_path(&e, path, sizeof(path));
+	cr_assert_eq(access(path, R_OK), 0, "%s written", path);
+	cr_assert_eq(vela_index_drop(e.db, "qs", false, &err), 0, "%s", err.msg);
+	cr_assert_neq(access(path, F_OK), 0, "%s removed with its index", path);
+	qs_teardown(&e);
+}
+
 Test(db_qsample, persistence)
 {
 	qs_env_t e;
