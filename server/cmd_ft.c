@@ -357,6 +357,27 @@ void cmd_ft_dropindex(cmd_ctx_t *x)
 		resp_simple(x->out, "OK");
 }
 
+/* FT.TRAIN index [FIELD name] (vela): retrain a compressed graph field on
+ * the queries its searches recorded (LeanVec: out-of-distribution when there
+ * are enough, docs/server.md) and rebuild its graph in the background. */
+void cmd_ft_train(cmd_ctx_t *x)
+{
+	bool named = x->argc == 4 && arg_eq(&x->argv[2], "FIELD");
+	if (x->argc > 4 || x->argc == 3 || (x->argc == 4 && !named)) {
+		resp_error(x->out, "ERR syntax error: FT.TRAIN index [FIELD name]");
+		return;
+	}
+	vela_err_t err = {0};
+	int rc = vela_index_train(x->db, x->argv[1].p, named ? x->argv[3].p : NULL, NULL, 0, 0,
+				 &err);
+	if (rc == VELA_ENOTFOUND && strstr(err.msg, "no index"))
+		resp_error(x->out, "-Unknown Index name");
+	else if (rc)
+		resp_errorf(x->out, "-ERR %s", err.msg);
+	else
+		resp_simple(x->out, "OK");
+}
+
 void cmd_ft_list(cmd_ctx_t *x)
 {
 	char **names;

@@ -108,6 +108,8 @@ UNREACHED(int vela_index_info(vela_db_t *db, const char *name, vela_index_info_t
 UNREACHED(int vela_index_describe(vela_db_t *db, const char *name, vela_index_def_t **out,
 				  vela_err_t *err))
 UNREACHED(void vela_index_def_free(vela_index_def_t *def))
+UNREACHED(int vela_index_train(vela_db_t *db, const char *index, const char *field,
+			       const float *queries, size_t n_queries, uint32_t dim, vela_err_t *err))
 UNREACHED(int vela_field_memory(vela_db_t *db, const char *index, const char *field,
 				vela_field_memory_t *out, vela_err_t *err))
 UNREACHED(int vela_search(vela_db_t *db, const vela_search_req_t *req, vela_result_t **out,
