@@ -146,6 +146,9 @@ db_field_state_t *db_field_state(vela_db_t *db, const db_index_t *ix, uint32_t f
 				 bool create);
 /** Free every state of `db` (with their layouts). */
 void db_field_state_release(vela_db_t *db);
+/** Free the states of a dropped index's fields (exclusive lock held: no
+ * search holds one). */
+void db_field_state_drop(const db_index_t *ix);
 /** The canonical key of q's atoms (*key malloc'd). */
 int db_workload_key(const query_t *q, uint8_t **key, size_t *klen);
 int db_workload_add(db_field_state_t *s, const uint8_t *key, size_t klen, uint64_t count);

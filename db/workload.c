@@ -62,6 +62,33 @@ static void wl_clear(db_field_state_t *s)
 	s->cap = s->n = 0;
 }
 
+static void state_free(db_field_state_t *s)
+{
+	wl_clear(s);
+	db_qsample_clear(s);
+	db_layout_free(s->layout);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+void db_field_state_drop(const db_index_t *ix)
+{
+	pthread_mutex_lock(&reg_mu);
+	for (uint32_t k = 0; k < ix->n_fields; k++) {
+		if (ix->fields[k].flat == NULL)
+			continue;
+		uint64_t uid = db_field_uid(&ix->fields[k]);
+		for (db_field_state_t **pp = &reg_head; *pp; pp = &(*pp)->next)
+			if ((*pp)->uid == uid) {
+				db_field_state_t *s = *pp;
+				*pp = s->next;
+				state_free(s);
+				break;
+			}
+	}
+	pthread_mutex_unlock(&reg_mu);
+}
+
 void db_field_state_release(vela_db_t *db)
 {
 	pthread_mutex_lock(&reg_mu);
@@ -72,11 +99,7 @@ void db_field_state_release(vela_db_t *db)
 			continue;
 		}
 		*pp = s->next;
-		wl_clear(s);
-		db_qsample_clear(s);
-		db_layout_free(s->layout);
-		pthread_mutex_destroy(&s->mu);
-		free(s);
+		state_free(s);
 	}
 	pthread_mutex_unlock(&reg_mu);
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "db/search_int.h"
 
 /* ------------------------------------------------------------ change lists */
 
@@ -55,6 +56,7 @@ static void index_publish(vela_db_t *db, db_index_t *ix)
 static void index_unpublish(vela_db_t *db, db_index_t *ix)
 {
 	db_snapshot_remove(db, ix);
+	db_field_state_drop(ix); /* its workload log, query sample and layouts */
 	for (size_t i = 0; i < db->n_indexes; i++) {
 		if (db->indexes[i] != ix)
 			continue;
