@@ -352,7 +352,7 @@ static int op_hset(vela_db_t *db, storage_txn_t *txn, db_op_t *op, db_changes_t 
 	n_doc = n_old;
 	for (size_t i = 0; i < n; i++) {
 		int at = field_index(doc, n_doc, kv[i].name, kv[i].name_len);
-		if (at >= 0 && op->kind == OP_HSETNX)
+		if (at >= 0 && op->kind == OP_HSETNX && i == 0)
 			goto out; /* HSETNX: the field exists, nothing to do */
 		if (at < 0) {
 			at = (int)n_doc++;
@@ -653,14 +653,28 @@ int vela_batch_hset_if(vela_batch_t *b, const void *key, size_t klen, const vela
 	return rc;
 }
 
-int vela_batch_hsetnx(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *field,
-		      int *set, vela_err_t *err)
+int vela_batch_hsetnx_with(vela_batch_t *b, const void *key, size_t klen,
+			   const vela_kv_t *field, const vela_kv_t *extra, size_t n_extra, int *set,
+			   vela_err_t *err)
 {
-	db_op_t op = {.kind = OP_HSETNX, .key = key, .klen = klen, .kv = field, .n = 1};
+	vela_kv_t *kv = malloc((n_extra + 1) * sizeof(*kv));
+	if (kv == NULL)
+		return vela_err_set(err, VELA_ENOMEM, "out of memory");
+	kv[0] = *field;
+	if (n_extra)
+		memcpy(kv + 1, extra, n_extra * sizeof(*kv));
+	db_op_t op = {.kind = OP_HSETNX, .key = key, .klen = klen, .kv = kv, .n = n_extra + 1};
 	int rc = batch_run(b, &op, err);
+	free(kv);
 	if (set)
 		*set = op.count > 0;
 	return rc;
+}
+
+int vela_batch_hsetnx(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *field,
+		      int *set, vela_err_t *err)
+{
+	return vela_batch_hsetnx_with(b, key, klen, field, NULL, 0, set, err);
 }
 
 /* HDEL of a SOURCE field also deletes the vector computed from it (a vector

@@ -773,7 +773,7 @@ static const srv_command_t commands[] = {
 	{"hmget", -3, CMD_VIEW, cmd_hmget},
 	{"hmset", -4, W | CMD_EMBED, cmd_hmset},
 	{"hset", -4, W | CMD_EMBED, cmd_hset},
-	{"hsetnx", 4, W, cmd_hsetnx},
+	{"hsetnx", 4, W | CMD_EMBED, cmd_hsetnx},
 	{"info", -1, 0, cmd_info},
 	{"keys", 2, 0, cmd_keys},
 	{"lastsave", 1, 0, cmd_lastsave},

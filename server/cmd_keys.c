@@ -375,12 +375,20 @@ void cmd_hmset(cmd_ctx_t *x)
 		resp_simple(x->out, "OK");
 }
 
+/* HSETNX key f v; the encoder stage appends "vfield vector" pairs when f is
+ * a SOURCE field (arity is checked on the client's 4 arguments before). */
 void cmd_hsetnx(cmd_ctx_t *x)
 {
 	vela_kv_t kv = {x->argv[2].p, x->argv[2].len, x->argv[3].p, x->argv[3].len};
+	size_t n_extra = x->argc > 4 ? (size_t)(x->argc - 4) / 2 : 0;
+	vela_kv_t extra[n_extra ? n_extra : 1];
+	for (size_t i = 0; i < n_extra; i++)
+		extra[i] = (vela_kv_t){x->argv[4 + 2 * i].p, x->argv[4 + 2 * i].len,
+				       x->argv[5 + 2 * i].p, x->argv[5 + 2 * i].len};
 	int set = 0;
 	vela_err_t err = {0};
-	if (vela_batch_hsetnx(x->batch, x->argv[1].p, x->argv[1].len, &kv, &set, &err))
+	if (vela_batch_hsetnx_with(x->batch, x->argv[1].p, x->argv[1].len, &kv, extra, n_extra,
+				   &set, &err))
 		reply_err(x->out, &err);
 	else
 		resp_int(x->out, set);

@@ -286,7 +286,8 @@ int embedq_route(srv_t *s, const srv_command_t *cmd, int argc, const resp_arg_t 
 	er_req_t *r = NULL;
 	int rc = 0;
 	*req = NULL;
-	if (strcmp(cmd->name, "hset") == 0 || strcmp(cmd->name, "hmset") == 0)
+	if (strcmp(cmd->name, "hset") == 0 || strcmp(cmd->name, "hmset") == 0 ||
+	    strcmp(cmd->name, "hsetnx") == 0)
 		rc = route_hset(s, argc, argv, &r, o);
 	else if (strcmp(cmd->name, "embed") == 0)
 		rc = route_embed(argc, argv, &r, o);

@@ -426,6 +426,14 @@ int vela_batch_hset_if(vela_batch_t *b, const void *key, size_t klen, const vela
 		       const vela_kv_t *fields, size_t n, int *applied, vela_err_t *err);
 int vela_batch_hsetnx(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *field,
 		      int *set, vela_err_t *err);
+/**
+ * @brief HSETNX of `field` that, when it sets it, also sets `extra[0..n)`
+ * (velad: the vectors computed from a SOURCE field); when `field` exists
+ * nothing is written (*set 0).
+ */
+int vela_batch_hsetnx_with(vela_batch_t *b, const void *key, size_t klen,
+			   const vela_kv_t *field, const vela_kv_t *extra, size_t n_extra, int *set,
+			   vela_err_t *err);
 
 /** SET flags. */
 enum vela_set_flag {

@@ -340,3 +340,21 @@ def test_two_backfills_at_once(srv, golden):
         v = np.frombuffer(r.hget(k, f), dtype="<f4")
         assert cos(v, ref[int(k.split(":")[1])]) >= COS_MIN
     assert r.info("embed")["embed_backfill_indexes"] == 0
+
+
+def test_hsetnx_computes_vector_once(srv, golden):
+    """HSETNX of a SOURCE field computes its vector like HSET; when the
+    field already exists nothing is written (the vector stays the old one)."""
+    sents, ref = golden
+    r = srv.client(protocol=2)
+    assert r.execute_command(*SCHEMA) == b"OK"
+    assert r.hsetnx("doc:nx", "body", sents[3]) == 1
+    v = np.frombuffer(r.hget("doc:nx", "vec"), dtype="<f4")
+    assert cos(v, ref[3]) >= COS_MIN
+    assert r.hsetnx("doc:nx", "body", sents[4]) == 0
+    assert r.hget("doc:nx", "body") == sents[3].encode()
+    assert np.frombuffer(r.hget("doc:nx", "vec"), dtype="<f4").tobytes() == v.tobytes()
+    # A field that is not a SOURCE: plain HSETNX.
+    assert r.hsetnx("doc:nx", "genre", "a") == 1 and r.hsetnx("doc:nx", "genre", "b") == 0
+    with pytest.raises(redis.ResponseError, match="wrong number"):
+        r.execute_command("HSETNX", "doc:nx", "body", "x", "genre", "y")
