@@ -764,7 +764,7 @@ static int fs_parse_run(cmd_ctx_t *x, ft_search_t *fs)
 		return -1;
 	if (fs->embed_opt == 0)
 		return 0;
-	resp_error(x->out, "-EMBED is supported by FT.SEARCH only (not FT.PROFILE or "
+	resp_error(x->out, "-EMBED is supported by FT.SEARCH and FT.PROFILE only (not "
 			   "FT.EXPLAIN): pass the vector in PARAMS");
 	return -1;
 }

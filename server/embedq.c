@@ -234,10 +234,46 @@ static int route_embed(int argc, const resp_arg_t *argv, er_req_t **out, resp_ou
 }
 
 /* FT.SEARCH idx query ... PARAMS n k v ... EMBED k: the parameter's text. */
-static int route_search(int argc, const resp_arg_t *argv, er_req_t **out, resp_out_t *o)
+/* FT.PROFILE index SEARCH [LIMITED] QUERY q [options]: the position of q
+ * (0 when the layout is wrong: the handler answers that). */
+static int profile_query_pos(int argc, const resp_arg_t *argv)
 {
-	int opt, key, val;
-	int rc = ft_search_embed_args(argc, argv, &opt, &key, &val);
+	int i = 3;
+	if (argc < 5 || !arg_eq(&argv[2], "SEARCH"))
+		return 0;
+	i += arg_eq(&argv[i], "LIMITED");
+	return i + 1 < argc && arg_eq(&argv[i], "QUERY") ? i + 1 : 0;
+}
+
+/* ft_search_embed_args on FT.PROFILE's arguments, through the FT.SEARCH
+ * view (name, index, query, options) its handler builds; the positions
+ * found are mapped back onto the FT.PROFILE arguments. */
+static int profile_embed_args(int argc, const resp_arg_t *argv, int *opt, int *key, int *val)
+{
+	int q = profile_query_pos(argc, argv);
+	if (q == 0)
+		return 0;
+	int vc = argc - (q - 2);
+	resp_arg_t *v = malloc((size_t)vc * sizeof(*v));
+	if (v == NULL)
+		return 0; /* the handler runs it and answers (EMBED refused) */
+	v[0] = argv[0];
+	v[1] = argv[1];
+	memcpy(v + 2, argv + q, (size_t)(argc - q) * sizeof(*v));
+	int rc = ft_search_embed_args(vc, v, opt, key, val);
+	free(v);
+	*opt += q - 2;
+	*key += q - 2;
+	*val += q - 2;
+	return rc;
+}
+
+static int route_search(int argc, const resp_arg_t *argv, bool profile, er_req_t **out,
+			resp_out_t *o)
+{
+	int opt = 0, key = 0, val = 0;
+	int rc = profile ? profile_embed_args(argc, argv, &opt, &key, &val)
+			 : ft_search_embed_args(argc, argv, &opt, &key, &val);
 	if (rc <= 0)
 		return rc == 0 ? 0 : (resp_error(o, "ERR EMBED names a parameter that PARAMS "
 						     "does not give"), -1);
@@ -291,8 +327,8 @@ int embedq_route(srv_t *s, const srv_command_t *cmd, int argc, const resp_arg_t 
 		rc = route_hset(s, argc, argv, &r, o);
 	else if (strcmp(cmd->name, "embed") == 0)
 		rc = route_embed(argc, argv, &r, o);
-	else if (strcmp(cmd->name, "ft.search") == 0)
-		rc = route_search(argc, argv, &r, o);
+	else if (strcmp(cmd->name, "ft.search") == 0 || strcmp(cmd->name, "ft.profile") == 0)
+		rc = route_search(argc, argv, cmd->name[3] == 'p', &r, o);
 	else if (strcmp(cmd->name, "ft.create") == 0)
 		rc = route_create(argc, argv, &r, o);
 	if (rc <= 0)

@@ -114,8 +114,8 @@ def test_hset_computes_vector_and_search_by_text(srv, golden):
     with pytest.raises(redis.ResponseError, match="PARAMS"):
         r.execute_command("FT.SEARCH", "idx", "*=>[KNN 3 @vec $q]", "PARAMS", 2, "q", "x",
                           "EMBED", "missing")
-    with pytest.raises(redis.ResponseError, match="FT.SEARCH only"):
-        r.execute_command("FT.PROFILE", "idx", "SEARCH", "QUERY", "*=>[KNN 3 @vec $q]",
+    with pytest.raises(redis.ResponseError, match="not FT.EXPLAIN"):
+        r.execute_command("FT.EXPLAIN", "idx", "*=>[KNN 3 @vec $q]",
                           "PARAMS", 2, "q", "x", "EMBED", "q")
     info = r.info("embed")
     assert info["embed_texts"] >= len(sents) + 4
@@ -358,3 +358,17 @@ def test_hsetnx_computes_vector_once(srv, golden):
     assert r.hsetnx("doc:nx", "genre", "a") == 1 and r.hsetnx("doc:nx", "genre", "b") == 0
     with pytest.raises(redis.ResponseError, match="wrong number"):
         r.execute_command("HSETNX", "doc:nx", "body", "x", "genre", "y")
+
+
+def test_profile_takes_embed(srv, golden):
+    """FT.PROFILE runs a query given as text (EMBED) like FT.SEARCH does."""
+    sents, ref = golden
+    r = srv.client(protocol=2)
+    assert r.execute_command(*SCHEMA) == b"OK"
+    p = r.pipeline(transaction=False)
+    for i, s in enumerate(sents[:20]):
+        p.hset(f"doc:{i}", mapping={"body": s, "genre": "a"})
+    p.execute()
+    rep = r.execute_command("FT.PROFILE", "idx", "SEARCH", "QUERY", "*=>[KNN 3 @vec $q]",
+                            "PARAMS", 2, "q", sents[7], "EMBED", "q", "NOCONTENT", "DIALECT", 2)
+    assert rep[0][0] == 3 and rep[0][1] == b"doc:7"
