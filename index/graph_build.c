@@ -361,8 +361,9 @@ int graph_build(graph_t *g, const uint32_t *ids, size_t n)
 	if (rc == 0)
 		rc = graph_medoid(g, ids, n, &g->entry);
 	/* The first pass (alpha 1) only has to make the graph navigable for
-	 * the second: a quarter of the window (at least R) gave the same recall
-	 * for 30 % less build time (BENCHMARKS.md "Build: first-pass window"). */
+	 * the second: a quarter of the window (at least R) builds 40 % faster
+	 * with the same recall at 100k vectors, but at 1M it costs recall at
+	 * a fixed window (BENCHMARKS.md "Build: first-pass window"). */
 	uint32_t L1 = g->L / GRAPH_FIRST_PASS_WINDOW_DIV;
 	L1 = L1 < g->R ? (g->R < g->L ? g->R : g->L) : L1;
 	if (rc == 0 && g->alpha != 1.0f)
