@@ -75,3 +75,20 @@ def test_ft_train_errors(lv):
                       (("lv", "BOGUS", "v"), "syntax error")]:
         with pytest.raises(redis.ResponseError, match=msg):
             r.execute_command("FT.TRAIN", *args)
+
+
+def test_index_build_foreground(velad_factory):
+    """--index-build foreground: the write that crosses the threshold builds
+    the graph before it is answered (nothing pending right after)."""
+    srv = velad_factory("--index-build", "foreground")
+    r = srv.client(protocol=2)
+    assert r.config_get("index-build") == {"index-build": "foreground"}
+    r.execute_command("FT.CREATE", "g", "ON", "HASH", "PREFIX", 1, "g:", "SCHEMA", "v", "VECTOR",
+                      "HNSW", 6, "TYPE", "FLOAT32", "DIM", 8, "DISTANCE_METRIC", "L2")
+    X = np.random.default_rng(3).normal(size=(1100, 8)).astype(np.float32)
+    p = r.pipeline(transaction=False)
+    for i, v in enumerate(X):
+        p.hset(f"g:{i}", "v", v.tobytes())
+    p.execute()
+    assert r.info("persistence")["graph_builds_pending"] == 0
+    assert "graph over" in srv.log() and "in the background" not in srv.log()
