@@ -232,8 +232,7 @@ static uint8_t *qs_image(const float *Q, size_t m, uint32_t dim, uint64_t seen, 
 	return buf;
 }
 
-/* Write `buf` to path through path.tmp and a rename. */
-static int qs_write(const char *path, const uint8_t *buf, size_t len)
+int db_file_replace(const char *path, const uint8_t *buf, size_t len)
 {
 	char tmp[PATH_MAX_SNAP + 8];
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
@@ -257,7 +256,7 @@ int db_qsample_file_save(const char *path, const float *Q, size_t m, uint32_t di
 	uint8_t *buf = qs_image(Q, m, dim, m, &len);
 	if (buf == NULL)
 		return VELA_ENOMEM;
-	int rc = qs_write(path, buf, len);
+	int rc = db_file_replace(path, buf, len);
 	free(buf);
 	return rc;
 }
@@ -376,7 +375,7 @@ int db_qsample_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 		return VELA_ENOMEM;
 	char path[PATH_MAX_SNAP];
 	qs_path(db, ix->id, s->field, path, sizeof(path));
-	int rc = qs_write(path, buf, len);
+	int rc = db_file_replace(path, buf, len);
 	free(buf);
 	return rc;
 }

@@ -159,6 +159,9 @@ void db_workload_record(vela_db_t *db, const db_index_t *ix, const query_t *q,
 int db_workload_snapshot(db_field_state_t *s, db_wl_ent_t **out, size_t *n);
 void db_workload_snapshot_free(db_wl_ent_t *v, size_t n);
 int db_workload_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s);
+/** Write `buf` to `path` through path.tmp and a rename (a reader never sees
+ * half a file): 0, VELA_EIO, VELA_EINVAL (path too long). */
+int db_file_replace(const char *path, const uint8_t *buf, size_t len);
 /** Delete an index's workload log and query sample files (index dropped). */
 void db_workload_files_remove(const vela_db_t *db, const db_index_t *ix);
 void db_qsample_file_remove(const vela_db_t *db, const db_index_t *ix, uint32_t field);

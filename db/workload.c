@@ -383,17 +383,9 @@ int db_workload_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 	uint64_t sum = vela_hash64(buf, o);
 	memcpy(buf + o, &sum, 8);
 	db_workload_snapshot_free(v, n);
-	char path[PATH_MAX_SNAP], tmp[PATH_MAX_SNAP + 8];
+	char path[PATH_MAX_SNAP];
 	wl_path(db, ix, s->field, path, sizeof(path));
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	FILE *fp = fopen(tmp, "wb");
-	rc = fp && fwrite(buf, 1, o + 8, fp) == o + 8 ? 0 : VELA_EIO;
-	if (fp && fclose(fp))
-		rc = VELA_EIO;
-	if (rc == 0 && rename(tmp, path))
-		rc = VELA_EIO;
-	if (rc)
-		remove(tmp);
+	rc = db_file_replace(path, buf, o + 8);
 	free(buf);
 	/* the query sample goes with the log (its own file) */
 	return rc ? rc : db_qsample_save(db, ix, s);
