@@ -122,7 +122,10 @@ typedef struct db_vec_build {
 	/* db_vec_build_copy */
 	uint32_t *ids;
 	uint64_t n;
-	float *vecs;        /**< n x dim, compressed fields until encoded */
+	/** Compressed fields, until encoded: n x dim, or with `live` only the
+	 * training sample (the rest is read from `src` while encoding). */
+	float *vecs;
+	const flat_index_t *src; /**< live compressed builds: the field's vectors */
 	flat_index_t *flat; /**< the private F32 copy (background F32 builds) */
 	/* db_vec_build_run */
 	bool ood; /**< the store was trained out-of-distribution */

@@ -76,10 +76,14 @@ int db_vec_build_copy(const db_field_t *f, db_vec_build_t *b)
 		free(row);
 		return rc ? rc : graph_store_flat(b->flat, &b->gs);
 	}
-	b->vecs = malloc(vela_mul_size(b->n ? b->n : 1, (size_t)b->dim * sizeof(float)));
+	/* Live (the lock held all along, as at open): copy only the training
+	 * sample; the rest is encoded straight from the flat index. */
+	uint64_t rows = b->live && b->n > b->threshold ? b->threshold : b->n;
+	b->src = b->live ? f->flat : NULL;
+	b->vecs = malloc(vela_mul_size(rows ? rows : 1, (size_t)b->dim * sizeof(float)));
 	if (b->vecs == NULL)
 		return VELA_ENOMEM;
-	for (uint64_t i = 0; rc == 0 && i < b->n; i++)
+	for (uint64_t i = 0; rc == 0 && i < rows; i++)
 		rc = flat_get(f->flat, b->ids[i], b->vecs + i * b->dim);
 	return rc;
 }
@@ -104,8 +108,19 @@ static int build_store(db_vec_build_t *b)
 		vela_error("field '%s': compression training failed: %s", b->alias, err.msg);
 		return rc;
 	}
-	for (uint64_t i = 0; rc == 0 && i < b->n; i++)
-		rc = graph_lvq_store_set(b->lvq, b->ids[i], b->vecs + i * b->dim);
+	float *row = b->src ? malloc((size_t)b->dim * sizeof(float)) : NULL;
+	if (b->src && row == NULL)
+		rc = VELA_ENOMEM;
+	for (uint64_t i = 0; rc == 0 && i < b->n; i++) {
+		const float *v = row;
+		if (b->src == NULL || i < ns)
+			v = b->vecs + i * b->dim;
+		else /* beyond the sample: from the field */
+			rc = flat_get(b->src, b->ids[i], row);
+		if (rc == 0)
+			rc = graph_lvq_store_set(b->lvq, b->ids[i], v);
+	}
+	free(row);
 	free(b->vecs); /* the codes replace the copy */
 	b->vecs = NULL;
 	if (rc == 0)
