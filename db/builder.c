@@ -10,9 +10,10 @@
  *     builds the graph over that private copy, holding no lock: searches keep
  *     using the exact scan (first build) or the old graph (retrain), writes
  *     go on;
- *  3. takes write_mu and db->lock exclusively (the writer's order), replays
- *     the dirty docids onto the new graph (FreshDiskANN inserts, deletes) and
- *     swaps it in.
+ *  3. replays the dirty docids onto the new graph (FreshDiskANN inserts,
+ *     deletes) in rounds that hold only write_mu to pop a batch and read its
+ *     vectors (job_catch_up), then takes write_mu and db->lock exclusively
+ *     (the writer's order), replays the last few and swaps it in.
  * The job names its field by index id, field number and the field's flat uid
  * (process-unique), so a field dropped meanwhile is never touched: its job is
  * dropped at step 1 or 3. Closing the database cancels a running build
@@ -78,6 +79,28 @@ static int job_copy(vela_db_t *db, const db_job_t *j, db_vec_build_t *b)
 	return rc;
 }
 
+/* Step 2b: replay the writes made during the build in rounds holding only
+ * write_mu (writers wait for a round's copy, searches never do), so that
+ * the install, which holds the exclusive lock and so stops searches too,
+ * replays only the last few (a build that overlapped a bulk load found
+ * tens of thousands waiting: seconds of stalled searches). */
+static int job_catch_up(vela_db_t *db, const db_job_t *j, db_vec_build_t *b)
+{
+	int rc = VELA_OK;
+	uint64_t left = DB_BUILD_CATCHUP_LEFT;
+	for (uint32_t r = 0; rc == 0 && left >= DB_BUILD_CATCHUP_LEFT &&
+			     r < DB_BUILD_CATCHUP_ROUNDS_MAX; r++) {
+		db_vec_batch_t bt;
+		pthread_mutex_lock(&db->write_mu);
+		db_field_t *f = job_field(db, j, NULL);
+		rc = f ? db_vec_build_take(f, b, &bt, &left) : VELA_ENOTFOUND;
+		pthread_mutex_unlock(&db->write_mu);
+		if (rc == 0 && bt.n)
+			rc = db_vec_build_apply(b, &bt);
+	}
+	return rc;
+}
+
 /* Step 3: install (write_mu, then db->lock exclusive). */
 static int job_install(vela_db_t *db, const db_job_t *j, db_vec_build_t *b, int rc)
 {
@@ -115,6 +138,8 @@ static void job_run(vela_db_t *db, db_builder_t *bd, db_job_t *j)
 	}
 	if (rc == 0)
 		rc = db_vec_build_run(&b);
+	if (rc == 0)
+		rc = job_catch_up(db, j, &b);
 	rc = job_install(db, j, &b, rc);
 	if (rc == 0)
 		db_vec_build_keep_queries(&b);
@@ -123,9 +148,9 @@ static void job_run(vela_db_t *db, db_builder_t *bd, db_job_t *j)
 			  "next open", b.alias);
 	else if (rc == 0)
 		vela_info("field '%s': graph over %llu vectors %s in the background in %.2f s "
-			  "(%zu writes replayed)", b.alias, (unsigned long long)b.n,
-			  j->retrain ? "retrained and rebuilt" : "built",
-			  (double)(vela_now_ns() - t0) / 1e9, b.replayed);
+			  "(%zu writes caught up, %zu replayed at install)", b.alias,
+			  (unsigned long long)b.n, j->retrain ? "retrained and rebuilt" : "built",
+			  (double)(vela_now_ns() - t0) / 1e9, b.caught_up, b.replayed);
 	else if (rc != VELA_ENOTFOUND)
 		vela_error("field '%s': background graph build failed (%s); %s", b.alias,
 			   vela_strerror(rc), j->retrain ? "the old graph stays" : "searching exactly");

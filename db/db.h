@@ -87,6 +87,27 @@ typedef struct db_index {
 /** Set/remove a vector in the field's indexes (caller holds db->lock exclusively). */
 int db_vec_set(db_field_t *f, uint32_t docid, const float *vec);
 int db_vec_remove(db_field_t *f, uint32_t docid);
+
+/*
+ * Where a field's vectors are read from (db/vecindex.c). A vector field keeps
+ * its F32 rows in its flat index until a compressed store (f->lvq) holds them
+ * with its graph installed; then the rows are released (the flat index keeps
+ * only the docids) and the exact plans (scans of a filter's matches, ranges,
+ * distances to yield) read the store's most precise encoding instead: a
+ * compressed field then holds codes + graph, not F32 beside them. Rebuilds
+ * read the vectors from LMDB (db_vec_build_t.txn). All read calls take
+ * db->lock shared.
+ */
+/** Release f's F32 rows when its compressed store and graph are installed. */
+void db_vec_rows_release(db_field_t *f);
+/** The k nearest vectors of f (of `filter` when given), flat_search's contract. */
+int db_vec_search(const db_field_t *f, const float *q, uint32_t k, const roaring_bitmap_t *filter,
+		  vela_hit_t *out, uint32_t *n_out);
+/** Every vector of f within `radius`, flat_range's contract. */
+int db_vec_range(const db_field_t *f, const float *q, float radius,
+		 const roaring_bitmap_t *filter, vela_hit_t **out, size_t *n_out);
+/** docid's vector in f (dim floats), flat_get's contract. */
+int db_vec_get(const db_field_t *f, uint32_t docid, float *out);
 /** Vectors a GRAPH field needs before its graph is built (and trained). */
 uint64_t db_vec_build_threshold(const db_field_t *f);
 /**
@@ -127,12 +148,22 @@ typedef struct db_vec_build {
 	float *vecs;
 	const flat_index_t *src; /**< live compressed builds: the field's vectors */
 	flat_index_t *flat; /**< the private F32 copy (background F32 builds) */
+	/** Retrains of a field whose F32 rows were released (db_vec_rows_release):
+	 * the vectors are read from LMDB through this read transaction, begun at
+	 * the copy and ended before install (a snapshot; later writes are
+	 * replayed from a fresh one). NULL otherwise. */
+	storage_txn_t *txn;
+	const vela_db_t *db;
+	uint32_t ix_id, field;
+	db_field_t vf; /**< dim, type and metric only: decodes LMDB's blobs */
 	/* db_vec_build_run */
 	bool ood; /**< the store was trained out-of-distribution */
 	graph_lvq_store_t *lvq;
 	graph_store_t gs;
 	graph_t *graph;
-	size_t replayed; /**< writes replayed at install */
+	size_t replayed;  /**< writes replayed at install */
+	size_t caught_up; /**< writes replayed before it (db_vec_build_catch_up) */
+	bool rebound;     /**< install rebound the graph to the live store */
 } db_vec_build_t;
 
 int db_vec_build_init(const vela_db_t *db, const db_index_t *ix, uint32_t k, db_vec_build_t *b);
@@ -143,6 +174,26 @@ int db_vec_build_run(db_vec_build_t *b);
 /** Replay f->dirty, swap the graph (and store) in: exclusive lock. On
  * error the field is unchanged. */
 int db_vec_build_install(db_field_t *f, db_vec_build_t *b);
+/** Docids popped from f->dirty per catch-up round, and the backlog under
+ * which the install replays the rest itself (db/builder.c). */
+#define DB_BUILD_CATCHUP_BATCH 4096u
+#define DB_BUILD_CATCHUP_LEFT 256u
+#define DB_BUILD_CATCHUP_ROUNDS_MAX 64u
+/** One catch-up round: pop up to DB_BUILD_CATCHUP_BATCH docids from
+ * f->dirty and read their vectors (caller holds db->write_mu, so no write
+ * is applied meanwhile, while searches go on), then replay them onto the
+ * new graph with no lock held (apply frees the batch). *left receives the
+ * backlog still in f->dirty; nothing is popped when it is already below
+ * DB_BUILD_CATCHUP_LEFT. */
+typedef struct db_vec_batch {
+	uint32_t *ids;
+	float *rows;      /**< n x dim (a deleted docid's row is unused) */
+	uint8_t *present; /**< 0: deleted since the copy */
+	size_t n;
+} db_vec_batch_t;
+int db_vec_build_take(db_field_t *f, db_vec_build_t *b, db_vec_batch_t *out, uint64_t *left);
+int db_vec_build_apply(db_vec_build_t *b, db_vec_batch_t *batch);
+void db_vec_batch_free(db_vec_batch_t *batch);
 /** After an install: keep (or remove) the training-query file. */
 void db_vec_build_keep_queries(const db_vec_build_t *b);
 void db_vec_build_free(db_vec_build_t *b);

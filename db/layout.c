@@ -309,6 +309,11 @@ static int layout_make(vela_db_t *db, db_index_t *ix, uint32_t k, const vela_lay
 	uint32_t max_cuts;
 	if (opts_resolve(opts, &to, &po, &so, &max_cuts))
 		return vela_err_set(err, VELA_EINVAL, "layout option out of range");
+	if (!flat_has_rows(ix->fields[k].flat)) /* partitions copy F32 rows (for now) */
+		return vela_err_set(err, VELA_EUNSUPPORTED,
+				    "%s: a compressed field keeps no F32 vectors to partition "
+				    "(partitions over LVQ/LeanVec codes are not implemented yet)",
+				    ix->fields[k].alias);
 	uint64_t t0 = vela_now_ns();
 	const db_field_t *f = &ix->fields[k];
 	db_field_state_t *s = db_field_state(db, ix, k, true);

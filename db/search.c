@@ -262,7 +262,7 @@ static int src_vrange(void *ctx, uint32_t field, const void *blob, size_t len, d
 		return rc;
 	vela_hit_t *hits = NULL;
 	size_t n = 0;
-	rc = flat_range(f->flat, q, (float)radius, NULL, &hits, &n);
+	rc = db_vec_range(f, q, (float)radius, NULL, &hits, &n);
 	for (size_t i = 0; rc == 0 && i < n; i++)
 		roaring_bitmap_add(out, hits[i].docid);
 	free(hits);
@@ -582,7 +582,7 @@ static double yield_dist(const plan_t *p, uint32_t docid)
 	const db_field_t *f = &p->ix->fields[p->yield->field_no];
 	float *x = malloc((size_t)f->dim * sizeof(float));
 	double d = NAN;
-	if (x && flat_get(f->flat, docid, x) == 0)
+	if (x && db_vec_get(f, docid, x) == 0)
 		d = quant_distance(f->metric, VELA_VEC_FLOAT32, p->yvec, x, f->dim);
 	free(x);
 	return d;
@@ -697,8 +697,8 @@ static int knn_scan(plan_t *p)
 		p->n_hits = 0;
 		return VELA_OK;
 	}
-	return flat_search(db_plan_field(p)->flat, p->qvec, p->knn->k, p->filter, p->hits,
-			   &p->n_hits);
+	return db_vec_search(db_plan_field(p), p->qvec, p->knn->k, p->filter, p->hits,
+			     &p->n_hits);
 }
 
 /* The graph walk over every node; with a filter, only matches are kept
@@ -754,7 +754,7 @@ static int knn_top(plan_t *p, uint32_t want, vela_hit_t *out, uint32_t *n_out)
 	const db_field_t *f = db_plan_field(p);
 	if (f->graph == NULL) {
 		p->prof.distances += p->prof.index_size;
-		return flat_search(f->flat, p->qvec, want, NULL, out, n_out);
+		return db_vec_search(f, p->qvec, want, NULL, out, n_out);
 	}
 	graph_search_params_t sp;
 	graph_search_params_default(&sp);

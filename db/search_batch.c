@@ -508,7 +508,10 @@ static void exact_group(plan_t *plans, int *state, size_t n, size_t first, size_
 	if (m == 0)
 		return;
 	uint64_t t0 = vela_now_ns();
-	int rc = flat_search_multi(db_plan_field(&plans[first])->flat, mq, (uint32_t)m, NULL);
+	const flat_index_t *fl = db_plan_field(&plans[first])->flat;
+	/* Released rows (a compressed field): each plan scans the codes alone. */
+	int rc = flat_has_rows(fl) ? flat_search_multi(fl, mq, (uint32_t)m, NULL)
+				   : VELA_EUNSUPPORTED;
 	uint64_t ns = (vela_now_ns() - t0) / m; /* the group's time, shared out */
 	for (size_t j = 0; j < m; j++) {
 		size_t i = which[j];

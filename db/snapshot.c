@@ -128,6 +128,8 @@ int db_snapshot_load(const vela_db_t *db, db_index_t *ix, uint32_t k, uint64_t s
 	if (rc == 0)
 		rc = graph_connect(fd->graph);
 	free(ids);
+	if (rc == 0)
+		db_vec_rows_release(fd); /* compressed: the codes replace the F32 rows */
 	fd->graph_from_snapshot = rc == 0;
 	fd->snap_seq = rc == 0 ? seq : 0;
 	if (rc) {

@@ -42,6 +42,10 @@ int db_vec_build_init(const vela_db_t *db, const db_index_t *ix, uint32_t k, db_
 	b->compression = f->compression;
 	b->reduce = f->reduce;
 	b->threshold = db_vec_build_threshold(f);
+	b->db = db;
+	b->ix_id = ix->id;
+	b->field = k;
+	b->vf = (db_field_t){.dim = f->dim, .vec_type = f->vec_type, .metric = f->metric};
 	graph_params_default(&b->gp);
 	if (f->graph_degree)
 		b->gp.max_degree = f->graph_degree;
@@ -55,6 +59,45 @@ int db_vec_build_init(const vela_db_t *db, const db_index_t *ix, uint32_t k, db_
 	    db_qsample_file_load(b->train_path, f->dim, &b->Q_own, &b->m) == 0)
 		b->Q = b->Q_own;
 	return VELA_OK;
+}
+
+/* docid's vector as stored in LMDB (through b->txn), decoded into `out`. */
+static int lmdb_row(const db_vec_build_t *b, uint32_t docid, float *out)
+{
+	uint8_t k[16];
+	size_t kl = db_key_vector(k, b->ix_id, b->field, docid);
+	const void *val;
+	size_t len;
+	float *v;
+	int rc = storage_get(b->txn, ST_VECTORS, k, kl, &val, &len);
+	if (rc == 0 && (rc = db_vector_decode(&b->vf, val, len, &v)) == 0) {
+		memcpy(out, v, (size_t)b->dim * sizeof(float));
+		free(v);
+	}
+	return rc;
+}
+
+/* A retrain of a field whose rows were released: the training sample now
+ * (the first `threshold` vectors that LMDB still holds), the rest while
+ * encoding, from one read transaction. A docid deleted since the in-memory
+ * copy of the docids is dropped here (its delete is replayed at install). */
+static int copy_from_lmdb(db_vec_build_t *b)
+{
+	uint64_t rows = b->n > b->threshold ? b->threshold : b->n, w = 0, i = 0;
+	int rc = storage_txn_begin(b->db->env, NULL, 0, &b->txn);
+	b->vecs = rc ? NULL : malloc(vela_mul_size(rows ? rows : 1, (size_t)b->dim * sizeof(float)));
+	if (rc == 0 && b->vecs == NULL)
+		rc = VELA_ENOMEM;
+	for (; rc == 0 && i < b->n && w < rows; i++) {
+		if ((rc = lmdb_row(b, b->ids[i], b->vecs + w * b->dim)) == VELA_ENOTFOUND) {
+			rc = VELA_OK;
+			continue;
+		}
+		b->ids[w++] = b->ids[i];
+	}
+	memmove(b->ids + w, b->ids + i, (b->n - i) * sizeof(uint32_t));
+	b->n -= i - w;
+	return rc;
 }
 
 int db_vec_build_copy(const db_field_t *f, db_vec_build_t *b)
@@ -76,6 +119,8 @@ int db_vec_build_copy(const db_field_t *f, db_vec_build_t *b)
 		free(row);
 		return rc ? rc : graph_store_flat(b->flat, &b->gs);
 	}
+	if (!flat_has_rows(f->flat))
+		return copy_from_lmdb(b);
 	/* Live (the lock held all along, as at open): copy only the training
 	 * sample; the rest is encoded straight from the flat index. */
 	uint64_t rows = b->live && b->n > b->threshold ? b->threshold : b->n;
@@ -108,21 +153,32 @@ static int build_store(db_vec_build_t *b)
 		vela_error("field '%s': compression training failed: %s", b->alias, err.msg);
 		return rc;
 	}
-	float *row = b->src ? malloc((size_t)b->dim * sizeof(float)) : NULL;
-	if (b->src && row == NULL)
+	bool more = b->src || b->txn; /* rows beyond the sample are read now */
+	float *row = more ? malloc((size_t)b->dim * sizeof(float)) : NULL;
+	if (more && row == NULL)
 		rc = VELA_ENOMEM;
+	uint64_t w = 0;
 	for (uint64_t i = 0; rc == 0 && i < b->n; i++) {
 		const float *v = row;
-		if (b->src == NULL || i < ns)
+		if (!more || i < ns)
 			v = b->vecs + i * b->dim;
-		else /* beyond the sample: from the field */
+		else if (b->src) /* beyond the sample: from the field */
 			rc = flat_get(b->src, b->ids[i], row);
+		else if ((rc = lmdb_row(b, b->ids[i], row)) == VELA_ENOTFOUND) {
+			rc = VELA_OK; /* deleted since the copy: replayed at install */
+			continue;
+		}
 		if (rc == 0)
 			rc = graph_lvq_store_set(b->lvq, b->ids[i], v);
+		b->ids[w++] = b->ids[i];
 	}
+	if (rc == 0)
+		b->n = w;
 	free(row);
 	free(b->vecs); /* the codes replace the copy */
 	b->vecs = NULL;
+	storage_txn_abort(b->txn); /* install reads with a fresh one */
+	b->txn = NULL;
 	if (rc == 0)
 		b->gs = *graph_lvq_store(b->lvq);
 	return rc;
@@ -138,12 +194,28 @@ int db_vec_build_run(db_vec_build_t *b)
 	return rc;
 }
 
-/* One write made since the copy, onto the new graph (b->lvq's codes). */
-static int build_replay(db_field_t *f, db_vec_build_t *b, uint32_t d, float *row)
+/* docid d's vector as the field holds it now: 0, or VELA_ENOTFOUND. */
+static int replay_row(const db_field_t *f, const db_vec_build_t *b, uint32_t d, float *row)
 {
-	int rc;
-	if (flat_get(f->flat, d, row) == 0) {
-		rc = b->lvq ? graph_lvq_store_set(b->lvq, d, row) : VELA_OK;
+	if (flat_has_rows(f->flat))
+		return flat_get(f->flat, d, row);
+	if (!roaring_bitmap_contains(flat_docids(f->flat), d))
+		return VELA_ENOTFOUND;
+	return lmdb_row(b, d, row);
+}
+
+/* One write made since the copy onto the new graph: docid d now holds
+ * `row`, or (NULL) was deleted. Before the install the graph reads b's
+ * private copies (b->lvq's codes, or b->flat for F32), which get the row
+ * first; after it rebinds, F32 graphs read the live flat index. */
+static int apply_one(db_vec_build_t *b, uint32_t d, const float *row)
+{
+	int rc = VELA_OK;
+	if (row) {
+		if (b->lvq)
+			rc = graph_lvq_store_set(b->lvq, d, row);
+		else if (b->flat && !b->rebound)
+			rc = flat_set(b->flat, d, row);
 		return rc ? rc : graph_update(b->graph, d);
 	}
 	if (b->lvq && graph_lvq_store_remove(b->lvq, d) == VELA_EINVAL)
@@ -152,20 +224,89 @@ static int build_replay(db_field_t *f, db_vec_build_t *b, uint32_t d, float *row
 	return rc == VELA_ENOTFOUND ? VELA_OK : rc;
 }
 
+static int build_replay(db_field_t *f, db_vec_build_t *b, uint32_t d, float *row)
+{
+	int rc = replay_row(f, b, d, row);
+	if (rc && rc != VELA_ENOTFOUND)
+		return rc;
+	return apply_one(b, d, rc == 0 ? row : NULL);
+}
+
+void db_vec_batch_free(db_vec_batch_t *bt)
+{
+	free(bt->ids);
+	free(bt->rows);
+	free(bt->present);
+	memset(bt, 0, sizeof(*bt));
+}
+
+int db_vec_build_take(db_field_t *f, db_vec_build_t *b, db_vec_batch_t *out, uint64_t *left)
+{
+	memset(out, 0, sizeof(*out));
+	uint64_t n = f->dirty ? roaring_bitmap_get_cardinality(f->dirty) : 0;
+	*left = n;
+	if (n < DB_BUILD_CATCHUP_LEFT)
+		return VELA_OK;
+	size_t m = n < DB_BUILD_CATCHUP_BATCH ? (size_t)n : DB_BUILD_CATCHUP_BATCH;
+	out->ids = malloc(m * sizeof(uint32_t));
+	out->present = malloc(m);
+	out->rows = malloc(vela_mul_size(m, (size_t)b->dim * sizeof(float)));
+	int rc = out->ids && out->present && out->rows ? VELA_OK : VELA_ENOMEM;
+	if (rc == 0 && !flat_has_rows(f->flat))
+		rc = storage_txn_begin(b->db->env, NULL, 0, &b->txn);
+	if (rc == 0) {
+		roaring_uint32_iterator_t *it = roaring_create_iterator(f->dirty);
+		out->n = it ? roaring_read_uint32_iterator(it, out->ids, (uint32_t)m) : 0;
+		roaring_free_uint32_iterator(it);
+		rc = it ? VELA_OK : VELA_ENOMEM;
+	}
+	for (size_t i = 0; rc == 0 && i < out->n; i++) {
+		rc = replay_row(f, b, out->ids[i], out->rows + i * b->dim);
+		out->present[i] = rc == 0;
+		rc = rc == VELA_ENOTFOUND ? VELA_OK : rc;
+	}
+	storage_txn_abort(b->txn);
+	b->txn = NULL;
+	if (rc == 0)
+		roaring_bitmap_remove_many(f->dirty, out->n, out->ids);
+	else
+		db_vec_batch_free(out);
+	*left = n - (rc == 0 ? out->n : 0);
+	return rc;
+}
+
+int db_vec_build_apply(db_vec_build_t *b, db_vec_batch_t *bt)
+{
+	int rc = VELA_OK;
+	for (size_t i = 0; rc == 0 && i < bt->n; i++)
+		rc = apply_one(b, bt->ids[i], bt->present[i] ? bt->rows + i * b->dim : NULL);
+	if (rc == 0)
+		b->caught_up += bt->n;
+	db_vec_batch_free(bt);
+	return rc;
+}
+
 int db_vec_build_install(db_field_t *f, db_vec_build_t *b)
 {
 	graph_store_t live;
 	int rc = b->lvq ? (live = *graph_lvq_store(b->lvq), VELA_OK) : graph_store_flat(f->flat, &live);
 	if (rc == 0)
 		rc = graph_store_rebind(b->graph, &live);
+	b->rebound = rc == 0;
 	float *row = malloc((size_t)b->dim * sizeof(float));
 	rc = rc ? rc : row ? VELA_OK : VELA_ENOMEM;
+	/* Released rows: the writes are read back from LMDB (the writer is held
+	 * off by write_mu, so LMDB and the in-memory docids agree). */
+	if (rc == 0 && !flat_has_rows(f->flat) && f->dirty && !roaring_bitmap_is_empty(f->dirty))
+		rc = storage_txn_begin(b->db->env, NULL, 0, &b->txn);
 	roaring_uint32_iterator_t *it = f->dirty ? roaring_create_iterator(f->dirty) : NULL;
 	for (; rc == 0 && it && it->has_value; roaring_advance_uint32_iterator(it), b->replayed++)
 		rc = build_replay(f, b, it->current_value, row);
 	if (it)
 		roaring_free_uint32_iterator(it);
 	free(row);
+	storage_txn_abort(b->txn);
+	b->txn = NULL;
 	if (rc == 0 && (double)graph_count_deleted(b->graph) >
 			       DB_GRAPH_CONSOLIDATE_RATIO * (double)graph_count(b->graph))
 		rc = graph_consolidate(b->graph);
@@ -180,6 +321,7 @@ int db_vec_build_install(db_field_t *f, db_vec_build_t *b)
 	f->snap_seq = 0;
 	b->graph = NULL;
 	b->lvq = NULL;
+	db_vec_rows_release(f); /* compressed: the codes replace the F32 rows */
 	return VELA_OK;
 }
 
@@ -203,6 +345,7 @@ void db_vec_build_free(db_vec_build_t *b)
 	graph_destroy(b->graph);
 	graph_lvq_store_destroy(b->lvq);
 	flat_destroy(b->flat);
+	storage_txn_abort(b->txn);
 	free(b->ids);
 	free(b->vecs);
 	free(b->Q_own);

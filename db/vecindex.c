@@ -1,6 +1,7 @@
 /* Vector fields: the exact FLAT index always (the in-memory copy of the
- * vectors), plus a Vamana graph for GRAPH fields, and the choice between
- * them for each query. */
+ * vectors, or only their docids once a compressed store holds them: db.h),
+ * plus a Vamana graph for GRAPH fields, and the choice between them for
+ * each query. */
 #include <stdlib.h>
 
 #include "db.h"
@@ -45,6 +46,41 @@ int db_vec_remove(db_field_t *f, uint32_t docid)
 	    (double)graph_count_deleted(f->graph) > DB_GRAPH_CONSOLIDATE_RATIO * (double)live)
 		rc = graph_consolidate(f->graph);
 	return rc;
+}
+
+void db_vec_rows_release(db_field_t *f)
+{
+	if (f->lvq && f->graph && flat_has_rows(f->flat))
+		flat_rows_release(f->flat);
+}
+
+/* Rows released: the compressed store answers (f->lvq is then set). */
+static bool vec_from_store(const db_field_t *f)
+{
+	return !flat_has_rows(f->flat) && f->lvq;
+}
+
+int db_vec_search(const db_field_t *f, const float *q, uint32_t k, const roaring_bitmap_t *filter,
+		  vela_hit_t *out, uint32_t *n_out)
+{
+	if (vec_from_store(f))
+		return graph_lvq_store_search(f->lvq, q, k, filter, out, n_out);
+	return flat_search(f->flat, q, k, filter, out, n_out);
+}
+
+int db_vec_range(const db_field_t *f, const float *q, float radius,
+		 const roaring_bitmap_t *filter, vela_hit_t **out, size_t *n_out)
+{
+	if (vec_from_store(f))
+		return graph_lvq_store_range(f->lvq, q, radius, filter, out, n_out);
+	return flat_range(f->flat, q, radius, filter, out, n_out);
+}
+
+int db_vec_get(const db_field_t *f, uint32_t docid, float *out)
+{
+	if (vec_from_store(f))
+		return graph_lvq_store_decode(f->lvq, docid, out);
+	return flat_get(f->flat, docid, out);
 }
 
 uint64_t db_vec_build_threshold(const db_field_t *f)

@@ -81,20 +81,38 @@ size_t flat_memory(const flat_index_t *f)
 {
 	if (f == NULL)
 		return 0;
-	return sizeof(*f) + f->cap * f->stride * f->esize + f->cap * sizeof(float) + f->cap / 8 +
-	       roaring_bitmap_size_in_bytes(f->docids);
+	size_t rows = f->ids_only ? 0 : f->cap * (f->stride * f->esize + sizeof(float));
+	return sizeof(*f) + rows + f->cap / 8 + roaring_bitmap_size_in_bytes(f->docids);
+}
+
+void flat_rows_release(flat_index_t *f)
+{
+	if (f == NULL || f->ids_only)
+		return;
+	index_backend_forget(f->uid); /* a GPU copy of the rows goes too */
+	free(f->data);
+	free(f->norms);
+	f->data = NULL;
+	f->norms = NULL;
+	f->ids_only = true;
+	f->generation++;
+}
+
+bool flat_has_rows(const flat_index_t *f)
+{
+	return f && !f->ids_only;
 }
 
 void flat_rows(const flat_index_t *f, index_rows_t *out)
 {
 	*out = (index_rows_t){
-		.data = f->data,
+		.data = f->data, /* ids only: NULL with n 0 (no rows to read) */
 		.type = f->type,
 		.metric = f->metric,
 		.dim = f->dim,
 		.stride = f->stride,
-		.n = f->end,
-		.live = f->live,
+		.n = f->ids_only ? 0 : f->end,
+		.live = f->ids_only ? NULL : f->live,
 		.norms = f->norms,
 		.norm_max = f->norm_max,
 		.uid = f->uid,
@@ -124,21 +142,24 @@ static int flat_grow(flat_index_t *f, uint64_t docid)
 	if (cap < docid + 1)
 		cap = (docid + 64) & ~(uint64_t)63;
 	size_t row = f->stride * f->esize;
-	uint8_t *data = vela_aligned_alloc(64, vela_mul_size(cap, row));
-	float *norms = calloc(cap, sizeof(float));
+	bool rows = !f->ids_only;
+	uint8_t *data = rows ? vela_aligned_alloc(64, vela_mul_size(cap, row)) : NULL;
+	float *norms = rows ? calloc(cap, sizeof(float)) : NULL;
 	uint64_t *live = calloc(cap / 64, sizeof(uint64_t));
-	if (data == NULL || norms == NULL || live == NULL) {
+	if ((rows && (data == NULL || norms == NULL)) || live == NULL) {
 		free(data);
 		free(norms);
 		free(live);
 		return VELA_ENOMEM;
 	}
-	if (f->cap) {
+	if (f->cap && rows) {
 		memcpy(data, f->data, f->cap * row);
 		memcpy(norms, f->norms, f->cap * sizeof(float));
-		memcpy(live, f->live, f->cap / 8);
 	}
-	memset(data + f->cap * row, 0, (cap - f->cap) * row);
+	if (f->cap)
+		memcpy(live, f->live, f->cap / 8);
+	if (rows)
+		memset(data + f->cap * row, 0, (cap - f->cap) * row);
 	free(f->data);
 	free(f->norms);
 	free(f->live);
@@ -188,11 +209,13 @@ int flat_set(flat_index_t *f, uint32_t docid, const float *vec)
 	int rc = flat_encode(f, vec, tmp, &n2);
 	if (rc == 0 && docid >= f->cap)
 		rc = flat_grow(f, docid);
-	if (rc == 0) {
+	if (rc == 0 && !f->ids_only) {
 		memcpy((uint8_t *)flat_row(f, docid), tmp, (size_t)f->dim * f->esize);
 		f->norms[docid] = (float)n2;
 		if (f->norms[docid] > f->norm_max)
 			f->norm_max = f->norms[docid];
+	}
+	if (rc == 0) {
 		f->count += !flat_live_has(f, docid);
 		f->generation++;
 		f->live[docid >> 6] |= 1ull << (docid & 63);
@@ -216,8 +239,10 @@ int flat_remove(flat_index_t *f, uint32_t docid)
 	f->generation++;
 	/* Zero the row: GEMM blocks read absent rows too and must see finite
 	 * values, and a removed vector should not linger in memory. */
-	memset((uint8_t *)flat_row(f, docid), 0, (size_t)f->dim * f->esize);
-	f->norms[docid] = 0;
+	if (!f->ids_only) {
+		memset((uint8_t *)flat_row(f, docid), 0, (size_t)f->dim * f->esize);
+		f->norms[docid] = 0;
+	}
 	return 0;
 }
 
@@ -227,6 +252,8 @@ int flat_get(const flat_index_t *f, uint32_t docid, float *out)
 		return VELA_EINVAL;
 	if (!flat_live_has(f, docid))
 		return VELA_ENOTFOUND;
+	if (f->ids_only)
+		return VELA_EUNSUPPORTED;
 	if (f->type == VELA_VEC_FLOAT16)
 		quant_f16_to_f32(flat_row(f, docid), out, f->dim);
 	else
@@ -238,6 +265,8 @@ int flat_get(const flat_index_t *f, uint32_t docid, float *out)
 
 int flat_query_check(const flat_index_t *f, const float *q, float *norm_sq)
 {
+	if (f->ids_only)
+		return VELA_EUNSUPPORTED;
 	double s = 0;
 	for (uint32_t i = 0; i < f->dim; i++) {
 		if (!isfinite(q[i]))

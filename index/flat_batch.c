@@ -324,6 +324,8 @@ int flat_search_batch(const flat_index_t *f, const float *Q, uint32_t nq, uint32
 	if (f == NULL || k > VELA_K_MAX || (nq > 0 && (Q == NULL || n_out == NULL)) ||
 	    (nq > 0 && k > 0 && out == NULL))
 		return VELA_EINVAL;
+	if (!flat_has_rows(f))
+		return VELA_EUNSUPPORTED;
 	if (nq == 0)
 		return 0;
 	memset(n_out, 0, nq * sizeof(*n_out));

@@ -30,6 +30,7 @@ struct flat_index {
 	quant_dist_fn dist;   /* full metric distance of the chosen kernels */
 	uint64_t uid;         /* residency key of the GPU backend (index.h BACKEND) */
 	uint64_t generation;  /* +1 on every set/remove: invalidates GPU copies */
+	bool ids_only;        /* flat_rows_release: data and norms freed, docids kept */
 };
 
 static inline const void *flat_row(const flat_index_t *f, uint64_t docid)

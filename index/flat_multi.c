@@ -249,9 +249,11 @@ static int flat_multi_check(const flat_index_t *f, const flat_multi_query_t *qs,
 {
 	for (uint32_t i = 0; i < nq; i++) {
 		float qn;
-		if (qs[i].q == NULL || qs[i].k > VELA_K_MAX || (qs[i].k > 0 && qs[i].out == NULL) ||
-		    flat_query_check(f, qs[i].q, &qn))
+		if (qs[i].q == NULL || qs[i].k > VELA_K_MAX || (qs[i].k > 0 && qs[i].out == NULL))
 			return VELA_EINVAL;
+		int rc = flat_query_check(f, qs[i].q, &qn);
+		if (rc)
+			return rc; /* VELA_EINVAL, or VELA_EUNSUPPORTED: rows released */
 	}
 	return 0;
 }

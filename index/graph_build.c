@@ -363,8 +363,10 @@ int graph_build(graph_t *g, const uint32_t *ids, size_t n)
 	/* The first pass (alpha 1) only has to make the graph navigable for
 	 * the second: a quarter of the window (at least R) builds 40 % faster
 	 * with the same recall at 100k vectors, but at 1M it costs recall at
-	 * a fixed window (BENCHMARKS.md "Build: first-pass window"). */
-	uint32_t L1 = g->L / GRAPH_FIRST_PASS_WINDOW_DIV;
+	 * a fixed window, so large graphs take half (BENCHMARKS.md "Build:
+	 * first-pass window"). */
+	uint32_t L1 = g->L / (n >= GRAPH_FIRST_PASS_LARGE_N ? GRAPH_FIRST_PASS_WINDOW_DIV_LARGE
+							    : GRAPH_FIRST_PASS_WINDOW_DIV);
 	L1 = L1 < g->R ? (g->R < g->L ? g->R : g->L) : L1;
 	if (rc == 0 && g->alpha != 1.0f)
 		rc = graph_pass(g, ids, n, 1.0f, L1, &b);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "index/flat_impl.h"
 #include "index/index.h"
 #include "quant/quant.h"
 
@@ -593,4 +594,134 @@ size_t graph_lvq_store_memory(const graph_lvq_store_t *s)
 	     (s->Amu && s->Amu != s->Bmu ? s->d * 4u : 0) + (s->cmu ? s->p.dim * 4u : 0);
 	m += (size_t)(s->p.dim + s->d) * sizeof(float) * 2; /* encoder means, scratch */
 	return m;
+}
+
+/* ------------------------------------------------ scans (exact plans) */
+
+/* The most precise distance the store keeps (index.h: Scans). */
+static float glq_dist_best(const graph_lvq_store_t *s, const void *pq, uint32_t id)
+{
+	void *ctx = (void *)s;
+	return s->st.dist_rerank ? s->st.dist_rerank(ctx, pq, id) : glq_dist(ctx, pq, id);
+}
+
+typedef struct glq_scan {
+	const graph_lvq_store_t *s;
+	const void *pq;
+	/* top-k (heap) or range (growable array) */
+	vela_hit_t *hits;
+	uint32_t k, size;
+	float radius;
+	size_t len, cap;
+	int rc;
+} glq_scan_t;
+
+static bool glq_visit_top(uint32_t id, void *arg)
+{
+	glq_scan_t *c = arg;
+	if (id < c->s->end && c->s->state[id] == GLQ_LIVE)
+		flat_heap_push(c->hits, &c->size, c->k,
+			       (vela_hit_t){glq_dist_best(c->s, c->pq, id), id});
+	return true;
+}
+
+static bool glq_visit_range(uint32_t id, void *arg)
+{
+	glq_scan_t *c = arg;
+	if (id >= c->s->end || c->s->state[id] != GLQ_LIVE)
+		return true;
+	float d = glq_dist_best(c->s, c->pq, id);
+	if (!(d <= c->radius))
+		return true;
+	if (c->len == c->cap) {
+		size_t ncap = c->cap ? c->cap * 2 : 64;
+		vela_hit_t *nh = realloc(c->hits, ncap * sizeof(*nh));
+		if (nh == NULL) {
+			c->rc = VELA_ENOMEM;
+			return false;
+		}
+		c->hits = nh;
+		c->cap = ncap;
+	}
+	c->hits[c->len++] = (vela_hit_t){d, id};
+	return true;
+}
+
+/* Prepare q, then visit every live id (of `filter`). */
+static int glq_scan_run(glq_scan_t *c, const float *q, const roaring_bitmap_t *filter,
+			bool (*visit)(uint32_t, void *))
+{
+	const graph_lvq_store_t *s = c->s;
+	void *pq = aligned_alloc(GLQ_ALIGN, glq_round(s->st.query_size));
+	if (pq == NULL)
+		return VELA_ENOMEM;
+	int rc = glq_prepare((void *)s, q, pq);
+	c->pq = pq;
+	if (rc == 0 && filter)
+		roaring_iterate(filter, visit, c);
+	for (uint32_t id = 0; rc == 0 && !filter && id < s->end && c->rc == 0; id++)
+		visit(id, c);
+	free(pq);
+	return rc ? rc : c->rc;
+}
+
+int graph_lvq_store_search(const graph_lvq_store_t *s, const float *q, uint32_t k,
+			   const roaring_bitmap_t *filter, vela_hit_t *out, uint32_t *n_out)
+{
+	if (s == NULL || q == NULL || n_out == NULL || k > VELA_K_MAX || (k && out == NULL))
+		return VELA_EINVAL;
+	*n_out = 0;
+	if (k == 0)
+		return 0;
+	glq_scan_t c = {.s = s, .hits = out, .k = k};
+	int rc = glq_scan_run(&c, q, filter, glq_visit_top);
+	if (rc == 0) {
+		flat_hits_sort(out, c.size);
+		*n_out = c.size;
+	}
+	return rc;
+}
+
+int graph_lvq_store_range(const graph_lvq_store_t *s, const float *q, float radius,
+			  const roaring_bitmap_t *filter, vela_hit_t **out, size_t *n_out)
+{
+	if (s == NULL || q == NULL || out == NULL || n_out == NULL || isnan(radius))
+		return VELA_EINVAL;
+	*out = NULL;
+	*n_out = 0;
+	glq_scan_t c = {.s = s, .radius = radius};
+	int rc = glq_scan_run(&c, q, filter, glq_visit_range);
+	if (rc) {
+		free(c.hits);
+		return rc;
+	}
+	flat_hits_sort(c.hits, c.len);
+	*out = c.hits;
+	*n_out = c.len;
+	return 0;
+}
+
+int graph_lvq_store_decode(const graph_lvq_store_t *s, uint32_t docid, float *out)
+{
+	if (s == NULL || out == NULL)
+		return VELA_EINVAL;
+	if (docid >= s->end || s->state[docid] != GLQ_LIVE)
+		return VELA_ENOTFOUND;
+	if (s->leanvec) {
+		quant_lvq_decode(s->sec, glq_sec(s, docid), out);
+		return 0;
+	}
+	if (s->s_size == 0) {
+		quant_lvq_decode(s->prim, glq_prim(s, docid), out);
+		return 0;
+	}
+	/* two levels stored apart: join them into one record to decode */
+	uint8_t *rec = malloc(s->p_size + s->s_size);
+	if (rec == NULL)
+		return VELA_ENOMEM;
+	memcpy(rec, glq_prim(s, docid), s->p_size);
+	memcpy(rec + s->p_size, glq_sec(s, docid), s->s_size);
+	quant_lvq_decode(s->prim, rec, out);
+	free(rec);
+	return 0;
 }

@@ -104,12 +104,28 @@ const roaring_bitmap_t *flat_docids(const flat_index_t *f);
 
 /**
  * @brief Copy docid's stored vector into `out` (dim floats; F16 decoded).
- * @return 0, VELA_EINVAL (NULL), VELA_ENOTFOUND
+ * @return 0, VELA_EINVAL (NULL), VELA_ENOTFOUND, VELA_EUNSUPPORTED (present,
+ * but the rows were released: flat_rows_release)
  */
 int flat_get(const flat_index_t *f, uint32_t docid, float *out);
 
 /** Bytes held by the index (arrays at their allocated capacity, bitmap). */
 size_t flat_memory(const flat_index_t *f);
+
+/**
+ * @brief Free the stored vectors for good and keep only the docids ("ids
+ * only"). For fields whose vectors live elsewhere (a compressed graph store:
+ * db/vecindex.c): the F32 rows would otherwise cost more memory than the
+ * codes. Afterwards flat_set/flat_remove only record presence (flat_set still
+ * checks the vector), flat_count/flat_docids/flat_rows' uid and generation
+ * keep working, flat_rows reports no rows (data NULL, n 0), and flat_get and
+ * every search (flat_search, _range, _batch, _multi, part_build) return
+ * VELA_EUNSUPPORTED. There is no way back. A writer call; NULL is a no-op.
+ */
+void flat_rows_release(flat_index_t *f);
+
+/** False after flat_rows_release (and for NULL). */
+bool flat_has_rows(const flat_index_t *f);
 
 /**
  * @brief Set the sgemm block sizes of flat_search_batch (tests use tiny
@@ -343,8 +359,14 @@ typedef struct graph_store {
 #define GRAPH_CONSTRUCTION_WINDOW_SIZE_MAX 4096u
 
 /** The first build pass (alpha 1) searches with window L / this (but at
- * least R): it only has to make the graph navigable for the second. */
+ * least R): it only has to make the graph navigable for the second. From
+ * GRAPH_FIRST_PASS_LARGE_N nodes on, L / GRAPH_FIRST_PASS_WINDOW_DIV_LARGE:
+ * measured at 1M x 128 (BENCHMARKS.md "Build: first-pass window"), L / 4
+ * cost recall at a fixed search window (0.961 -> 0.946 at W 20), L / 2
+ * kept most of it (0.954) for 9 % more build time. */
 #define GRAPH_FIRST_PASS_WINDOW_DIV 4u
+#define GRAPH_FIRST_PASS_WINDOW_DIV_LARGE 2u
+#define GRAPH_FIRST_PASS_LARGE_N 500000u
 
 /** Candidate pool for pruning (§3.1 "max_candidate_pool_size"); 0 = 3 L. */
 #define GRAPH_CANDIDATE_POOL_DEFAULT 0u
@@ -698,6 +720,32 @@ uint64_t graph_lvq_store_count(const graph_lvq_store_t *s);
 /** The store's graph_store_t (owned by the store, valid until destroy):
  * pass it to graph_create / graph_load. */
 const graph_store_t *graph_lvq_store(const graph_lvq_store_t *s);
+
+/*
+ * Scans over the store (the exact-plan paths of a compressed field whose F32
+ * rows were released, db/vecindex.c): every live record, or those of
+ * `filter`, scored with the most precise distance the store keeps -- the
+ * re-rank distance (two-level LVQ: both levels; LeanVec: the full-dimension
+ * LVQ8 secondary), else the codes (LVQ8, LVQ4) -- so the answer is the exact
+ * one over the reconstructed vectors. Distances follow flat_search's
+ * conventions; queries are as for the graph_store_t (COSINE normalised by
+ * the caller). Read calls (see Thread-safety above).
+ */
+
+/** @brief The k nearest live records (ascending by (dist, docid)).
+ * @return 0; VELA_EINVAL (NULL, k > VELA_K_MAX, non-finite q); VELA_ENOMEM */
+int graph_lvq_store_search(const graph_lvq_store_t *s, const float *q, uint32_t k,
+			   const roaring_bitmap_t *filter, vela_hit_t *out, uint32_t *n_out);
+
+/** @brief Every live record within `radius` (dist <= radius), ascending;
+ * *out malloc'd (NULL when none), the caller frees it.
+ * @return 0; VELA_EINVAL; VELA_ENOMEM */
+int graph_lvq_store_range(const graph_lvq_store_t *s, const float *q, float radius,
+			  const roaring_bitmap_t *filter, vela_hit_t **out, size_t *n_out);
+
+/** @brief Reconstruct live docid's vector (dim floats) from its most
+ * precise encoding. @return 0, VELA_EINVAL (NULL), VELA_ENOTFOUND, VELA_ENOMEM */
+int graph_lvq_store_decode(const graph_lvq_store_t *s, uint32_t docid, float *out);
 
 /** Bytes per vector of the records (primary + secondary + norm), the
  * figure to compare with dim * 4 for F32. */

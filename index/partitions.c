@@ -260,6 +260,8 @@ int part_build(const flat_index_t *f, const roaring_bitmap_t *const *leaves, uin
 	for (uint32_t i = 0; i < n_leaves; i++)
 		if (leaves[i] == NULL)
 			return VELA_EINVAL;
+	if (!flat_has_rows(f)) /* a compressed field: its F32 rows were released */
+		return VELA_EUNSUPPORTED;
 	part_layout_t *p = calloc(1, sizeof(*p));
 	if (p == NULL)
 		return VELA_ENOMEM;

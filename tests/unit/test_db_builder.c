@@ -359,3 +359,177 @@ Test(db_builder, leanvec_retrained_ood_keeps_answers_across_reopen)
 	cr_assert_eq(same, NQ, "%d of %d queries answered the same after the reopen", same, NQ);
 	vela_db_close(db);
 }
+
+/* ------------------------------------------------ released F32 rows */
+
+/* A compressed field with a NUMERIC beside it (n = doc number). */
+static void create_with_num(vela_db_t *db, uint32_t compression)
+{
+	vela_field_def_t f[] = {
+		{.name = "v", .type = VELA_FIELD_VECTOR, .algo = VELA_ALGO_GRAPH, .dim = DIM,
+		 .metric = VELA_METRIC_L2, .graph_max_degree = 32, .graph_build_window = 100,
+		 .compression = compression, .training_threshold = 1024},
+		{.name = "n", .type = VELA_FIELD_NUMERIC},
+	};
+	const char *pre[] = {"d:"};
+	vela_index_def_t d = {.name = "g", .prefixes = pre, .n_prefixes = 1, .fields = f,
+			      .n_fields = 2};
+	vela_err_t err;
+	cr_assert_eq(vela_index_create(db, &d, &err), 0, "%s", err.msg);
+}
+
+static void put_num(vela_db_t *db, int i)
+{
+	char key[16], num[16];
+	snprintf(key, sizeof(key), "d:%d", i);
+	snprintf(num, sizeof(num), "%d", i);
+	vela_kv_t kv[] = {{"v", 1, base[i], sizeof(base[i])}, {"n", 1, num, strlen(num)}};
+	vela_err_t err;
+	cr_assert_eq(vela_hset(db, key, strlen(key), kv, 2, NULL, &err), 0, "%s", err.msg);
+	live[i] = 1;
+}
+
+/* |q - base[i]|^2 in double. */
+static double true_dist(const float *q, int i)
+{
+	double d = 0;
+	for (int j = 0; j < DIM; j++)
+		d += ((double)base[i][j] - q[j]) * ((double)base[i][j] - q[j]);
+	return d;
+}
+
+/* KNN restricted to docs [0, hi) by an ADHOC_BF scan (the exact plan, on
+ * the codes once the rows are released) against a brute force over the
+ * original vectors: plan, filter and recall@K. Returns the recall. */
+static double scan_recall(vela_db_t *db, int hi)
+{
+	double hit = 0;
+	for (int qi = 0; qi < NQ; qi++) {
+		float q[DIM];
+		make_vec(q, 0);
+		char qs[128];
+		snprintf(qs, sizeof(qs), "@n:[0 %d]=>[KNN %d @v $B HYBRID_POLICY ADHOC_BF]", hi - 1, K);
+		vela_kv_t p = {"B", 1, q, sizeof(q)};
+		vela_search_req_t req = {.index = "g", .query = qs, .params = &p, .n_params = 1,
+					 .nocontent = true};
+		vela_result_t *r;
+		vela_err_t err;
+		cr_assert_eq(vela_search(db, &req, &r, &err), 0, "%s", err.msg);
+		cr_assert_str_eq(r->plan, "filtered-scan");
+		int want[K], nw = 0;
+		double best[K];
+		for (int i = 0; i < hi; i++) { /* the K nearest live docs below hi */
+			if (!live[i])
+				continue;
+			double d = true_dist(q, i);
+			if (nw == K && d >= best[K - 1])
+				continue;
+			int pos = nw < K ? nw++ : K - 1;
+			for (; pos > 0 && best[pos - 1] > d; pos--) {
+				best[pos] = best[pos - 1];
+				want[pos] = want[pos - 1];
+			}
+			best[pos] = d;
+			want[pos] = i;
+		}
+		cr_assert_eq(r->n_hits, (size_t)nw);
+		for (size_t h = 0; h < r->n_hits; h++) {
+			int id = atoi(r->hits[h].key + 2);
+			cr_assert(id < hi && live[id], "doc %d outside the filter", id);
+			for (int t = 0; t < nw; t++)
+				hit += want[t] == id;
+		}
+		vela_result_free(r);
+	}
+	return hit / (NQ * K);
+}
+
+Test(db_builder, compressed_field_releases_its_f32_rows)
+{
+	for (int i = 0; i < N; i++) {
+		make_vec(base[i], 0);
+		make_vec(alt[i], 0);
+	}
+	vela_db_t *db = open_bg();
+	create_with_num(db, 1 + GRAPH_LVQ_LVQ4X8);
+	for (int i = 0; i < 3000; i++)
+		put_num(db, i);
+	cr_assert_eq(vela_db_wait_builds(db, 0), 0);
+	vela_field_memory_t m;
+	vela_err_t err;
+	cr_assert_eq(vela_field_memory(db, "g", "v", &m, &err), 0, "%s", err.msg);
+	cr_log_info("LVQ4x8 field: vectors %llu, codes %llu, graph %llu bytes",
+		    (unsigned long long)m.vectors, (unsigned long long)m.compressed,
+		    (unsigned long long)m.graph);
+	cr_assert_lt(m.vectors, 3000 * DIM * sizeof(float) / 16, "the F32 rows are released");
+	cr_assert_gt(m.compressed, 0u);
+
+	/* Every plan still answers: the exact scan reads the codes. */
+	double r = scan_recall(db, 150);
+	cr_log_info("filtered scan on the codes: recall %.4f", r);
+	cr_assert_geq(r, 0.97, "filtered-scan recall %.4f", r);
+	cr_assert_geq(recall(db, 0, "graph"), 0.95);
+
+	/* VECTOR_RANGE at a doc's 5th true distance: what comes back lies
+	 * within the radius up to the encoding's error, and the true members
+	 * come back. */
+	float q[DIM];
+	make_vec(q, 0);
+	double d5[5];
+	for (int k = 0; k < 5; k++)
+		d5[k] = INFINITY;
+	for (int i = 0; i < 3000; i++) {
+		double d = true_dist(q, i);
+		for (int k = 0; k < 5; k++)
+			if (d < d5[k]) {
+				memmove(d5 + k + 1, d5 + k, (4 - k) * sizeof(double));
+				d5[k] = d;
+				break;
+			}
+	}
+	char qs[96];
+	snprintf(qs, sizeof(qs), "@v:[VECTOR_RANGE %.9g $B]", d5[4]);
+	vela_kv_t p = {"B", 1, q, sizeof(q)};
+	vela_search_req_t req = {.index = "g", .query = qs, .params = &p, .n_params = 1,
+				 .nocontent = true};
+	vela_result_t *res;
+	cr_assert_eq(vela_search(db, &req, &res, &err), 0, "%s", err.msg);
+	cr_assert_geq(res->total, 4u, "range found %llu of 5", (unsigned long long)res->total);
+	for (size_t h = 0; h < res->n_hits; h++)
+		cr_assert_leq(true_dist(q, atoi(res->hits[h].key + 2)), d5[4] * 1.05 + 1e-3);
+	vela_result_free(res);
+
+	/* A retrain reads the vectors back from LMDB while writes go on. */
+	cr_assert_eq(vela_index_train(db, "g", "v", NULL, 0, 0, &err), 0, "%s", err.msg);
+	for (int i = 3000; i < N; i++) {
+		if (i % 4 == 0)
+			del(db, i - 3000);
+		else if (i % 4 == 1) {
+			memcpy(base[i - 3000], alt[i], sizeof(alt[i]));
+			put_num(db, i - 3000);
+		}
+		put_num(db, i);
+	}
+	cr_assert_eq(vela_db_wait_builds(db, 0), 0);
+	cr_assert_eq(info(db).graph_nodes, (uint64_t)live_count(), "every live vector in the graph");
+	for (int i = 0; i < N; i += 7) {
+		if (!live[i])
+			continue;
+		int got[K];
+		char pl[32];
+		cr_assert_geq(knn(db, base[i], got, pl, sizeof(pl)), 1);
+		cr_assert_eq(got[0], i, "doc %d not found by its own vector (got %d)", i, got[0]);
+	}
+	cr_assert_geq(scan_recall(db, 400), 0.97);
+	vela_db_close(db);
+
+	/* Reopen: loaded from LMDB, the snapshot's graph over the re-encoded
+	 * codes, the rows released again. */
+	db = open_bg();
+	cr_assert_eq(vela_db_wait_builds(db, 0), 0);
+	cr_assert_eq(vela_field_memory(db, "g", "v", &m, &err), 0, "%s", err.msg);
+	cr_assert_lt(m.vectors, N * DIM * sizeof(float) / 16);
+	cr_assert_geq(scan_recall(db, 400), 0.97);
+	cr_assert_geq(recall(db, 0, "graph"), 0.95);
+	vela_db_close(db);
+}

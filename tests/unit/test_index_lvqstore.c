@@ -3,7 +3,8 @@
  * graph recall@10 against an independent double-precision brute force on
  * sift-5k (L2) and on a synthetic clustered set (L2, IP, COSINE); record
  * size below F32; LeanVec-OOD vs LeanVec-ID on shifted queries; inserts
- * after build; tombstones; kind names; argument errors.
+ * after build; tombstones; filtered scans, ranges and decodes of the store
+ * (the exact plans of released fields); kind names; argument errors.
  *
  * Graphs are built with R = 32, L = 64, 2 threads (as test_index_graph.c)
  * and searched at window TEST_WINDOW with the default re-rank buffer
@@ -534,4 +535,136 @@ Test(lvqstore_api, distances_track_exact)
 			free(pq);
 			ds_free(&d);
 		}
+}
+
+/* ------------------------------------------------ scans (exact plans) */
+
+/* Filtered scans, ranges and decodes of the store (the exact plans of a
+ * compressed field whose F32 rows were released) against a double-precision
+ * brute force over the ORIGINAL vectors: every result is live and passes the
+ * filter, results are sorted, the distance given is within the encoding's
+ * error of the true one, and recall@K is at least `min_recall`. */
+static void check_scan(graph_lvq_kind_t kind, vela_metric_t m, double min_recall, double tol)
+{
+	ds_t d;
+	ds_synth(&d, 2000, 30, 48, m);
+	ds_index(&d, kind, GRAPH_LVQ_LEANVEC_ID, 16, NULL, 0, d.n);
+	roaring_bitmap_t *flt = roaring_bitmap_create();
+	for (uint32_t i = 0; i < d.n; i++) {
+		if (i % 5 == 0) /* removed: never a result */
+			cr_assert_eq(graph_lvq_store_remove(d.s, i), 0);
+		if (i % 7 < 2)  /* ~28 % of the ids (some removed) */
+			roaring_bitmap_add(flt, i);
+	}
+	roaring_bitmap_add(flt, 999999); /* beyond the store: ignored */
+	double hits = 0, total = 0, max_err = 0;
+	for (uint32_t qi = 0; qi < d.nq; qi++) {
+		const float *q = d.queries + (size_t)qi * d.dim;
+		/* truth over live ids of the filter */
+		double best[K];
+		uint32_t gt[K], nt = 0;
+		for (uint32_t i = 0; i < d.n; i++) {
+			if (i % 5 == 0 || !roaring_bitmap_contains(flt, i))
+				continue;
+			double x = ref_dist(m, q, ds_row(&d, i), d.dim);
+			if (nt == K && x >= best[K - 1])
+				continue;
+			uint32_t p = nt < K ? nt++ : K - 1;
+			for (; p > 0 && best[p - 1] > x; p--) {
+				best[p] = best[p - 1];
+				gt[p] = gt[p - 1];
+			}
+			best[p] = x;
+			gt[p] = i;
+		}
+		vela_hit_t out[K];
+		uint32_t n = 0;
+		cr_assert_eq(graph_lvq_store_search(d.s, q, K, flt, out, &n), 0);
+		cr_assert_eq(n, nt);
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t id = out[i].docid;
+			cr_assert(id % 5 != 0 && roaring_bitmap_contains(flt, id), "id %u", id);
+			cr_assert(i == 0 || out[i - 1].dist <= out[i].dist);
+			double t = ref_dist(m, q, ds_row(&d, id), d.dim);
+			double err = fabs(out[i].dist - t) / (fabs(t) + 1.0); /* relative */
+			max_err = err > max_err ? err : max_err;
+			for (uint32_t j = 0; j < nt; j++)
+				hits += id == gt[j];
+		}
+		total += nt;
+		/* no filter: the best live id overall is found too */
+		cr_assert_eq(graph_lvq_store_search(d.s, q, 1, NULL, out, &n), 0);
+		cr_assert_eq(n, 1u);
+		cr_assert_neq(out[0].docid % 5, 0u);
+		/* range at the K-th true distance: within the radius by the store's
+		 * distance, and most of the true members found */
+		float radius = (float)best[nt - 1];
+		vela_hit_t *rh = NULL;
+		size_t rn = 0, in = 0;
+		cr_assert_eq(graph_lvq_store_range(d.s, q, radius, flt, &rh, &rn), 0);
+		for (size_t i = 0; i < rn; i++) {
+			cr_assert_leq(rh[i].dist, radius);
+			cr_assert(rh[i].docid % 5 != 0 && roaring_bitmap_contains(flt, rh[i].docid));
+			for (uint32_t j = 0; j < nt; j++)
+				in += rh[i].docid == gt[j];
+		}
+		cr_assert_geq((double)in, min_recall * nt - 1, "range found %zu of %u", in, nt);
+		free(rh);
+	}
+	double r = hits / total;
+	cr_log_info("scan %s %s: recall@%u %.4f, max |dist - true| / (|true| + 1) %.3g", graph_lvq_kind_name(kind),
+		    metric_name(m), K, r, max_err);
+	cr_assert_geq(r, min_recall, "%s: scan recall %.4f", graph_lvq_kind_name(kind), r);
+	cr_assert_leq(max_err, tol, "%s: distance error %.3g", graph_lvq_kind_name(kind), max_err);
+	/* decode: the most precise reconstruction, close to the original */
+	float *x = malloc(d.dim * sizeof(float));
+	double e2 = 0, n2 = 0;
+	for (uint32_t i = 1; i < d.n; i += 11) {
+		if (i % 5 == 0) {
+			cr_assert_eq(graph_lvq_store_decode(d.s, i, x), VELA_ENOTFOUND);
+			continue;
+		}
+		cr_assert_eq(graph_lvq_store_decode(d.s, i, x), 0);
+		for (uint32_t j = 0; j < d.dim; j++) {
+			double v = ds_row(&d, i)[j];
+			e2 += (x[j] - v) * (x[j] - v);
+			n2 += v * v;
+		}
+	}
+	cr_assert_lt(sqrt(e2 / n2), tol, "%s: decode relative error %.3g",
+		     graph_lvq_kind_name(kind), sqrt(e2 / n2));
+	cr_assert_eq(graph_lvq_store_decode(d.s, 5000000, x), VELA_ENOTFOUND);
+	free(x);
+	roaring_bitmap_free(flt);
+	ds_free(&d);
+}
+
+Test(lvqstore_scan, lvq8_l2) { check_scan(GRAPH_LVQ_LVQ8, VELA_METRIC_L2, 0.97, 0.02); }
+Test(lvqstore_scan, lvq4x8_ip) { check_scan(GRAPH_LVQ_LVQ4X8, VELA_METRIC_IP, 0.97, 0.02); }
+Test(lvqstore_scan, lvq4x4_cosine) { check_scan(GRAPH_LVQ_LVQ4X4, VELA_METRIC_COSINE, 0.95, 0.02); }
+Test(lvqstore_scan, lvq4_l2) { check_scan(GRAPH_LVQ_LVQ4, VELA_METRIC_L2, 0.9, 0.2); }
+Test(lvqstore_scan, leanvec4x8_l2) { check_scan(GRAPH_LVQ_LEANVEC4X8, VELA_METRIC_L2, 0.97, 0.02); }
+Test(lvqstore_scan, leanvec8x8_ip) { check_scan(GRAPH_LVQ_LEANVEC8X8, VELA_METRIC_IP, 0.97, 0.02); }
+
+Test(lvqstore_scan, errors)
+{
+	ds_t d;
+	ds_synth(&d, 300, 1, 16, VELA_METRIC_L2);
+	ds_index(&d, GRAPH_LVQ_LVQ8, GRAPH_LVQ_LEANVEC_ID, 0, NULL, 0, 0);
+	vela_hit_t out[4], *rh = NULL;
+	uint32_t n = 7;
+	size_t rn = 7;
+	float bad[16] = {NAN};
+	cr_assert_eq(graph_lvq_store_search(NULL, d.queries, 4, NULL, out, &n), VELA_EINVAL);
+	cr_assert_eq(graph_lvq_store_search(d.s, NULL, 4, NULL, out, &n), VELA_EINVAL);
+	cr_assert_eq(graph_lvq_store_search(d.s, d.queries, VELA_K_MAX + 1, NULL, out, &n),
+		     VELA_EINVAL);
+	cr_assert_eq(graph_lvq_store_search(d.s, bad, 4, NULL, out, &n), VELA_EINVAL);
+	cr_assert_eq(graph_lvq_store_search(d.s, d.queries, 4, NULL, out, &n), 0);
+	cr_assert_eq(n, 0u, "an empty store has no results");
+	cr_assert_eq(graph_lvq_store_range(d.s, d.queries, NAN, NULL, &rh, &rn), VELA_EINVAL);
+	cr_assert_eq(graph_lvq_store_range(d.s, d.queries, 1e30f, NULL, &rh, &rn), 0);
+	cr_assert_eq(rn, 0u);
+	cr_assert_null(rh);
+	ds_free(&d);
 }
