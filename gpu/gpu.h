@@ -1,7 +1,8 @@
 /**
  * @file gpu.h
  * @brief vela's CUDA backend: exact and quantized batch kNN, projection,
- *        covariance and k-means on one NVIDIA GPU (DESIGN.md §6).
+ *        covariance, k-means and the BERT text encoder on one NVIDIA GPU
+ *        (DESIGN.md §6, §7).
  *
  * This header is plain C and names no CUDA type, so every module can include
  * it; the code behind it is CUDA C (gpu/ *.cu) built only when CMake finds
@@ -180,6 +181,105 @@ int gpu_covariance(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t d, float
  */
 int gpu_kmeans_step(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t d, float *centroids,
 		    uint32_t kc, uint32_t *assign, double *inertia, vela_err_t *err);
+
+/* ================================================================ encoder */
+
+/*
+ * The BERT text encoder on the GPU (DESIGN.md §7; the CPU path is embed/,
+ * forward.c): post-LN BERT with erf-GELU, mean pooling over each sequence's
+ * tokens and L2 normalisation: the semantics of embed_ids_batch, up to the
+ * F16 rounding of the GEMM operands.
+ *
+ * Sequences are packed without padding (Prepacking, arXiv 2404.09529 §3):
+ * the token ids of all sequences are concatenated, positions restart at 0 per
+ * sequence and a token attends only to its own sequence. Every linear layer
+ * is one cuBLAS GEMM over all T tokens of a chunk (F16 weights and
+ * activations, F32 accumulation, tensor cores); the residual stream,
+ * LayerNorm, softmax and pooling stay in F32. Attention is a kernel for
+ * variable-length sequences: one block per (sequence, head, tile of 32
+ * queries), keys and values staged through shared memory in tiles with an
+ * online softmax (Milakov & Gimelshein, arXiv 1805.02867), so any length up
+ * to max_pos runs in bounded shared memory. Chunks hold whole sequences and
+ * at most batch_tokens tokens, so device memory is bounded by the budget.
+ *
+ * Weights are uploaded once through gpu_bert_set_tensor under the names of
+ * the safetensors file (HF BertModel, with or without a "bert." prefix) and
+ * stay resident: linear weights in F16, embeddings, biases and LayerNorm
+ * parameters in F32.
+ */
+
+/** Tokens per forward chunk (bounds the activations: ~11 KB per token for
+ *  all-MiniLM-L6-v2). A chunk always takes at least one whole sequence. */
+#define GPU_BERT_BATCH_TOKENS_DEFAULT 16384
+#define GPU_BERT_BATCH_TOKENS_MIN 256
+#define GPU_BERT_BATCH_TOKENS_MAX (1u << 20)
+/** Largest hidden size (LayerNorm keeps a row in one warp's registers). */
+#define GPU_BERT_HIDDEN_MAX 1024
+/** Largest position table, hence sequence length. */
+#define GPU_BERT_POS_MAX 8192
+/** Largest number of layers. */
+#define GPU_BERT_LAYERS_MAX 64
+
+/** Shape of the model (config.json of a BertModel). head size
+ *  hidden / heads must be 32 or 64 and hidden a multiple of 8. */
+typedef struct gpu_bert_config {
+	uint32_t hidden;       /**< 384 for all-MiniLM-L6-v2; 8..GPU_BERT_HIDDEN_MAX */
+	uint32_t layers;       /**< 6; 1..GPU_BERT_LAYERS_MAX */
+	uint32_t heads;        /**< 12 */
+	uint32_t intermediate; /**< 1536; a multiple of 8 */
+	uint32_t vocab;        /**< 30522 */
+	uint32_t max_pos;      /**< 512: longest sequence accepted; 1..GPU_BERT_POS_MAX */
+	uint32_t type_vocab;   /**< 2 (only type 0 is used) */
+	uint32_t batch_tokens; /**< 0 = GPU_BERT_BATCH_TOKENS_DEFAULT */
+	float ln_eps;          /**< 1e-12; > 0 */
+} gpu_bert_config_t;
+
+typedef struct gpu_bert gpu_bert_t;
+
+/**
+ * @brief Create an encoder of shape `cfg` on `ctx` and reserve its device
+ * memory (weights and the activations of one chunk). No weight is set yet.
+ * `ctx` must outlive the encoder. On success *out is owned by the caller
+ * (gpu_bert_free).
+ * @return 0; VELA_EINVAL (a shape outside the bounds above);
+ * VELA_EUNSUPPORTED (head size not 32 or 64); VELA_ENOMEM; VELA_EIO.
+ */
+int gpu_bert_create(gpu_ctx_t *ctx, const gpu_bert_config_t *cfg, gpu_bert_t **out,
+		    vela_err_t *err);
+
+/**
+ * @brief Upload one weight tensor, given as `n` F32 values in host memory
+ * (borrowed for the call), row-major as in the safetensors file: e.g.
+ * "embeddings.word_embeddings.weight" [vocab, hidden],
+ * "encoder.layer.3.attention.self.query.weight" [hidden, hidden] (out, in),
+ * "encoder.layer.3.output.LayerNorm.bias" [hidden] (".gamma"/".beta" also
+ * accepted). Setting a tensor again replaces it.
+ * @return 0; VELA_ENOTFOUND (a name the encoder does not use, such as
+ * "pooler.dense.weight": nothing changes, the caller may skip it);
+ * VELA_EINVAL (n is not the tensor's size); VELA_ENOMEM; VELA_EIO.
+ */
+int gpu_bert_set_tensor(gpu_bert_t *b, const char *name, const float *host, size_t n,
+			vela_err_t *err);
+
+/**
+ * @brief Encode `n_seqs` packed sequences: sequence s is
+ * tokens[seq_offsets[s] .. seq_offsets[s+1]) (seq_offsets has n_seqs + 1
+ * non-decreasing entries; lengths 1..max_pos; ids < vocab; [CLS]/[SEP] are
+ * the caller's business; token type 0). out (host, n_seqs x hidden F32,
+ * row s for sequence s) receives the mean-pooled, L2-normalised vectors.
+ * All arrays are borrowed for the call. Calls on one context are serialised.
+ * @return 0; VELA_EINVAL (bad length or id, or a tensor never set: the
+ * detail names it); VELA_ENOMEM; VELA_EIO (CUDA/cuBLAS failure; out is then
+ * unspecified).
+ */
+int gpu_bert_encode(gpu_bert_t *b, const uint32_t *tokens, const uint32_t *seq_offsets,
+		    uint32_t n_seqs, float *out, vela_err_t *err);
+
+/** @brief Device bytes held by the encoder (weights and activations). */
+size_t gpu_bert_bytes(const gpu_bert_t *b);
+
+/** @brief Free the encoder and its device memory. NULL ok. */
+void gpu_bert_free(gpu_bert_t *b);
 
 #ifdef __cplusplus
 }

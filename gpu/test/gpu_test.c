@@ -6,8 +6,9 @@
  * SKIP_RETURN_CODE; it prints "skipped: no CUDA device").
  *
  * Every run draws fresh random data (the seed is printed; pass one as argv[1]
- * to replay), poisons the outputs before each call and checks that every
- * slot was written.
+ * to replay; 0 draws one), poisons the outputs before each call and checks
+ * that every slot was written. argv[2]: "quick" (fewer cases) or "encoder"
+ * (only the BERT encoder's tests, gpu_test_encoder.c).
  */
 #include <math.h>
 #include <stdint.h>
@@ -17,6 +18,9 @@
 #include <time.h>
 
 #include "gpu/gpu.h"
+
+/* gpu_test_encoder.c: the BERT encoder against a double-precision forward. */
+int gpu_test_encoder(gpu_ctx_t *ctx, uint64_t seed, int quick, int *pass, int *fail);
 
 static uint64_t g_rng;
 static int g_fail, g_pass;
@@ -551,6 +555,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	printf("device: %s, seed %llu\n", gpu_ctx_name(ctx), (unsigned long long)g_rng);
+	if (argc > 2 && !strcmp(argv[2], "encoder")) { /* the encoder's tests alone */
+		gpu_test_encoder(ctx, g_rng, 0, &g_pass, &g_fail);
+		gpu_ctx_close(ctx);
+		printf("gpu_test: %d passed, %d failed\n", g_pass, g_fail);
+		return g_fail ? 1 : 0;
+	}
 	api_errors(ctx);
 	knn_matrix(ctx);
 	filter_cases(ctx);
@@ -559,6 +569,7 @@ int main(int argc, char **argv)
 	if (!g_quick)
 		test_covariance(ctx) ? g_fail++ : g_pass++;
 	test_kmeans(ctx) ? g_fail++ : g_pass++;
+	gpu_test_encoder(ctx, g_rng, g_quick, &g_pass, &g_fail);
 	gpu_ctx_close(ctx);
 	printf("gpu_test: %d passed, %d failed\n", g_pass, g_fail);
 	return g_fail ? 1 : 0;
