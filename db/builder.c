@@ -21,6 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "db.h"
 #include "db/search_int.h"
@@ -155,6 +158,12 @@ static void job_run(vela_db_t *db, db_builder_t *bd, db_job_t *j)
 		vela_error("field '%s': background graph build failed (%s); %s", b.alias,
 			   vela_strerror(rc), j->retrain ? "the old graph stays" : "searching exactly");
 	db_vec_build_free(&b);
+#ifdef __GLIBC__
+	/* The build's copies and, for a compressed field, its F32 rows were
+	 * just freed: hand the pages back to the system (glibc keeps freed
+	 * heap otherwise, and RSS would not show what the field gave up). */
+	malloc_trim(0);
+#endif
 }
 
 static void *builder_main(void *arg)

@@ -177,7 +177,7 @@ int db_vec_build_install(db_field_t *f, db_vec_build_t *b);
 /** Docids popped from f->dirty per catch-up round, and the backlog under
  * which the install replays the rest itself (db/builder.c). */
 #define DB_BUILD_CATCHUP_BATCH 4096u
-#define DB_BUILD_CATCHUP_LEFT 256u
+#define DB_BUILD_CATCHUP_LEFT 64u
 #define DB_BUILD_CATCHUP_ROUNDS_MAX 64u
 /** One catch-up round: pop up to DB_BUILD_CATCHUP_BATCH docids from
  * f->dirty and read their vectors (caller holds db->write_mu, so no write

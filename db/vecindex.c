@@ -3,6 +3,9 @@
  * plus a Vamana graph for GRAPH fields, and the choice between them for
  * each query. */
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "db.h"
 #include "db/search_int.h"
@@ -50,8 +53,12 @@ int db_vec_remove(db_field_t *f, uint32_t docid)
 
 void db_vec_rows_release(db_field_t *f)
 {
-	if (f->lvq && f->graph && flat_has_rows(f->flat))
-		flat_rows_release(f->flat);
+	if (!(f->lvq && f->graph && flat_has_rows(f->flat)))
+		return;
+	flat_rows_release(f->flat);
+#ifdef __GLIBC__
+	malloc_trim(0); /* give the rows' pages back (glibc keeps freed heap) */
+#endif
 }
 
 /* Rows released: the compressed store answers (f->lvq is then set). */
