@@ -758,7 +758,7 @@ static const srv_command_t commands[] = {
 	{"ft.config", -3, CMD_CSTR, cmd_ft_config},
 	{"ft.create", -2, ALONE | CMD_EMBED, cmd_ft_create},
 	{"ft.dropindex", -2, ALONE, cmd_ft_dropindex},
-	{"ft.explain", -3, CMD_SEARCH, cmd_ft_explain},
+	{"ft.explain", -3, CMD_SEARCH | CMD_EMBED, cmd_ft_explain},
 	{"ft.info", 2, CMD_CSTR, cmd_ft_info},
 	{"ft.profile", -5, CMD_SEARCH | CMD_EMBED, cmd_ft_profile},
 	{"ft.search", -3, CMD_SEARCH | CMD_EMBED, cmd_ft_search},

@@ -757,15 +757,15 @@ static int fs_parse(cmd_ctx_t *x, ft_search_t *fs)
 }
 
 /* fs_parse for a search that runs now: an EMBED option still there was not
- * embedded (FT.PROFILE, FT.EXPLAIN: they do not go through the encoder). */
+ * embedded (a command the encoder stage does not route: FT.AGGREGATE). */
 static int fs_parse_run(cmd_ctx_t *x, ft_search_t *fs)
 {
 	if (fs_parse(x, fs))
 		return -1;
 	if (fs->embed_opt == 0)
 		return 0;
-	resp_error(x->out, "-EMBED is supported by FT.SEARCH and FT.PROFILE only (not "
-			   "FT.EXPLAIN): pass the vector in PARAMS");
+	resp_error(x->out, "-EMBED is supported by FT.SEARCH, FT.PROFILE and FT.EXPLAIN only: "
+			   "pass the vector in PARAMS");
 	return -1;
 }
 

@@ -327,7 +327,8 @@ int embedq_route(srv_t *s, const srv_command_t *cmd, int argc, const resp_arg_t 
 		rc = route_hset(s, argc, argv, &r, o);
 	else if (strcmp(cmd->name, "embed") == 0)
 		rc = route_embed(argc, argv, &r, o);
-	else if (strcmp(cmd->name, "ft.search") == 0 || strcmp(cmd->name, "ft.profile") == 0)
+	else if (strcmp(cmd->name, "ft.search") == 0 || strcmp(cmd->name, "ft.profile") == 0 ||
+		 strcmp(cmd->name, "ft.explain") == 0) /* explain: FT.SEARCH's argument layout */
 		rc = route_search(argc, argv, cmd->name[3] == 'p', &r, o);
 	else if (strcmp(cmd->name, "ft.create") == 0)
 		rc = route_create(argc, argv, &r, o);

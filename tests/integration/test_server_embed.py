@@ -114,9 +114,16 @@ def test_hset_computes_vector_and_search_by_text(srv, golden):
     with pytest.raises(redis.ResponseError, match="PARAMS"):
         r.execute_command("FT.SEARCH", "idx", "*=>[KNN 3 @vec $q]", "PARAMS", 2, "q", "x",
                           "EMBED", "missing")
-    with pytest.raises(redis.ResponseError, match="not FT.EXPLAIN"):
-        r.execute_command("FT.EXPLAIN", "idx", "*=>[KNN 3 @vec $q]",
-                          "PARAMS", 2, "q", "x", "EMBED", "q")
+    # FT.EXPLAIN takes EMBED too: the plan of the embedded vector, the same
+    # as FT.EXPLAIN of the vector the EMBED command returns for that text.
+    q = "(@genre:{b})=>[KNN 3 @vec $q]"
+    got = r.execute_command("FT.EXPLAIN", "idx", q, "PARAMS", 2, "q", sents[1], "EMBED", "q",
+                            "DIALECT", 2)
+    blob = r.execute_command("EMBED", MODEL, "TEXT", sents[1])[0]
+    want = r.execute_command("FT.EXPLAIN", "idx", q, "PARAMS", 2, "q", blob, "DIALECT", 2)
+    assert got == want and b"KNN" in got.upper()
+    with pytest.raises(redis.ResponseError, match="PARAMS"):
+        r.execute_command("FT.EXPLAIN", "idx", q, "PARAMS", 2, "q", "x", "EMBED", "missing")
     info = r.info("embed")
     assert info["embed_texts"] >= len(sents) + 4
     attrs = r.execute_command("FT.INFO", "idx")
