@@ -106,6 +106,8 @@ static size_t chunk_budget(const embed_model_t *m, size_t total)
 static int ids_run(const embed_model_t *m, const int32_t *ids, const uint32_t *lens, size_t n,
 		   float *out, vela_err_t *err)
 {
+	if (m->gpu && embed_gpu_run(m, ids, lens, n, out) == 0)
+		return 0; /* else the CPU: no GPU, or it failed (gpu.c) */
 	size_t total = 0;
 	for (size_t s = 0; s < n; s++)
 		total += lens[s];

@@ -1,7 +1,8 @@
 /**
  * @file embed.h
  * @brief In-process text embeddings: safetensors reader, BERT WordPiece
- * tokenizer and the BERT encoder (all-MiniLM-L6-v2 first) on the CPU.
+ * tokenizer and the BERT encoder (all-MiniLM-L6-v2 first) on the CPU, or
+ * on the GPU through libvela_gpu.so when one is there (embed_device_t).
  *
  * Three layers, each usable alone:
  *
@@ -200,15 +201,36 @@ typedef enum embed_kernel {
 	EMBED_KERNEL_AVX512 = 3 /**< needs AVX-512F */
 } embed_kernel_t;
 
+/** Where a text model's batches run. The GPU is gpu/'s encoder
+ * (gpu_bert_*, cuBLAS F16 GEMMs) in libvela_gpu.so, loaded with dlopen
+ * (common/gpulib.h); the CPU path is this module's forward pass and stays
+ * loaded as the fallback. */
+typedef enum embed_device {
+	EMBED_DEVICE_AUTO = 0, /**< the GPU when the library has the encoder and a
+				    device takes the model, else the CPU */
+	EMBED_DEVICE_CPU = 1,  /**< always the CPU */
+	EMBED_DEVICE_GPU = 2   /**< the GPU; opening fails without one */
+} embed_device_t;
+#define EMBED_DEVICE_DEFAULT EMBED_DEVICE_AUTO
+
+/** Parse "auto", "cpu" or "gpu" (any case).
+ * @return 0; VELA_EINVAL on anything else. */
+int embed_device_parse(const char *s, embed_device_t *out);
+/** "auto", "cpu", "gpu", or "?"; static storage. */
+const char *embed_device_name(embed_device_t d);
+
 /** Options for embed_model_open_opts; zero fields mean DEFAULT. */
 typedef struct embed_model_opts {
 	uint32_t max_seq;      /**< EMBED_MAX_SEQ_*; 0: the model's own (sentence_bert_config.json) */
-	uint32_t batch_tokens; /**< EMBED_BATCH_TOKENS_* */
-	uint32_t threads;      /**< EMBED_THREADS_* */
+	uint32_t batch_tokens; /**< EMBED_BATCH_TOKENS_* (CPU chunks; the GPU
+				    chunks at GPU_BERT_BATCH_TOKENS_DEFAULT) */
+	uint32_t threads;      /**< EMBED_THREADS_* (CPU) */
 	embed_kernel_t kernel; /**< VELA_EUNSUPPORTED when the CPU lacks it */
+	embed_device_t device; /**< EMBED_DEVICE_* */
 } embed_model_opts_t;
 
-/** A loaded model (opaque). Immutable after open. */
+/** A loaded model (opaque). Immutable after open, but for one flag: the
+ * first GPU failure moves the model to the CPU for good. */
 typedef struct embed_model embed_model_t;
 
 /**
@@ -219,10 +241,15 @@ typedef struct embed_model embed_model_t;
  * `1_Pooling/config.json` (must say mean pooling) and
  * `tokenizer_config.json` (must be lowercasing).
  * Nothing is kept open: weights are copied (packed) into the model.
+ * On EMBED_DEVICE_AUTO or _GPU the weights are also uploaded, once, to the
+ * process's GPU context (under the names of the safetensors file). With
+ * AUTO, no library, no encoder in it, no device, or a model the device
+ * cannot take (gpu.h's shape limits) leaves the model on the CPU (logged).
  * @param out free with embed_model_close().
  * @return 0; VELA_EIO; VELA_ECORRUPT (bad file, missing tensor, wrong
  * shape); VELA_EUNSUPPORTED (another architecture, pooling, activation or
- * an unavailable kernel); VELA_ENOMEM.
+ * an unavailable kernel; EMBED_DEVICE_GPU without a usable GPU encoder);
+ * VELA_ENOMEM.
  */
 int embed_model_open(const char *dir, embed_model_t **out, vela_err_t *err);
 /** Same with options (`opts` may be NULL). */
@@ -239,6 +266,14 @@ uint32_t embed_model_max_seq(const embed_model_t *m);
 const embed_vocab_t *embed_model_vocab(const embed_model_t *m);
 /** Name of the kernel in use ("blas", "avx2", "avx512"); static storage. */
 const char *embed_model_kernel_name(const embed_model_t *m);
+/** Where the model's batches run now: "gpu" or "cpu" (after a GPU failure,
+ * "cpu" for good); static storage. */
+const char *embed_model_device(const embed_model_t *m);
+/** The GPU's name ("NVIDIA H200, 132 SMs, ...") while the model runs on
+ * it, else NULL; valid for the process. */
+const char *embed_model_gpu_name(const embed_model_t *m);
+/** Device bytes held by the model's GPU encoder (0 on the CPU). */
+size_t embed_model_gpu_bytes(const embed_model_t *m);
 
 /**
  * @brief Embed `n` UTF-8 texts: tokenize (truncating to max_seq), run the
@@ -251,6 +286,11 @@ const char *embed_model_kernel_name(const embed_model_t *m);
  *               NUL-terminated).
  * @param out    caller buffer of n * embed_model_dim() floats, row i for
  *               text i. Unspecified on error.
+ * On the GPU the whole call is one gpu_bert_encode over the same packing;
+ * if it fails, the failure is logged once (warning), this call and every
+ * later one run on the CPU, and the caller sees no error. GPU vectors differ
+ * from CPU ones by F16 rounding (cosine > 0.9999), and may differ slightly
+ * with the shape of the batch.
  * @return 0; VELA_EINVAL (invalid UTF-8: `err` names the text and offset);
  * VELA_ELIMIT (a text over EMBED_TEXT_BYTES_MAX); VELA_ENOMEM.
  */

@@ -111,7 +111,28 @@ struct embed_model {
 	float *word_emb, *pos_emb, *type_emb; /* [vocab|max_pos|type_vocab, hidden] */
 	float *emb_ln_g, *emb_ln_b;
 	embed_layer_t *layer;
+	/* The GPU encoder (gpu.c), NULL on the CPU. gpu_off is set once, by the
+	 * first failure; the encoder itself stays until close (a call may still
+	 * be in it). */
+	struct gpu_bert *gpu;
+	const struct vela_gpulib *gl;
+	const char *gpu_name; /* the context's, static for the process */
+	atomic_bool gpu_off;
 };
+
+/* ------------------------------------------------------------ GPU (gpu.c) */
+
+/** Upload the weights of `st` to a new GPU encoder for `m` when `device`
+ * asks for it (AUTO: quietly stay on the CPU when that fails).
+ * @return 0; with EMBED_DEVICE_GPU, VELA_EUNSUPPORTED and gpu.h's codes. */
+int embed_gpu_attach(struct embed_model *m, embed_st_t *st, embed_device_t device,
+		     vela_err_t *err);
+/** Free the GPU encoder, if any. */
+void embed_gpu_detach(struct embed_model *m);
+/** Encode `n` packed sequences on the GPU. 0 when done; nonzero when the
+ * model is (now) on the CPU: the caller runs the batch there. */
+int embed_gpu_run(const struct embed_model *m, const int32_t *ids, const uint32_t *lens,
+		  size_t n, float *out);
 
 /* ------------------------------------------------------------ kernels */
 

@@ -156,6 +156,7 @@ void embed_model_close(embed_model_t *m)
 {
 	if (m == NULL)
 		return;
+	embed_gpu_detach(m);
 	for (uint32_t i = 0; m->layer != NULL && i < m->cfg.layers; i++)
 		embed_layer_free(&m->layer[i]);
 	free(m->layer);
@@ -185,6 +186,8 @@ static int opts_apply(embed_model_t *m, const embed_model_opts_t *o, vela_err_t 
 	}
 	if (m->max_seq > EMBED_MAX_SEQ_MAX)
 		m->max_seq = EMBED_MAX_SEQ_MAX;
+	if ((unsigned)o->device > EMBED_DEVICE_GPU)
+		return vela_err_set(err, VELA_EINVAL, "embed: device %d unknown", (int)o->device);
 	m->batch_tokens = o->batch_tokens ? o->batch_tokens : EMBED_BATCH_TOKENS_DEFAULT;
 	if (m->batch_tokens < EMBED_BATCH_TOKENS_MIN || m->batch_tokens > EMBED_BATCH_TOKENS_MAX)
 		return vela_err_set(err, VELA_EINVAL, "embed: batch_tokens %u out of range (%u..%u)",
@@ -222,6 +225,8 @@ static int model_load(embed_model_t *m, const char *dir, const embed_model_opts_
 		strcpy(ld.prefix, "bert.");
 	if (rc == 0)
 		rc = load_weights(m, &ld, err);
+	if (rc == 0) /* after the CPU weights: the CPU path is the fallback */
+		rc = embed_gpu_attach(m, ld.st, opts ? opts->device : EMBED_DEVICE_DEFAULT, err);
 	embed_st_close(ld.st);
 	return rc;
 }

@@ -4,7 +4,8 @@
  * with no CUDA libraries at all: without the library, or without a device,
  * the GPU backend reports VELA_EUNSUPPORTED and everything runs on the CPU.
  * Search order: $VELA_GPU_LIB (only that), then libvela_gpu.so beside the
- * executable, then the dynamic linker's own search.
+ * executable, then the dynamic linker's own search (common/gpulib.h, the
+ * loader embed/ shares, with the process's one context).
  *
  * kNN. Rows are uploaded as F32 (F16 rows decoded: exact) and stay
  * resident, keyed by uid, until their generation changes (then the whole
@@ -39,75 +40,18 @@ void index_backend_fault_inject(uint32_t n)
 }
 
 
-#include <dlfcn.h>
-#include <limits.h>
-#include <unistd.h>
+#include "common/gpulib.h"
 
-#include "gpu/gpu.h"
-
-/* gpu/gpu.h's functions, resolved from the library (GNU C __typeof__ keeps
- * the prototypes checked). */
-static struct {
-	int state; /* 0 not tried, 1 loaded, -1 unavailable */
-	char why[160];
-	__typeof__(gpu_device_count) *device_count;
-	__typeof__(gpu_ctx_open) *ctx_open;
-	__typeof__(gpu_ctx_name) *ctx_name;
-	__typeof__(gpu_matrix_create) *matrix_create;
-	__typeof__(gpu_matrix_append) *matrix_append;
-	__typeof__(gpu_matrix_free) *matrix_free;
-	__typeof__(gpu_matrix_bytes) *matrix_bytes;
-	__typeof__(gpu_knn) *knn;
-	__typeof__(gpu_project) *project;
-	__typeof__(gpu_kmeans_step) *kmeans_step;
-} gl;
-
-static void *gl_open(void)
-{
-	const char *env = getenv("VELA_GPU_LIB");
-	if (env && *env)
-		return dlopen(env, RTLD_NOW | RTLD_LOCAL);
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 32);
-	if (n > 0) {
-		exe[n] = 0;
-		char *slash = strrchr(exe, '/');
-		if (slash) {
-			strcpy(slash + 1, "libvela_gpu.so");
-			void *h = dlopen(exe, RTLD_NOW | RTLD_LOCAL);
-			if (h)
-				return h;
-		}
-	}
-	return dlopen("libvela_gpu.so", RTLD_NOW | RTLD_LOCAL);
-}
-
-#define GL_SYM(h, f)                                                          \
-	(*(void **)&gl.f = dlsym(h, "gpu_" #f)) != NULL
+/* gpu/gpu.h's functions, resolved by the shared loader (common/gpulib.h):
+ * NULL until loaded. */
+static const vela_gpulib_t *gl;
 
 /* Load the library once (caller holds gk.mu); 0 when it is there. */
 static int gl_load_locked(void)
 {
-	if (gl.state)
-		return gl.state > 0 ? 0 : -1;
-	void *h = gl_open();
-	if (!h) {
-		snprintf(gl.why, sizeof(gl.why), "%s", dlerror());
-		gl.state = -1;
-		vela_log(VELA_LOG_INFO, "gpu: no GPU library (%s); CPU backend", gl.why);
-		return -1;
-	}
-	if (!(GL_SYM(h, device_count) && GL_SYM(h, ctx_open) && GL_SYM(h, ctx_name) &&
-	      GL_SYM(h, matrix_create) && GL_SYM(h, matrix_append) && GL_SYM(h, matrix_free) &&
-	      GL_SYM(h, matrix_bytes) && GL_SYM(h, knn) && GL_SYM(h, project) &&
-	      GL_SYM(h, kmeans_step))) {
-		snprintf(gl.why, sizeof(gl.why), "GPU library lacks %s", dlerror());
-		gl.state = -1;
-		vela_log(VELA_LOG_WARN, "gpu: %s; CPU backend", gl.why);
-		return -1;
-	}
-	gl.state = 1;
-	return 0;
+	if (gl == NULL)
+		gl = vela_gpulib_load();
+	return gl ? 0 : -1;
 }
 
 /* Host staging for uploads: rows per gpu_matrix_append, about 32 MiB. */
@@ -144,10 +88,8 @@ int backend_gpu_built(void)
 
 static int gk_devices_locked(void)
 {
-	if (gk.devices < 0) {
-		int n = gl_load_locked() == 0 ? gl.device_count() : 0;
-		gk.devices = n > 0 ? n : 0;
-	}
+	if (gk.devices < 0)
+		gk.devices = gl_load_locked() == 0 ? vela_gpulib_devices() : 0;
 	return gk.devices;
 }
 
@@ -165,12 +107,13 @@ static int gk_open_locked(vela_err_t *err)
 		return 0;
 	if (gk_devices_locked() == 0)
 		return vela_err_set(err, VELA_EUNSUPPORTED, "no CUDA device");
-	int rc = gl.ctx_open(0, &gk.ctx, err);
+	const char *name;
+	int rc = vela_gpulib_ctx(&gk.ctx, &name, err); /* the process's, shared with embed/ */
 	if (rc) {
 		gk.ctx = NULL;
 		return rc;
 	}
-	snprintf(gk.name, sizeof(gk.name), "%s", gl.ctx_name(gk.ctx));
+	snprintf(gk.name, sizeof(gk.name), "%s", name);
 	return 0;
 }
 
@@ -194,7 +137,7 @@ static int gk_fault(vela_err_t *err)
 
 static void gk_block_drop_locked(uint32_t i)
 {
-	gl.matrix_free(gk.res[i].m);
+	gl->matrix_free(gk.res[i].m);
 	gk.res[i] = gk.res[--gk.n_res];
 }
 
@@ -225,7 +168,7 @@ void backend_gpu_state(char *device, size_t cap, uint32_t *resident, uint64_t *b
 	snprintf(device, cap, "%s", gk.ctx ? gk.name : "none");
 	uint64_t b = 0;
 	for (uint32_t i = 0; i < gk.n_res; i++)
-		b += gl.matrix_bytes(gk.res[i].m);
+		b += gl->matrix_bytes(gk.res[i].m);
 	if (resident)
 		*resident = gk.n_res;
 	if (bytes)
@@ -278,15 +221,15 @@ static int gk_upload(const index_rows_t *r, gk_block_t *b, vela_err_t *err)
 	*b = (gk_block_t){.uid = r->uid, .generation = r->generation, .n = r->n, .dim = r->dim,
 			  .metric = p.metric};
 	double nmax = 0;
-	int rc = gl.matrix_create(gk.ctx, &p, &b->m, err);
+	int rc = gl->matrix_create(gk.ctx, &p, &b->m, err);
 	for (uint64_t r0 = 0; rc == 0 && r0 < r->n; r0 += chunk) {
 		uint64_t m = r->n - r0 < chunk ? r->n - r0 : chunk;
 		gk_pack(r, r0, m, buf, &nmax);
-		rc = gl.matrix_append(b->m, buf, m, err);
+		rc = gl->matrix_append(b->m, buf, m, err);
 	}
 	free(buf);
 	if (rc) {
-		gl.matrix_free(b->m);
+		gl->matrix_free(b->m);
 		b->m = NULL;
 		return gk_failed(rc);
 	}
@@ -438,7 +381,7 @@ static int gk_knn_group(gk_knn_t *t, uint32_t g0, uint32_t g1, const uint64_t *w
 		for (uint32_t i = 0; i < m; i++)
 			memcpy(t->qpack + (size_t)i * dim, t->req->queries + (size_t)t->order[c0 + i] * dim,
 			       dim * sizeof(float));
-		int rc = gl.knn(t->b->m, t->qpack, m, &p, t->ids, t->dists, err);
+		int rc = gl->knn(t->b->m, t->qpack, m, &p, t->ids, t->dists, err);
 		if (rc)
 			return gk_failed(rc);
 		for (uint32_t i = 0; i < m; i++) {
@@ -567,7 +510,7 @@ static int gk_knn_run(gk_knn_t *t, vela_hit_t *out, uint32_t *n_out, vela_err_t 
 		t->b = &b;
 		rc = gk_knn_device_locked(t, out, n_out, err);
 		if (t->r->uid == 0)
-			gl.matrix_free(b.m);
+			gl->matrix_free(b.m);
 	}
 	pthread_mutex_unlock(&gk.mu);
 	if (rc == 0)
@@ -618,7 +561,7 @@ static int gk_project(const float *X, uint64_t n, uint32_t din, const float *P, 
 	pthread_mutex_lock(&gk.mu);
 	rc = gk_open_locked(err);
 	if (rc == 0)
-		rc = gk_failed(gl.project(gk.ctx, X, n, din, P, dout, Y, err));
+		rc = gk_failed(gl->project(gk.ctx, X, n, din, P, dout, Y, err));
 	pthread_mutex_unlock(&gk.mu);
 	return rc;
 }
@@ -641,7 +584,7 @@ static int gk_kmeans_step(const float *X, uint64_t n, uint32_t d, float *C, uint
 	pthread_mutex_lock(&gk.mu);
 	rc = gk_open_locked(err);
 	if (rc == 0)
-		rc = gk_failed(gl.kmeans_step(gk.ctx, X, n, d, C, kc, assign, inertia, err));
+		rc = gk_failed(gl->kmeans_step(gk.ctx, X, n, d, C, kc, assign, inertia, err));
 	pthread_mutex_unlock(&gk.mu);
 	return rc;
 }

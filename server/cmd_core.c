@@ -397,10 +397,16 @@ static void info_embed(srv_t *s, resp_out_t *t, const char *want, bool *first)
 	info_section(t, want, "Embed", first);
 	info_kv(t, "embed_model_dir:%s", s->cfg.model_dir);
 	info_kv(t, "embed_models_loaded:%u", st.n_models);
-	for (uint32_t i = 0; i < st.n_models && i < SRV_EMBED_STATS_MODELS; i++)
-		info_kv(t, "embed_model_%u:name=%s,dim=%u,kernel=%s,texts=%llu", i,
+	const char *gpu = "none"; /* the one context's name, while a model runs on it */
+	for (uint32_t i = 0; i < st.n_models && i < SRV_EMBED_STATS_MODELS; i++) {
+		info_kv(t, "embed_model_%u:name=%s,dim=%u,kernel=%s,device=%s,texts=%llu", i,
 			st.models[i].name, st.models[i].dim, st.models[i].kernel,
-			(unsigned long long)st.models[i].texts);
+			st.models[i].device, (unsigned long long)st.models[i].texts);
+		if (st.models[i].gpu[0])
+			gpu = st.models[i].gpu;
+	}
+	info_kv(t, "embed_device:%s", st.device);
+	info_kv(t, "embed_gpu:%s", gpu);
 	info_kv(t, "embed_requests:%llu", (unsigned long long)st.requests);
 	info_kv(t, "embed_failures:%llu", (unsigned long long)st.failures);
 	info_kv(t, "embed_queued:%llu", (unsigned long long)st.queued);

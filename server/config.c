@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "embed/embed.h"
 #include "server/srv_int.h"
 
 void srv_config_init(srv_config_t *c)
@@ -29,6 +30,7 @@ void srv_config_init(srv_config_t *c)
 	c->model_dir = strdup(SRV_MODEL_DIR_DEFAULT);
 	c->embed_batch_tokens = SRV_EMBED_BATCH_TOKENS_DEFAULT;
 	c->embed_threads = SRV_EMBED_THREADS_DEFAULT;
+	c->embed_device = EMBED_DEVICE_DEFAULT;
 	c->log_level = VELA_LOG_LEVEL_DEFAULT;
 	c->gpu_mode = VELA_GPU_MODE_DEFAULT;
 	c->users[0] = (srv_user_t){.name = strdup("default"), .enabled = true};
@@ -294,6 +296,15 @@ static int d_embed_threads(srv_config_t *c, const char *v)
 		c->embed_threads = (uint32_t)n;
 	return rc;
 }
+/* embed-device auto|cpu|gpu (startup only): where text models run. */
+static int d_embed_device(srv_config_t *c, const char *v)
+{
+	embed_device_t d;
+	int rc = embed_device_parse(v, &d);
+	if (rc == 0)
+		c->embed_device = (int)d;
+	return rc;
+}
 static int d_mapsize(srv_config_t *c, const char *v)
 {
 	uint64_t n = 0;
@@ -364,6 +375,7 @@ static const directive_t directives[] = {
 	{"model-dir", d_model_dir},
 	{"embed-batch-tokens", d_embed_tokens},
 	{"embed-threads", d_embed_threads},
+	{"embed-device", d_embed_device},
 	{"map-size", d_mapsize},
 	{"appendfsync", d_appendfsync},
 	{"index-build", d_index_build},
@@ -510,6 +522,8 @@ static const char *config_value(srv_t *s, const char *name, char *buf, size_t ca
 		return snprintf(buf, cap, "%u", c->embed_batch_tokens), buf;
 	if (strcmp(name, "embed-threads") == 0)
 		return snprintf(buf, cap, "%u", c->embed_threads), buf;
+	if (strcmp(name, "embed-device") == 0)
+		return embed_device_name((embed_device_t)c->embed_device);
 	if (strcmp(name, "tls-port") == 0)
 		return snprintf(buf, cap, "%d", s->tls_port), buf;
 	if (strcmp(name, "tls-cert-file") == 0)
@@ -552,7 +566,7 @@ static const char *const config_names[] = {
 	"tls-cert-file", "tls-key-file", "tls-auth-clients", "map-size", "appendfsync",
 	"index-build", "appendonly", "save", "databases", "maxmemory", "search-default-dialect", "gpu",
 	"slowlog-log-slower-than", "slowlog-max-len",
-	"model-dir", "embed-batch-tokens", "embed-threads",
+	"model-dir", "embed-batch-tokens", "embed-threads", "embed-device",
 };
 
 #define CONFIG_NAMES (sizeof(config_names) / sizeof(config_names[0]))

@@ -385,7 +385,8 @@ static int model_open(srv_t *s, const char *name, const char *dir, er_model_t *o
 						: (uint32_t)(ncpu > 0 ? ncpu : 1);
 	if (threads > EMBED_THREADS_MAX)
 		threads = EMBED_THREADS_MAX;
-	embed_model_opts_t to = {.threads = threads};
+	embed_model_opts_t to = {.threads = threads,
+				 .device = (embed_device_t)s->cfg.embed_device};
 	embed_image_opts_t io = {.threads = threads};
 	vela_err_t te = {0}, ie = {0};
 	uint64_t t0 = vela_now_ns();
@@ -398,9 +399,11 @@ static int model_open(srv_t *s, const char *name, const char *dir, er_model_t *o
 		vela_warn("embed: %s", err + 4);
 		return -1;
 	}
-	vela_info("embed: %s model '%s' loaded from %s in %.2f s (%u dims, %s kernels, %u threads)",
-		  out->m ? "text" : "image", name, dir, (double)(vela_now_ns() - t0) / 1e9,
-		  model_dim(out), model_kernel(out), threads);
+	const char *gpu = out->m ? embed_model_gpu_name(out->m) : NULL;
+	vela_info("embed: %s model '%s' loaded from %s in %.2f s (%u dims, %s%s, %s kernels, "
+		  "%u threads)", out->m ? "text" : "image", name, dir,
+		  (double)(vela_now_ns() - t0) / 1e9, model_dim(out), gpu ? "GPU " : "CPU",
+		  gpu ? gpu : "", model_kernel(out), threads);
 	return 0;
 }
 
@@ -1130,6 +1133,7 @@ void embedq_stats(srv_t *s, srv_embed_stats_t *st)
 {
 	srv_embed_t *e = s->embed;
 	memset(st, 0, sizeof(*st));
+	st->device = embed_device_name((embed_device_t)s->cfg.embed_device);
 	if (e == NULL)
 		return;
 	pthread_mutex_lock(&e->mu);
@@ -1149,6 +1153,11 @@ void embedq_stats(srv_t *s, srv_embed_stats_t *st)
 		st->models[i].dim = model_dim(&e->models[i]);
 		st->models[i].texts = e->models[i].texts;
 		st->models[i].kernel = model_kernel(&e->models[i]);
+		/* Images always run on the CPU (embed.h: only the text encoder has a GPU path). */
+		const embed_model_t *tm = e->models[i].m;
+		const char *gpu = tm ? embed_model_gpu_name(tm) : NULL;
+		st->models[i].device = tm ? embed_model_device(tm) : "cpu";
+		snprintf(st->models[i].gpu, sizeof(st->models[i].gpu), "%s", gpu ? gpu : "");
 	}
 	pthread_mutex_unlock(&e->mu);
 }

@@ -103,6 +103,8 @@ typedef struct srv_config {
 	char *model_dir;             /**< embedding models (model-dir) */
 	uint32_t embed_batch_tokens; /**< embed-batch-tokens */
 	uint32_t embed_threads;      /**< embed-threads (0 = one per CPU) */
+	int embed_device;            /**< embed-device auto|cpu|gpu (embed_device_t, embed.h):
+					  where text models run; read when a model loads */
 	size_t map_size;  /**< LMDB map size (0 = engine default) */
 	bool nosync;      /**< appendfsync everysec semantics */
 	bool build_foreground; /**< index-build foreground: writes build graphs inline */

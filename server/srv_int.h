@@ -242,12 +242,15 @@ uint32_t embedq_model_dim(srv_t *s, const char *name);
 typedef struct srv_embed_stats {
 	uint64_t requests, texts, tokens, batches, failures, compute_ns, queued;
 	uint64_t backfill_queued, backfill_tasks;
+	const char *device; /**< embed-device: "auto", "cpu" or "gpu" */
 	uint32_t n_models;
 	struct {
 		char name[VELA_MODEL_NAME_MAX + 1];
 		uint32_t dim;
 		uint64_t texts;
 		const char *kernel;
+		const char *device; /**< "gpu" or "cpu": where its batches run now */
+		char gpu[128];      /**< the GPU's name while on it, else "" */
 	} models[SRV_EMBED_STATS_MODELS];
 } srv_embed_stats_t;
 void embedq_stats(srv_t *s, srv_embed_stats_t *st);

@@ -1,13 +1,16 @@
 /* A CPU stand-in for gpu/gpu.h: the same C API and contracts, computed
  * naively on the host, built as libvela_gpu_fake.so and loaded by
- * index/backend_gpu.c through VELA_GPU_LIB, so the GPU backend's dlopen
- * path can be tested on a machine with no GPU: residency,
- * the candidate-list verification, per-query filters and the fallback.
+ * common/gpulib.c through VELA_GPU_LIB, so the GPU backend's dlopen path
+ * (index/backend_gpu.c) and the GPU text encoder's (embed/gpu.c) can be
+ * tested on a machine with no GPU: residency, the candidate-list
+ * verification, per-query filters, the encoder's weight upload and packing,
+ * and the fallbacks.
  * Distances use the GEMM form in float (|q|^2 + |x|^2 - 2 q.x), as a
  * device would, so they differ from the host kernels by rounding.
  *
  * Environment: FAKE_GPU_DEVICES (default 1) devices; FAKE_GPU_FAIL=knn,
- * project or kmeans makes that call fail with VELA_EIO; FAKE_GPU_K_CAP
+ * project, kmeans, bert_create, bert_set or bert_encode makes that call
+ * fail with VELA_EIO (read at every call); FAKE_GPU_K_CAP
  * returns at most that many candidates per query (a device that truncates
  * its lists: the backend must notice and answer on the CPU). */
 #include <math.h>
@@ -248,4 +251,279 @@ int gpu_kmeans_step(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t d, floa
 	free(sum);
 	free(cnt);
 	return 0;
+}
+
+/* ---------------------------------------------------------------- encoder */
+
+/* A naive BERT (post-LN, erf-GELU, mean pooling, L2 normalisation) in plain
+ * C with double accumulators, one sequence at a time: the GPU encoder's
+ * contract, independent of embed/'s CPU code (HF modeling_bert, written out
+ * again). FAKE_GPU_FAIL=bert_create, bert_set or bert_encode makes that call
+ * fail with VELA_EIO. */
+
+enum { FB_WORD, FB_POS, FB_TYPE, FB_ELN_G, FB_ELN_B, FB_EMB_N };
+static const char *const fb_emb_names[FB_EMB_N] = {
+	"embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+	"embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight",
+	"embeddings.LayerNorm.bias"};
+
+enum {
+	FB_QW, FB_QB, FB_KW, FB_KB, FB_VW, FB_VB, FB_OW, FB_OB, FB_LN1G, FB_LN1B,
+	FB_IW, FB_IB, FB_O2W, FB_O2B, FB_LN2G, FB_LN2B, FB_LAYER_N
+};
+static const char *const fb_layer_names[FB_LAYER_N] = {
+	"attention.self.query.weight", "attention.self.query.bias",
+	"attention.self.key.weight", "attention.self.key.bias",
+	"attention.self.value.weight", "attention.self.value.bias",
+	"attention.output.dense.weight", "attention.output.dense.bias",
+	"attention.output.LayerNorm.weight", "attention.output.LayerNorm.bias",
+	"intermediate.dense.weight", "intermediate.dense.bias",
+	"output.dense.weight", "output.dense.bias",
+	"output.LayerNorm.weight", "output.LayerNorm.bias"};
+
+struct gpu_bert {
+	gpu_bert_config_t c;
+	float *emb[FB_EMB_N];
+	float *(*layer)[FB_LAYER_N];
+	size_t bytes;
+};
+
+static size_t fb_emb_size(const gpu_bert_config_t *c, int i)
+{
+	size_t h = c->hidden;
+	return i == FB_WORD ? c->vocab * h : i == FB_POS ? c->max_pos * h
+				       : i == FB_TYPE ? c->type_vocab * h : h;
+}
+
+static size_t fb_layer_size(const gpu_bert_config_t *c, int i)
+{
+	size_t h = c->hidden, f = c->intermediate;
+	switch (i) {
+	case FB_QW: case FB_KW: case FB_VW: case FB_OW: return h * h;
+	case FB_IW: case FB_O2W: return h * f;
+	case FB_IB: return f;
+	default: return h;
+	}
+}
+
+int gpu_bert_create(gpu_ctx_t *ctx, const gpu_bert_config_t *cfg, gpu_bert_t **out,
+		    vela_err_t *err)
+{
+	if (fake_fails("bert_create", err))
+		return VELA_EIO;
+	const gpu_bert_config_t *c = cfg;
+	if (c->hidden < 8 || c->hidden > GPU_BERT_HIDDEN_MAX || c->hidden % 8 || c->heads == 0 ||
+	    c->hidden % c->heads || c->layers < 1 || c->layers > GPU_BERT_LAYERS_MAX ||
+	    c->intermediate % 8 || c->intermediate == 0 || c->vocab == 0 || c->max_pos < 1 ||
+	    c->max_pos > GPU_BERT_POS_MAX || c->type_vocab == 0 || !(c->ln_eps > 0))
+		return fake_err(err, VELA_EINVAL, "fake: bad encoder shape");
+	if (c->hidden / c->heads != 32 && c->hidden / c->heads != 64)
+		return fake_err(err, VELA_EUNSUPPORTED, "fake: head size %u", c->hidden / c->heads);
+	gpu_bert_t *b = calloc(1, sizeof(*b));
+	if (b == NULL || (b->layer = calloc(c->layers, sizeof(*b->layer))) == NULL) {
+		free(b);
+		return fake_err(err, VELA_ENOMEM, "fake: out of memory");
+	}
+	b->c = *c;
+	*out = b;
+	return 0;
+}
+
+int gpu_bert_set_tensor(gpu_bert_t *b, const char *name, const float *host, size_t n,
+			vela_err_t *err)
+{
+	if (fake_fails("bert_set", err))
+		return VELA_EIO;
+	char nm[256];
+	if (strncmp(name, "bert.", 5) == 0)
+		name += 5;
+	snprintf(nm, sizeof(nm), "%s", name);
+	size_t l = strlen(nm);
+	if (l > 6 && strcmp(nm + l - 6, ".gamma") == 0)
+		strcpy(nm + l - 6, ".weight");
+	else if (l > 5 && strcmp(nm + l - 5, ".beta") == 0)
+		strcpy(nm + l - 5, ".bias");
+	float **slot = NULL;
+	size_t want = 0;
+	for (int i = 0; i < FB_EMB_N && !slot; i++)
+		if (strcmp(nm, fb_emb_names[i]) == 0) {
+			slot = &b->emb[i];
+			want = fb_emb_size(&b->c, i);
+		}
+	unsigned li;
+	int used = 0;
+	if (!slot && sscanf(nm, "encoder.layer.%u.%n", &li, &used) == 1 && used > 0 &&
+	    li < b->c.layers)
+		for (int i = 0; i < FB_LAYER_N && !slot; i++)
+			if (strcmp(nm + used, fb_layer_names[i]) == 0) {
+				slot = &b->layer[li][i];
+				want = fb_layer_size(&b->c, i);
+			}
+	if (slot == NULL)
+		return fake_err(err, VELA_ENOTFOUND, "fake: tensor %s not used", name);
+	if (n != want)
+		return fake_err(err, VELA_EINVAL, "fake: tensor %s has %zu values, not %zu", name, n,
+				want);
+	float *p = malloc(n * sizeof(float));
+	if (p == NULL)
+		return fake_err(err, VELA_ENOMEM, "fake: out of memory");
+	memcpy(p, host, n * sizeof(float));
+	if (*slot == NULL)
+		b->bytes += n * sizeof(float);
+	free(*slot);
+	*slot = p;
+	return 0;
+}
+
+/* y[t] = x[t] W^T + bias, W [out, in]; double sums. */
+static void fb_linear(const float *x, size_t len, size_t in, const float *w, const float *bias,
+		      size_t out, float *y)
+{
+	for (size_t t = 0; t < len; t++)
+		for (size_t o = 0; o < out; o++) {
+			double s = bias[o];
+			for (size_t i = 0; i < in; i++)
+				s += (double)x[t * in + i] * w[o * in + i];
+			y[t * out + o] = (float)s;
+		}
+}
+
+/* x[t] = LN(x[t] + add[t]) * g + b (add may be NULL); biased variance. */
+static void fb_layernorm(float *x, const float *add, size_t len, size_t h, const float *g,
+			 const float *b, double eps)
+{
+	for (size_t t = 0; t < len; t++) {
+		float *r = x + t * h;
+		double mean = 0, var = 0;
+		for (size_t i = 0; i < h; i++) {
+			if (add)
+				r[i] += add[t * h + i];
+			mean += r[i];
+		}
+		mean /= (double)h;
+		for (size_t i = 0; i < h; i++)
+			var += (r[i] - mean) * (r[i] - mean);
+		double inv = 1.0 / sqrt(var / (double)h + eps);
+		for (size_t i = 0; i < h; i++)
+			r[i] = (float)((r[i] - mean) * inv * g[i] + b[i]);
+	}
+}
+
+/* One sequence of `len` tokens into out[hidden]; scratch as below. */
+static int fb_sequence(const gpu_bert_t *b, const uint32_t *tok, size_t len, float *out)
+{
+	const gpu_bert_config_t *c = &b->c;
+	size_t h = c->hidden, f = c->intermediate, heads = c->heads, hd = h / heads;
+	float *x = malloc(len * h * sizeof(float)), *q = malloc(len * h * sizeof(float));
+	float *k = malloc(len * h * sizeof(float)), *v = malloc(len * h * sizeof(float));
+	float *ctx = malloc(len * h * sizeof(float)), *a = malloc(len * h * sizeof(float));
+	float *big = malloc(len * f * sizeof(float));
+	double *sc = malloc(len * sizeof(double));
+	int rc = x && q && k && v && ctx && a && big && sc ? 0 : VELA_ENOMEM;
+	for (size_t t = 0; rc == 0 && t < len; t++)
+		for (size_t i = 0; i < h; i++)
+			x[t * h + i] = (float)((double)b->emb[FB_WORD][tok[t] * h + i] +
+					       b->emb[FB_POS][t * h + i] + b->emb[FB_TYPE][i]);
+	if (rc == 0)
+		fb_layernorm(x, NULL, len, h, b->emb[FB_ELN_G], b->emb[FB_ELN_B], c->ln_eps);
+	for (uint32_t l = 0; rc == 0 && l < c->layers; l++) {
+		float *const *L = b->layer[l];
+		fb_linear(x, len, h, L[FB_QW], L[FB_QB], h, q);
+		fb_linear(x, len, h, L[FB_KW], L[FB_KB], h, k);
+		fb_linear(x, len, h, L[FB_VW], L[FB_VB], h, v);
+		double scale = 1.0 / sqrt((double)hd);
+		for (size_t hh = 0; hh < heads; hh++)
+			for (size_t i = 0; i < len; i++) {
+				double mx = -INFINITY, sum = 0;
+				for (size_t j = 0; j < len; j++) {
+					double s = 0;
+					for (size_t d = 0; d < hd; d++)
+						s += (double)q[i * h + hh * hd + d] *
+						     k[j * h + hh * hd + d];
+					sc[j] = s * scale;
+					mx = sc[j] > mx ? sc[j] : mx;
+				}
+				for (size_t j = 0; j < len; j++)
+					sum += sc[j] = exp(sc[j] - mx);
+				for (size_t d = 0; d < hd; d++) {
+					double s = 0;
+					for (size_t j = 0; j < len; j++)
+						s += sc[j] * v[j * h + hh * hd + d];
+					ctx[i * h + hh * hd + d] = (float)(s / sum);
+				}
+			}
+		fb_linear(ctx, len, h, L[FB_OW], L[FB_OB], h, a);
+		fb_layernorm(a, x, len, h, L[FB_LN1G], L[FB_LN1B], c->ln_eps);
+		fb_linear(a, len, h, L[FB_IW], L[FB_IB], f, big);
+		for (size_t i = 0; i < len * f; i++)
+			big[i] = (float)(0.5 * big[i] * (1.0 + erf(big[i] / sqrt(2.0))));
+		fb_linear(big, len, f, L[FB_O2W], L[FB_O2B], h, x);
+		fb_layernorm(x, a, len, h, L[FB_LN2G], L[FB_LN2B], c->ln_eps);
+	}
+	if (rc == 0) {
+		double nrm = 0, *acc = calloc(h, sizeof(double));
+		if (acc == NULL)
+			rc = VELA_ENOMEM;
+		for (size_t t = 0; acc && t < len; t++)
+			for (size_t i = 0; i < h; i++)
+				acc[i] += x[t * h + i];
+		for (size_t i = 0; acc && i < h; i++) {
+			acc[i] /= (double)len;
+			nrm += acc[i] * acc[i];
+		}
+		nrm = sqrt(nrm) > 1e-12 ? sqrt(nrm) : 1e-12;
+		for (size_t i = 0; acc && i < h; i++)
+			out[i] = (float)(acc[i] / nrm);
+		free(acc);
+	}
+	free(x), free(q), free(k), free(v), free(ctx), free(a), free(big), free(sc);
+	return rc;
+}
+
+int gpu_bert_encode(gpu_bert_t *b, const uint32_t *tokens, const uint32_t *seq_offsets,
+		    uint32_t n_seqs, float *out, vela_err_t *err)
+{
+	if (fake_fails("bert_encode", err))
+		return VELA_EIO;
+	for (int i = 0; i < FB_EMB_N; i++)
+		if (b->emb[i] == NULL)
+			return fake_err(err, VELA_EINVAL, "fake: tensor %s never set", fb_emb_names[i]);
+	for (uint32_t l = 0; l < b->c.layers; l++)
+		for (int i = 0; i < FB_LAYER_N; i++)
+			if (b->layer[l][i] == NULL)
+				return fake_err(err, VELA_EINVAL, "fake: tensor encoder.layer.%u.%s "
+						"never set", l, fb_layer_names[i]);
+	for (uint32_t s = 0; s < n_seqs; s++) {
+		uint32_t len = seq_offsets[s + 1] - seq_offsets[s];
+		if (seq_offsets[s + 1] < seq_offsets[s] || len < 1 || len > b->c.max_pos)
+			return fake_err(err, VELA_EINVAL, "fake: sequence %u has %u tokens", s, len);
+		for (uint32_t t = seq_offsets[s]; t < seq_offsets[s + 1]; t++)
+			if (tokens[t] >= b->c.vocab)
+				return fake_err(err, VELA_EINVAL, "fake: token id %u", tokens[t]);
+	}
+	for (uint32_t s = 0; s < n_seqs; s++) {
+		int rc = fb_sequence(b, tokens + seq_offsets[s], seq_offsets[s + 1] - seq_offsets[s],
+				     out + (size_t)s * b->c.hidden);
+		if (rc)
+			return fake_err(err, rc, "fake: out of memory");
+	}
+	return 0;
+}
+
+size_t gpu_bert_bytes(const gpu_bert_t *b)
+{
+	return b->bytes;
+}
+
+void gpu_bert_free(gpu_bert_t *b)
+{
+	if (b == NULL)
+		return;
+	for (int i = 0; i < FB_EMB_N; i++)
+		free(b->emb[i]);
+	for (uint32_t l = 0; l < b->c.layers; l++)
+		for (int i = 0; i < FB_LAYER_N; i++)
+			free(b->layer[l][i]);
+	free(b->layer);
+	free(b);
 }

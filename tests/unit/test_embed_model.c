@@ -393,7 +393,8 @@ static size_t total_len(void)
 static void check_against_ref(const char *dir, embed_kernel_t kernel, uint32_t threads,
 			      uint32_t batch_tokens, double tol)
 {
-	embed_model_opts_t o = {.kernel = kernel, .threads = threads, .batch_tokens = batch_tokens};
+	embed_model_opts_t o = {.kernel = kernel, .threads = threads, .batch_tokens = batch_tokens,
+				.device = EMBED_DEVICE_CPU};
 	embed_model_t *m;
 	vela_err_t err = {0};
 	int rc = embed_model_open_opts(dir, &o, &m, &err);
@@ -480,7 +481,8 @@ Test(embed_model, text_batch, .init = setup_f32, .fini = teardown_dir)
 {
 	embed_model_t *m;
 	vela_err_t err = {0};
-	cr_assert_eq(embed_model_open(dir_f32, &m, &err), 0, "%s", err.msg);
+	embed_model_opts_t o = {.device = EMBED_DEVICE_CPU}; /* batch = alone to 2e-6 */
+	cr_assert_eq(embed_model_open_opts(dir_f32, &o, &m, &err), 0, "%s", err.msg);
 	const char *texts[] = {"Hello, world!", "unaffable cafe", "", "中国 σσ", "hello"};
 	float out[5 * H], one[H];
 	cr_assert_eq(embed_text_batch(m, texts, NULL, 5, out, &err), 0, "%s", err.msg);
@@ -515,7 +517,7 @@ Test(embed_model, text_batch, .init = setup_f32, .fini = teardown_dir)
 
 Test(embed_model, truncation_to_max_seq, .init = setup_f32, .fini = teardown_dir)
 {
-	embed_model_opts_t o = {.max_seq = 4};
+	embed_model_opts_t o = {.max_seq = 4, .device = EMBED_DEVICE_CPU};
 	embed_model_t *m;
 	vela_err_t err = {0};
 	cr_assert_eq(embed_model_open_opts(dir_f32, &o, &m, &err), 0, "%s", err.msg);
