@@ -17,7 +17,9 @@
  * The job names its field by index id, field number and the field's flat uid
  * (process-unique), so a field dropped meanwhile is never touched: its job is
  * dropped at step 1 or 3. Closing the database cancels a running build
- * between its batches (graph_params_t.cancel) and joins the thread. */
+ * between its batches (graph_params_t.cancel) and joins the thread.
+ * The thread also runs partition layout rebuilds (db_layout_submit; the
+ * same three steps in db/layout.c db_layout_job_run). */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -34,6 +36,7 @@ typedef struct db_job {
 	float *Q; /* OOD training queries (owned) or NULL */
 	size_t m;
 	bool retrain;
+	bool layout; /* a partition layout rebuild (db_layout_job_run) */
 	struct db_job *next;
 } db_job_t;
 
@@ -182,7 +185,10 @@ static void *builder_main(void *arg)
 			bd->tail = NULL;
 		bd->running = true;
 		pthread_mutex_unlock(&bd->mu);
-		job_run(db, bd, j);
+		if (j->layout)
+			db_layout_job_run(db, j->ix_id, j->field, j->uid);
+		else
+			job_run(db, bd, j);
 		free(j->Q);
 		free(j);
 		pthread_mutex_lock(&bd->mu);
@@ -228,8 +234,9 @@ void db_builder_stop(vela_db_t *db)
 	pthread_join(bd->thread, NULL);
 	for (db_job_t *j = bd->head, *n; j; j = n) {
 		n = j->next;
-		vela_info("index id %u field %u: queued graph build cancelled (closing): it is "
-			  "built again at the next open", j->ix_id, j->field);
+		if (!j->layout)
+			vela_info("index id %u field %u: queued graph build cancelled (closing): "
+				  "it is built again at the next open", j->ix_id, j->field);
 		free(j->Q);
 		free(j);
 	}
@@ -250,8 +257,29 @@ int db_build_submit(vela_db_t *db, const db_index_t *ix, uint32_t field, float *
 		return bd ? VELA_ENOMEM : VELA_EINVAL;
 	}
 	db_field_t *f = &ix->fields[field];
-	*j = (db_job_t){ix->id, field, db_field_uid(f), Q, m, retrain, NULL};
+	*j = (db_job_t){ix->id, field, db_field_uid(f), Q, m, retrain, false, NULL};
 	f->build_queued = true;
+	pthread_mutex_lock(&bd->mu);
+	if (bd->tail)
+		bd->tail->next = j;
+	else
+		bd->head = j;
+	bd->tail = j;
+	pthread_cond_signal(&bd->cv);
+	pthread_mutex_unlock(&bd->mu);
+	return VELA_OK;
+}
+
+int db_layout_submit(vela_db_t *db, const db_index_t *ix, uint32_t field)
+{
+	db_builder_t *bd = db->builder;
+	db_job_t *j = bd ? calloc(1, sizeof(*j)) : NULL;
+	if (j == NULL)
+		return bd ? VELA_ENOMEM : VELA_EINVAL;
+	j->ix_id = ix->id; /* calloc'd: the rest zero */
+	j->field = field;
+	j->uid = db_field_uid(&ix->fields[field]);
+	j->layout = true;
 	pthread_mutex_lock(&bd->mu);
 	if (bd->tail)
 		bd->tail->next = j;

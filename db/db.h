@@ -203,6 +203,9 @@ typedef struct db_builder db_builder_t;
 int db_builder_start(vela_db_t *db);
 /** Cancel a running build, drop queued jobs, join the thread. */
 void db_builder_stop(vela_db_t *db);
+/** Queue a job on the field's partition layout, a fold or a rebuild (db/layout.c
+ * db_layout_job_run). @return 0; VELA_EINVAL (no builder); VELA_ENOMEM */
+int db_layout_submit(vela_db_t *db, const db_index_t *ix, uint32_t field);
 /** Queue a build (retrain: replace an existing graph) of ix's field k;
  * takes Q (malloc'd, or NULL). Exclusive lock or write_mu held. */
 int db_build_submit(vela_db_t *db, const db_index_t *ix, uint32_t field, float *Q, size_t m,

@@ -1,10 +1,16 @@
-/* Partition layouts (docs/partitions.md §2-§4): learned from a vector
+/* Partition layouts (docs/partitions.md §2-§5): learned from a vector
  * field's workload log (db/workload.c) -- the logged atoms become the
  * qd-tree's cut candidates (index/qdtree.c), each leaf is clustered
  * (index/partitions.c) -- and the batch's "partitions" plan over them
- * (HQI, reference/hybrid-queries.md §1.3-§1.4). */
+ * (HQI, reference/hybrid-queries.md §1.3-§1.4). A layout lives through
+ * writes (a delta answered exactly, §5), is saved beside LMDB at close and
+ * loaded at the field's first use, and is rebuilt in the background when
+ * its delta grows or the workload drifts. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "db/search_int.h"
 
@@ -13,13 +19,35 @@
 #define DB_LAYOUT_CUTS_MIN 1u
 #define DB_LAYOUT_CUTS_MAX 4096u
 
+/* One template signature of the log (its atoms' kinds and fields, constants
+ * left out) and how many logged queries had it. */
+typedef struct db_sig {
+	uint64_t h;
+	uint64_t count;
+} db_sig_t;
+
 struct db_layout {
 	qdtree_t *tree;
 	part_layout_t *part;
-	uint64_t flat_uid, generation; /* the rows it copied */
+	uint64_t flat_uid, generation; /* the field's rows it is current with */
 	part_search_opts_t so;
-	uint64_t workload_hash, build_ns;
+	vela_layout_opts_t opts;       /* resolved build options: rebuilds reuse them */
+	uint64_t workload_hash, build_ns, built_at_ms, built_rows;
+	/* Docids written (set or changed) since the build: their rows are out
+	 * of the clusters and every partitions query scans them exactly. */
+	roaring_bitmap_t *delta;
+	db_sig_t *sigs; /* the log's signatures at the build, ascending by h */
+	uint32_t n_sigs;
+	/* The bytes (workload.c atom_bytes) of the tree's cut atoms, by tree
+	 * atom index (NULL: no cut): a fold evaluates them on the postings. */
+	uint8_t **cut_b;
+	uint32_t *cut_len;
+	uint32_t n_atoms;
+	uint64_t serial; /* process-unique: a job knows its layout was replaced */
+	bool loaded;     /* from its file, not built in this process */
 };
+
+static atomic_uint_fast64_t layout_serial = 1;
 
 void db_layout_free(db_layout_t *l)
 {
@@ -27,15 +55,49 @@ void db_layout_free(db_layout_t *l)
 		return;
 	qdtree_free(l->tree);
 	part_free(l->part);
+	if (l->delta)
+		roaring_bitmap_free(l->delta);
+	free(l->sigs);
+	for (uint32_t i = 0; l->cut_b && i < l->n_atoms; i++)
+		free(l->cut_b[i]);
+	free(l->cut_b);
+	free(l->cut_len);
 	free(l);
 }
 
-/* Is the layout a copy of the field's rows as they are now? */
+/* Room for the cut bytes of a tree of n atoms. */
+static int cuts_alloc(db_layout_t *l, uint32_t n)
+{
+	l->n_atoms = n;
+	l->cut_b = calloc(n ? n : 1, sizeof(*l->cut_b));
+	l->cut_len = calloc(n ? n : 1, sizeof(*l->cut_len));
+	return l->cut_b && l->cut_len ? 0 : VELA_ENOMEM;
+}
+
+static int cut_set(db_layout_t *l, uint32_t i, const uint8_t *b, uint32_t len)
+{
+	if ((l->cut_b[i] = malloc(len ? len : 1)) == NULL)
+		return VELA_ENOMEM;
+	memcpy(l->cut_b[i], b, len);
+	l->cut_len[i] = len;
+	return 0;
+}
+
+/* Is the layout current with the field's rows (every write applied)? */
 static bool layout_fresh(const db_layout_t *l, const db_field_t *f)
 {
 	index_rows_t r;
 	flat_rows(f->flat, &r);
 	return l && r.uid == l->flat_uid && r.generation == l->generation;
+}
+
+uint64_t db_layout_gen(const db_field_t *f)
+{
+	index_rows_t r;
+	if (f->flat == NULL)
+		return 0;
+	flat_rows(f->flat, &r);
+	return r.generation;
 }
 
 /* ------------------------------------------------------------ atoms of the log */
@@ -253,6 +315,126 @@ static int atoms_make(storage_txn_t *txn, const db_index_t *ix, lbuild_t *b, uin
 	return rc;
 }
 
+/* ------------------------------------------------------------ signatures */
+
+/* The template signature of a log key (db_workload_key): the kinds and
+ * fields of its atoms, constants left out. */
+static uint64_t sig_of_key(const uint8_t *key, size_t klen)
+{
+	uint8_t sig[5 * QUERY_ATOMS_LOGGED_MAX + 1];
+	size_t n = 0, o = 4;
+	uint32_t na = 0;
+	if (klen >= 4)
+		memcpy(&na, key, 4);
+	for (uint32_t i = 0; i < na && o + 4 <= klen && n + 5 <= sizeof(sig); i++) {
+		uint32_t l;
+		memcpy(&l, key + o, 4);
+		if (l < 5 || o + 4 + l > klen)
+			break;
+		memcpy(sig + n, key + o + 4, 5); /* kind, field */
+		n += 5;
+		o += 4 + l;
+	}
+	return vela_hash64(sig, n);
+}
+
+static int sig_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const db_sig_t *)a)->h, y = ((const db_sig_t *)b)->h;
+	return (x > y) - (x < y);
+}
+
+/* Sort v[0..n) by h and sum equal ones: the distinct count. */
+static uint32_t sigs_merge(db_sig_t *v, size_t n)
+{
+	qsort(v, n, sizeof(*v), sig_cmp);
+	uint32_t u = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (u && v[u - 1].h == v[i].h)
+			v[u - 1].count += v[i].count;
+		else
+			v[u++] = v[i];
+	}
+	return u;
+}
+
+/* The signatures of a log snapshot. */
+static int sigs_of_ents(const db_wl_ent_t *e, size_t n, db_sig_t **out, uint32_t *nout)
+{
+	db_sig_t *v = malloc((n ? n : 1) * sizeof(*v));
+	if (v == NULL)
+		return VELA_ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		v[i] = (db_sig_t){sig_of_key(e[i].key, e[i].klen), e[i].count};
+	*nout = sigs_merge(v, n);
+	*out = v;
+	return 0;
+}
+
+/* The signatures of s's log now (takes s->mu). */
+static int sigs_of_state(db_field_state_t *s, db_sig_t **out, uint32_t *nout)
+{
+	pthread_mutex_lock(&s->mu);
+	db_sig_t *v = malloc((s->n ? s->n : 1) * sizeof(*v));
+	size_t m = 0;
+	for (size_t i = 0; v && i < s->cap; i++)
+		if (s->ents[i].key)
+			v[m++] = (db_sig_t){sig_of_key(s->ents[i].key, s->ents[i].klen),
+					    s->ents[i].count};
+	pthread_mutex_unlock(&s->mu);
+	if (v == NULL)
+		return VELA_ENOMEM;
+	*nout = sigs_merge(v, m);
+	*out = v;
+	return 0;
+}
+
+/*
+ * Drift (docs/partitions.md §5): the total variation distance between the
+ * signature distribution of the queries logged since the build (now minus
+ * then, per signature) and the one the layout was built from. Signatures,
+ * not whole shapes: the constants of a template vary from query to query,
+ * so two samples of one workload share few shapes but the same templates.
+ * -1 while fewer than DB_LAYOUT_DRIFT_MIN_QUERIES, or fewer than half the
+ * queries it was built from, were logged since.
+ */
+static double drift_of(const db_layout_t *l, const db_sig_t *now, uint32_t n)
+{
+	double tb = 0, tr = 0, d = 0;
+	for (uint32_t i = 0; i < l->n_sigs; i++)
+		tb += (double)l->sigs[i].count;
+	uint32_t j = 0;
+	for (uint32_t i = 0; i < n; i++) { /* the recent counts */
+		while (j < l->n_sigs && l->sigs[j].h < now[i].h)
+			j++;
+		uint64_t then = j < l->n_sigs && l->sigs[j].h == now[i].h ? l->sigs[j].count : 0;
+		tr += now[i].count > then ? (double)(now[i].count - then) : 0;
+	}
+	/* judged on at least half as many queries as the layout was built
+	 * from: a lasting shift rebuilds after 1/2, 3/4, ... of the log, not
+	 * every DB_LAYOUT_DRIFT_MIN_QUERIES */
+	if (tr < DB_LAYOUT_DRIFT_MIN_QUERIES || tr < tb / 2 || tb <= 0)
+		return -1;
+	/* 0.5 sum |p - q| over the union: walk both sorted lists */
+	uint32_t a = 0, b = 0;
+	while (a < l->n_sigs || b < n) {
+		double p = 0, q = 0;
+		if (b == n || (a < l->n_sigs && l->sigs[a].h < now[b].h)) {
+			p = (double)l->sigs[a++].count / tb;
+		} else if (a == l->n_sigs || now[b].h < l->sigs[a].h) {
+			q = (double)now[b++].count / tr;
+		} else {
+			uint64_t then = l->sigs[a].count;
+			p = (double)then / tb;
+			q = now[b].count > then ? (double)(now[b].count - then) / tr : 0;
+			a++;
+			b++;
+		}
+		d += p > q ? p - q : q - p;
+	}
+	return d / 2;
+}
+
 /* ------------------------------------------------------------ build */
 
 static int opts_resolve(const vela_layout_opts_t *in, qdtree_opts_t *to, part_opts_t *po,
@@ -276,10 +458,11 @@ static int opts_resolve(const vela_layout_opts_t *in, qdtree_opts_t *to, part_op
 		so->probe_factor = o.probe_factor;
 	if (o.probe_min)
 		so->probe_min = o.probe_min;
-	if (po->cluster_rows < PART_CLUSTER_ROWS_MIN || po->cluster_rows > PART_CLUSTER_ROWS_MAX ||
-	    to->leaf_min < QDTREE_LEAF_MIN_MIN || to->leaf_min > QDTREE_LEAF_MIN_MAX ||
-	    *max_cuts < DB_LAYOUT_CUTS_MIN || *max_cuts > DB_LAYOUT_CUTS_MAX ||
-	    so->probe_factor > PART_PROBE_FACTOR_MAX || so->probe_min > PART_PROBE_MIN_MAX)
+	if (!(o.probe_factor == o.probe_factor) || po->cluster_rows < PART_CLUSTER_ROWS_MIN ||
+	    po->cluster_rows > PART_CLUSTER_ROWS_MAX || to->leaf_min < QDTREE_LEAF_MIN_MIN ||
+	    to->leaf_min > QDTREE_LEAF_MIN_MAX || *max_cuts < DB_LAYOUT_CUTS_MIN ||
+	    *max_cuts > DB_LAYOUT_CUTS_MAX || so->probe_factor > PART_PROBE_FACTOR_MAX ||
+	    so->probe_min > PART_PROBE_MIN_MAX)
 		return VELA_EINVAL;
 	return 0;
 }
@@ -299,74 +482,135 @@ static int field_of(vela_db_t *db, const char *index, const char *field, db_inde
 	return k;
 }
 
-/* Build the layout (db->lock held shared). */
-static int layout_make(vela_db_t *db, db_index_t *ix, uint32_t k, const vela_layout_opts_t *opts,
-		       db_layout_t **out, vela_err_t *err)
-{
+/* What a build reads with db->lock held: the options, a copy of the log,
+ * its atoms and the cut candidates' docids. */
+typedef struct lprep {
 	qdtree_opts_t to;
 	part_opts_t po;
 	part_search_opts_t so;
 	uint32_t max_cuts;
-	if (opts_resolve(opts, &to, &po, &so, &max_cuts))
+	db_wl_ent_t *ents;
+	size_t n;
+	lbuild_t b;
+	qdtree_atom_t *at;
+	roaring_bitmap_t **bms;
+	uint64_t t0;
+} lprep_t;
+
+static void lprep_free(lprep_t *p)
+{
+	for (uint32_t i = 0; p->bms && i < p->b.n; i++)
+		if (p->bms[i])
+			roaring_bitmap_free(p->bms[i]);
+	free(p->bms);
+	free(p->at);
+	lbuild_free(&p->b);
+	db_workload_snapshot_free(p->ents, p->n);
+	memset(p, 0, sizeof(*p));
+}
+
+/* Read the log and the cut bitmaps (db->lock held). */
+static int lprep_make(vela_db_t *db, db_index_t *ix, uint32_t k, const vela_layout_opts_t *opts,
+		      lprep_t *p, vela_err_t *err)
+{
+	memset(p, 0, sizeof(*p));
+	if (opts_resolve(opts, &p->to, &p->po, &p->so, &p->max_cuts))
 		return vela_err_set(err, VELA_EINVAL, "layout option out of range");
 	if (!flat_has_rows(ix->fields[k].flat)) /* partitions copy F32 rows (for now) */
 		return vela_err_set(err, VELA_EUNSUPPORTED,
 				    "%s: a compressed field keeps no F32 vectors to partition "
 				    "(partitions over LVQ/LeanVec codes are not implemented yet)",
 				    ix->fields[k].alias);
-	uint64_t t0 = vela_now_ns();
-	const db_field_t *f = &ix->fields[k];
+	p->t0 = vela_now_ns();
 	db_field_state_t *s = db_field_state(db, ix, k, true);
-	db_wl_ent_t *ents = NULL;
-	size_t n = 0;
-	int rc = s ? db_workload_snapshot(s, &ents, &n) : VELA_ENOMEM;
-	lbuild_t b = {0};
+	int rc = s ? db_workload_snapshot(s, &p->ents, &p->n) : VELA_ENOMEM;
 	if (rc == 0)
-		rc = log_parse(ents, n, &b);
-	qdtree_atom_t *at = rc ? NULL : malloc((b.n + 1) * sizeof(*at));
-	roaring_bitmap_t **bms = rc ? NULL : calloc(b.n + 1, sizeof(*bms));
-	rc = rc ? rc : at && bms ? 0 : VELA_ENOMEM;
+		rc = log_parse(p->ents, p->n, &p->b);
+	p->at = rc ? NULL : malloc((p->b.n + 1) * sizeof(*p->at));
+	p->bms = rc ? NULL : calloc(p->b.n + 1, sizeof(*p->bms));
+	rc = rc ? rc : p->at && p->bms ? 0 : VELA_ENOMEM;
 	storage_txn_t *txn = NULL;
 	if (rc == 0 && (rc = storage_txn_begin(db->env, NULL, 0, &txn)) == 0) {
-		rc = atoms_make(txn, ix, &b, max_cuts, at, bms);
+		rc = atoms_make(txn, ix, &p->b, p->max_cuts, p->at, p->bms);
 		storage_txn_abort(txn);
 	}
-	db_layout_t *l = rc ? NULL : calloc(1, sizeof(*l));
-	rc = rc ? rc : l ? 0 : VELA_ENOMEM;
+	if (rc) {
+		lprep_free(p);
+		return vela_err_set(err, rc, "layout build failed: %s", vela_strerror(rc));
+	}
+	return 0;
+}
+
+/* Tree and clusters over `flat`'s rows (no db state read: runs without
+ * the lock on a private copy in the background). */
+static int layout_compute(const lprep_t *p, const flat_index_t *flat, db_layout_t **out)
+{
+	db_layout_t *l = calloc(1, sizeof(*l));
+	int rc = l ? 0 : VELA_ENOMEM;
+	if (rc == 0 && (l->delta = roaring_bitmap_create()) == NULL)
+		rc = VELA_ENOMEM;
 	if (rc == 0)
-		rc = qdtree_build(flat_docids(f->flat), at, (const roaring_bitmap_t *const *)bms, b.n,
-				  b.qs, b.nq, &to, &l->tree);
+		rc = qdtree_build(flat_docids(flat), p->at, (const roaring_bitmap_t *const *)p->bms,
+				  p->b.n, p->b.qs, p->b.nq, &p->to, &l->tree);
 	const roaring_bitmap_t **leaves = NULL;
 	if (rc == 0) {
 		uint32_t nl = qdtree_leaf_count(l->tree);
 		leaves = malloc((nl + 1) * sizeof(*leaves));
 		for (uint32_t i = 0; leaves && i < nl; i++)
 			leaves[i] = qdtree_leaf_docids(l->tree, i);
-		rc = leaves ? part_build(f->flat, leaves, nl, &po, &l->part) : VELA_ENOMEM;
-	}
-	if (rc == 0) {
-		index_rows_t r;
-		flat_rows(f->flat, &r);
-		l->flat_uid = r.uid;
-		l->generation = r.generation;
-		l->so = so;
-		l->workload_hash = 0;
-		for (size_t i = 0; i < n; i++)
-			l->workload_hash ^= ents[i].h * (ents[i].count | 1);
-		l->build_ns = vela_now_ns() - t0;
-		*out = l;
-		l = NULL;
+		rc = leaves ? part_build(flat, leaves, nl, &p->po, &l->part) : VELA_ENOMEM;
 	}
 	free(leaves);
-	db_layout_free(l);
-	for (uint32_t i = 0; bms && i < b.n; i++)
-		if (bms[i])
-			roaring_bitmap_free(bms[i]);
-	free(bms);
-	free(at);
-	lbuild_free(&b);
-	db_workload_snapshot_free(ents, n);
-	return rc ? vela_err_set(err, rc, "layout build failed: %s", vela_strerror(rc)) : 0;
+	if (rc == 0)
+		rc = sigs_of_ents(p->ents, p->n, &l->sigs, &l->n_sigs);
+	if (rc == 0)
+		rc = cuts_alloc(l, p->b.n);
+	for (uint32_t i = 0; rc == 0 && i < qdtree_node_count(l->tree); i++) {
+		const qdtree_node_t *nd = qdtree_node(l->tree, i);
+		if (nd->leaf < 0 && l->cut_b[nd->cut] == NULL)
+			rc = cut_set(l, (uint32_t)nd->cut, p->b.list[nd->cut]->b,
+				     (uint32_t)p->b.list[nd->cut]->len);
+	}
+	if (rc) {
+		db_layout_free(l);
+		return rc;
+	}
+	l->serial = atomic_fetch_add(&layout_serial, 1);
+	l->so = p->so;
+	l->opts = (vela_layout_opts_t){.leaf_min = p->to.leaf_min,
+				       .cluster_rows = p->po.cluster_rows,
+				       .max_cuts = p->max_cuts,
+				       .probe_factor = p->so.probe_factor > 0 ? p->so.probe_factor : -1,
+				       .probe_min = p->so.probe_min};
+	for (size_t i = 0; i < p->n; i++)
+		l->workload_hash ^= p->ents[i].h * (p->ents[i].count | 1);
+	l->built_rows = flat_count(flat);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	l->built_at_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	l->build_ns = vela_now_ns() - p->t0;
+	*out = l;
+	return 0;
+}
+
+/* Build the layout over the field's own rows (db->lock held shared,
+ * write_mu held: the rows cannot change). */
+static int layout_make(vela_db_t *db, db_index_t *ix, uint32_t k, const vela_layout_opts_t *opts,
+		       db_layout_t **out, vela_err_t *err)
+{
+	lprep_t p;
+	int rc = lprep_make(db, ix, k, opts, &p, err);
+	if (rc)
+		return rc;
+	rc = layout_compute(&p, ix->fields[k].flat, out);
+	lprep_free(&p);
+	if (rc)
+		return vela_err_set(err, rc, "layout build failed: %s", vela_strerror(rc));
+	index_rows_t r;
+	flat_rows(ix->fields[k].flat, &r);
+	(*out)->flat_uid = r.uid;
+	(*out)->generation = r.generation;
+	return 0;
 }
 
 int vela_layout_build(vela_db_t *db, const char *index, const char *field,
@@ -398,6 +642,26 @@ int vela_layout_build(vela_db_t *db, const char *index, const char *field,
 	return rc;
 }
 
+int vela_layout_drop(vela_db_t *db, const char *index, const char *field, vela_err_t *err)
+{
+	pthread_mutex_lock(&db->write_mu);
+	pthread_rwlock_wrlock(&db->lock);
+	db_index_t *ix;
+	int k = field_of(db, index, field, &ix, err);
+	db_field_state_t *s = k < 0 ? NULL : db_field_state(db, ix, (uint32_t)k, true);
+	db_layout_t *l = NULL;
+	int rc = k < 0 ? k : s && s->layout ? 0 : vela_err_set(err, VELA_ENOTFOUND, "%s: no layout", field);
+	if (rc == 0) {
+		l = s->layout;
+		s->layout = NULL; /* a rebuild in flight finds none and discards its result */
+		db_layout_file_remove(db, ix, (uint32_t)k);
+	}
+	pthread_rwlock_unlock(&db->lock);
+	pthread_mutex_unlock(&db->write_mu);
+	db_layout_free(l);
+	return rc;
+}
+
 int vela_layout_tune(vela_db_t *db, const char *index, const char *field, float probe_factor,
 		     uint32_t probe_min, vela_err_t *err)
 {
@@ -407,7 +671,7 @@ int vela_layout_tune(vela_db_t *db, const char *index, const char *field, float 
 	pthread_rwlock_wrlock(&db->lock);
 	db_index_t *ix;
 	int k = field_of(db, index, field, &ix, err);
-	db_field_state_t *s = k < 0 ? NULL : db_field_state(db, ix, (uint32_t)k, false);
+	db_field_state_t *s = k < 0 ? NULL : db_field_state(db, ix, (uint32_t)k, true);
 	int rc = k < 0 ? k : s && s->layout ? 0 : vela_err_set(err, VELA_ENOTFOUND, "no layout");
 	if (rc == 0) {
 		s->layout->so.probe_factor = probe_factor < 0 ? 0 : probe_factor;
@@ -424,27 +688,38 @@ int vela_layout_info(vela_db_t *db, const char *index, const char *field,
 	pthread_rwlock_rdlock(&db->lock);
 	db_index_t *ix;
 	int k = field_of(db, index, field, &ix, err);
-	db_field_state_t *s = k < 0 ? NULL : db_field_state(db, ix, (uint32_t)k, false);
+	/* created here so that a saved layout is loaded and shown */
+	db_field_state_t *s = k < 0 ? NULL : db_field_state(db, ix, (uint32_t)k, true);
 	if (s) {
 		pthread_mutex_lock(&s->mu);
 		out->workload_shapes = s->n;
 		out->workload_queries = s->total;
+		out->drift = s->layout_drift;
 		pthread_mutex_unlock(&s->mu);
+		out->rebuilds = s->layout_rebuilds;
+		out->folds = s->layout_folds;
+		out->rebuild_pending = atomic_load(&s->layout_job);
 	}
 	if (s && s->layout) {
+		const db_layout_t *l = s->layout;
 		part_stats_t st;
-		part_stats(s->layout->part, &st);
+		part_stats(l->part, &st);
 		out->built = true;
-		out->stale = !layout_fresh(s->layout, &ix->fields[k]);
+		out->stale = !layout_fresh(l, &ix->fields[k]);
 		out->leaves = st.leaves;
 		out->clusters = st.clusters;
 		out->rows = st.rows;
 		out->min_rows = st.min_rows;
 		out->median_rows = st.median_rows;
 		out->max_rows = st.max_rows;
-		out->bytes = st.bytes;
-		out->build_ns = s->layout->build_ns;
-		out->workload_hash = s->layout->workload_hash;
+		out->bytes = st.bytes + roaring_bitmap_size_in_bytes(l->delta);
+		out->build_ns = l->build_ns;
+		out->workload_hash = l->workload_hash;
+		out->delta = roaring_bitmap_get_cardinality(l->delta);
+		out->built_at_ms = l->built_at_ms;
+		out->loaded = l->loaded;
+		out->probe_factor = l->so.probe_factor > 0 ? l->so.probe_factor : -1;
+		out->probe_min = l->so.probe_min;
 	}
 	pthread_rwlock_unlock(&db->lock);
 	return k < 0 ? k : 0;
@@ -487,6 +762,703 @@ void vela_layout_release(vela_db_t *db)
 	pthread_rwlock_unlock(&db->lock);
 }
 
+/* ------------------------------------------------------------ writes, rebuilds */
+
+/* What a layout job does (field state's layout_want). */
+#define LAYOUT_WANT_FOLD 1u
+#define LAYOUT_WANT_REBUILD 2u
+
+/* Queue a background job on s's layout (once; none without a builder). */
+static void job_queue(vela_db_t *db, const db_index_t *ix, uint32_t k, db_field_state_t *s,
+		      unsigned want, const char *why)
+{
+	if (db->builder == NULL)
+		return;
+	atomic_fetch_or(&s->layout_want, want);
+	if (atomic_exchange(&s->layout_job, true))
+		return;
+	if (db_layout_submit(db, ix, k)) {
+		atomic_store(&s->layout_job, false);
+		return;
+	}
+	vela_info("index '%s' field '%s': layout %s queued (%s)", ix->name, ix->fields[k].alias,
+		  want & LAYOUT_WANT_REBUILD ? "rebuild" : "fold", why);
+}
+
+void db_layout_apply(vela_db_t *db, const db_index_t *ix, uint32_t k, uint32_t docid, bool set,
+		     uint64_t gen_before)
+{
+	db_field_t *f = &ix->fields[k];
+	db_field_state_t *s = db_field_state(db, ix, k, false);
+	if (s == NULL)
+		return;
+	if (s->layout_dirty) /* a job is reading: it skips or replays this docid at install */
+		roaring_bitmap_add(s->layout_dirty, docid);
+	db_layout_t *l = s->layout;
+	index_rows_t r;
+	flat_rows(f->flat, &r);
+	/* Only a layout current before this write follows it (one that missed
+	 * a write stays stale, unused, until rebuilt); nothing changed: nothing to do. */
+	if (l == NULL || r.uid != l->flat_uid || l->generation != gen_before ||
+	    r.generation == gen_before)
+		return;
+	if (r.generation != gen_before + 1)
+		return; /* not one flat_set / flat_remove: leave it stale */
+	int rc = part_remove(l->part, docid);
+	if (rc != 0 && rc != VELA_ENOTFOUND)
+		return;
+	if (set && roaring_bitmap_contains(flat_docids(f->flat), docid))
+		roaring_bitmap_add(l->delta, docid);
+	else
+		roaring_bitmap_remove(l->delta, docid);
+	l->generation = r.generation;
+	uint64_t d = roaring_bitmap_get_cardinality(l->delta);
+	if (d >= DB_LAYOUT_DELTA_MIN && (double)d > DB_LAYOUT_DELTA_FRAC * (double)l->built_rows)
+		job_queue(db, ix, k, s, LAYOUT_WANT_FOLD, "its delta passed the fraction of rows");
+}
+
+void db_layout_drift_check(vela_db_t *db, const db_index_t *ix, uint32_t k, db_field_state_t *s)
+{
+	if (s->layout == NULL || atomic_load(&s->layout_job))
+		return;
+	db_sig_t *now;
+	uint32_t n;
+	if (sigs_of_state(s, &now, &n))
+		return;
+	double d = drift_of(s->layout, now, n);
+	free(now);
+	pthread_mutex_lock(&s->mu);
+	s->layout_drift = d;
+	pthread_mutex_unlock(&s->mu);
+	if (d > DB_LAYOUT_DRIFT_TVD)
+		job_queue(db, ix, k, s, LAYOUT_WANT_REBUILD, "the workload drifted");
+}
+
+/* The field a job names, by index id and flat uid (NULL: dropped). */
+static db_index_t *job_index(vela_db_t *db, uint32_t ix_id, uint32_t k, uint64_t uid)
+{
+	for (size_t i = 0; i < db->n_indexes; i++) {
+		db_index_t *ix = db->indexes[i];
+		if (ix->id == ix_id && k < ix->n_fields && ix->fields[k].flat &&
+		    db_field_uid(&ix->fields[k]) == uid)
+			return ix;
+	}
+	return NULL;
+}
+
+/* A private copy of f's rows (the build reads it without the lock). */
+static int flat_copy(const flat_index_t *f, flat_index_t **out)
+{
+	int rc = flat_create(flat_dim(f), flat_metric(f), flat_type(f), out);
+	float *v = rc ? NULL : malloc(flat_dim(f) * sizeof(float));
+	rc = rc ? rc : v ? 0 : VELA_ENOMEM;
+	roaring_uint32_iterator_t it;
+	roaring_init_iterator(flat_docids(f), &it);
+	for (; rc == 0 && it.has_value; roaring_advance_uint32_iterator(&it))
+		if ((rc = flat_get(f, it.current_value, v)) == 0)
+			rc = flat_set(*out, it.current_value, v);
+	free(v);
+	if (rc && *out) {
+		flat_destroy(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+/* Is a cut atom's bytes well formed for tree atom a (workload.c
+ * atom_bytes: kind, field, then the range or the values)? */
+static bool cut_ok(const uint8_t *b, uint32_t len, const qdtree_atom_t *a)
+{
+	uint32_t field, nv;
+	if (len < 5 || b[0] != a->kind)
+		return false;
+	memcpy(&field, b + 1, 4);
+	if (field != a->field)
+		return false;
+	if (a->kind == QDTREE_ATOM_NUM)
+		return len == 21;
+	if (len < 9)
+		return false;
+	memcpy(&nv, b + 5, 4);
+	size_t o = 9;
+	for (uint32_t i = 0; i < nv; i++) {
+		uint32_t l;
+		if (o + 4 > len)
+			return false;
+		memcpy(&l, b + o, 4);
+		if (l > len - o - 4)
+			return false;
+		o += 4 + l;
+	}
+	return o == len;
+}
+
+/* The tree leaf of docid d, taking each cut by its bitmap (bms[c] NULL:
+ * d is not in it). */
+static uint32_t route_doc(const qdtree_t *t, roaring_bitmap_t *const *bms, uint32_t d)
+{
+	const qdtree_node_t *nd = qdtree_node(t, 0);
+	while (nd->leaf < 0) {
+		bool in = bms[nd->cut] && roaring_bitmap_contains(bms[nd->cut], d);
+		nd = qdtree_node(t, in ? nd->left : nd->right);
+	}
+	return (uint32_t)nd->leaf;
+}
+
+/* The fold's reading half (db->lock shared): route every delta docid D to
+ * its leaf by the cuts' postings (the qd-tree routing of one document, in
+ * a batch) and to that leaf's nearest centroid. */
+static int fold_plan(vela_db_t *db, const db_index_t *ix, const db_layout_t *l,
+		     const flat_index_t *f, const roaring_bitmap_t *D, uint32_t *ids, uint32_t *cl,
+		     size_t *n)
+{
+	roaring_bitmap_t **bms = calloc(l->n_atoms ? l->n_atoms : 1, sizeof(*bms));
+	tag_seen_t *ts = calloc(l->n_atoms + 1, sizeof(*ts));
+	uint32_t nts = 0;
+	storage_txn_t *txn = NULL;
+	int rc = bms && ts ? storage_txn_begin(db->env, NULL, 0, &txn) : VELA_ENOMEM;
+	for (uint32_t c = 0; rc == 0 && c < l->n_atoms; c++) {
+		const qdtree_atom_t *a = qdtree_atom(l->tree, c);
+		if (l->cut_b[c] == NULL || (a->kind == QDTREE_ATOM_NUM && a->field >= ix->n_fields))
+			continue;
+		latom_t la = {.b = l->cut_b[c], .len = l->cut_len[c]};
+		if ((bms[c] = roaring_bitmap_create()) == NULL)
+			rc = VELA_ENOMEM;
+		else if ((rc = atom_eval(txn, ix, &la, a, ts, &nts, bms[c])) == 0)
+			roaring_bitmap_and_inplace(bms[c], D);
+	}
+	if (txn)
+		storage_txn_abort(txn);
+	uint32_t *leaf = rc ? NULL : malloc((roaring_bitmap_get_cardinality(D) + 1) * 4);
+	rc = rc ? rc : leaf ? 0 : VELA_ENOMEM;
+	*n = 0;
+	roaring_uint32_iterator_t it;
+	roaring_init_iterator(D, &it);
+	for (; rc == 0 && it.has_value; roaring_advance_uint32_iterator(&it)) {
+		uint32_t lf = route_doc(l->tree, bms, it.current_value);
+		/* a leaf left without clusters keeps its documents in the delta */
+		if (part_leaf_clusters(l->part, lf)) {
+			ids[*n] = it.current_value;
+			leaf[(*n)++] = lf;
+		}
+	}
+	if (rc == 0)
+		rc = part_assign(l->part, f, ids, leaf, *n, cl);
+	free(leaf);
+	for (uint32_t c = 0; bms && c < l->n_atoms; c++)
+		if (bms[c])
+			roaring_bitmap_free(bms[c]);
+	for (uint32_t t = 0; ts && t < nts; t++)
+		roaring_bitmap_free(ts[t].u);
+	free(bms);
+	free(ts);
+	return rc;
+}
+
+/*
+ * Fold the delta back into the clusters (docs/partitions.md §5): read and
+ * route with the shared lock, then insert with write_mu and the exclusive
+ * lock every docid still in the delta and not written meanwhile (its row
+ * is the one routed). *over: clusters grown past twice their size.
+ */
+static int layout_fold(vela_db_t *db, uint32_t ix_id, uint32_t k, uint64_t uid, uint32_t *over)
+{
+	*over = 0;
+	pthread_rwlock_rdlock(&db->lock);
+	db_index_t *ix = job_index(db, ix_id, k, uid);
+	db_field_state_t *s = ix ? db_field_state(db, ix, k, false) : NULL;
+	db_layout_t *l = s ? s->layout : NULL;
+	uint64_t serial = l ? l->serial : 0;
+	roaring_bitmap_t *D = l && layout_fresh(l, &ix->fields[k]) ? roaring_bitmap_copy(l->delta)
+								  : NULL;
+	uint64_t nd = D ? roaring_bitmap_get_cardinality(D) : 0;
+	uint32_t *ids = nd ? malloc(nd * 4) : NULL, *cl = nd ? malloc(nd * 4) : NULL;
+	size_t n = 0;
+	int rc = l == NULL ? VELA_ENOTFOUND : D == NULL ? 0 : nd == 0 || (ids && cl) ? 0 : VELA_ENOMEM;
+	if (rc == 0 && nd && (s->layout_dirty = roaring_bitmap_create()) == NULL)
+		rc = VELA_ENOMEM;
+	if (rc == 0 && nd)
+		rc = fold_plan(db, ix, l, ix->fields[k].flat, D, ids, cl, &n);
+	pthread_rwlock_unlock(&db->lock);
+
+	pthread_mutex_lock(&db->write_mu);
+	pthread_rwlock_wrlock(&db->lock);
+	ix = job_index(db, ix_id, k, uid);
+	s = ix ? db_field_state(db, ix, k, false) : NULL;
+	l = s ? s->layout : NULL;
+	size_t folded = 0;
+	if (rc == 0 && l && l->serial == serial && s->layout_dirty) {
+		const flat_index_t *f = ix->fields[k].flat;
+		for (size_t i = 0; rc == 0 && i < n; i++) {
+			if (roaring_bitmap_contains(s->layout_dirty, ids[i]) ||
+			    !roaring_bitmap_contains(l->delta, ids[i]))
+				continue; /* written or deleted since it was routed */
+			if ((rc = part_insert(l->part, f, cl[i], ids[i])) == 0) {
+				roaring_bitmap_remove(l->delta, ids[i]);
+				folded++;
+			}
+		}
+		s->layout_folds++;
+	}
+	if (l && l->serial == serial)
+		*over = part_clusters_over(l->part, l->opts.cluster_rows);
+	if (s && s->layout_dirty) {
+		roaring_bitmap_free(s->layout_dirty);
+		s->layout_dirty = NULL;
+	}
+	pthread_rwlock_unlock(&db->lock);
+	pthread_mutex_unlock(&db->write_mu);
+	if (folded)
+		vela_info("index id %u field %u: %zu written vectors folded into the layout", ix_id, k,
+			  folded);
+	if (D)
+		roaring_bitmap_free(D);
+	free(ids);
+	free(cl);
+	return rc;
+}
+
+/* The rebuild: copy (shared lock), build (no lock), install. */
+static int layout_rebuild(vela_db_t *db, uint32_t ix_id, uint32_t k, uint64_t uid)
+{
+	/* 1. the log, the cut bitmaps and a copy of the rows (shared lock) */
+	pthread_rwlock_rdlock(&db->lock);
+	db_index_t *ix = job_index(db, ix_id, k, uid);
+	db_field_state_t *s = ix ? db_field_state(db, ix, k, false) : NULL;
+	lprep_t p;
+	flat_index_t *copy = NULL;
+	int rc = s && s->layout ? lprep_make(db, ix, k, &s->layout->opts, &p, NULL) : VELA_ENOTFOUND;
+	if (rc == 0 && (rc = flat_copy(ix->fields[k].flat, &copy)) != 0)
+		lprep_free(&p);
+	if (rc == 0 && (s->layout_dirty = roaring_bitmap_create()) == NULL) {
+		rc = VELA_ENOMEM;
+		lprep_free(&p);
+	}
+	pthread_rwlock_unlock(&db->lock);
+	/* 2. the build, holding no lock */
+	db_layout_t *l = NULL;
+	if (rc == 0) {
+		rc = layout_compute(&p, copy, &l);
+		lprep_free(&p);
+	}
+	flat_destroy(copy);
+	/* 3. install (write_mu, then the exclusive lock): the docids written
+	 * since the copy leave the clusters for the delta, as db_layout_apply does */
+	pthread_mutex_lock(&db->write_mu);
+	pthread_rwlock_wrlock(&db->lock);
+	ix = job_index(db, ix_id, k, uid);
+	s = ix ? db_field_state(db, ix, k, false) : NULL;
+	if (s && rc == 0 && s->layout && s->layout_dirty) {
+		const flat_index_t *f = ix->fields[k].flat;
+		roaring_uint32_iterator_t it;
+		roaring_init_iterator(s->layout_dirty, &it);
+		for (; rc == 0 && it.has_value; roaring_advance_uint32_iterator(&it)) {
+			uint32_t id = it.current_value;
+			int r2 = part_remove(l->part, id);
+			rc = r2 == VELA_ENOTFOUND ? 0 : r2;
+			if (roaring_bitmap_contains(flat_docids(f), id))
+				roaring_bitmap_add(l->delta, id);
+		}
+		if (rc == 0) {
+			index_rows_t r;
+			flat_rows(f, &r);
+			l->flat_uid = r.uid;
+			l->generation = r.generation;
+			l->so = s->layout->so; /* keep the probing tuned meanwhile */
+			db_layout_t *old = s->layout;
+			s->layout = l;
+			l = old;
+			s->layout_rebuilds++;
+		}
+	} else if (rc == 0) {
+		rc = VELA_ENOTFOUND; /* dropped meanwhile (index, field or layout) */
+	}
+	if (s && s->layout_dirty) {
+		roaring_bitmap_free(s->layout_dirty);
+		s->layout_dirty = NULL;
+	}
+	pthread_rwlock_unlock(&db->lock);
+	pthread_mutex_unlock(&db->write_mu);
+	db_layout_free(l);
+	return rc;
+}
+
+void db_layout_job_run(vela_db_t *db, uint32_t ix_id, uint32_t k, uint64_t uid)
+{
+	pthread_rwlock_rdlock(&db->lock);
+	db_index_t *ix = job_index(db, ix_id, k, uid);
+	db_field_state_t *s = ix ? db_field_state(db, ix, k, false) : NULL;
+	unsigned want = s ? atomic_exchange(&s->layout_want, 0u) : 0;
+	pthread_rwlock_unlock(&db->lock);
+	int rc = 0;
+	uint32_t over = 0;
+	if (s == NULL)
+		return; /* dropped meanwhile: its state went with it */
+	if (!(want & LAYOUT_WANT_REBUILD))
+		rc = layout_fold(db, ix_id, k, uid, &over);
+	if (rc == 0 && (over || (want & LAYOUT_WANT_REBUILD))) {
+		if (over)
+			vela_info("index id %u field %u: %u clusters grew past twice their size: "
+				  "rebuilding the layout", ix_id, k, over);
+		rc = layout_rebuild(db, ix_id, k, uid);
+	}
+	pthread_rwlock_wrlock(&db->lock);
+	ix = job_index(db, ix_id, k, uid);
+	s = ix ? db_field_state(db, ix, k, false) : NULL;
+	if (s)
+		atomic_store(&s->layout_job, false);
+	pthread_rwlock_unlock(&db->lock);
+	if (rc && rc != VELA_ENOTFOUND)
+		vela_warn("index id %u field %u: background layout job failed (%s)", ix_id, k,
+			  vela_strerror(rc));
+}
+
+/* ------------------------------------------------------------ the file */
+
+/*
+ * <dir>/part-<index id>-<field>.snap (docs/partitions.md §5):
+ *   "VELAPART" | u32 version | u64 change-log sequence | u64 rows of the
+ *   field | u32 dim, type, metric | options: u64 leaf_min, u32 cluster_rows,
+ *   max_cuts, f32 probe_factor (<0: exact), u32 probe_min | u64 workload
+ *   hash, build ns, built at (ms), rows at the build | u32 signatures, each
+ *   u64 hash, u64 count | u32 delta docids, each u32 (ascending) | u64
+ *   bytes, qdtree_pack | u64 bytes, part_pack | u64 XXH3 of all before.
+ * Host byte order (little-endian targets), as the workload log.
+ */
+#define PART_FILE_MAGIC "VELAPART"
+#define PART_FILE_VERSION 1u
+
+static void part_path(const vela_db_t *db, uint32_t ix_id, uint32_t field, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/part-%u-%u.snap", db->dir, ix_id, field);
+}
+
+void db_layout_file_remove(const vela_db_t *db, const db_index_t *ix, uint32_t field)
+{
+	char path[PATH_MAX_SNAP];
+	part_path(db, ix->id, field, path, sizeof(path));
+	unlink(path);
+}
+
+typedef struct lbuf {
+	uint8_t *b;
+	size_t len, cap;
+	bool oom;
+} lbuf_t;
+
+static void lb_put(lbuf_t *w, const void *src, size_t n)
+{
+	if (w->oom || n == 0)
+		return;
+	if (w->len + n > w->cap) {
+		size_t cap = w->cap ? w->cap : 4096;
+		while (cap < w->len + n)
+			cap *= 2;
+		uint8_t *v = realloc(w->b, cap);
+		if (v == NULL) {
+			w->oom = true;
+			return;
+		}
+		w->b = v;
+		w->cap = cap;
+	}
+	memcpy(w->b + w->len, src, n);
+	w->len += n;
+}
+
+#define LB_VAL(w, type, v) lb_put((w), &(type){(v)}, sizeof(type))
+
+static int db_seq_now(vela_db_t *db, uint64_t *seq)
+{
+	storage_txn_t *txn;
+	int rc = storage_txn_begin(db->env, NULL, 0, &txn);
+	if (rc == 0) {
+		rc = storage_log_last(txn, seq);
+		storage_txn_abort(txn);
+	}
+	return rc;
+}
+
+int db_layout_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
+{
+	const db_field_t *f = &ix->fields[s->field];
+	const db_layout_t *l = s->layout;
+	if (l == NULL || !layout_fresh(l, f)) { /* nothing current to keep */
+		db_layout_file_remove(db, ix, s->field);
+		return 0;
+	}
+	uint64_t seq;
+	int rc = db_seq_now(db, &seq);
+	uint8_t *tree = NULL, *part = NULL;
+	size_t tl = 0, pl = 0;
+	if (rc == 0)
+		rc = qdtree_pack(l->tree, &tree, &tl);
+	if (rc == 0)
+		rc = part_pack(l->part, &part, &pl);
+	lbuf_t w = {0};
+	if (rc == 0) {
+		lb_put(&w, PART_FILE_MAGIC, 8);
+		LB_VAL(&w, uint32_t, PART_FILE_VERSION);
+		LB_VAL(&w, uint64_t, seq);
+		LB_VAL(&w, uint64_t, flat_count(f->flat));
+		LB_VAL(&w, uint32_t, f->dim);
+		LB_VAL(&w, uint32_t, (uint32_t)flat_type(f->flat));
+		LB_VAL(&w, uint32_t, (uint32_t)flat_metric(f->flat));
+		LB_VAL(&w, uint64_t, l->opts.leaf_min);
+		LB_VAL(&w, uint32_t, l->opts.cluster_rows);
+		LB_VAL(&w, uint32_t, l->opts.max_cuts);
+		LB_VAL(&w, float, l->so.probe_factor > 0 ? l->so.probe_factor : -1.0f);
+		LB_VAL(&w, uint32_t, l->so.probe_min);
+		LB_VAL(&w, uint64_t, l->workload_hash);
+		LB_VAL(&w, uint64_t, l->build_ns);
+		LB_VAL(&w, uint64_t, l->built_at_ms);
+		LB_VAL(&w, uint64_t, l->built_rows);
+		LB_VAL(&w, uint32_t, l->n_sigs);
+		lb_put(&w, l->sigs, (size_t)l->n_sigs * sizeof(db_sig_t));
+		uint64_t nd = roaring_bitmap_get_cardinality(l->delta);
+		uint32_t *d = malloc((nd ? nd : 1) * sizeof(uint32_t));
+		if (d) {
+			roaring_bitmap_to_uint32_array(l->delta, d);
+			LB_VAL(&w, uint32_t, (uint32_t)nd);
+			lb_put(&w, d, nd * 4);
+		}
+		free(d);
+		LB_VAL(&w, uint64_t, tl);
+		lb_put(&w, tree, tl);
+		uint32_t nc = 0;
+		for (uint32_t i = 0; i < l->n_atoms; i++)
+			nc += l->cut_b[i] != NULL;
+		LB_VAL(&w, uint32_t, nc);
+		for (uint32_t i = 0; i < l->n_atoms; i++)
+			if (l->cut_b[i]) {
+				LB_VAL(&w, uint32_t, i);
+				LB_VAL(&w, uint32_t, l->cut_len[i]);
+				lb_put(&w, l->cut_b[i], l->cut_len[i]);
+			}
+		LB_VAL(&w, uint64_t, pl);
+		lb_put(&w, part, pl);
+		LB_VAL(&w, uint64_t, vela_hash64(w.b, w.len));
+		rc = w.oom || d == NULL ? VELA_ENOMEM : 0;
+	}
+	free(tree);
+	free(part);
+	if (rc == 0) {
+		char path[PATH_MAX_SNAP];
+		part_path(db, ix->id, s->field, path, sizeof(path));
+		rc = db_file_replace(path, w.b, w.len);
+	}
+	free(w.b);
+	return rc;
+}
+
+typedef struct lrd {
+	const uint8_t *b;
+	size_t len, o;
+	bool bad;
+} lrd_t;
+
+static const uint8_t *lr_take(lrd_t *r, size_t n)
+{
+	if (r->bad || n > r->len - r->o) {
+		r->bad = true;
+		return NULL;
+	}
+	r->o += n;
+	return r->b + r->o - n;
+}
+
+static uint32_t lr_u32(lrd_t *r)
+{
+	uint32_t v = 0;
+	const uint8_t *p = lr_take(r, 4);
+	if (p)
+		memcpy(&v, p, 4);
+	return v;
+}
+
+static uint64_t lr_u64(lrd_t *r)
+{
+	uint64_t v = 0;
+	const uint8_t *p = lr_take(r, 8);
+	if (p)
+		memcpy(&v, p, 8);
+	return v;
+}
+
+static float lr_f32(lrd_t *r)
+{
+	float v = 0;
+	const uint8_t *p = lr_take(r, 4);
+	if (p)
+		memcpy(&v, p, 4);
+	return v;
+}
+
+int db_layout_parse(const uint8_t *buf, size_t len, const flat_index_t *f, uint64_t seq,
+		    db_layout_t **out)
+{
+	*out = NULL;
+	if (len < 8 + 4 + 8 || memcmp(buf, PART_FILE_MAGIC, 8))
+		return VELA_ECORRUPT;
+	uint64_t sum;
+	memcpy(&sum, buf + len - 8, 8);
+	if (sum != vela_hash64(buf, len - 8))
+		return VELA_ECORRUPT;
+	lrd_t r = {.b = buf, .len = len - 8, .o = 8};
+	uint32_t ver = lr_u32(&r);
+	if (ver != PART_FILE_VERSION)
+		return ver > PART_FILE_VERSION ? VELA_EVERSION : VELA_ECORRUPT;
+	if (lr_u64(&r) != seq)
+		return VELA_EBUSY; /* written before later changes: stale */
+	uint64_t rows = lr_u64(&r);
+	uint32_t dim = lr_u32(&r), type = lr_u32(&r),
+		 metric = lr_u32(&r);
+	if (r.bad || rows != flat_count(f) || dim != flat_dim(f) ||
+	    type != (uint32_t)flat_type(f) || metric != (uint32_t)flat_metric(f))
+		return VELA_EBUSY; /* not this field's rows */
+	vela_layout_opts_t o = {0};
+	o.leaf_min = lr_u64(&r);
+	o.cluster_rows = lr_u32(&r);
+	o.max_cuts = lr_u32(&r);
+	o.probe_factor = lr_f32(&r);
+	o.probe_min = lr_u32(&r);
+	qdtree_opts_t to;
+	part_opts_t po;
+	part_search_opts_t so;
+	uint32_t mc;
+	if (r.bad || o.leaf_min == 0 || o.cluster_rows == 0 || o.max_cuts == 0 ||
+	    o.probe_min == 0 || opts_resolve(&o, &to, &po, &so, &mc))
+		return VELA_ECORRUPT;
+	db_layout_t *l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return VELA_ENOMEM;
+	l->opts = o;
+	l->so = so;
+	l->loaded = true;
+	l->workload_hash = lr_u64(&r);
+	l->build_ns = lr_u64(&r);
+	l->built_at_ms = lr_u64(&r);
+	l->built_rows = lr_u64(&r);
+	uint32_t ns = lr_u32(&r);
+	const uint8_t *sp = r.bad || ns > DB_WORKLOAD_QUERIES_MAX
+				    ? NULL
+				    : lr_take(&r, (size_t)ns * sizeof(db_sig_t));
+	int rc = sp ? 0 : VELA_ECORRUPT;
+	if (rc == 0 && (l->sigs = malloc((ns ? ns : 1) * sizeof(db_sig_t))) == NULL)
+		rc = VELA_ENOMEM;
+	if (rc == 0) {
+		memcpy(l->sigs, sp, (size_t)ns * sizeof(db_sig_t));
+		l->n_sigs = ns;
+		for (uint32_t i = 1; i < ns; i++)
+			if (l->sigs[i].h <= l->sigs[i - 1].h)
+				rc = VELA_ECORRUPT;
+	}
+	uint32_t nd = rc ? 0 : lr_u32(&r);
+	const uint8_t *dp = rc || r.bad || nd > rows ? NULL : lr_take(&r, (size_t)nd * 4);
+	rc = rc ? rc : dp ? 0 : VELA_ECORRUPT;
+	if (rc == 0 && (l->delta = roaring_bitmap_create()) == NULL)
+		rc = VELA_ENOMEM;
+	for (uint32_t i = 0; rc == 0 && i < nd; i++) {
+		uint32_t id, prev = 0;
+		memcpy(&id, dp + (size_t)i * 4, 4);
+		if (i)
+			memcpy(&prev, dp + (size_t)(i - 1) * 4, 4);
+		if ((i && id <= prev) || !roaring_bitmap_contains(flat_docids(f), id))
+			rc = VELA_ECORRUPT;
+		else
+			roaring_bitmap_add(l->delta, id);
+	}
+	uint64_t tl = rc ? 0 : lr_u64(&r);
+	const uint8_t *tp = rc || r.bad || tl > len ? NULL : lr_take(&r, tl);
+	rc = rc ? rc : tp ? qdtree_unpack(tp, tl, &l->tree) : VELA_ECORRUPT;
+	uint32_t na = rc ? 0 : qdtree_atom_count(l->tree), nc = rc ? 0 : lr_u32(&r);
+	if (rc == 0 && (r.bad || nc > na))
+		rc = VELA_ECORRUPT;
+	if (rc == 0)
+		rc = cuts_alloc(l, na);
+	for (uint32_t i = 0; rc == 0 && i < nc; i++) {
+		uint32_t c = lr_u32(&r), cl = lr_u32(&r);
+		const uint8_t *cb = r.bad || c >= na || l->cut_b[c] ? NULL : lr_take(&r, cl);
+		rc = cb && cut_ok(cb, cl, qdtree_atom(l->tree, c)) ? cut_set(l, c, cb, cl)
+								  : VELA_ECORRUPT;
+	}
+	uint64_t pl = rc ? 0 : lr_u64(&r);
+	const uint8_t *pp = rc || r.bad || pl > len ? NULL : lr_take(&r, pl);
+	rc = rc ? rc : pp ? part_unpack(f, pp, pl, &l->part) : VELA_ECORRUPT;
+	part_stats_t st;
+	if (rc == 0) {
+		part_stats(l->part, &st);
+		if (r.o != r.len || qdtree_leaf_count(l->tree) != st.leaves || st.rows + nd != rows)
+			rc = VELA_ECORRUPT;
+	}
+	/* the clusters and the delta hold every row of the field, each once */
+	for (uint32_t i = 0; rc == 0 && i < nd; i++) {
+		uint32_t id;
+		memcpy(&id, dp + (size_t)i * 4, 4);
+		if (part_contains(l->part, id))
+			rc = VELA_ECORRUPT;
+	}
+	if (rc) {
+		db_layout_free(l);
+		return rc == VELA_EDIM ? VELA_EBUSY : rc;
+	}
+	*out = l;
+	return 0;
+}
+
+void db_layout_load(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
+{
+	const db_field_t *f = &ix->fields[s->field];
+	if (f->type != VELA_FIELD_VECTOR || f->flat == NULL || !flat_has_rows(f->flat))
+		return;
+	char path[PATH_MAX_SNAP];
+	part_path(db, ix->id, s->field, path, sizeof(path));
+	FILE *fp = fopen(path, "rb");
+	if (fp == NULL)
+		return;
+	uint8_t *buf = NULL;
+	long len = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
+	if (len > 0 && fseek(fp, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len)) &&
+	    fread(buf, 1, (size_t)len, fp) != (size_t)len) {
+		free(buf);
+		buf = NULL;
+	}
+	fclose(fp);
+	uint64_t seq = 0;
+	int rc = buf ? db_seq_now(db, &seq) : VELA_EIO;
+	db_layout_t *l = NULL;
+	if (rc == 0)
+		rc = db_layout_parse(buf, (size_t)len, f->flat, seq, &l);
+	free(buf);
+	if (rc) {
+		vela_warn("index '%s' field '%s': layout file %s not used (%s): dropped; "
+			  "FT.LAYOUT %s BUILD FIELD %s rebuilds it",
+			  ix->name, f->alias, path, rc == VELA_EBUSY ? "stale" : vela_strerror(rc),
+			  ix->name, f->alias);
+		unlink(path);
+		return;
+	}
+	index_rows_t r;
+	flat_rows(f->flat, &r);
+	l->flat_uid = r.uid;
+	l->generation = r.generation;
+	l->serial = atomic_fetch_add(&layout_serial, 1);
+	s->layout = l; /* s is not shared yet */
+}
+
+void db_layouts_load(vela_db_t *db)
+{
+	for (size_t i = 0; i < db->n_indexes; i++) {
+		const db_index_t *ix = db->indexes[i];
+		for (uint32_t k = 0; k < ix->n_fields; k++) {
+			char path[PATH_MAX_SNAP];
+			part_path(db, ix->id, k, path, sizeof(path));
+			if (ix->fields[k].type == VELA_FIELD_VECTOR && access(path, F_OK) == 0)
+				(void)db_field_state(db, ix, k, true); /* loads it */
+		}
+	}
+}
+
 /* ------------------------------------------------------------ the batch plan */
 
 /* The fresh layout of p's field, or NULL. */
@@ -495,6 +1467,43 @@ static db_layout_t *plan_layout(const plan_t *p)
 	const db_field_t *f = db_plan_field(p);
 	db_field_state_t *s = db_field_state(NULL, p->ix, p->knn->field_no, false);
 	return s && layout_fresh(s->layout, f) ? s->layout : NULL;
+}
+
+/* Merge the exact answer over the delta (the docids written since the
+ * build, matching p's filter) into q's hits, in (distance, docid) order. */
+static int delta_merge(const db_layout_t *l, plan_t *p, part_query_t *q)
+{
+	if (roaring_bitmap_is_empty(l->delta) || q->k == 0)
+		return 0;
+	roaring_bitmap_t *d = p->filter ? roaring_bitmap_and(l->delta, p->filter)
+					: roaring_bitmap_copy(l->delta);
+	if (d == NULL)
+		return VELA_ENOMEM;
+	int rc = 0;
+	uint64_t nd = roaring_bitmap_get_cardinality(d);
+	vela_hit_t *h = nd ? malloc(2 * (size_t)q->k * sizeof(*h)) : NULL;
+	if (nd && h == NULL)
+		rc = VELA_ENOMEM;
+	uint32_t nh = 0;
+	if (rc == 0 && nd)
+		rc = flat_search(db_plan_field(p)->flat, q->q, q->k, d, h, &nh);
+	if (rc == 0 && nh) {
+		vela_hit_t *m = h + q->k;
+		uint32_t i = 0, j = 0, o = 0;
+		while (o < q->k && (i < q->n_out || j < nh)) {
+			bool take = i == q->n_out ||
+				    (j < nh && (h[j].dist < q->out[i].dist ||
+						(h[j].dist == q->out[i].dist &&
+						 h[j].docid < q->out[i].docid)));
+			m[o++] = take ? h[j++] : q->out[i++];
+		}
+		memcpy(q->out, m, o * sizeof(*m));
+		q->n_out = o;
+		q->scored += nd;
+	}
+	free(h);
+	roaring_bitmap_free(d);
+	return rc;
 }
 
 /* Does p take the partitions plan? Forced, or chosen: a filter wide enough
@@ -534,6 +1543,8 @@ void db_layout_run(plan_t *plans, int *state, size_t n)
 		}
 		uint64_t t0 = vela_now_ns();
 		int rc = part_search(l->part, pq, m, &l->so);
+		for (uint32_t j = 0; rc == 0 && j < m; j++) /* the delta, exactly */
+			rc = delta_merge(l, &plans[which[j]], &pq[j]);
 		uint64_t ns = (vela_now_ns() - t0) / (m ? m : 1);
 		for (uint32_t j = 0; rc == 0 && j < m; j++) {
 			plan_t *p = &plans[which[j]];

@@ -99,6 +99,8 @@ int vela_db_open(const char *dir, const vela_db_options_t *opts, vela_db_t **out
 	for (size_t i = 0; i < db->n_indexes; i++)
 		for (uint32_t k = 0; k < db->indexes[i]->n_fields; k++)
 			db_vec_maybe_build(db, db->indexes[i], k);
+	/* Saved partition layouts, before any write could make them stale. */
+	db_layouts_load(db);
 	*out = db;
 	return VELA_OK;
 }

@@ -400,6 +400,8 @@ static void filter_share(plan_t *p, const plan_t *o)
 	p->filter_shared = true;
 	db_plan_decide(p);
 	p->prof.filter_ns = vela_now_ns() - t0;
+	if (p->knn) /* logged like db_plan_filter's: a shared filter still recurs */
+		db_workload_record(p->db, p->ix, p->q, p->knn);
 }
 
 /* ------------------------------------------------------------ batch plans */

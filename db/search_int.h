@@ -128,6 +128,15 @@ typedef struct db_field_state {
 	uint64_t tick, total;
 	/** Set and replaced with db->lock held exclusively; read under it shared. */
 	db_layout_t *layout;
+	/* Layout maintenance (db/layout.c). */
+	/** While a background rebuild runs: the docids written since its copy
+	 * (created under db->lock shared, filled and freed under it exclusive). */
+	roaring_bitmap_t *layout_dirty;
+	atomic_bool layout_job;   /**< a layout job is queued or running */
+	atomic_uint layout_want;  /**< what the next job does (db/layout.c LAYOUT_WANT_*) */
+	uint64_t layout_rebuilds; /**< background rebuilds installed (exclusive lock) */
+	uint64_t layout_folds;    /**< background folds of the delta (exclusive lock) */
+	double layout_drift;      /**< the last drift measured, -1 none (guarded by mu) */
 	/* The query sample (db/qsample.c), guarded by mu. */
 	float *qs_rows;       /**< qs_alloc rows of qs_dim floats, owned; NULL until the first */
 	uint32_t qs_dim;      /**< dim of the rows (0: none recorded yet) */
@@ -230,6 +239,60 @@ int db_qsample_file_save(const char *path, const float *Q, size_t m, uint32_t di
 int db_qsample_file_load(const char *path, uint32_t dim, float **Q, size_t *m);
 
 void db_layout_free(db_layout_t *l);
+
+/*
+ * Layouts through a database's life (docs/partitions.md §5). Writes: a
+ * written docid's row leaves its cluster for the layout's delta (scanned
+ * exactly by every partitions query), a deleted one's leaves both. When the
+ * delta passes DB_LAYOUT_DELTA_FRAC of the rows (and DB_LAYOUT_DELTA_MIN),
+ * or the workload's template distribution drifts (total variation
+ * distance over DB_LAYOUT_DRIFT_TVD, judged every DB_LAYOUT_DRIFT_EVERY
+ * logged queries once DB_LAYOUT_DRIFT_MIN_QUERIES, and half as many as the
+ * layout was built from, were logged since the build), the builder thread
+ * folds the delta back into the clusters (each docid routed by the cuts'
+ * postings to its leaf, then to the nearest centroid) or rebuilds the
+ * layout (drift; a cluster grown past twice its size) -- databases opened
+ * with VELA_OPEN_BACKGROUND_BUILD; others rebuild with vela_layout_build.
+ */
+#define DB_LAYOUT_DELTA_FRAC 0.1
+#define DB_LAYOUT_DELTA_MIN 256u
+#define DB_LAYOUT_DRIFT_TVD 0.2
+#define DB_LAYOUT_DRIFT_EVERY 128u
+#define DB_LAYOUT_DRIFT_MIN_QUERIES 256u
+
+/** The field's FLAT generation (pass it to db_layout_apply). */
+uint64_t db_layout_gen(const db_field_t *f);
+/** Apply one committed vector change of docid (set: written; else removed)
+ * to the field's layout; gen_before: db_layout_gen before the change.
+ * Exclusive lock held. */
+void db_layout_apply(vela_db_t *db, const db_index_t *ix, uint32_t field, uint32_t docid,
+		     bool set, uint64_t gen_before);
+/** Measure the drift of s's layout and queue a rebuild past the threshold
+ * (db->lock held shared). */
+void db_layout_drift_check(vela_db_t *db, const db_index_t *ix, uint32_t field,
+			   db_field_state_t *s);
+/** The builder's layout job: copy (shared lock), build (no lock), install
+ * (write_mu + exclusive lock). A field or layout dropped meanwhile is left alone. */
+void db_layout_job_run(vela_db_t *db, uint32_t ix_id, uint32_t field, uint64_t uid);
+/** Write s's layout to <dir>/part-<ix id>-<field>.snap (removes the file
+ * when there is no current layout). @return 0, VELA_EIO, VELA_ENOMEM */
+int db_layout_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s);
+/** Load that file into s when it is current and verifies (s not shared
+ * yet); a stale or damaged file is deleted with a warning. */
+void db_layout_load(vela_db_t *db, const db_index_t *ix, db_field_state_t *s);
+void db_layout_file_remove(const vela_db_t *db, const db_index_t *ix, uint32_t field);
+/** Load every saved layout of db's vector fields now (at open, before any
+ * write could make them stale); otherwise each is loaded at its field's
+ * first use (a search, vela_layout_info). */
+void db_layouts_load(vela_db_t *db);
+/**
+ * @brief Parse a layout file's bytes against field rows f at change-log
+ * sequence seq (the loader and the fuzzer). Never trusts the bytes.
+ * @return 0; VELA_ECORRUPT (magic, checksum, structure); VELA_EVERSION;
+ *   VELA_EBUSY (another sequence or other rows: stale); VELA_ENOMEM
+ */
+int db_layout_parse(const uint8_t *buf, size_t len, const flat_index_t *f, uint64_t seq,
+		    db_layout_t **out);
 /** The batch's partitions plan: answer every KNN plan (state 1) that takes
  * it; their state becomes 2. */
 void db_layout_run(plan_t *plans, int *state, size_t n);

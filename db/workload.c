@@ -43,6 +43,9 @@ db_field_state_t *db_field_state(vela_db_t *db, const db_index_t *ix, uint32_t f
 		s->ix_id = ix->id;
 		s->field = field;
 		s->db = db;
+		s->layout_drift = -1;
+		atomic_init(&s->layout_job, false);
+		atomic_init(&s->layout_want, 0u);
 		pthread_mutex_init(&s->mu, NULL);
 		s->next = reg_head;
 		reg_head = s;
@@ -67,6 +70,8 @@ static void state_free(db_field_state_t *s)
 	wl_clear(s);
 	db_qsample_clear(s);
 	db_layout_free(s->layout);
+	if (s->layout_dirty)
+		roaring_bitmap_free(s->layout_dirty);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }
@@ -295,6 +300,11 @@ void db_workload_record(vela_db_t *db, const db_index_t *ix, const query_t *q,
 		return; /* the log is advisory: a failure loses one record */
 	db_workload_add(s, key, klen, 1);
 	free(key);
+	pthread_mutex_lock(&s->mu);
+	bool check = s->total % DB_LAYOUT_DRIFT_EVERY == 0;
+	pthread_mutex_unlock(&s->mu);
+	if (check && db) /* docs/partitions.md §5: drift */
+		db_layout_drift_check(db, ix, knn->field_no, s);
 }
 
 int db_workload_snapshot(db_field_state_t *s, db_wl_ent_t **out, size_t *n)
@@ -351,6 +361,7 @@ void db_workload_files_remove(const vela_db_t *db, const db_index_t *ix)
 		wl_path(db, ix, k, path, sizeof(path));
 		unlink(path);
 		db_qsample_file_remove(db, ix, k);
+		db_layout_file_remove(db, ix, k);
 	}
 }
 
@@ -387,8 +398,9 @@ int db_workload_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 	wl_path(db, ix, s->field, path, sizeof(path));
 	rc = db_file_replace(path, buf, o + 8);
 	free(buf);
-	/* the query sample goes with the log (its own file) */
-	return rc ? rc : db_qsample_save(db, ix, s);
+	/* the query sample and the layout go with the log (their own files) */
+	rc = rc ? rc : db_qsample_save(db, ix, s);
+	return rc ? rc : db_layout_save(db, ix, s);
 }
 
 /* Load the field's log file into s (a missing, damaged or newer file is
@@ -438,4 +450,5 @@ void db_workload_load(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 {
 	wl_load(db, ix, s);
 	db_qsample_load(db, ix, s);
+	db_layout_load(db, ix, s);
 }

@@ -72,14 +72,19 @@ static void index_unpublish(vela_db_t *db, db_index_t *ix)
 static void change_apply(vela_db_t *db, db_change_t *c)
 {
 	int rc = VELA_OK;
+	uint64_t gen;
 	switch (c->kind) {
 	case DC_VEC_SET:
+		gen = db_layout_gen(&c->ix->fields[c->field]);
 		rc = db_vec_set(&c->ix->fields[c->field], c->docid, c->vec);
 		c->ix->fields[c->field].grew = true;
+		db_layout_apply(db, c->ix, c->field, c->docid, true, gen); /* partition layouts */
 		break;
 	case DC_VEC_REMOVE:
+		gen = db_layout_gen(&c->ix->fields[c->field]);
 		rc = db_vec_remove(&c->ix->fields[c->field], c->docid);
 		rc = rc == VELA_ENOTFOUND ? VELA_OK : rc;
+		db_layout_apply(db, c->ix, c->field, c->docid, false, gen);
 		break;
 	case DC_DOC_ADD:
 		roaring_bitmap_add(c->ix->docids, c->docid);

@@ -1038,8 +1038,9 @@ uint32_t qdtree_leaf_count(const qdtree_t *t);
 const roaring_bitmap_t *qdtree_leaf_docids(const qdtree_t *t, uint32_t leaf);
 /** The leaf's description, root first: *steps owned by the tree. */
 uint32_t qdtree_leaf_desc(const qdtree_t *t, uint32_t leaf, const qdtree_step_t **steps);
-/** The tree's copy of atom i. */
+/** The tree's copy of atom i (NULL out of range), and how many it has. */
 const qdtree_atom_t *qdtree_atom(const qdtree_t *t, uint32_t i);
+uint32_t qdtree_atom_count(const qdtree_t *t);
 
 /**
  * @brief Route a query (the AND of n atoms, not necessarily the tree's) to
@@ -1048,6 +1049,23 @@ const qdtree_atom_t *qdtree_atom(const qdtree_t *t, uint32_t i);
  * array of qdtree_leaf_count entries). @return the leaves visited
  */
 uint32_t qdtree_route(const qdtree_t *t, const qdtree_atom_t *q, uint32_t n, uint8_t *visit);
+
+/** Version of qdtree_pack's format. */
+#define QDTREE_PACK_VERSION 1u
+/**
+ * @brief Serialise the tree: version, atoms, nodes, leaf descriptions and
+ * leaf docids (roaring portable format). Host byte order.
+ * @param out malloc'd bytes the caller frees
+ * @return 0; VELA_EINVAL; VELA_ENOMEM
+ */
+int qdtree_pack(const qdtree_t *t, uint8_t **out, size_t *len);
+/**
+ * @brief Rebuild a tree from qdtree_pack's bytes. Never trusts them: atom
+ * kinds and value counts, node references (children after their parent,
+ * each node reached once, every leaf once), description cuts and depths
+ * are checked. @return 0; VELA_ECORRUPT; VELA_EVERSION; VELA_EINVAL; VELA_ENOMEM
+ */
+int qdtree_unpack(const uint8_t *buf, size_t len, qdtree_t **out);
 
 /* ================================================================ PARTITIONS
  * The partition layout (HQI, reference/hybrid-queries.md §1.3-§1.4): the
@@ -1072,9 +1090,15 @@ uint32_t qdtree_route(const qdtree_t *t, const qdtree_atom_t *q, uint32_t n, uin
  * clusters in (distance, docid) order. With probe_factor 0 every cluster
  * holding a match is scanned and the answer is flat_search's, bit for bit.
  *
- * The layout is a snapshot of the field's rows: writes to the FLAT index
- * after part_build are not seen (the db rebuilds or drops it).
- * Thread-safety: part_search may run concurrently on one layout.
+ * The layout is a copy of the field's rows at part_build: later writes to
+ * the FLAT index are not seen unless the owner applies them. part_remove
+ * takes a document's row out and part_insert puts one in at its rank (the
+ * rows of a cluster stay in docid order, which part_search relies on); the
+ * db layer removes every written or deleted docid, answers written ones
+ * from its own exact "delta" scan and folds them back in (part_assign,
+ * part_insert) in the background (db/layout.c, docs/partitions.md §5).
+ * Thread-safety: part_search may run concurrently on one layout;
+ * part_remove is a writer call (no search meanwhile).
  */
 
 /** Rows per cluster the build aims at (MicroNN: 100-500, §1.3). */
@@ -1140,6 +1164,52 @@ typedef struct part_stats {
 void part_stats(const part_layout_t *p, part_stats_t *out);
 /** Docids of leaf i (owned by the layout), NULL out of range. */
 const roaring_bitmap_t *part_leaf_docids(const part_layout_t *p, uint32_t leaf);
+/** Clusters of leaf i (0 out of range). */
+uint32_t part_leaf_clusters(const part_layout_t *p, uint32_t leaf);
+
+/** Take docid's row out of its cluster and leaf (a writer call).
+ * @return 0; VELA_ENOTFOUND (not in the layout); VELA_EINVAL (NULL) */
+int part_remove(part_layout_t *p, uint32_t docid);
+/** Is docid in one of the layout's clusters? */
+bool part_contains(const part_layout_t *p, uint32_t docid);
+/**
+ * @brief The nearest centroid of each row ids[i] of f within leaf leaf[i]
+ * (one index_backend_knn per leaf, as the build assigns): cluster[i], a
+ * layout-wide cluster number for part_insert. A read call.
+ * @return 0; VELA_EINVAL (a leaf without clusters, an absent docid); VELA_ENOMEM
+ */
+int part_assign(const part_layout_t *p, const flat_index_t *f, const uint32_t *ids,
+		const uint32_t *leaf, size_t n, uint32_t *cluster);
+/**
+ * @brief Copy docid's row of f into `cluster` at its rank (rows keep
+ * ascending with docid) and into the cluster's leaf. A writer call.
+ * @return 0; VELA_EEXISTS (already in the layout); VELA_EINVAL; VELA_ENOMEM
+ */
+int part_insert(part_layout_t *p, const flat_index_t *f, uint32_t cluster, uint32_t docid);
+/** Clusters holding more than twice max(target, their size at the build
+ * or load): grown enough that the layout should be rebuilt. */
+uint32_t part_clusters_over(const part_layout_t *p, uint32_t target);
+
+/** Version of part_pack's format. */
+#define PART_PACK_VERSION 1u
+/**
+ * @brief Serialise the layout's structure (not its rows): version, dim,
+ * type, metric, leaves, clusters; per leaf its centroids and per cluster
+ * its docids (ascending). Host byte order (little-endian targets).
+ * @param out malloc'd bytes the caller frees
+ * @return 0; VELA_EINVAL; VELA_ENOMEM
+ */
+int part_pack(const part_layout_t *p, uint8_t **out, size_t *len);
+/**
+ * @brief Rebuild a layout from part_pack's bytes, copying the rows from f.
+ * Never trusts the bytes: every docid must be present in f, ascending in its
+ * cluster and in no other cluster, every centroid's |c|^2 within
+ * FLAT_NORM_SQ_MAX (as vectors: distances stay finite), the sizes exact.
+ * @return 0; VELA_ECORRUPT; VELA_EVERSION (newer format); VELA_EDIM (another
+ *   dim, type or metric than f's); VELA_EUNSUPPORTED (f's rows released);
+ *   VELA_EINVAL; VELA_ENOMEM
+ */
+int part_unpack(const flat_index_t *f, const uint8_t *buf, size_t len, part_layout_t **out);
 
 /** One query of part_search. The caller fills q, k, filter, out. */
 typedef struct part_query {

@@ -17,7 +17,9 @@ typedef struct part_cluster {
 	uint32_t *ids;      /* ascending docids */
 	roaring_bitmap_t *bm;
 	uint32_t n;
-	uint64_t uid;
+	uint32_t cap;      /* rows allocated */
+	uint32_t n_built;  /* rows at the build (or the load) */
+	uint64_t uid, gen; /* gen: bumped by part_remove / part_insert (GPU residency) */
 } part_cluster_t;
 
 typedef struct part_leaf {
@@ -38,6 +40,7 @@ struct part_layout {
 	uint32_t n_leaves;
 	part_cluster_t *cl;
 	uint32_t n_cl;
+	uint32_t n_cl_cap; /* part_unpack: clusters allocated */
 };
 
 void part_opts_default(part_opts_t *o)
@@ -182,6 +185,8 @@ static int leaf_store(part_layout_t *p, const flat_index_t *f, part_leaf_t *lf,
 		cl->ids = malloc(cnt[c] * sizeof(uint32_t));
 		cl->bm = roaring_bitmap_create();
 		cl->uid = index_backend_uid_new();
+		cl->gen = 1;
+		cl->cap = cl->n_built = cnt[c];
 		lf->nlist++;
 		if (!cl->rows || !cl->norms || !cl->ids || !cl->bm)
 			rc = VELA_ENOMEM;
@@ -337,9 +342,365 @@ void part_stats(const part_layout_t *p, part_stats_t *s)
 	free(n);
 }
 
+uint32_t part_leaf_clusters(const part_layout_t *p, uint32_t leaf)
+{
+	return leaf < p->n_leaves ? p->leaves[leaf].nlist : 0;
+}
+
 const roaring_bitmap_t *part_leaf_docids(const part_layout_t *p, uint32_t leaf)
 {
 	return leaf < p->n_leaves ? p->leaves[leaf].docids : NULL;
+}
+
+/* ------------------------------------------------------------ maintenance */
+
+int part_remove(part_layout_t *p, uint32_t docid)
+{
+	if (p == NULL)
+		return VELA_EINVAL;
+	for (uint32_t li = 0; li < p->n_leaves; li++) {
+		part_leaf_t *lf = &p->leaves[li];
+		if (!roaring_bitmap_contains(lf->docids, docid))
+			continue;
+		for (uint32_t c = lf->c0; c < lf->c0 + lf->nlist; c++) {
+			part_cluster_t *cl = &p->cl[c];
+			if (!roaring_bitmap_contains(cl->bm, docid))
+				continue;
+			uint32_t lo = 0, hi = cl->n; /* ids ascend: binary search */
+			while (lo < hi) {
+				uint32_t mid = lo + (hi - lo) / 2;
+				if (cl->ids[mid] < docid)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			size_t row = p->stride * p->esize, after = cl->n - lo - 1;
+			memmove(cl->rows + (size_t)lo * row, cl->rows + (size_t)(lo + 1) * row,
+				after * row);
+			memmove(cl->norms + lo, cl->norms + lo + 1, after * sizeof(float));
+			memmove(cl->ids + lo, cl->ids + lo + 1, after * sizeof(uint32_t));
+			cl->n--;
+			cl->gen++;
+			roaring_bitmap_remove(cl->bm, docid);
+			break;
+		}
+		roaring_bitmap_remove(lf->docids, docid);
+		lf->rows--;
+		return 0;
+	}
+	return VELA_ENOTFOUND;
+}
+
+/* Room for one more row in cl (rows 64-byte aligned: a new block). */
+static int cluster_grow(const part_layout_t *p, part_cluster_t *cl)
+{
+	if (cl->n < cl->cap)
+		return 0;
+	uint32_t cap = cl->cap < 8 ? 8 : cl->cap + cl->cap / 2;
+	size_t row = p->stride * p->esize;
+	uint8_t *rows = vela_aligned_alloc(64, vela_mul_size(cap, row));
+	float *norms = realloc(cl->norms, cap * sizeof(float));
+	if (norms)
+		cl->norms = norms;
+	uint32_t *ids = realloc(cl->ids, cap * sizeof(uint32_t));
+	if (ids)
+		cl->ids = ids;
+	if (rows == NULL || norms == NULL || ids == NULL) {
+		free(rows);
+		return VELA_ENOMEM;
+	}
+	memcpy(rows, cl->rows, (size_t)cl->n * row);
+	free(cl->rows);
+	cl->rows = rows;
+	cl->cap = cap;
+	return 0;
+}
+
+int part_insert(part_layout_t *p, const flat_index_t *f, uint32_t cluster, uint32_t docid)
+{
+	if (p == NULL || f == NULL || cluster >= p->n_cl || !flat_has_rows(f) ||
+	    !flat_live_has(f, docid) || f->dim != p->dim || f->type != p->type)
+		return VELA_EINVAL;
+	if (part_contains(p, docid))
+		return VELA_EEXISTS;
+	uint32_t li = 0;
+	while (!(cluster >= p->leaves[li].c0 && cluster < p->leaves[li].c0 + p->leaves[li].nlist))
+		li++;
+	part_cluster_t *cl = &p->cl[cluster];
+	int rc = cluster_grow(p, cl);
+	if (rc)
+		return rc;
+	uint32_t lo = 0, hi = cl->n; /* its rank: rows keep ascending with docid */
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (cl->ids[mid] < docid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	size_t row = p->stride * p->esize, after = cl->n - lo;
+	memmove(cl->rows + (size_t)(lo + 1) * row, cl->rows + (size_t)lo * row, after * row);
+	memmove(cl->norms + lo + 1, cl->norms + lo, after * sizeof(float));
+	memmove(cl->ids + lo + 1, cl->ids + lo, after * sizeof(uint32_t));
+	memcpy(cl->rows + (size_t)lo * row, flat_row(f, docid), row);
+	cl->norms[lo] = f->norms[docid];
+	cl->ids[lo] = docid;
+	cl->n++;
+	cl->gen++;
+	roaring_bitmap_add(cl->bm, docid);
+	roaring_bitmap_add(p->leaves[li].docids, docid);
+	p->leaves[li].rows++;
+	if (f->norm_max > p->norm_max) /* the kernels' bound covers the new row */
+		p->norm_max = f->norm_max;
+	return 0;
+}
+
+int part_assign(const part_layout_t *p, const flat_index_t *f, const uint32_t *ids,
+		const uint32_t *leaf, size_t n, uint32_t *cluster)
+{
+	if (p == NULL || f == NULL || (n && (ids == NULL || leaf == NULL || cluster == NULL)) ||
+	    !flat_has_rows(f) || f->dim != p->dim)
+		return VELA_EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (leaf[i] >= p->n_leaves || p->leaves[leaf[i]].nlist == 0 ||
+		    !flat_live_has(f, ids[i]))
+			return VELA_EINVAL;
+	uint32_t *sel = malloc((n ? n : 1) * sizeof(uint32_t));
+	uint32_t *a = malloc((n ? n : 1) * sizeof(uint32_t));
+	int rc = sel && a ? 0 : VELA_ENOMEM;
+	for (uint32_t li = 0; rc == 0 && li < p->n_leaves; li++) {
+		uint64_t m = 0;
+		for (size_t i = 0; i < n; i++)
+			if (leaf[i] == li)
+				sel[m++] = ids[i];
+		if (m == 0)
+			continue;
+		const part_leaf_t *lf = &p->leaves[li];
+		rc = leaf_assign(f, sel, m, lf->cent, lf->nlist, a);
+		for (size_t i = 0, j = 0; rc == 0 && i < n; i++)
+			if (leaf[i] == li)
+				cluster[i] = lf->c0 + a[j++];
+	}
+	free(sel);
+	free(a);
+	return rc;
+}
+
+uint32_t part_clusters_over(const part_layout_t *p, uint32_t target)
+{
+	uint32_t over = 0;
+	for (uint32_t i = 0; p && i < p->n_cl; i++) {
+		uint64_t base = p->cl[i].n_built > target ? p->cl[i].n_built : target;
+		over += p->cl[i].n > 2 * base;
+	}
+	return over;
+}
+
+bool part_contains(const part_layout_t *p, uint32_t docid)
+{
+	for (uint32_t li = 0; p && li < p->n_leaves; li++)
+		if (roaring_bitmap_contains(p->leaves[li].docids, docid))
+			return true;
+	return false;
+}
+
+/* ------------------------------------------------------------ pack / unpack */
+
+/* Growable output buffer (pack) and bounded reader (unpack). */
+typedef struct pbuf {
+	uint8_t *b;
+	size_t len, cap;
+	bool oom;
+} pbuf_t;
+
+static void pb_put(pbuf_t *w, const void *src, size_t n)
+{
+	if (w->oom)
+		return;
+	if (w->len + n > w->cap) {
+		size_t cap = w->cap ? w->cap : 256;
+		while (cap < w->len + n)
+			cap *= 2;
+		uint8_t *v = realloc(w->b, cap);
+		if (v == NULL) {
+			w->oom = true;
+			return;
+		}
+		w->b = v;
+		w->cap = cap;
+	}
+	memcpy(w->b + w->len, src, n);
+	w->len += n;
+}
+
+static void pb_u32(pbuf_t *w, uint32_t v)
+{
+	pb_put(w, &v, 4);
+}
+
+int part_pack(const part_layout_t *p, uint8_t **out, size_t *len)
+{
+	if (p == NULL || out == NULL || len == NULL)
+		return VELA_EINVAL;
+	pbuf_t w = {0};
+	pb_u32(&w, PART_PACK_VERSION);
+	pb_u32(&w, p->dim);
+	pb_u32(&w, (uint32_t)p->type);
+	pb_u32(&w, (uint32_t)p->metric);
+	pb_u32(&w, p->n_leaves);
+	pb_u32(&w, p->n_cl);
+	for (uint32_t li = 0; li < p->n_leaves; li++) {
+		const part_leaf_t *lf = &p->leaves[li];
+		pb_u32(&w, lf->nlist);
+		if (lf->nlist)
+			pb_put(&w, lf->cent, (size_t)lf->nlist * p->dim * sizeof(float));
+		for (uint32_t c = lf->c0; c < lf->c0 + lf->nlist; c++) {
+			pb_u32(&w, p->cl[c].n);
+			if (p->cl[c].n)
+				pb_put(&w, p->cl[c].ids, (size_t)p->cl[c].n * sizeof(uint32_t));
+		}
+	}
+	if (w.oom) {
+		free(w.b);
+		return VELA_ENOMEM;
+	}
+	*out = w.b;
+	*len = w.len;
+	return 0;
+}
+
+typedef struct prd {
+	const uint8_t *b;
+	size_t len, o;
+	bool bad;
+} prd_t;
+
+static const uint8_t *pr_take(prd_t *r, size_t n)
+{
+	if (r->bad || n > r->len - r->o) {
+		r->bad = true;
+		return NULL;
+	}
+	const uint8_t *s = r->b + r->o;
+	r->o += n;
+	return s;
+}
+
+static uint32_t pr_u32(prd_t *r)
+{
+	const uint8_t *s = pr_take(r, 4);
+	uint32_t v = 0;
+	if (s)
+		memcpy(&v, s, 4);
+	return v;
+}
+
+/* Fill leaf li of p (allocated, zeroed) from r; seen: docids taken so far. */
+static int leaf_unpack(part_layout_t *p, const flat_index_t *f, prd_t *r, uint32_t li,
+		       roaring_bitmap_t *seen)
+{
+	part_leaf_t *lf = &p->leaves[li];
+	uint32_t nlist = pr_u32(r);
+	lf->c0 = p->n_cl;
+	lf->cent_uid = index_backend_uid_new();
+	if ((lf->docids = roaring_bitmap_create()) == NULL)
+		return VELA_ENOMEM;
+	if (r->bad || nlist > VELA_K_MAX || nlist > p->n_cl_cap - p->n_cl)
+		return VELA_ECORRUPT;
+	if (nlist == 0)
+		return 0;
+	size_t cb = (size_t)nlist * p->dim * sizeof(float);
+	const uint8_t *cs = pr_take(r, cb);
+	if (cs == NULL)
+		return VELA_ECORRUPT;
+	if ((lf->cent = malloc(cb)) == NULL)
+		return VELA_ENOMEM;
+	memcpy(lf->cent, cs, cb);
+	for (uint32_t c = 0; c < nlist; c++) { /* bounded as vectors are: finite distances */
+		double n2 = 0;
+		for (uint32_t j = 0; j < p->dim; j++) {
+			double x = lf->cent[(size_t)c * p->dim + j];
+			n2 += isfinite(x) ? x * x : INFINITY;
+		}
+		if (!(n2 <= FLAT_NORM_SQ_MAX))
+			return VELA_ECORRUPT;
+	}
+	size_t row = p->stride * p->esize;
+	for (uint32_t c = 0; c < nlist; c++) {
+		part_cluster_t *cl = &p->cl[p->n_cl];
+		uint32_t n = pr_u32(r);
+		const uint8_t *ids = r->bad || n > f->count ? NULL : pr_take(r, (size_t)n * 4);
+		if (ids == NULL)
+			return VELA_ECORRUPT;
+		cl->rows = vela_aligned_alloc(64, vela_mul_size(n ? n : 1, row));
+		cl->norms = malloc((n ? n : 1) * sizeof(float));
+		cl->ids = malloc((n ? n : 1) * sizeof(uint32_t));
+		cl->bm = roaring_bitmap_create();
+		cl->uid = index_backend_uid_new();
+		cl->gen = 1;
+		p->n_cl++;
+		lf->nlist++;
+		if (!cl->rows || !cl->norms || !cl->ids || !cl->bm)
+			return VELA_ENOMEM;
+		memcpy(cl->ids, ids, (size_t)n * 4);
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t id = cl->ids[i];
+			/* ascending, present in f, in no other cluster */
+			if ((i && id <= cl->ids[i - 1]) || !flat_live_has(f, id) ||
+			    !roaring_bitmap_add_checked(seen, id))
+				return VELA_ECORRUPT;
+			memcpy(cl->rows + (size_t)i * row, flat_row(f, id), row);
+			cl->norms[i] = f->norms[id];
+		}
+		cl->n = cl->cap = cl->n_built = n;
+		roaring_bitmap_add_many(cl->bm, n, cl->ids);
+		roaring_bitmap_or_inplace(lf->docids, cl->bm);
+		lf->rows += n;
+	}
+	return 0;
+}
+
+int part_unpack(const flat_index_t *f, const uint8_t *buf, size_t len, part_layout_t **out)
+{
+	if (f == NULL || (len && buf == NULL) || out == NULL)
+		return VELA_EINVAL;
+	*out = NULL;
+	if (!flat_has_rows(f))
+		return VELA_EUNSUPPORTED;
+	prd_t r = {.b = buf, .len = len};
+	uint32_t ver = pr_u32(&r), dim = pr_u32(&r), type = pr_u32(&r), metric = pr_u32(&r);
+	uint32_t n_leaves = pr_u32(&r), n_cl = pr_u32(&r);
+	if (r.bad || ver != PART_PACK_VERSION)
+		return r.bad || ver < PART_PACK_VERSION ? VELA_ECORRUPT : VELA_EVERSION;
+	if (dim != f->dim || type != (uint32_t)f->type || metric != (uint32_t)f->metric)
+		return VELA_EDIM;
+	/* every leaf takes at least 4 bytes, every cluster 4 */
+	if ((uint64_t)n_leaves * 4 > len || (uint64_t)n_cl * 4 > len)
+		return VELA_ECORRUPT;
+	part_layout_t *p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return VELA_ENOMEM;
+	*p = (part_layout_t){.dim = f->dim, .metric = f->metric, .type = f->type,
+			     .esize = f->esize, .stride = f->stride, .norm_max = f->norm_max,
+			     .n_cl_cap = n_cl};
+	p->leaves = calloc(n_leaves ? n_leaves : 1, sizeof(*p->leaves));
+	p->cl = calloc(n_cl ? n_cl : 1, sizeof(*p->cl));
+	roaring_bitmap_t *seen = roaring_bitmap_create();
+	int rc = p->leaves && p->cl && seen ? 0 : VELA_ENOMEM;
+	for (uint32_t li = 0; rc == 0 && li < n_leaves; li++) {
+		p->n_leaves = li + 1;
+		rc = leaf_unpack(p, f, &r, li, seen);
+	}
+	if (rc == 0 && (p->n_cl != n_cl || r.o != r.len))
+		rc = VELA_ECORRUPT;
+	if (seen)
+		roaring_bitmap_free(seen);
+	if (rc) {
+		part_free(p);
+		return rc;
+	}
+	*out = p;
+	return 0;
 }
 
 /* ------------------------------------------------------------ search */
@@ -556,7 +917,7 @@ static int scan_cluster(const part_layout_t *p, part_query_t *qs, const probe_t 
 		index_rows_t rows = {.data = cl->rows, .type = p->type, .metric = p->metric,
 				     .dim = p->dim, .stride = p->stride, .n = cl->n,
 				     .norms = cl->norms, .norm_max = p->norm_max, .uid = cl->uid,
-				     .generation = 1};
+				     .generation = cl->gen};
 		index_knn_t req = {.queries = Q, .nq = n, .k = kmax,
 				   .filters = (const roaring_bitmap_t *const *)flt};
 		rc = index_backend_knn(&rows, &req, hits, nh, NULL);
@@ -624,7 +985,7 @@ int part_search(const part_layout_t *p, part_query_t *qs, uint32_t nq,
 	rank_free(rk, p->n_leaves);
 	free(full);
 	free(c);
-	if (rc == 0)
+	if (rc == 0 && pl.n) /* none: a filter matching nothing (qsort(NULL) is UB) */
 		qsort(pl.v, pl.n, sizeof(*pl.v), probe_cmp);
 	for (size_t s = 0, e; rc == 0 && s < pl.n; s = e) {
 		for (e = s + 1; e < pl.n && pl.v[e].cl == pl.v[s].cl;)

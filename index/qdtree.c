@@ -308,7 +308,8 @@ void qdtree_free(qdtree_t *t)
 	if (t == NULL)
 		return;
 	for (uint32_t i = 0; i < t->n_leaves; i++) {
-		roaring_bitmap_free(t->leaves[i].docids);
+		if (t->leaves[i].docids) /* NULL in a half-unpacked tree */
+			roaring_bitmap_free(t->leaves[i].docids);
 		free(t->leaves[i].steps);
 	}
 	free(t->leaves);
@@ -354,6 +355,11 @@ const qdtree_atom_t *qdtree_atom(const qdtree_t *t, uint32_t i)
 	return i < t->n_atoms ? &t->atoms[i] : NULL;
 }
 
+uint32_t qdtree_atom_count(const qdtree_t *t)
+{
+	return t->n_atoms;
+}
+
 static uint32_t route_node(const qdtree_t *t, uint32_t id, const qdtree_atom_t *q, uint32_t n,
 			   uint8_t *visit)
 {
@@ -380,4 +386,280 @@ uint32_t qdtree_route(const qdtree_t *t, const qdtree_atom_t *q, uint32_t n, uin
 {
 	memset(visit, 0, t->n_leaves);
 	return t->n_nodes ? route_node(t, 0, q, n, visit) : 0;
+}
+
+/* ------------------------------------------------------------ pack / unpack */
+
+typedef struct qbuf {
+	uint8_t *b;
+	size_t len, cap;
+	bool oom;
+} qbuf_t;
+
+static void qb_put(qbuf_t *w, const void *src, size_t n)
+{
+	if (w->oom || n == 0)
+		return;
+	if (w->len + n > w->cap) {
+		size_t cap = w->cap ? w->cap : 256;
+		while (cap < w->len + n)
+			cap *= 2;
+		uint8_t *v = realloc(w->b, cap);
+		if (v == NULL) {
+			w->oom = true;
+			return;
+		}
+		w->b = v;
+		w->cap = cap;
+	}
+	memcpy(w->b + w->len, src, n);
+	w->len += n;
+}
+
+static void qb_u32(qbuf_t *w, uint32_t v)
+{
+	qb_put(w, &v, 4);
+}
+
+static void qb_u64(qbuf_t *w, uint64_t v)
+{
+	qb_put(w, &v, 8);
+}
+
+int qdtree_pack(const qdtree_t *t, uint8_t **out, size_t *len)
+{
+	if (t == NULL || out == NULL || len == NULL)
+		return VELA_EINVAL;
+	qbuf_t w = {0};
+	qb_u32(&w, QDTREE_PACK_VERSION);
+	qb_u32(&w, t->n_atoms);
+	qb_u32(&w, t->n_nodes);
+	qb_u32(&w, t->n_leaves);
+	for (uint32_t i = 0; i < t->n_atoms; i++) {
+		const qdtree_atom_t *a = &t->atoms[i];
+		uint8_t ks[2] = {a->kind, a->single};
+		qb_put(&w, ks, 2);
+		qb_u32(&w, a->field);
+		qb_u32(&w, a->n_vals);
+		qb_put(&w, a->vals, (size_t)a->n_vals * 8);
+		qb_u64(&w, a->lo);
+		qb_u64(&w, a->hi);
+	}
+	for (uint32_t i = 0; i < t->n_nodes; i++) {
+		const qdtree_node_t *n = &t->nodes[i];
+		qb_u32(&w, (uint32_t)n->cut);
+		qb_u32(&w, n->left);
+		qb_u32(&w, n->right);
+		qb_u32(&w, (uint32_t)n->leaf);
+	}
+	uint32_t *ids = NULL;
+	for (uint32_t i = 0; i < t->n_leaves && !w.oom; i++) {
+		const qdt_leaf_t *l = &t->leaves[i];
+		qb_u32(&w, l->n_steps);
+		for (uint32_t j = 0; j < l->n_steps; j++) {
+			qb_u32(&w, l->steps[j].cut);
+			qb_put(&w, &(uint8_t){l->steps[j].in}, 1);
+		}
+		uint64_t m = roaring_bitmap_get_cardinality(l->docids);
+		uint32_t *v = realloc(ids, (m ? m : 1) * sizeof(uint32_t));
+		if (v == NULL) {
+			w.oom = true;
+			break;
+		}
+		ids = v;
+		roaring_bitmap_to_uint32_array(l->docids, ids);
+		qb_u32(&w, (uint32_t)m);
+		qb_put(&w, ids, m * 4);
+	}
+	free(ids);
+	if (w.oom) {
+		free(w.b);
+		return VELA_ENOMEM;
+	}
+	*out = w.b;
+	*len = w.len;
+	return 0;
+}
+
+typedef struct qrd {
+	const uint8_t *b;
+	size_t len, o;
+	bool bad;
+} qrd_t;
+
+static const uint8_t *qr_take(qrd_t *r, size_t n)
+{
+	if (r->bad || n > r->len - r->o) {
+		r->bad = true;
+		return NULL;
+	}
+	const uint8_t *s = r->b + r->o;
+	r->o += n;
+	return s;
+}
+
+static uint32_t qr_u32(qrd_t *r)
+{
+	const uint8_t *s = qr_take(r, 4);
+	uint32_t v = 0;
+	if (s)
+		memcpy(&v, s, 4);
+	return v;
+}
+
+static uint64_t qr_u64(qrd_t *r)
+{
+	const uint8_t *s = qr_take(r, 8);
+	uint64_t v = 0;
+	if (s)
+		memcpy(&v, s, 8);
+	return v;
+}
+
+static int atoms_unpack(qrd_t *r, qdtree_t *t)
+{
+	for (uint32_t i = 0; i < t->n_atoms; i++) {
+		qdtree_atom_t *a = &t->atoms[i];
+		const uint8_t *ks = qr_take(r, 2);
+		memset(a, 0, sizeof(*a));
+		if (ks == NULL || (ks[0] != QDTREE_ATOM_TAG && ks[0] != QDTREE_ATOM_NUM) || ks[1] > 1)
+			return VELA_ECORRUPT;
+		a->kind = ks[0];
+		a->single = ks[1];
+		a->field = qr_u32(r);
+		a->n_vals = qr_u32(r);
+		if (r->bad || a->n_vals > QDTREE_TAG_VALS_MAX)
+			return VELA_ECORRUPT;
+		for (uint32_t j = 0; j < a->n_vals; j++) {
+			a->vals[j] = qr_u64(r);
+			if (j && a->vals[j] <= a->vals[j - 1]) /* sorted, distinct */
+				return VELA_ECORRUPT;
+		}
+		a->lo = qr_u64(r);
+		a->hi = qr_u64(r);
+	}
+	return r->bad ? VELA_ECORRUPT : 0;
+}
+
+/* Nodes: children come after their parent and are reached once, each leaf
+ * number is used once, depths stay within QDTREE_DEPTH_MAX. depth[] out. */
+static int nodes_unpack(qrd_t *r, qdtree_t *t, uint8_t *depth)
+{
+	uint8_t *ref = calloc(t->n_nodes, 1), *leaf_seen = calloc(t->n_leaves, 1);
+	int rc = ref && leaf_seen ? 0 : VELA_ENOMEM;
+	for (uint32_t i = 0; rc == 0 && i < t->n_nodes; i++) {
+		qdtree_node_t *n = &t->nodes[i];
+		n->cut = (int32_t)qr_u32(r);
+		n->left = qr_u32(r);
+		n->right = qr_u32(r);
+		n->leaf = (int32_t)qr_u32(r);
+		if (r->bad || (i > 0 && !ref[i])) {
+			rc = VELA_ECORRUPT;
+		} else if (n->leaf >= 0) {
+			if (n->cut != -1 || (uint32_t)n->leaf >= t->n_leaves || leaf_seen[n->leaf])
+				rc = VELA_ECORRUPT;
+			else
+				leaf_seen[n->leaf] = 1;
+		} else if (n->leaf != -1 || n->cut < 0 || (uint32_t)n->cut >= t->n_atoms ||
+			   n->left <= i || n->right <= i || n->left >= t->n_nodes ||
+			   n->right >= t->n_nodes || n->left == n->right || ref[n->left] ||
+			   ref[n->right] || depth[i] >= QDTREE_DEPTH_MAX) {
+			rc = VELA_ECORRUPT;
+		} else {
+			ref[n->left] = ref[n->right] = 1;
+			depth[n->left] = depth[n->right] = (uint8_t)(depth[i] + 1);
+		}
+	}
+	for (uint32_t i = 0; rc == 0 && i < t->n_leaves; i++)
+		if (!leaf_seen[i])
+			rc = VELA_ECORRUPT;
+	free(ref);
+	free(leaf_seen);
+	return rc;
+}
+
+static int leaves_unpack(qrd_t *r, qdtree_t *t, roaring_bitmap_t *all)
+{
+	for (uint32_t i = 0; i < t->n_leaves; i++) {
+		qdt_leaf_t *l = &t->leaves[i];
+		uint32_t ns = qr_u32(r);
+		if (r->bad || ns > QDTREE_DEPTH_MAX)
+			return VELA_ECORRUPT;
+		if ((l->steps = malloc((ns ? ns : 1) * sizeof(*l->steps))) == NULL ||
+		    (l->docids = roaring_bitmap_create()) == NULL)
+			return VELA_ENOMEM;
+		l->n_steps = ns;
+		for (uint32_t j = 0; j < ns; j++) {
+			l->steps[j].cut = qr_u32(r);
+			const uint8_t *in = qr_take(r, 1);
+			if (in == NULL || *in > 1 || l->steps[j].cut >= t->n_atoms)
+				return VELA_ECORRUPT;
+			l->steps[j].in = *in;
+		}
+		uint32_t m = qr_u32(r);
+		const uint8_t *ids = r->bad ? NULL : qr_take(r, (size_t)m * 4);
+		if (ids == NULL)
+			return VELA_ECORRUPT;
+		uint32_t prev = 0;
+		for (uint32_t j = 0; j < m; j++) {
+			uint32_t id;
+			memcpy(&id, ids + (size_t)j * 4, 4);
+			if ((j && id <= prev) || !roaring_bitmap_add_checked(all, id))
+				return VELA_ECORRUPT; /* ascending, in one leaf only */
+			roaring_bitmap_add(l->docids, id);
+			prev = id;
+		}
+	}
+	return 0;
+}
+
+int qdtree_unpack(const uint8_t *buf, size_t len, qdtree_t **out)
+{
+	if ((len && buf == NULL) || out == NULL)
+		return VELA_EINVAL;
+	*out = NULL;
+	qrd_t r = {.b = buf, .len = len};
+	uint32_t ver = qr_u32(&r), na = qr_u32(&r), nn = qr_u32(&r), nl = qr_u32(&r);
+	if (r.bad || ver < QDTREE_PACK_VERSION)
+		return VELA_ECORRUPT;
+	if (ver > QDTREE_PACK_VERSION)
+		return VELA_EVERSION;
+	/* a binary tree of nl leaves has 2 nl - 1 nodes; sizes bounded by len */
+	if (na > QDTREE_ATOMS_MAX || nl == 0 || nn != 2 * (uint64_t)nl - 1 ||
+	    (uint64_t)na * 26 > len || (uint64_t)nn * 16 > len)
+		return VELA_ECORRUPT;
+	qdtree_t *t = calloc(1, sizeof(*t));
+	uint8_t *depth = calloc(nn, 1);
+	roaring_bitmap_t *all = roaring_bitmap_create();
+	int rc = t && depth && all ? 0 : VELA_ENOMEM;
+	if (rc == 0) {
+		t->atoms = malloc((na ? na : 1) * sizeof(*t->atoms));
+		t->nodes = calloc(nn, sizeof(*t->nodes));
+		t->leaves = calloc(nl, sizeof(*t->leaves));
+		rc = t->atoms && t->nodes && t->leaves ? 0 : VELA_ENOMEM;
+	}
+	if (rc == 0) {
+		t->n_atoms = na;
+		t->n_nodes = t->cap_nodes = nn;
+		t->n_leaves = t->cap_leaves = nl;
+		rc = atoms_unpack(&r, t);
+	}
+	if (rc == 0)
+		rc = nodes_unpack(&r, t, depth);
+	if (rc == 0)
+		rc = leaves_unpack(&r, t, all);
+	for (uint32_t i = 0; rc == 0 && i < nn; i++) /* a description as long as its path */
+		if (t->nodes[i].leaf >= 0 && t->leaves[t->nodes[i].leaf].n_steps != depth[i])
+			rc = VELA_ECORRUPT;
+	if (rc == 0 && r.o != r.len)
+		rc = VELA_ECORRUPT;
+	free(depth);
+	if (all)
+		roaring_bitmap_free(all);
+	if (rc) {
+		qdtree_free(t);
+		return rc;
+	}
+	*out = t;
+	return 0;
 }

@@ -734,7 +734,8 @@ void cmd_del(cmd_ctx_t *), cmd_exists(cmd_ctx_t *), cmd_type(cmd_ctx_t *),
 void cmd_save(cmd_ctx_t *), cmd_bgsave(cmd_ctx_t *), cmd_lastsave(cmd_ctx_t *);
 void cmd_ft_create(cmd_ctx_t *), cmd_ft_search(cmd_ctx_t *), cmd_ft_info(cmd_ctx_t *),
 	cmd_ft_list(cmd_ctx_t *), cmd_ft_dropindex(cmd_ctx_t *), cmd_ft_config(cmd_ctx_t *),
-	cmd_ft_explain(cmd_ctx_t *), cmd_ft_profile(cmd_ctx_t *), cmd_ft_train(cmd_ctx_t *);
+	cmd_ft_explain(cmd_ctx_t *), cmd_ft_profile(cmd_ctx_t *), cmd_ft_train(cmd_ctx_t *),
+	cmd_ft_layout(cmd_ctx_t *);
 void cmd_embed(cmd_ctx_t *); /* embedq.c */
 
 #define W CMD_WRITE
@@ -766,6 +767,7 @@ static const srv_command_t commands[] = {
 	{"ft.dropindex", -2, ALONE, cmd_ft_dropindex},
 	{"ft.explain", -3, CMD_SEARCH | CMD_EMBED, cmd_ft_explain},
 	{"ft.info", 2, CMD_CSTR, cmd_ft_info},
+	{"ft.layout", -3, ALONE, cmd_ft_layout},
 	{"ft.profile", -5, CMD_SEARCH | CMD_EMBED, cmd_ft_profile},
 	{"ft.search", -3, CMD_SEARCH | CMD_EMBED, cmd_ft_search},
 	{"ft.train", -2, ALONE, cmd_ft_train},

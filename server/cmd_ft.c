@@ -1,6 +1,7 @@
 #define _GNU_SOURCE /* qsort_r */
 /* The Redis Query Engine subset: FT.CREATE FT.SEARCH FT.INFO FT._LIST
- * FT.DROPINDEX FT.CONFIG FT.EXPLAIN FT.PROFILE (reference §2). FT.SEARCH,
+ * FT.DROPINDEX FT.CONFIG FT.EXPLAIN FT.PROFILE (reference §2), and vela's
+ * FT.TRAIN and FT.LAYOUT. FT.SEARCH,
  * FT.PROFILE and FT.EXPLAIN run on the search workers; the FT.SEARCH
  * queries a worker takes together go through vela_search_batch. */
 #include <math.h>
@@ -521,6 +522,200 @@ static void info_attribute(resp_out_t *o, vela_db_t *db, const char *index,
 	}
 }
 
+/* ------------------------------------------------------------ layouts */
+
+/* Pairs the layout entry of a field writes (info_layout). */
+#define LAYOUT_INFO_PAIRS 22u
+
+/* One vector field's partition layout (docs/partitions.md), as name/value
+ * pairs in an array like an attribute's: FT.INFO's "layouts" entries and
+ * FT.LAYOUT INFO's reply. */
+static void info_layout(resp_out_t *o, const char *field, const vela_layout_info_t *li)
+{
+	char hash[24];
+	snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)li->workload_hash);
+	resp_array(o, 2 * LAYOUT_INFO_PAIRS);
+	resp_simple(o, "attribute");
+	resp_bulk_str(o, field);
+	resp_simple(o, "leaves");
+	resp_int(o, li->leaves);
+	resp_simple(o, "clusters");
+	resp_int(o, li->clusters);
+	resp_simple(o, "rows");
+	resp_int(o, (int64_t)li->rows);
+	resp_simple(o, "rows_per_cluster_min");
+	resp_int(o, (int64_t)li->min_rows);
+	resp_simple(o, "rows_per_cluster_median");
+	resp_int(o, (int64_t)li->median_rows);
+	resp_simple(o, "rows_per_cluster_max");
+	resp_int(o, (int64_t)li->max_rows);
+	resp_simple(o, "delta");
+	resp_int(o, (int64_t)li->delta);
+	resp_simple(o, "stale");
+	resp_int(o, li->stale);
+	resp_simple(o, "workload_hash");
+	resp_bulk_str(o, hash);
+	resp_simple(o, "workload_shapes");
+	resp_int(o, (int64_t)li->workload_shapes);
+	resp_simple(o, "workload_queries");
+	resp_int(o, (int64_t)li->workload_queries);
+	resp_simple(o, "drift");
+	resp_double(o, li->drift);
+	resp_simple(o, "build_time_ms");
+	resp_double(o, (double)li->build_ns / 1e6);
+	resp_simple(o, "built_at_ms");
+	resp_int(o, (int64_t)li->built_at_ms);
+	resp_simple(o, "loaded");
+	resp_int(o, li->loaded);
+	resp_simple(o, "rebuilds");
+	resp_int(o, (int64_t)li->rebuilds);
+	resp_simple(o, "folds");
+	resp_int(o, (int64_t)li->folds);
+	resp_simple(o, "rebuild_pending");
+	resp_int(o, li->rebuild_pending);
+	resp_simple(o, "probe_factor");
+	resp_double(o, li->probe_factor);
+	resp_simple(o, "probe_min");
+	resp_int(o, li->probe_min);
+	resp_simple(o, "memory");
+	resp_int(o, (int64_t)li->bytes);
+}
+
+/* The layouts of d's vector fields (li: d->n_fields entries, built set
+ * for those with one): how many have one. */
+static size_t layouts_get(vela_db_t *db, const vela_index_def_t *d, vela_layout_info_t *li)
+{
+	size_t n = 0;
+	for (uint32_t i = 0; li && i < d->n_fields; i++) {
+		const vela_field_def_t *f = &d->fields[i];
+		vela_err_t err = {0};
+		if (f->type == VELA_FIELD_VECTOR &&
+		    vela_layout_info(db, d->name, f->alias ? f->alias : f->name, &li[i], &err) == 0 &&
+		    li[i].built)
+			n++;
+		else
+			li[i].built = false;
+	}
+	return n;
+}
+
+/* FT.INFO's "layouts": one entry per vector field with a layout. */
+static void info_layouts(resp_out_t *o, const vela_index_def_t *d, const vela_layout_info_t *li,
+			 size_t n)
+{
+	resp_array(o, n);
+	for (uint32_t i = 0; li && i < d->n_fields; i++)
+		if (li[i].built)
+			info_layout(o, d->fields[i].alias ? d->fields[i].alias : d->fields[i].name,
+				    &li[i]);
+}
+
+/* FT.LAYOUT index BUILD [FIELD f] [CLUSTER_ROWS n] [LEAF_MIN n] [MAX_CUTS n]
+ * [PROBE_FACTOR x] [PROBE_MIN n] | INFO [FIELD f] | DROP [FIELD f] (vela):
+ * the partition layout of a vector field (docs/partitions.md). Without
+ * FIELD: the index's only vector field. */
+#define FT_LAYOUT_SYNTAX                                                                      \
+	"ERR syntax error: FT.LAYOUT index BUILD [FIELD f] [CLUSTER_ROWS n] [LEAF_MIN n] "   \
+	"[MAX_CUTS n] [PROBE_FACTOR x] [PROBE_MIN n] | INFO [FIELD f] | DROP [FIELD f]"
+
+/* The vector field FT.LAYOUT names (or the only one); replies on failure. */
+static const char *layout_field(cmd_ctx_t *x, const vela_index_def_t *d, const char *named)
+{
+	const char *only = NULL;
+	uint32_t nv = 0;
+	for (uint32_t i = 0; i < d->n_fields; i++) {
+		const vela_field_def_t *f = &d->fields[i];
+		const char *q = f->alias ? f->alias : f->name;
+		if (named && strcmp(q, named) == 0) {
+			if (f->type != VELA_FIELD_VECTOR) {
+				resp_errorf(x->out, "-ERR %s is not a vector field", named);
+				return NULL;
+			}
+			return q;
+		}
+		if (f->type == VELA_FIELD_VECTOR) {
+			only = q;
+			nv++;
+		}
+	}
+	if (named)
+		resp_errorf(x->out, "-ERR Unknown field '%s'", named);
+	else if (nv != 1)
+		resp_errorf(x->out, "-ERR the index has %u vector fields: name one with FIELD", nv);
+	return named ? NULL : nv == 1 ? only : NULL;
+}
+
+void cmd_ft_layout(cmd_ctx_t *x)
+{
+	if (x->argc < 3) {
+		resp_error(x->out, FT_LAYOUT_SYNTAX);
+		return;
+	}
+	int op = arg_eq(&x->argv[2], "BUILD") ? 0 : arg_eq(&x->argv[2], "INFO") ? 1
+						: arg_eq(&x->argv[2], "DROP") ? 2 : -1;
+	const char *named = NULL;
+	vela_layout_opts_t lo = {0};
+	for (int i = 3; op >= 0 && i < x->argc; i += 2) {
+		const resp_arg_t *a = &x->argv[i];
+		int64_t n = 0;
+		double v = 0;
+		bool num = !arg_eq(a, "FIELD") && !arg_eq(a, "PROBE_FACTOR");
+		if (i + 1 >= x->argc || (op != 0 && !arg_eq(a, "FIELD")) ||
+		    (num && (arg_int64(&x->argv[i + 1], &n) || n < 1 || n > (int64_t)UINT32_MAX))) {
+			op = -1;
+			break;
+		}
+		if (arg_eq(a, "FIELD"))
+			named = x->argv[i + 1].p;
+		else if (arg_eq(a, "CLUSTER_ROWS"))
+			lo.cluster_rows = (uint32_t)n;
+		else if (arg_eq(a, "LEAF_MIN"))
+			lo.leaf_min = (uint64_t)n;
+		else if (arg_eq(a, "MAX_CUTS"))
+			lo.max_cuts = (uint32_t)n;
+		else if (arg_eq(a, "PROBE_MIN"))
+			lo.probe_min = (uint32_t)n;
+		else if (arg_eq(a, "PROBE_FACTOR") && arg_double(&x->argv[i + 1], &v) == 0 &&
+			 v == v && v < 1e30 && v > -1e30)
+			lo.probe_factor = v <= 0 ? -1.0f : (float)v; /* <= 0: exact */
+		else
+			op = -1;
+	}
+	if (op < 0) {
+		resp_error(x->out, FT_LAYOUT_SYNTAX);
+		return;
+	}
+	vela_index_def_t *d;
+	vela_err_t err = {0};
+	if (vela_index_describe(x->db, x->argv[1].p, &d, &err)) {
+		resp_error(x->out, "-Unknown index name");
+		return;
+	}
+	const char *field = layout_field(x, d, named);
+	int rc = 0;
+	vela_layout_info_t li;
+	if (field && op == 0)
+		rc = vela_layout_build(x->db, d->name, field, &lo, &err);
+	else if (field && op == 1) {
+		rc = vela_layout_info(x->db, d->name, field, &li, &err);
+		if (rc == 0 && !li.built)
+			rc = vela_err_set(&err, VELA_ENOTFOUND, "%s has no layout (FT.LAYOUT %s BUILD "
+							       "FIELD %s builds one)",
+					  field, d->name, field);
+	} else if (field) {
+		rc = vela_layout_drop(x->db, d->name, field, &err);
+	}
+	if (field == NULL)
+		; /* replied */
+	else if (rc)
+		resp_errorf(x->out, "-ERR %s", err.msg);
+	else if (op == 1)
+		info_layout(x->out, field, &li);
+	else
+		resp_simple(x->out, "OK");
+	vela_index_def_free(d);
+}
+
 void cmd_ft_info(cmd_ctx_t *x)
 {
 	vela_index_def_t *d;
@@ -531,8 +726,12 @@ void cmd_ft_info(cmd_ctx_t *x)
 		resp_error(x->out, "-Unknown index name");
 		return;
 	}
+	/* vela's "layouts" (docs/partitions.md) only when a field has one: the
+	 * reply of an index without keeps Redis's twelve keys */
+	vela_layout_info_t *li = calloc(d->n_fields ? d->n_fields : 1, sizeof(*li));
+	size_t nl = layouts_get(x->db, d, li);
 	resp_out_t *o = x->out;
-	resp_map(o, 12);
+	resp_map(o, 12 + (nl > 0));
 	resp_simple(o, "index_name");
 	resp_bulk_str(o, d->name);
 	resp_simple(o, "index_options");
@@ -571,6 +770,11 @@ void cmd_ft_info(cmd_ctx_t *x)
 	resp_int(o, info.graphs_building ? 1 : 0);
 	resp_simple(o, "percent_indexed");
 	resp_double(o, 1.0);
+	if (nl) {
+		resp_simple(o, "layouts");
+		info_layouts(o, d, li, nl);
+	}
+	free(li);
 	vela_index_def_free(d);
 }
 

@@ -710,9 +710,16 @@ void vela_gpu_info(vela_gpu_info_t *out);
  * clusters inside each leaf. vela_search_batch then answers a KNN whose
  * filter matches more than VELA_LAYOUT_SCAN_MAX documents (or any KNN
  * with force_plan = VELA_PLAN_PARTITIONS) with the "partitions" plan:
- * approximate, its recall set by probe_factor. A layout is a snapshot:
- * after any write to the field it is stale and unused until rebuilt. The
- * layout is kept in memory only (no snapshot yet).
+ * approximate, its recall set by probe_factor. Writes keep a layout usable:
+ * a written vector leaves its cluster for the layout's "delta", which every
+ * partitions query scans exactly, a deleted one leaves both; in databases
+ * opened with VELA_OPEN_BACKGROUND_BUILD a background job folds the delta
+ * back into the clusters once it passes a tenth of the rows (each document
+ * routed by the tree's cuts and to its leaf's nearest centroid) and
+ * rebuilds the layout when a cluster doubled or the workload drifted.
+ * The layout is saved beside the database at close
+ * (part-<index id>-<field>.snap, with the workload log) and loaded at the
+ * field's first use if no write happened since (docs/partitions.md §5).
  */
 
 /** The batch-only plan over a layout (vela_result_t.plan "partitions";
@@ -752,10 +759,24 @@ typedef struct vela_layout_info {
 	uint64_t build_ns;
 	uint64_t workload_shapes, workload_queries; /**< in the log now */
 	uint64_t workload_hash; /**< of the log the layout was built from */
+	uint64_t delta;         /**< docids written since the build, scanned exactly */
+	uint64_t built_at_ms;   /**< wall clock (Unix ms) of the build */
+	bool loaded;            /**< loaded from its file rather than built here */
+	bool rebuild_pending;   /**< a background rebuild is queued or running */
+	uint64_t rebuilds;      /**< background rebuilds installed in this process */
+	uint64_t folds;         /**< background folds of the delta into the clusters */
+	double drift;           /**< last workload drift measured (TVD), -1: none yet */
+	float probe_factor;     /**< the probing in use (-1: exact) */
+	uint32_t probe_min;
 } vela_layout_info_t;
 
+/** The field's layout and workload log (built false: no layout).
+ * @return 0; VELA_ENOTFOUND (index or field); VELA_ETYPE (not a vector field) */
 int vela_layout_info(vela_db_t *db, const char *index, const char *field,
 		     vela_layout_info_t *out, vela_err_t *err);
+/** Drop the field's layout and its file (the workload log stays).
+ * @return 0; VELA_ENOTFOUND (index, field or no layout); VELA_ETYPE */
+int vela_layout_drop(vela_db_t *db, const char *index, const char *field, vela_err_t *err);
 
 /**
  * @brief Record a query in its KNN field's workload log without running it
@@ -767,7 +788,8 @@ int vela_workload_record(vela_db_t *db, const char *index, const char *query, si
 /** Write the field's log to <db dir>/wlog-<index id>-<field no>.bin (magic,
  * version, XXH3 checksum); a later process loads it on first use. */
 int vela_workload_save(vela_db_t *db, const char *index, const char *field, vela_err_t *err);
-/** Free every workload log and layout of `db` (call before vela_db_close). */
+/** Free every workload log and layout of `db` (vela_db_close does it, after
+ * saving them). */
 void vela_layout_release(vela_db_t *db);
 
 #ifdef __cplusplus

@@ -110,6 +110,12 @@ UNREACHED(int vela_index_describe(vela_db_t *db, const char *name, vela_index_de
 UNREACHED(void vela_index_def_free(vela_index_def_t *def))
 UNREACHED(int vela_index_train(vela_db_t *db, const char *index, const char *field,
 			       const float *queries, size_t n_queries, uint32_t dim, vela_err_t *err))
+UNREACHED(int vela_layout_build(vela_db_t *db, const char *index, const char *field,
+				const vela_layout_opts_t *opts, vela_err_t *err))
+UNREACHED(int vela_layout_info(vela_db_t *db, const char *index, const char *field,
+			       vela_layout_info_t *out, vela_err_t *err))
+UNREACHED(int vela_layout_drop(vela_db_t *db, const char *index, const char *field,
+			       vela_err_t *err))
 UNREACHED(int vela_field_memory(vela_db_t *db, const char *index, const char *field,
 				vela_field_memory_t *out, vela_err_t *err))
 UNREACHED(int vela_search(vela_db_t *db, const vela_search_req_t *req, vela_result_t **out,

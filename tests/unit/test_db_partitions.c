@@ -5,8 +5,18 @@
  *   - a layout learned from the past workload, probed exhaustively, answers
  *     the future workload exactly as the exact plan does;
  *   - with the default probing, recall@10 >= 0.9 in every selectivity
- *     bucket of the future workload (trained on the past one). */
+ *     bucket of the future workload (trained on the past one);
+ *   - after inserts, updates and deletes the layout stays in use and,
+ *     probed exhaustively, still answers exactly as the exact plan;
+ *   - a layout saved at close comes back at the next open (same answers),
+ *     a damaged or stale file is refused, FT.DROPINDEX deletes it;
+ *   - the builder folds a delta past its fraction of the rows into the
+ *     clusters, and rebuilds a layout whose workload drifted (not one whose
+ *     workload did not) or whose clusters grew past twice their size. */
 #include "test_db_util.h"
+
+#include <glob.h>
+#include <unistd.h>
 
 #include "bench/workload_gen.h"
 
@@ -167,7 +177,7 @@ Test(db_partitions, workload_log)
 	vela_db_close(e.db);
 	e.db = db_open_ok(e.dir, 0);
 	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &li, &err), 0);
-	cr_assert_eq(li.workload_queries, 0, "loaded on first use");
+	cr_assert_eq(li.workload_queries, 6, "loaded on first use (the info is one)");
 	cr_assert_eq(vela_workload_record(e.db, "pt", texts[0], 0, &prm, 1, &err), 0);
 	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &li, &err), 0);
 	cr_assert_eq(li.workload_queries, 7, "the saved log came back");
@@ -203,18 +213,6 @@ Test(db_partitions, exhaustive_equals_exact)
 		}
 		vela_result_free(a[i]);
 		vela_result_free(b[i]);
-	}
-	/* a write makes the layout stale: the batch answers exactly again */
-	float v[PT_DIM] = {0};
-	vela_kv_t kv[] = {{"v", 1, v, sizeof(v)}, {"cat", 3, "k1", 2}};
-	cr_assert_eq(vela_hset(e.db, "doc:new", 7, kv, 2, NULL, &err), 0, "%s", err.msg);
-	vela_layout_info_t li;
-	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &li, &err), 0);
-	cr_assert(li.stale);
-	pt_run(&e, qs, VELA_PLAN_PARTITIONS, a);
-	for (uint32_t i = 0; i < PT_FUTURE; i++) {
-		cr_assert(a[i]->plan == NULL || strcmp(a[i]->plan, "partitions"));
-		vela_result_free(a[i]);
 	}
 	free(a);
 	free(b);
@@ -273,6 +271,354 @@ Test(db_partitions, recall_per_bucket)
 		cr_expect(rp >= 0.9, "bucket %g: partitions recall %.4f", wl_bucket_values[bk], rp);
 	}
 	free(a);
+	free(qs);
+	pt_teardown(&e);
+}
+
+/* ------------------------------------------------------------ through writes */
+
+/* HSET document i's attributes under `key` with vector `vec`. */
+static int pt_doc_put(vela_batch_t *b, const wl_data_t *d, uint32_t i, const char *key,
+		      const float *vec, vela_err_t *err)
+{
+	char cat[16], tags[WL_TAGS_MAX_MAX * 8], clu[16], num[32], pos[32];
+	int lc = snprintf(cat, sizeof(cat), "k%u", d->cat[i]);
+	int lg = snprintf(clu, sizeof(clu), "g%u", d->clu[i]);
+	int ln = snprintf(num, sizeof(num), "%.17g", d->num[i]);
+	int lp = snprintf(pos, sizeof(pos), "%.17g", d->pos[i]);
+	size_t lt = 0;
+	for (uint32_t t = 0; t < d->ntags[i]; t++)
+		lt += (size_t)snprintf(tags + lt, sizeof(tags) - lt, "%st%u", t ? "," : "",
+				       d->tags[(size_t)i * d->p.tags_max + t]);
+	vela_kv_t kv[] = {
+		{"v", 1, vec, d->p.dim * sizeof(float)},
+		{"cat", 3, cat, (size_t)lc},
+		{"tags", 4, tags, lt},
+		{"clu", 3, clu, (size_t)lg},
+		{"num", 3, num, (size_t)ln},
+		{"pos", 3, pos, (size_t)lp},
+	};
+	return vela_batch_hset(b, key, strlen(key), kv, 6, NULL, err);
+}
+
+#define PT_INSERTS 300u
+#define PT_UPDATES 300u
+#define PT_DELETES 300u
+
+/* A mix of writes, in three commits: new documents (the attributes of
+ * existing ones, moved vectors), vector updates (some with another
+ * document's attributes), deletes, a deleted document written again and
+ * an inserted one deleted again. Returns the docs written (in the delta). */
+static void pt_mutate(pt_env_t *e, uint32_t round)
+{
+	vela_err_t err = {0};
+	vela_batch_t *b;
+	float v[PT_DIM];
+	char key[48];
+	cr_assert_eq(vela_batch_begin(e->db, &b, &err), 0, "%s", err.msg);
+	for (uint32_t j = 0; j < PT_INSERTS; j++) {
+		uint32_t i = (j * 61 + round * 7) % PT_N;
+		for (uint32_t t = 0; t < PT_DIM; t++)
+			v[t] = e->d.vecs[(size_t)i * PT_DIM + t] + 0.01f * (float)((j + t) % 7);
+		snprintf(key, sizeof(key), "doc:n%u-%u", round, j);
+		cr_assert_eq(pt_doc_put(b, &e->d, i, key, v, &err), 0, "%s", err.msg);
+	}
+	cr_assert_eq(vela_batch_commit(b, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_batch_begin(e->db, &b, &err), 0, "%s", err.msg);
+	for (uint32_t j = 0; j < PT_UPDATES; j++) {
+		uint32_t i = (j * 97 + 13 + round * 11) % PT_N, src = j % 3 ? i : (i + 5000) % PT_N;
+		for (uint32_t t = 0; t < PT_DIM; t++)
+			v[t] = e->d.vecs[(size_t)(PT_N - 1 - i) * PT_DIM + t];
+		snprintf(key, sizeof(key), "doc:%u", i);
+		cr_assert_eq(pt_doc_put(b, &e->d, src, key, v, &err), 0, "%s", err.msg);
+	}
+	cr_assert_eq(vela_batch_commit(b, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_batch_begin(e->db, &b, &err), 0, "%s", err.msg);
+	for (uint32_t j = 0; j < PT_DELETES; j++) {
+		uint32_t i = (j * 53 + 29 + round * 3) % PT_N;
+		snprintf(key, sizeof(key), "doc:%u", i);
+		cr_assert_eq(vela_batch_del(b, key, strlen(key), NULL, &err), 0, "%s", err.msg);
+	}
+	snprintf(key, sizeof(key), "doc:%u", (29 + round * 3) % PT_N); /* deleted above */
+	cr_assert_eq(pt_doc_put(b, &e->d, 7, key, e->d.vecs + 7 * PT_DIM, &err), 0, "%s", err.msg);
+	snprintf(key, sizeof(key), "doc:n%u-%u", round, 5u); /* inserted above */
+	cr_assert_eq(vela_batch_del(b, key, strlen(key), NULL, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_batch_commit(b, &err), 0, "%s", err.msg);
+}
+
+/* The future workload plus unfiltered queries. */
+static pt_query_t *pt_queries(pt_env_t *e)
+{
+	pt_query_t *qs = pt_future(e);
+	for (uint32_t i = PT_FUTURE - 40; i < PT_FUTURE; i++)
+		snprintf(qs[i].text, sizeof(qs[i].text), "*=>[KNN %u @v $B AS d]", PT_K);
+	return qs;
+}
+
+/* Partitions (every cluster probed) == the exact plan, on qs. */
+static void pt_check_exact(pt_env_t *e, pt_query_t *qs, const char *when)
+{
+	vela_result_t **a = calloc(PT_FUTURE, sizeof(*a)), **b = calloc(PT_FUTURE, sizeof(*b));
+	pt_run(e, qs, VELA_PLAN_PARTITIONS, a);
+	pt_run(e, qs, VELA_PLAN_SCAN, b);
+	for (uint32_t i = 0; i < PT_FUTURE; i++) {
+		if (a[i]->plan == NULL || strcmp(a[i]->plan, "partitions"))
+			cr_assert_fail("%s: query %u took plan %s", when, i,
+				       a[i]->plan ? a[i]->plan : "(none)");
+		if (a[i]->n_hits != b[i]->n_hits)
+			cr_assert_fail("%s: query %u (%s): %zu hits, exact %zu", when, i, qs[i].text,
+				       a[i]->n_hits, b[i]->n_hits);
+		for (size_t j = 0; j < a[i]->n_hits; j++) {
+			const vela_search_hit_t *x = &a[i]->hits[j], *y = &b[i]->hits[j];
+			if (strcmp(x->key, y->key) ||
+			    fabs(x->dist - y->dist) > 1e-5 * fabs(y->dist) + 1e-30)
+				cr_assert_fail("%s: query %u hit %zu: %s %.9g, exact %s %.9g", when, i,
+					       j, x->key, x->dist, y->key, y->dist);
+		}
+		vela_result_free(a[i]);
+		vela_result_free(b[i]);
+	}
+	free(a);
+	free(b);
+}
+
+Test(db_partitions, writes_keep_layout_exact)
+{
+	pt_env_t e;
+	pt_setup(&e);
+	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128};
+	pt_train(&e, &o);
+	vela_err_t err = {0};
+	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, &err), 0, "%s", err.msg);
+	pt_query_t *qs = pt_queries(&e);
+	pt_mutate(&e, 0);
+	vela_layout_info_t li;
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &li, &err), 0);
+	cr_assert(li.built && !li.stale, "writes keep the layout in use");
+	/* delta: the inserts but the one deleted, the updates not deleted
+	 * after, the deleted document written again */
+	cr_assert(li.delta >= PT_INSERTS + PT_UPDATES / 2 && li.delta <= PT_INSERTS + PT_UPDATES,
+		  "delta %llu", (unsigned long long)li.delta);
+	cr_assert(li.rows + li.delta == PT_N + PT_INSERTS - PT_DELETES,
+		  "every live vector once: %llu in clusters + %llu in the delta",
+		  (unsigned long long)li.rows, (unsigned long long)li.delta);
+	pt_check_exact(&e, qs, "after writes");
+	/* a layout that missed writes (none here) and a second round */
+	pt_mutate(&e, 1);
+	pt_check_exact(&e, qs, "after a second round");
+	free(qs);
+	pt_teardown(&e);
+}
+
+/* ------------------------------------------------------------ persistence */
+
+/* The layout file of field 5 (v), whatever the index id; "" when none. */
+static void pt_path(const pt_env_t *e, char *buf, size_t cap)
+{
+	char pat[128];
+	glob_t g;
+	snprintf(pat, sizeof(pat), "%s/part-*-5.snap", e->dir);
+	buf[0] = 0;
+	if (glob(pat, 0, NULL, &g) == 0 && g.gl_pathc == 1)
+		snprintf(buf, cap, "%s", g.gl_pathv[0]);
+	globfree(&g);
+}
+
+Test(db_partitions, saved_and_loaded)
+{
+	pt_env_t e;
+	pt_setup(&e);
+	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128};
+	pt_train(&e, &o);
+	vela_err_t err = {0};
+	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, &err), 0, "%s", err.msg);
+	pt_mutate(&e, 0);
+	vela_layout_info_t a, b;
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &a, &err), 0);
+	vela_db_close(e.db); /* saves the log and the layout */
+	char path[128];
+	pt_path(&e, path, sizeof(path));
+	cr_assert(path[0] && access(path, F_OK) == 0, "part-<id>-5.snap written at close");
+	e.db = db_open_ok(e.dir, 0);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &b, &err), 0);
+	cr_assert(b.built && b.loaded && !b.stale, "loaded at first use");
+	cr_assert(a.leaves == b.leaves && a.clusters == b.clusters && a.rows == b.rows &&
+		  a.delta == b.delta && a.workload_hash == b.workload_hash &&
+		  a.min_rows == b.min_rows && a.max_rows == b.max_rows);
+	cr_assert_lt(b.probe_factor, 0, "the probing came back (exact)");
+	pt_query_t *qs = pt_queries(&e);
+	pt_check_exact(&e, qs, "after a reopen");
+
+	/* a damaged file is refused (and deleted): no layout */
+	vela_db_close(e.db);
+	FILE *f = fopen(path, "r+b");
+	cr_assert_not_null(f);
+	fseek(f, 200, SEEK_SET);
+	int c = fgetc(f);
+	fseek(f, 200, SEEK_SET);
+	fputc(c ^ 0x5a, f);
+	fclose(f);
+	e.db = db_open_ok(e.dir, 0);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &b, &err), 0);
+	cr_assert(!b.built, "a damaged file is not trusted");
+	cr_assert_neq(access(path, F_OK), 0, "and removed");
+
+	/* a file written before later writes (a crash after them) is stale:
+	 * refused. The old file is put back after a session that wrote. */
+	cr_assert_eq(vela_layout_build(e.db, "pt", "v", &o, &err), 0, "%s", err.msg);
+	vela_db_close(e.db);
+	cr_assert_eq(access(path, F_OK), 0);
+	char old[160];
+	snprintf(old, sizeof(old), "%s.old", path);
+	cr_assert_eq(link(path, old), 0);
+	e.db = db_open_ok(e.dir, 0);
+	float v[PT_DIM] = {0};
+	vela_kv_t kv[] = {{"v", 1, v, sizeof(v)}, {"cat", 3, "k1", 2}};
+	cr_assert_eq(vela_hset(e.db, "doc:late", 8, kv, 2, NULL, &err), 0, "%s", err.msg);
+	vela_db_close(e.db);
+	cr_assert_eq(rename(old, path), 0);
+	e.db = db_open_ok(e.dir, 0);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &b, &err), 0);
+	cr_assert(!b.built, "a write came after the file: stale");
+	cr_assert_neq(access(path, F_OK), 0, "and removed");
+
+	/* FT.DROPINDEX deletes the file */
+	cr_assert_eq(vela_layout_build(e.db, "pt", "v", &o, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_workload_save(e.db, "pt", "v", &err), 0, "%s", err.msg);
+	cr_assert_eq(access(path, F_OK), 0, "saved with the log");
+	cr_assert_eq(vela_layout_drop(e.db, "pt", "v", &err), 0, "%s", err.msg);
+	cr_assert_neq(access(path, F_OK), 0, "dropped with the layout");
+	cr_assert_eq(vela_layout_drop(e.db, "pt", "v", &err), VELA_ENOTFOUND);
+	cr_assert_eq(vela_layout_build(e.db, "pt", "v", &o, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_workload_save(e.db, "pt", "v", &err), 0, "%s", err.msg);
+	cr_assert_eq(access(path, F_OK), 0);
+	cr_assert_eq(vela_index_drop(e.db, "pt", false, &err), 0, "%s", err.msg);
+	cr_assert_neq(access(path, F_OK), 0, "FT.DROPINDEX removed the layout file");
+	free(qs);
+	pt_teardown(&e);
+}
+
+/* ------------------------------------------------------------ rebuilds */
+
+static vela_db_t *pt_open_bg(const char *dir)
+{
+	vela_db_t *db = NULL;
+	vela_err_t err = {0};
+	vela_db_options_t o = {.flags = VELA_OPEN_BACKGROUND_BUILD};
+	cr_assert_eq(vela_db_open(dir, &o, &db, &err), 0, "%s", err.msg);
+	return db;
+}
+
+static void pt_record(pt_env_t *e, uint32_t from, uint32_t n, const char *text)
+{
+	vela_err_t err = {0};
+	pt_query_t *q = malloc(sizeof(*q));
+	for (uint32_t i = from; i < from + n; i++) {
+		pt_make(&e->d, e->t, e->cdf, 0, i, q);
+		if (text)
+			snprintf(q->text, sizeof(q->text), "%s", text);
+		vela_kv_t prm = {"B", 1, q->q, sizeof(q->q)};
+		cr_assert_eq(vela_workload_record(e->db, "pt", q->text, 0, &prm, 1, &err), 0, "%s",
+			     err.msg);
+	}
+	free(q);
+}
+
+Test(db_partitions, rebuilt_on_delta_and_drift)
+{
+	pt_env_t e;
+	pt_setup(&e);
+	vela_db_close(e.db);
+	e.db = pt_open_bg(e.dir);
+	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128};
+	pt_train(&e, &o);
+	vela_err_t err = {0};
+	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, &err), 0, "%s", err.msg);
+	vela_layout_info_t a, b;
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &a, &err), 0);
+
+	/* more of the same workload (over half as many queries as the build's,
+	 * so that drift is judged): no drift */
+	pt_record(&e, PT_PAST, PT_PAST / 2 + 128, NULL);
+	cr_assert_eq(vela_db_wait_builds(e.db, 60000), 0);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &b, &err), 0);
+	cr_log_info("drift of more past queries: %.3f", b.drift);
+	cr_assert(b.drift >= 0 && b.drift <= 0.2, "drift %.3f", b.drift);
+	cr_assert_eq(b.rebuilds, 0);
+
+	/* another template: drift, rebuilt in the background */
+	pt_record(&e, 0, 1024, "@num:[0 0.5]=>[KNN 10 @v $B AS d]");
+	cr_assert_eq(vela_db_wait_builds(e.db, 120000), 0);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &b, &err), 0);
+	cr_log_info("drift to one new template: %.3f, rebuilds %llu", b.drift,
+		    (unsigned long long)b.rebuilds);
+	cr_assert_gt(b.drift, 0.2);
+	cr_assert_eq(b.rebuilds, 1);
+	cr_assert(b.built && !b.stale && b.workload_hash != a.workload_hash);
+
+	/* the delta past a tenth of the rows: folded into the clusters (each
+	 * document routed by the cuts to its leaf, then to the nearest centroid) */
+	vela_batch_t *bt;
+	float v[PT_DIM];
+	char key[32];
+	cr_assert_eq(vela_batch_begin(e.db, &bt, &err), 0, "%s", err.msg);
+	for (uint32_t i = 0; i < PT_N / 10 + 100; i++) {
+		for (uint32_t t = 0; t < PT_DIM; t++)
+			v[t] = e.d.vecs[(size_t)i * PT_DIM + t] * 0.5f;
+		snprintf(key, sizeof(key), "doc:%u", i);
+		cr_assert_eq(pt_doc_put(bt, &e.d, i, key, v, &err), 0, "%s", err.msg);
+	}
+	cr_assert_eq(vela_batch_commit(bt, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_db_wait_builds(e.db, 120000), 0);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &b, &err), 0);
+	cr_log_info("after the fold: %llu folds, %llu rebuilds, delta %llu, max cluster %llu",
+		    (unsigned long long)b.folds, (unsigned long long)b.rebuilds,
+		    (unsigned long long)b.delta, (unsigned long long)b.max_rows);
+	cr_assert_eq(b.folds, 1, "folded for the delta");
+	cr_assert_eq(b.delta, 0, "folded in");
+	cr_assert_eq(b.rows, PT_N);
+	pt_query_t *qs = pt_queries(&e);
+	pt_check_exact(&e, qs, "after the fold");
+
+	/* new documents crowding one cluster: past twice its size, rebuilt
+	 * (after any rebuild the searches above found drift for) */
+	cr_assert_eq(vela_db_wait_builds(e.db, 120000), 0);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &b, &err), 0);
+	uint64_t rebuilds = b.rebuilds;
+	cr_assert_eq(vela_batch_begin(e.db, &bt, &err), 0, "%s", err.msg);
+	for (uint32_t j = 0; j < PT_N / 10 + 100; j++) {
+		for (uint32_t t = 0; t < PT_DIM; t++)
+			v[t] = e.d.vecs[t] + 1e-3f * (float)((j * 7 + t) % 13);
+		snprintf(key, sizeof(key), "doc:g%u", j);
+		cr_assert_eq(pt_doc_put(bt, &e.d, 0, key, v, &err), 0, "%s", err.msg);
+	}
+	cr_assert_eq(vela_batch_commit(bt, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_db_wait_builds(e.db, 120000), 0);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &b, &err), 0);
+	cr_assert_eq(b.rebuilds, rebuilds + 1, "rebuilt: a cluster grew past twice its size");
+	cr_assert_eq(b.delta, 0);
+	cr_assert_eq(b.rows, PT_N + PT_N / 10 + 100);
+	pt_check_exact(&e, qs, "after the rebuilds");
+
+	/* a loaded layout folds with the cut predicates saved in its file */
+	cr_assert_eq(vela_db_wait_builds(e.db, 120000), 0);
+	vela_db_close(e.db);
+	e.db = pt_open_bg(e.dir);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &b, &err), 0);
+	cr_assert(b.built && b.loaded && b.folds == 0);
+	cr_assert_eq(vela_batch_begin(e.db, &bt, &err), 0, "%s", err.msg);
+	for (uint32_t i = PT_N / 2; i < PT_N / 2 + PT_N / 8; i++) { /* over a tenth of 22,100 */
+		snprintf(key, sizeof(key), "doc:%u", i);
+		cr_assert_eq(pt_doc_put(bt, &e.d, (i * 7) % PT_N, key,
+					e.d.vecs + (size_t)((i * 3) % PT_N) * PT_DIM, &err), 0, "%s",
+			     err.msg);
+	}
+	cr_assert_eq(vela_batch_commit(bt, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_db_wait_builds(e.db, 120000), 0);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &b, &err), 0);
+	cr_assert(b.folds == 1 && b.delta == 0, "folds %llu delta %llu",
+		  (unsigned long long)b.folds, (unsigned long long)b.delta);
+	pt_check_exact(&e, qs, "after a fold of a loaded layout");
 	free(qs);
 	pt_teardown(&e);
 }
