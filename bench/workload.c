@@ -18,6 +18,19 @@
  *   gt_past.jsonl         {"id", "keys", "dists"}: exact top-k in double
  *   gt_future.jsonl
  *   schema.txt            the FT.CREATE command of the index (--window: its EF_RUNTIME)
+ * and, for peers that do not parse the filters (bench/hybrid_peer.py; all
+ * little-endian, row i = query i of queries_future.jsonl, docid = document
+ * number = row of base.fvecs = key <prefix><docid>):
+ *   future.fvecs          the future query vectors (fvecs: int32 dim, dim floats)
+ *   future.gt.ivecs       the exact filtered top-k of each future query (ivecs:
+ *                         int32 k, k int32 docids ascending by (distance, docid),
+ *                         the same as gt_future.jsonl; -1 pads a row when the
+ *                         filter matches fewer than k documents)
+ *   future.matches.bitmap each future query's exact match set: ceil(n / 8) bytes
+ *                         per query, document i is bit (i & 7) (LSB first) of
+ *                         byte i >> 3 (faiss IDSelectorBitmap's order; numpy:
+ *                         unpackbits(bitorder="little")); its popcount is the
+ *                         query's "matches". --matches 0 skips these three files.
  * and a summary (queries per selectivity bucket and shape) on stderr. */
 #include <errno.h>
 #include <pthread.h>
@@ -41,6 +54,7 @@ typedef struct opts {
 	wl_params_t p;
 	const char *out, *prefix, *index, *create, *algo;
 	uint32_t past, future, k, threads, window;
+	uint32_t matches; /* write future.fvecs, future.gt.ivecs, future.matches.bitmap */
 } opts_t;
 
 static int usage(void)
@@ -51,7 +65,8 @@ static int usage(void)
 		"         [--template-zipf 1] [--cat-values 1000] [--cat-zipf 1]\n"
 		"         [--tag-vocab 2000] [--tag-zipf 1] [--tags-max 4] [--clu-noise 0.1]\n"
 		"         [--centre-sd 1] [--point-sd 0.5] [--threads N] [--prefix doc:]\n"
-		"         [--index hyb] [--create DBDIR [--algo graph|flat] [--window W]]\n");
+		"         [--index hyb] [--create DBDIR [--algo graph|flat] [--window W]]\n"
+		"         [--matches 0|1]\n");
 	return 2;
 }
 
@@ -88,6 +103,7 @@ static int parse(int argc, char **argv, opts_t *o)
 	o->algo = "graph";
 	o->past = o->future = WL_QUERIES_DEFAULT;
 	o->k = WL_K_DEFAULT;
+	o->matches = 1;
 	long nc = sysconf(_SC_NPROCESSORS_ONLN);
 	o->threads = nc < 1 ? 1 : nc > (long)WL_THREADS_MAX ? WL_THREADS_MAX : (uint32_t)nc;
 	for (int i = 1; i < argc; i++) {
@@ -126,6 +142,8 @@ static int parse(int argc, char **argv, opts_t *o)
 			rc = u32_arg(a, v, 1, WL_THREADS_MAX, &o->threads);
 		else if (!strcmp(a, "--window"))
 			rc = u32_arg(a, v, 1, 100000, &o->window);
+		else if (!strcmp(a, "--matches"))
+			rc = u32_arg(a, v, 0, 1, &o->matches);
 		else if (!strcmp(a, "--templates"))
 			rc = u32_arg(a, v, WL_TEMPLATES_MIN, WL_TEMPLATES_MAX, &o->p.templates);
 		else if (!strcmp(a, "--template-zipf"))
@@ -239,6 +257,8 @@ typedef struct wq {
 	double *dists;
 	uint32_t got;
 	uint64_t matches;
+	uint8_t *bits;     /* the match bitmap (future.matches.bitmap), or NULL */
+	uint64_t bits_set; /* its popcount: must equal matches */
 } wq_t;
 
 typedef struct gt_job {
@@ -259,7 +279,49 @@ static void *gt_worker(void *arg)
 			return NULL;
 		wq_t *w = &j->qs[i];
 		w->got = wl_truth(j->d, &w->f, w->q, j->k, w->ids, w->dists, &w->matches);
+		for (uint32_t x = 0; w->bits && x < j->d->p.n; x++)
+			if (wl_match(j->d, &w->f, x)) {
+				w->bits[x >> 3] |= (uint8_t)(1u << (x & 7));
+				w->bits_set++;
+			}
 	}
+}
+
+/* future.fvecs, future.gt.ivecs, future.matches.bitmap (the header comment). */
+static int write_peer_files(const opts_t *o, const wl_data_t *d, const wq_t *qs, uint32_t nq,
+			    const uint8_t *bits, size_t row)
+{
+	FILE *fv = out_open(o, "future.fvecs"), *fg = out_open(o, "future.gt.ivecs");
+	FILE *fm = out_open(o, "future.matches.bitmap");
+	int bad = fv == NULL || fg == NULL || fm == NULL;
+	int32_t dim = (int32_t)d->p.dim, k = (int32_t)o->k;
+	for (uint32_t i = 0; !bad && i < nq; i++) {
+		const wq_t *w = &qs[i];
+		if (w->bits_set != w->matches) {
+			fprintf(stderr, "bench_workload: query %u: bitmap %llu != %llu matches\n", i,
+				(unsigned long long)w->bits_set, (unsigned long long)w->matches);
+			bad = 1;
+			break;
+		}
+		fwrite(&dim, 4, 1, fv);
+		fwrite(w->q, sizeof(float), d->p.dim, fv);
+		fwrite(&k, 4, 1, fg);
+		for (uint32_t j = 0; j < o->k; j++) {
+			int32_t id = j < w->got ? (int32_t)w->ids[j] : -1;
+			fwrite(&id, 4, 1, fg);
+		}
+	}
+	if (!bad && nq && fwrite(bits, row, nq, fm) != nq)
+		bad = 1;
+	if (fv)
+		bad |= ferror(fv) || fclose(fv) != 0;
+	if (fg)
+		bad |= ferror(fg) || fclose(fg) != 0;
+	if (fm)
+		bad |= ferror(fm) || fclose(fm) != 0;
+	if (bad)
+		fprintf(stderr, "bench_workload: cannot write the future peer files\n");
+	return bad ? -1 : 0;
 }
 
 static const char *bucket_name(int b)
@@ -278,11 +340,20 @@ static int write_workload(const opts_t *o, const wl_data_t *d, const wl_template
 	double *dists = malloc((size_t)(nq ? nq : 1) * k * sizeof(double));
 	char *text = malloc(65536);
 	int rc = qs && vecs && ids && dists && text ? 0 : -1;
+	size_t row = ((size_t)d->p.n + 7) / 8;
+	uint8_t *bits = NULL;
+	if (rc == 0 && future && o->matches && nq &&
+	    (bits = calloc(nq, row)) == NULL) {
+		fprintf(stderr, "bench_workload: no memory for %u x %zu bytes of match bitmaps "
+				"(--matches 0 skips them)\n", nq, row);
+		rc = -1;
+	}
 	for (uint32_t i = 0; rc == 0 && i < nq; i++) {
 		qs[i].q = vecs + (size_t)i * dim;
 		qs[i].ids = ids + (size_t)i * k;
 		qs[i].dists = dists + (size_t)i * k;
 		qs[i].tmpl = wl_workload_query(d, t, cdf, future, i, qs[i].q, &qs[i].f);
+		qs[i].bits = bits ? bits + (size_t)i * row : NULL;
 	}
 	gt_job_t job = {.d = d, .qs = qs, .n = nq, .k = k};
 	pthread_mutex_init(&job.mu, NULL);
@@ -331,6 +402,8 @@ static int write_workload(const opts_t *o, const wl_data_t *d, const wl_template
 		rc = -1;
 	if (fg && fclose(fg))
 		rc = -1;
+	if (rc == 0 && bits)
+		rc = write_peer_files(o, d, qs, nq, bits, row);
 	if (rc == 0) {
 		fprintf(stderr, "%s workload: %u queries; per selectivity bucket:\n", tag, nq);
 		for (int b = -1; b < WL_BUCKETS; b++) {
@@ -353,6 +426,7 @@ static int write_workload(const opts_t *o, const wl_data_t *d, const wl_template
 	free(ids);
 	free(dists);
 	free(text);
+	free(bits);
 	return rc;
 }
 
