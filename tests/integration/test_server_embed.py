@@ -379,3 +379,38 @@ def test_profile_takes_embed(srv, golden):
     rep = r.execute_command("FT.PROFILE", "idx", "SEARCH", "QUERY", "*=>[KNN 3 @vec $q]",
                             "PARAMS", 2, "q", sents[7], "EMBED", "q", "NOCONTENT", "DIALECT", 2)
     assert rep[0][0] == 3 and rep[0][1] == b"doc:7"
+
+
+def fake_gpu_lib(velad_path):
+    """The fake libvela_gpu (tests/unit/gpu_fake.c: a naive double-precision
+    BERT behind gpu_bert_*) built beside velad, or None."""
+    p = os.path.join(os.path.dirname(velad_path), "libvela_gpu_fake.so")
+    return p if os.path.exists(p) else None
+
+
+@pytest.mark.parametrize("fail", [None, "bert_encode"])
+def test_gpu_device_through_the_server(velad_factory, velad_path, golden, monkeypatch, fail):
+    """velad with a GPU library (the fake) encodes on it (INFO embed says so)
+    and answers like the golden vectors; a GPU that fails mid-request moves the
+    model to the CPU without losing the request (the answer is the CPU's)."""
+    lib = fake_gpu_lib(velad_path)
+    if lib is None:
+        pytest.skip("libvela_gpu_fake.so not built beside velad")
+    monkeypatch.setenv("VELA_GPU_LIB", lib)
+    if fail:
+        monkeypatch.setenv("FAKE_GPU_FAIL", fail)
+    sents, ref = golden
+    r = velad_factory("--model-dir", MODELS).client(protocol=2)
+    blobs = r.execute_command("EMBED", MODEL, "TEXT", *sents[:8])
+    for i, b in enumerate(blobs):
+        assert cos(np.frombuffer(b, dtype="<f4"), ref[i]) >= COS_MIN
+    info = r.info("embed")
+    model0 = info["embed_model_0"]
+    model0 = model0 if isinstance(model0, dict) else dict(
+        kv.split("=", 1) for kv in str(model0).split(","))
+    if fail:
+        assert model0["device"] == "cpu" and info["embed_gpu"] == "none"
+    else:
+        assert model0["device"] == "gpu" and "Fake GPU" in str(info["embed_gpu"])
+    assert r.config_get("embed-device") == {b"embed-device": b"auto"} or \
+        r.config_get("embed-device") == {"embed-device": "auto"}
