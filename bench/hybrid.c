@@ -170,6 +170,9 @@ static int hb_parse(int argc, char **argv, hb_opts_t *o)
 
 /* ------------------------------------------------------------ loading */
 
+/* Documents per write transaction while loading. */
+#define HB_LOAD_BATCH 50000u
+
 static int hb_load(vela_db_t *db, const hb_opts_t *o, const wl_data_t *d)
 {
 	vela_index_info_t info;
@@ -189,19 +192,23 @@ static int hb_load(vela_db_t *db, const hb_opts_t *o, const wl_data_t *d)
 		return -1;
 	}
 	uint64_t t0 = vela_now_ns();
-	vela_batch_t *b;
-	if (vela_batch_begin(db, &b, &err))
-		return -1;
-	for (uint32_t i = 0; i < d->p.n; i++) {
-		if (wl_doc_hset(b, d, i, &err)) {
-			fprintf(stderr, "hset: %s\n", err.msg);
-			vela_batch_abort(b);
+	/* One transaction per HB_LOAD_BATCH documents: LMDB caps the pages one
+	 * transaction may dirty (about 512 MiB: one batch of 1M x 64 failed). */
+	for (uint32_t i0 = 0; i0 < d->p.n; i0 += HB_LOAD_BATCH) {
+		vela_batch_t *b;
+		if (vela_batch_begin(db, &b, &err))
+			return -1;
+		for (uint32_t i = i0; i < d->p.n && i < i0 + HB_LOAD_BATCH; i++) {
+			if (wl_doc_hset(b, d, i, &err)) {
+				fprintf(stderr, "hset: %s\n", err.msg);
+				vela_batch_abort(b);
+				return -1;
+			}
+		}
+		if (vela_batch_commit(b, &err)) {
+			fprintf(stderr, "commit: %s\n", err.msg);
 			return -1;
 		}
-	}
-	if (vela_batch_commit(b, &err)) {
-		fprintf(stderr, "commit: %s\n", err.msg);
-		return -1;
 	}
 	fprintf(stderr, "loaded %u documents and built the graph (R %u, L %u) in %.1f s\n",
 		d->p.n, o->R, o->L, (double)(vela_now_ns() - t0) * 1e-9);

@@ -23,6 +23,7 @@ typedef struct cli_target {
 	const char *user;
 	const char *password;
 	int timeout_ms;
+	size_t map_mib; /**< --map-size MiB with --db (0: the database's own) */
 } cli_target_t;
 
 /* If argv[*i] is a target option, consume it (and its value): 1; not one: 0;

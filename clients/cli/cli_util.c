@@ -35,6 +35,11 @@ int cli_target_opt(cli_target_t *t, int argc, char **argv, int *i)
 		*slot = opt_value(argc, argv, i);
 		return *slot ? 1 : -1;
 	}
+	if (strcmp(a, "--map-size") == 0) { /* MiB: an import that outgrows 1 GiB */
+		const char *v = opt_value(argc, argv, i);
+		return v && cli_parse_size(a, v, VELA_MAP_SIZE_MIN >> 20, VELA_MAP_SIZE_MAX >> 20,
+					   &t->map_mib) == 0 ? 1 : -1;
+	}
 	if (strcmp(a, "--port") == 0 || strcmp(a, "--timeout-ms") == 0) {
 		const char *v = opt_value(argc, argv, i);
 		size_t x;
@@ -59,7 +64,8 @@ int cli_target_check(const cli_target_t *t)
 int cli_db_open(const cli_target_t *t, vela_db_t **db)
 {
 	vela_err_t err;
-	if (vela_db_open(t->db, NULL, db, &err) == 0)
+	vela_db_options_t o = {.map_size = t->map_mib << 20};
+	if (vela_db_open(t->db, t->map_mib ? &o : NULL, db, &err) == 0)
 		return 0;
 	fprintf(stderr, "vela: %s: %s\n", t->db, err.msg);
 	return 1;

@@ -44,7 +44,8 @@ typedef struct importer {
 static int import_usage(void)
 {
 	fprintf(stderr,
-		"usage: vela import (--db DIR | --host H [--port N] [--user U] [--password PW])\n"
+		"usage: vela import (--db DIR [--map-size MiB] | --host H [--port N] [--user U]\n"
+		"                   [--password PW])\n"
 		"                   --index NAME [--prefix P] [--field v] [--batch 1000]\n"
 		"                   FILE.fvecs|FILE.npy|FILE.jsonl\n");
 	return 2;

@@ -169,3 +169,25 @@ def test_bad_vector_files(vela, data):
     # keys not starting with --prefix get it prepended (tmp: is outside every index)
     p = run(vela, "import", "--db", db, "--index", "raw", tmp / "docs.jsonl", "--prefix", "tmp:")
     assert f"{N} documents (0 failed) into raw (prefix 'tmp:')" in p.stderr
+
+
+def test_import_map_size(vela, tmp_path):
+    """--map-size sets the LMDB map of an in-process import: a map too small
+    for the data stops the import with the map-full error (nothing half
+    written: the documents imported before the failing batch stay), a larger
+    one takes everything."""
+    rng = np.random.default_rng(5)
+    vecs = rng.standard_normal((6000, 256)).astype(np.float32)  # ~6 MiB of vectors
+    np.save(tmp_path / "v.npy", vecs)
+    small, big = tmp_path / "small", tmp_path / "big"
+    for db in (small, big):
+        run(vela, "create", "--db", db, "--map-size", 2, "raw", "--prefix", "raw:",
+            "v", "VECTOR", 256, "L2")
+    p = run(vela, "import", "--db", small, "--map-size", 2, "--index", "raw", tmp_path / "v.npy",
+            ok=False)
+    assert p.returncode != 0 and "map is full" in p.stderr, p.stderr
+    p = run(vela, "import", "--db", big, "--map-size", 64, "--index", "raw", tmp_path / "v.npy")
+    assert "6000 documents (0 failed)" in p.stderr
+    p = run(vela, "import", "--db", big, "--map-size", 0, "--index", "raw", tmp_path / "v.npy",
+            ok=False)
+    assert p.returncode != 0 and "--map-size" in p.stderr
