@@ -247,6 +247,19 @@ void db_builder_stop(vela_db_t *db)
 	db->builder = NULL;
 }
 
+/* Append j to the builder's FIFO and wake the thread. */
+static void job_enqueue(db_builder_t *bd, db_job_t *j)
+{
+	pthread_mutex_lock(&bd->mu);
+	if (bd->tail)
+		bd->tail->next = j;
+	else
+		bd->head = j;
+	bd->tail = j;
+	pthread_cond_signal(&bd->cv);
+	pthread_mutex_unlock(&bd->mu);
+}
+
 int db_build_submit(vela_db_t *db, const db_index_t *ix, uint32_t field, float *Q, size_t m,
 		    bool retrain)
 {
@@ -259,14 +272,7 @@ int db_build_submit(vela_db_t *db, const db_index_t *ix, uint32_t field, float *
 	db_field_t *f = &ix->fields[field];
 	*j = (db_job_t){ix->id, field, db_field_uid(f), Q, m, retrain, false, NULL};
 	f->build_queued = true;
-	pthread_mutex_lock(&bd->mu);
-	if (bd->tail)
-		bd->tail->next = j;
-	else
-		bd->head = j;
-	bd->tail = j;
-	pthread_cond_signal(&bd->cv);
-	pthread_mutex_unlock(&bd->mu);
+	job_enqueue(bd, j);
 	return VELA_OK;
 }
 
@@ -280,14 +286,7 @@ int db_layout_submit(vela_db_t *db, const db_index_t *ix, uint32_t field)
 	j->field = field;
 	j->uid = db_field_uid(&ix->fields[field]);
 	j->layout = true;
-	pthread_mutex_lock(&bd->mu);
-	if (bd->tail)
-		bd->tail->next = j;
-	else
-		bd->head = j;
-	bd->tail = j;
-	pthread_cond_signal(&bd->cv);
-	pthread_mutex_unlock(&bd->mu);
+	job_enqueue(bd, j);
 	return VELA_OK;
 }
 
