@@ -7,6 +7,7 @@
 #ifndef VELA_COMMON_H
 #define VELA_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -99,5 +100,33 @@ static inline uint64_t vela_get_be64(const uint8_t *p)
 
 /** Monotonic clock in nanoseconds. */
 uint64_t vela_now_ns(void);
+
+/* ------------------------------------------------ byte buffers
+ * For the on-disk formats that are packed field by field (qd-trees,
+ * partition layouts, layout files): a growable writer whose failure is
+ * sticky (check `oom` once at the end) and a bounded reader whose overrun
+ * is sticky (check `bad` once; reads past the end give zeros). Fields are
+ * host order (little-endian on every host vela builds for). */
+typedef struct vela_wbuf {
+	uint8_t *b; /**< malloc'd; the caller frees it */
+	size_t len, cap;
+	bool oom;
+} vela_wbuf_t;
+
+/** Append n bytes (no-op once oom). */
+void vela_wbuf_put(vela_wbuf_t *w, const void *src, size_t n);
+static inline void vela_wbuf_u32(vela_wbuf_t *w, uint32_t v) { vela_wbuf_put(w, &v, 4); }
+static inline void vela_wbuf_u64(vela_wbuf_t *w, uint64_t v) { vela_wbuf_put(w, &v, 8); }
+
+typedef struct vela_rbuf {
+	const uint8_t *b; /**< borrowed */
+	size_t len, o;
+	bool bad;
+} vela_rbuf_t;
+
+/** The next n bytes, or NULL (and bad set) past the end. */
+const uint8_t *vela_rbuf_take(vela_rbuf_t *r, size_t n);
+uint32_t vela_rbuf_u32(vela_rbuf_t *r);
+uint64_t vela_rbuf_u64(vela_rbuf_t *r);
 
 #endif

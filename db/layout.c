@@ -1140,33 +1140,7 @@ void db_layout_file_remove(const vela_db_t *db, const db_index_t *ix, uint32_t f
 	unlink(path);
 }
 
-typedef struct lbuf {
-	uint8_t *b;
-	size_t len, cap;
-	bool oom;
-} lbuf_t;
-
-static void lb_put(lbuf_t *w, const void *src, size_t n)
-{
-	if (w->oom || n == 0)
-		return;
-	if (w->len + n > w->cap) {
-		size_t cap = w->cap ? w->cap : 4096;
-		while (cap < w->len + n)
-			cap *= 2;
-		uint8_t *v = realloc(w->b, cap);
-		if (v == NULL) {
-			w->oom = true;
-			return;
-		}
-		w->b = v;
-		w->cap = cap;
-	}
-	memcpy(w->b + w->len, src, n);
-	w->len += n;
-}
-
-#define LB_VAL(w, type, v) lb_put((w), &(type){(v)}, sizeof(type))
+#define LB_VAL(w, type, v) vela_wbuf_put((w), &(type){(v)}, sizeof(type))
 
 static int db_seq_now(vela_db_t *db, uint64_t *seq)
 {
@@ -1195,9 +1169,9 @@ int db_layout_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 		rc = qdtree_pack(l->tree, &tree, &tl);
 	if (rc == 0)
 		rc = part_pack(l->part, &part, &pl);
-	lbuf_t w = {0};
+	vela_wbuf_t w = {0};
 	if (rc == 0) {
-		lb_put(&w, PART_FILE_MAGIC, 8);
+		vela_wbuf_put(&w, PART_FILE_MAGIC, 8);
 		LB_VAL(&w, uint32_t, PART_FILE_VERSION);
 		LB_VAL(&w, uint64_t, seq);
 		LB_VAL(&w, uint64_t, flat_count(f->flat));
@@ -1214,17 +1188,17 @@ int db_layout_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 		LB_VAL(&w, uint64_t, l->built_at_ms);
 		LB_VAL(&w, uint64_t, l->built_rows);
 		LB_VAL(&w, uint32_t, l->n_sigs);
-		lb_put(&w, l->sigs, (size_t)l->n_sigs * sizeof(db_sig_t));
+		vela_wbuf_put(&w, l->sigs, (size_t)l->n_sigs * sizeof(db_sig_t));
 		uint64_t nd = roaring_bitmap_get_cardinality(l->delta);
 		uint32_t *d = malloc((nd ? nd : 1) * sizeof(uint32_t));
 		if (d) {
 			roaring_bitmap_to_uint32_array(l->delta, d);
 			LB_VAL(&w, uint32_t, (uint32_t)nd);
-			lb_put(&w, d, nd * 4);
+			vela_wbuf_put(&w, d, nd * 4);
 		}
 		free(d);
 		LB_VAL(&w, uint64_t, tl);
-		lb_put(&w, tree, tl);
+		vela_wbuf_put(&w, tree, tl);
 		uint32_t nc = 0;
 		for (uint32_t i = 0; i < l->n_atoms; i++)
 			nc += l->cut_b[i] != NULL;
@@ -1233,10 +1207,10 @@ int db_layout_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 			if (l->cut_b[i]) {
 				LB_VAL(&w, uint32_t, i);
 				LB_VAL(&w, uint32_t, l->cut_len[i]);
-				lb_put(&w, l->cut_b[i], l->cut_len[i]);
+				vela_wbuf_put(&w, l->cut_b[i], l->cut_len[i]);
 			}
 		LB_VAL(&w, uint64_t, pl);
-		lb_put(&w, part, pl);
+		vela_wbuf_put(&w, part, pl);
 		LB_VAL(&w, uint64_t, vela_hash64(w.b, w.len));
 		rc = w.oom || d == NULL ? VELA_ENOMEM : 0;
 	}

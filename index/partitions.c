@@ -506,58 +506,26 @@ bool part_contains(const part_layout_t *p, uint32_t docid)
 
 /* ------------------------------------------------------------ pack / unpack */
 
-/* Growable output buffer (pack) and bounded reader (unpack). */
-typedef struct pbuf {
-	uint8_t *b;
-	size_t len, cap;
-	bool oom;
-} pbuf_t;
-
-static void pb_put(pbuf_t *w, const void *src, size_t n)
-{
-	if (w->oom)
-		return;
-	if (w->len + n > w->cap) {
-		size_t cap = w->cap ? w->cap : 256;
-		while (cap < w->len + n)
-			cap *= 2;
-		uint8_t *v = realloc(w->b, cap);
-		if (v == NULL) {
-			w->oom = true;
-			return;
-		}
-		w->b = v;
-		w->cap = cap;
-	}
-	memcpy(w->b + w->len, src, n);
-	w->len += n;
-}
-
-static void pb_u32(pbuf_t *w, uint32_t v)
-{
-	pb_put(w, &v, 4);
-}
-
 int part_pack(const part_layout_t *p, uint8_t **out, size_t *len)
 {
 	if (p == NULL || out == NULL || len == NULL)
 		return VELA_EINVAL;
-	pbuf_t w = {0};
-	pb_u32(&w, PART_PACK_VERSION);
-	pb_u32(&w, p->dim);
-	pb_u32(&w, (uint32_t)p->type);
-	pb_u32(&w, (uint32_t)p->metric);
-	pb_u32(&w, p->n_leaves);
-	pb_u32(&w, p->n_cl);
+	vela_wbuf_t w = {0};
+	vela_wbuf_u32(&w, PART_PACK_VERSION);
+	vela_wbuf_u32(&w, p->dim);
+	vela_wbuf_u32(&w, (uint32_t)p->type);
+	vela_wbuf_u32(&w, (uint32_t)p->metric);
+	vela_wbuf_u32(&w, p->n_leaves);
+	vela_wbuf_u32(&w, p->n_cl);
 	for (uint32_t li = 0; li < p->n_leaves; li++) {
 		const part_leaf_t *lf = &p->leaves[li];
-		pb_u32(&w, lf->nlist);
+		vela_wbuf_u32(&w, lf->nlist);
 		if (lf->nlist)
-			pb_put(&w, lf->cent, (size_t)lf->nlist * p->dim * sizeof(float));
+			vela_wbuf_put(&w, lf->cent, (size_t)lf->nlist * p->dim * sizeof(float));
 		for (uint32_t c = lf->c0; c < lf->c0 + lf->nlist; c++) {
-			pb_u32(&w, p->cl[c].n);
+			vela_wbuf_u32(&w, p->cl[c].n);
 			if (p->cl[c].n)
-				pb_put(&w, p->cl[c].ids, (size_t)p->cl[c].n * sizeof(uint32_t));
+				vela_wbuf_put(&w, p->cl[c].ids, (size_t)p->cl[c].n * sizeof(uint32_t));
 		}
 	}
 	if (w.oom) {
@@ -569,38 +537,12 @@ int part_pack(const part_layout_t *p, uint8_t **out, size_t *len)
 	return 0;
 }
 
-typedef struct prd {
-	const uint8_t *b;
-	size_t len, o;
-	bool bad;
-} prd_t;
-
-static const uint8_t *pr_take(prd_t *r, size_t n)
-{
-	if (r->bad || n > r->len - r->o) {
-		r->bad = true;
-		return NULL;
-	}
-	const uint8_t *s = r->b + r->o;
-	r->o += n;
-	return s;
-}
-
-static uint32_t pr_u32(prd_t *r)
-{
-	const uint8_t *s = pr_take(r, 4);
-	uint32_t v = 0;
-	if (s)
-		memcpy(&v, s, 4);
-	return v;
-}
-
 /* Fill leaf li of p (allocated, zeroed) from r; seen: docids taken so far. */
-static int leaf_unpack(part_layout_t *p, const flat_index_t *f, prd_t *r, uint32_t li,
+static int leaf_unpack(part_layout_t *p, const flat_index_t *f, vela_rbuf_t *r, uint32_t li,
 		       roaring_bitmap_t *seen)
 {
 	part_leaf_t *lf = &p->leaves[li];
-	uint32_t nlist = pr_u32(r);
+	uint32_t nlist = vela_rbuf_u32(r);
 	lf->c0 = p->n_cl;
 	lf->cent_uid = index_backend_uid_new();
 	if ((lf->docids = roaring_bitmap_create()) == NULL)
@@ -610,7 +552,7 @@ static int leaf_unpack(part_layout_t *p, const flat_index_t *f, prd_t *r, uint32
 	if (nlist == 0)
 		return 0;
 	size_t cb = (size_t)nlist * p->dim * sizeof(float);
-	const uint8_t *cs = pr_take(r, cb);
+	const uint8_t *cs = vela_rbuf_take(r, cb);
 	if (cs == NULL)
 		return VELA_ECORRUPT;
 	if ((lf->cent = malloc(cb)) == NULL)
@@ -628,8 +570,8 @@ static int leaf_unpack(part_layout_t *p, const flat_index_t *f, prd_t *r, uint32
 	size_t row = p->stride * p->esize;
 	for (uint32_t c = 0; c < nlist; c++) {
 		part_cluster_t *cl = &p->cl[p->n_cl];
-		uint32_t n = pr_u32(r);
-		const uint8_t *ids = r->bad || n > f->count ? NULL : pr_take(r, (size_t)n * 4);
+		uint32_t n = vela_rbuf_u32(r);
+		const uint8_t *ids = r->bad || n > f->count ? NULL : vela_rbuf_take(r, (size_t)n * 4);
 		if (ids == NULL)
 			return VELA_ECORRUPT;
 		cl->rows = vela_aligned_alloc(64, vela_mul_size(n ? n : 1, row));
@@ -667,9 +609,9 @@ int part_unpack(const flat_index_t *f, const uint8_t *buf, size_t len, part_layo
 	*out = NULL;
 	if (!flat_has_rows(f))
 		return VELA_EUNSUPPORTED;
-	prd_t r = {.b = buf, .len = len};
-	uint32_t ver = pr_u32(&r), dim = pr_u32(&r), type = pr_u32(&r), metric = pr_u32(&r);
-	uint32_t n_leaves = pr_u32(&r), n_cl = pr_u32(&r);
+	vela_rbuf_t r = {.b = buf, .len = len};
+	uint32_t ver = vela_rbuf_u32(&r), dim = vela_rbuf_u32(&r), type = vela_rbuf_u32(&r), metric = vela_rbuf_u32(&r);
+	uint32_t n_leaves = vela_rbuf_u32(&r), n_cl = vela_rbuf_u32(&r);
 	if (r.bad || ver != PART_PACK_VERSION)
 		return r.bad || ver < PART_PACK_VERSION ? VELA_ECORRUPT : VELA_EVERSION;
 	if (dim != f->dim || type != (uint32_t)f->type || metric != (uint32_t)f->metric)

@@ -390,75 +390,39 @@ uint32_t qdtree_route(const qdtree_t *t, const qdtree_atom_t *q, uint32_t n, uin
 
 /* ------------------------------------------------------------ pack / unpack */
 
-typedef struct qbuf {
-	uint8_t *b;
-	size_t len, cap;
-	bool oom;
-} qbuf_t;
-
-static void qb_put(qbuf_t *w, const void *src, size_t n)
-{
-	if (w->oom || n == 0)
-		return;
-	if (w->len + n > w->cap) {
-		size_t cap = w->cap ? w->cap : 256;
-		while (cap < w->len + n)
-			cap *= 2;
-		uint8_t *v = realloc(w->b, cap);
-		if (v == NULL) {
-			w->oom = true;
-			return;
-		}
-		w->b = v;
-		w->cap = cap;
-	}
-	memcpy(w->b + w->len, src, n);
-	w->len += n;
-}
-
-static void qb_u32(qbuf_t *w, uint32_t v)
-{
-	qb_put(w, &v, 4);
-}
-
-static void qb_u64(qbuf_t *w, uint64_t v)
-{
-	qb_put(w, &v, 8);
-}
-
 int qdtree_pack(const qdtree_t *t, uint8_t **out, size_t *len)
 {
 	if (t == NULL || out == NULL || len == NULL)
 		return VELA_EINVAL;
-	qbuf_t w = {0};
-	qb_u32(&w, QDTREE_PACK_VERSION);
-	qb_u32(&w, t->n_atoms);
-	qb_u32(&w, t->n_nodes);
-	qb_u32(&w, t->n_leaves);
+	vela_wbuf_t w = {0};
+	vela_wbuf_u32(&w, QDTREE_PACK_VERSION);
+	vela_wbuf_u32(&w, t->n_atoms);
+	vela_wbuf_u32(&w, t->n_nodes);
+	vela_wbuf_u32(&w, t->n_leaves);
 	for (uint32_t i = 0; i < t->n_atoms; i++) {
 		const qdtree_atom_t *a = &t->atoms[i];
 		uint8_t ks[2] = {a->kind, a->single};
-		qb_put(&w, ks, 2);
-		qb_u32(&w, a->field);
-		qb_u32(&w, a->n_vals);
-		qb_put(&w, a->vals, (size_t)a->n_vals * 8);
-		qb_u64(&w, a->lo);
-		qb_u64(&w, a->hi);
+		vela_wbuf_put(&w, ks, 2);
+		vela_wbuf_u32(&w, a->field);
+		vela_wbuf_u32(&w, a->n_vals);
+		vela_wbuf_put(&w, a->vals, (size_t)a->n_vals * 8);
+		vela_wbuf_u64(&w, a->lo);
+		vela_wbuf_u64(&w, a->hi);
 	}
 	for (uint32_t i = 0; i < t->n_nodes; i++) {
 		const qdtree_node_t *n = &t->nodes[i];
-		qb_u32(&w, (uint32_t)n->cut);
-		qb_u32(&w, n->left);
-		qb_u32(&w, n->right);
-		qb_u32(&w, (uint32_t)n->leaf);
+		vela_wbuf_u32(&w, (uint32_t)n->cut);
+		vela_wbuf_u32(&w, n->left);
+		vela_wbuf_u32(&w, n->right);
+		vela_wbuf_u32(&w, (uint32_t)n->leaf);
 	}
 	uint32_t *ids = NULL;
 	for (uint32_t i = 0; i < t->n_leaves && !w.oom; i++) {
 		const qdt_leaf_t *l = &t->leaves[i];
-		qb_u32(&w, l->n_steps);
+		vela_wbuf_u32(&w, l->n_steps);
 		for (uint32_t j = 0; j < l->n_steps; j++) {
-			qb_u32(&w, l->steps[j].cut);
-			qb_put(&w, &(uint8_t){l->steps[j].in}, 1);
+			vela_wbuf_u32(&w, l->steps[j].cut);
+			vela_wbuf_put(&w, &(uint8_t){l->steps[j].in}, 1);
 		}
 		uint64_t m = roaring_bitmap_get_cardinality(l->docids);
 		uint32_t *v = realloc(ids, (m ? m : 1) * sizeof(uint32_t));
@@ -468,8 +432,8 @@ int qdtree_pack(const qdtree_t *t, uint8_t **out, size_t *len)
 		}
 		ids = v;
 		roaring_bitmap_to_uint32_array(l->docids, ids);
-		qb_u32(&w, (uint32_t)m);
-		qb_put(&w, ids, m * 4);
+		vela_wbuf_u32(&w, (uint32_t)m);
+		vela_wbuf_put(&w, ids, m * 4);
 	}
 	free(ids);
 	if (w.oom) {
@@ -481,78 +445,43 @@ int qdtree_pack(const qdtree_t *t, uint8_t **out, size_t *len)
 	return 0;
 }
 
-typedef struct qrd {
-	const uint8_t *b;
-	size_t len, o;
-	bool bad;
-} qrd_t;
-
-static const uint8_t *qr_take(qrd_t *r, size_t n)
-{
-	if (r->bad || n > r->len - r->o) {
-		r->bad = true;
-		return NULL;
-	}
-	const uint8_t *s = r->b + r->o;
-	r->o += n;
-	return s;
-}
-
-static uint32_t qr_u32(qrd_t *r)
-{
-	const uint8_t *s = qr_take(r, 4);
-	uint32_t v = 0;
-	if (s)
-		memcpy(&v, s, 4);
-	return v;
-}
-
-static uint64_t qr_u64(qrd_t *r)
-{
-	const uint8_t *s = qr_take(r, 8);
-	uint64_t v = 0;
-	if (s)
-		memcpy(&v, s, 8);
-	return v;
-}
-
-static int atoms_unpack(qrd_t *r, qdtree_t *t)
+static int atoms_unpack(vela_rbuf_t *r, qdtree_t *t)
 {
 	for (uint32_t i = 0; i < t->n_atoms; i++) {
 		qdtree_atom_t *a = &t->atoms[i];
-		const uint8_t *ks = qr_take(r, 2);
+		const uint8_t *ks = vela_rbuf_take(r, 2);
 		memset(a, 0, sizeof(*a));
 		if (ks == NULL || (ks[0] != QDTREE_ATOM_TAG && ks[0] != QDTREE_ATOM_NUM) || ks[1] > 1)
 			return VELA_ECORRUPT;
 		a->kind = ks[0];
 		a->single = ks[1];
-		a->field = qr_u32(r);
-		a->n_vals = qr_u32(r);
+		a->field = vela_rbuf_u32(r);
+		a->n_vals = vela_rbuf_u32(r);
 		if (r->bad || a->n_vals > QDTREE_TAG_VALS_MAX)
 			return VELA_ECORRUPT;
 		for (uint32_t j = 0; j < a->n_vals; j++) {
-			a->vals[j] = qr_u64(r);
+			a->vals[j] = vela_rbuf_u64(r);
 			if (j && a->vals[j] <= a->vals[j - 1]) /* sorted, distinct */
 				return VELA_ECORRUPT;
 		}
-		a->lo = qr_u64(r);
-		a->hi = qr_u64(r);
+		a->lo = vela_rbuf_u64(r);
+		a->hi = vela_rbuf_u64(r);
 	}
 	return r->bad ? VELA_ECORRUPT : 0;
 }
 
 /* Nodes: children come after their parent and are reached once, each leaf
  * number is used once, depths stay within QDTREE_DEPTH_MAX. depth[] out. */
-static int nodes_unpack(qrd_t *r, qdtree_t *t, uint8_t *depth)
+static int nodes_unpack(vela_rbuf_t *r, qdtree_t *t, uint8_t *depth)
 {
 	uint8_t *ref = calloc(t->n_nodes, 1), *leaf_seen = calloc(t->n_leaves, 1);
 	int rc = ref && leaf_seen ? 0 : VELA_ENOMEM;
 	for (uint32_t i = 0; rc == 0 && i < t->n_nodes; i++) {
 		qdtree_node_t *n = &t->nodes[i];
-		n->cut = (int32_t)qr_u32(r);
-		n->left = qr_u32(r);
-		n->right = qr_u32(r);
-		n->leaf = (int32_t)qr_u32(r);
+		n->cut = (int32_t)vela_rbuf_u32(r);
+		n->left = vela_rbuf_u32(r);
+		n->right = vela_rbuf_u32(r);
+		n->leaf = (int32_t)vela_rbuf_u32(r);
 		if (r->bad || (i > 0 && !ref[i])) {
 			rc = VELA_ECORRUPT;
 		} else if (n->leaf >= 0) {
@@ -578,11 +507,11 @@ static int nodes_unpack(qrd_t *r, qdtree_t *t, uint8_t *depth)
 	return rc;
 }
 
-static int leaves_unpack(qrd_t *r, qdtree_t *t, roaring_bitmap_t *all)
+static int leaves_unpack(vela_rbuf_t *r, qdtree_t *t, roaring_bitmap_t *all)
 {
 	for (uint32_t i = 0; i < t->n_leaves; i++) {
 		qdt_leaf_t *l = &t->leaves[i];
-		uint32_t ns = qr_u32(r);
+		uint32_t ns = vela_rbuf_u32(r);
 		if (r->bad || ns > QDTREE_DEPTH_MAX)
 			return VELA_ECORRUPT;
 		if ((l->steps = malloc((ns ? ns : 1) * sizeof(*l->steps))) == NULL ||
@@ -590,14 +519,14 @@ static int leaves_unpack(qrd_t *r, qdtree_t *t, roaring_bitmap_t *all)
 			return VELA_ENOMEM;
 		l->n_steps = ns;
 		for (uint32_t j = 0; j < ns; j++) {
-			l->steps[j].cut = qr_u32(r);
-			const uint8_t *in = qr_take(r, 1);
+			l->steps[j].cut = vela_rbuf_u32(r);
+			const uint8_t *in = vela_rbuf_take(r, 1);
 			if (in == NULL || *in > 1 || l->steps[j].cut >= t->n_atoms)
 				return VELA_ECORRUPT;
 			l->steps[j].in = *in;
 		}
-		uint32_t m = qr_u32(r);
-		const uint8_t *ids = r->bad ? NULL : qr_take(r, (size_t)m * 4);
+		uint32_t m = vela_rbuf_u32(r);
+		const uint8_t *ids = r->bad ? NULL : vela_rbuf_take(r, (size_t)m * 4);
 		if (ids == NULL)
 			return VELA_ECORRUPT;
 		uint32_t prev = 0;
@@ -618,8 +547,8 @@ int qdtree_unpack(const uint8_t *buf, size_t len, qdtree_t **out)
 	if ((len && buf == NULL) || out == NULL)
 		return VELA_EINVAL;
 	*out = NULL;
-	qrd_t r = {.b = buf, .len = len};
-	uint32_t ver = qr_u32(&r), na = qr_u32(&r), nn = qr_u32(&r), nl = qr_u32(&r);
+	vela_rbuf_t r = {.b = buf, .len = len};
+	uint32_t ver = vela_rbuf_u32(&r), na = vela_rbuf_u32(&r), nn = vela_rbuf_u32(&r), nl = vela_rbuf_u32(&r);
 	if (r.bad || ver < QDTREE_PACK_VERSION)
 		return VELA_ECORRUPT;
 	if (ver > QDTREE_PACK_VERSION)

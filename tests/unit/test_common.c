@@ -79,3 +79,25 @@ Test(common, byte_order_roundtrip)
 	cr_assert_eq(b[7], 8);
 	cr_assert_eq(vela_get_be64(b), 0x0102030405060708ull);
 }
+
+Test(common, byte_buffers_round_trip_and_overrun)
+{
+	vela_wbuf_t w = {0};
+	vela_wbuf_u32(&w, 0xdeadbeefu);
+	vela_wbuf_u64(&w, 0x0123456789abcdefull);
+	for (int i = 0; i < 100; i++) /* grows past the first allocation */
+		vela_wbuf_put(&w, "abcdefgh", 8);
+	cr_assert(!w.oom);
+	cr_assert_eq(w.len, 12u + 800u);
+	vela_rbuf_t r = {.b = w.b, .len = w.len};
+	cr_assert_eq(vela_rbuf_u32(&r), 0xdeadbeefu);
+	cr_assert_eq(vela_rbuf_u64(&r), 0x0123456789abcdefull);
+	const uint8_t *p = vela_rbuf_take(&r, 800);
+	cr_assert(p && memcmp(p + 792, "abcdefgh", 8) == 0);
+	cr_assert(!r.bad);
+	cr_assert_eq(vela_rbuf_u32(&r), 0u, "past the end reads zero");
+	cr_assert(r.bad);
+	r.o = 0; /* bad stays */
+	cr_assert_null(vela_rbuf_take(&r, 1));
+	free(w.b);
+}
