@@ -15,72 +15,8 @@
 
 #include "embed/embed.h"
 
-#define DIM 384
-#define COS_MIN 0.9999
-
-static char model_dir[4096];
-static json_t *sent_root;
-static const char **texts;
-static size_t *lens, n_texts;
-static float *gold;
-
-static void source_path(char *out, size_t cap, const char *rel)
-{
-	snprintf(out, cap, "%.*s/../../%s", (int)(strrchr(__FILE__, '/') - __FILE__), __FILE__, rel);
-}
-
-static void golden_load(void)
-{
-	const char *env = getenv("VELA_MODELS_DIR");
-	char path[4200];
-	struct stat sb;
-	if (env)
-		snprintf(model_dir, sizeof(model_dir), "%s/all-MiniLM-L6-v2", env);
-	else
-		source_path(model_dir, sizeof(model_dir), "models/all-MiniLM-L6-v2");
-	snprintf(path, sizeof(path), "%s/model.safetensors", model_dir);
-	if (stat(path, &sb) != 0)
-		cr_skip_test("no %s: run `make models` (or set VELA_MODELS_DIR) for the "
-			     "sentence-transformers golden test", path);
-	source_path(path, sizeof(path), "tests/data/embed/sentences.json");
-	json_error_t je;
-	sent_root = json_load_file(path, 0, &je);
-	cr_assert_not_null(sent_root, "%s: %s", path, je.text);
-	json_t *s = json_object_get(sent_root, "sentences");
-	n_texts = json_array_size(s);
-	cr_assert_geq(n_texts, 50);
-	texts = calloc(n_texts, sizeof(*texts));
-	lens = calloc(n_texts, sizeof(*lens));
-	for (size_t i = 0; i < n_texts; i++) {
-		texts[i] = json_string_value(json_array_get(s, i));
-		lens[i] = json_string_length(json_array_get(s, i));
-	}
-	source_path(path, sizeof(path), "tests/data/embed/embeddings.f32");
-	FILE *f = fopen(path, "rb");
-	cr_assert_not_null(f, "%s", path);
-	gold = malloc(n_texts * DIM * sizeof(float));
-	cr_assert_eq(fread(gold, sizeof(float), n_texts * DIM, f), n_texts * DIM);
-	fclose(f);
-}
-
-static void golden_free(void)
-{
-	json_decref(sent_root);
-	free(texts);
-	free(lens);
-	free(gold);
-}
-
-static double cosine(const float *a, const float *b)
-{
-	double d = 0, na = 0, nb = 0;
-	for (int i = 0; i < DIM; i++) {
-		d += (double)a[i] * b[i];
-		na += (double)a[i] * a[i];
-		nb += (double)b[i] * b[i];
-	}
-	return d / sqrt(na * nb);
-}
+#define GOLDEN_WHAT "sentence-transformers golden test"
+#include "test_embed_golden.h"
 
 static embed_model_t *open_or_skip(embed_kernel_t k, uint32_t threads)
 {
