@@ -49,10 +49,24 @@ struct db_layout {
 
 static atomic_uint_fast64_t layout_serial = 1;
 
+/* Layouts allocated in the process (installed or being built): while there
+ * are none, a vector write skips the field-state lookup (a global mutex and
+ * a list scan) that db_layout_apply would otherwise make on every write. */
+static atomic_uint_fast64_t layouts_alive;
+
+static db_layout_t *layout_new(void)
+{
+	db_layout_t *l = calloc(1, sizeof(*l));
+	if (l)
+		atomic_fetch_add(&layouts_alive, 1);
+	return l;
+}
+
 void db_layout_free(db_layout_t *l)
 {
 	if (l == NULL)
 		return;
+	atomic_fetch_sub(&layouts_alive, 1);
 	qdtree_free(l->tree);
 	part_free(l->part);
 	if (l->delta)
@@ -545,7 +559,7 @@ static int lprep_make(vela_db_t *db, db_index_t *ix, uint32_t k, const vela_layo
  * the lock on a private copy in the background). */
 static int layout_compute(const lprep_t *p, const flat_index_t *flat, db_layout_t **out)
 {
-	db_layout_t *l = calloc(1, sizeof(*l));
+	db_layout_t *l = layout_new();
 	int rc = l ? 0 : VELA_ENOMEM;
 	if (rc == 0 && (l->delta = roaring_bitmap_create()) == NULL)
 		rc = VELA_ENOMEM;
@@ -788,6 +802,8 @@ static void job_queue(vela_db_t *db, const db_index_t *ix, uint32_t k, db_field_
 void db_layout_apply(vela_db_t *db, const db_index_t *ix, uint32_t k, uint32_t docid, bool set,
 		     uint64_t gen_before)
 {
+	if (atomic_load(&layouts_alive) == 0) /* the common case: no layout at all */
+		return;
 	db_field_t *f = &ix->fields[k];
 	db_field_state_t *s = db_field_state(db, ix, k, false);
 	if (s == NULL)
@@ -1225,46 +1241,11 @@ int db_layout_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 	return rc;
 }
 
-typedef struct lrd {
-	const uint8_t *b;
-	size_t len, o;
-	bool bad;
-} lrd_t;
-
-static const uint8_t *lr_take(lrd_t *r, size_t n)
+static float lr_f32(vela_rbuf_t *r)
 {
-	if (r->bad || n > r->len - r->o) {
-		r->bad = true;
-		return NULL;
-	}
-	r->o += n;
-	return r->b + r->o - n;
-}
-
-static uint32_t lr_u32(lrd_t *r)
-{
-	uint32_t v = 0;
-	const uint8_t *p = lr_take(r, 4);
-	if (p)
-		memcpy(&v, p, 4);
-	return v;
-}
-
-static uint64_t lr_u64(lrd_t *r)
-{
-	uint64_t v = 0;
-	const uint8_t *p = lr_take(r, 8);
-	if (p)
-		memcpy(&v, p, 8);
-	return v;
-}
-
-static float lr_f32(lrd_t *r)
-{
-	float v = 0;
-	const uint8_t *p = lr_take(r, 4);
-	if (p)
-		memcpy(&v, p, 4);
+	uint32_t u = vela_rbuf_u32(r);
+	float v;
+	memcpy(&v, &u, 4);
 	return v;
 }
 
@@ -1278,24 +1259,24 @@ int db_layout_parse(const uint8_t *buf, size_t len, const flat_index_t *f, uint6
 	memcpy(&sum, buf + len - 8, 8);
 	if (sum != vela_hash64(buf, len - 8))
 		return VELA_ECORRUPT;
-	lrd_t r = {.b = buf, .len = len - 8, .o = 8};
-	uint32_t ver = lr_u32(&r);
+	vela_rbuf_t r = {.b = buf, .len = len - 8, .o = 8};
+	uint32_t ver = vela_rbuf_u32(&r);
 	if (ver != PART_FILE_VERSION)
 		return ver > PART_FILE_VERSION ? VELA_EVERSION : VELA_ECORRUPT;
-	if (lr_u64(&r) != seq)
+	if (vela_rbuf_u64(&r) != seq)
 		return VELA_EBUSY; /* written before later changes: stale */
-	uint64_t rows = lr_u64(&r);
-	uint32_t dim = lr_u32(&r), type = lr_u32(&r),
-		 metric = lr_u32(&r);
+	uint64_t rows = vela_rbuf_u64(&r);
+	uint32_t dim = vela_rbuf_u32(&r), type = vela_rbuf_u32(&r),
+		 metric = vela_rbuf_u32(&r);
 	if (r.bad || rows != flat_count(f) || dim != flat_dim(f) ||
 	    type != (uint32_t)flat_type(f) || metric != (uint32_t)flat_metric(f))
 		return VELA_EBUSY; /* not this field's rows */
 	vela_layout_opts_t o = {0};
-	o.leaf_min = lr_u64(&r);
-	o.cluster_rows = lr_u32(&r);
-	o.max_cuts = lr_u32(&r);
+	o.leaf_min = vela_rbuf_u64(&r);
+	o.cluster_rows = vela_rbuf_u32(&r);
+	o.max_cuts = vela_rbuf_u32(&r);
 	o.probe_factor = lr_f32(&r);
-	o.probe_min = lr_u32(&r);
+	o.probe_min = vela_rbuf_u32(&r);
 	qdtree_opts_t to;
 	part_opts_t po;
 	part_search_opts_t so;
@@ -1303,20 +1284,20 @@ int db_layout_parse(const uint8_t *buf, size_t len, const flat_index_t *f, uint6
 	if (r.bad || o.leaf_min == 0 || o.cluster_rows == 0 || o.max_cuts == 0 ||
 	    o.probe_min == 0 || opts_resolve(&o, &to, &po, &so, &mc))
 		return VELA_ECORRUPT;
-	db_layout_t *l = calloc(1, sizeof(*l));
+	db_layout_t *l = layout_new();
 	if (l == NULL)
 		return VELA_ENOMEM;
 	l->opts = o;
 	l->so = so;
 	l->loaded = true;
-	l->workload_hash = lr_u64(&r);
-	l->build_ns = lr_u64(&r);
-	l->built_at_ms = lr_u64(&r);
-	l->built_rows = lr_u64(&r);
-	uint32_t ns = lr_u32(&r);
+	l->workload_hash = vela_rbuf_u64(&r);
+	l->build_ns = vela_rbuf_u64(&r);
+	l->built_at_ms = vela_rbuf_u64(&r);
+	l->built_rows = vela_rbuf_u64(&r);
+	uint32_t ns = vela_rbuf_u32(&r);
 	const uint8_t *sp = r.bad || ns > DB_WORKLOAD_QUERIES_MAX
 				    ? NULL
-				    : lr_take(&r, (size_t)ns * sizeof(db_sig_t));
+				    : vela_rbuf_take(&r, (size_t)ns * sizeof(db_sig_t));
 	int rc = sp ? 0 : VELA_ECORRUPT;
 	if (rc == 0 && (l->sigs = malloc((ns ? ns : 1) * sizeof(db_sig_t))) == NULL)
 		rc = VELA_ENOMEM;
@@ -1327,8 +1308,8 @@ int db_layout_parse(const uint8_t *buf, size_t len, const flat_index_t *f, uint6
 			if (l->sigs[i].h <= l->sigs[i - 1].h)
 				rc = VELA_ECORRUPT;
 	}
-	uint32_t nd = rc ? 0 : lr_u32(&r);
-	const uint8_t *dp = rc || r.bad || nd > rows ? NULL : lr_take(&r, (size_t)nd * 4);
+	uint32_t nd = rc ? 0 : vela_rbuf_u32(&r);
+	const uint8_t *dp = rc || r.bad || nd > rows ? NULL : vela_rbuf_take(&r, (size_t)nd * 4);
 	rc = rc ? rc : dp ? 0 : VELA_ECORRUPT;
 	if (rc == 0 && (l->delta = roaring_bitmap_create()) == NULL)
 		rc = VELA_ENOMEM;
@@ -1342,22 +1323,22 @@ int db_layout_parse(const uint8_t *buf, size_t len, const flat_index_t *f, uint6
 		else
 			roaring_bitmap_add(l->delta, id);
 	}
-	uint64_t tl = rc ? 0 : lr_u64(&r);
-	const uint8_t *tp = rc || r.bad || tl > len ? NULL : lr_take(&r, tl);
+	uint64_t tl = rc ? 0 : vela_rbuf_u64(&r);
+	const uint8_t *tp = rc || r.bad || tl > len ? NULL : vela_rbuf_take(&r, tl);
 	rc = rc ? rc : tp ? qdtree_unpack(tp, tl, &l->tree) : VELA_ECORRUPT;
-	uint32_t na = rc ? 0 : qdtree_atom_count(l->tree), nc = rc ? 0 : lr_u32(&r);
+	uint32_t na = rc ? 0 : qdtree_atom_count(l->tree), nc = rc ? 0 : vela_rbuf_u32(&r);
 	if (rc == 0 && (r.bad || nc > na))
 		rc = VELA_ECORRUPT;
 	if (rc == 0)
 		rc = cuts_alloc(l, na);
 	for (uint32_t i = 0; rc == 0 && i < nc; i++) {
-		uint32_t c = lr_u32(&r), cl = lr_u32(&r);
-		const uint8_t *cb = r.bad || c >= na || l->cut_b[c] ? NULL : lr_take(&r, cl);
+		uint32_t c = vela_rbuf_u32(&r), cl = vela_rbuf_u32(&r);
+		const uint8_t *cb = r.bad || c >= na || l->cut_b[c] ? NULL : vela_rbuf_take(&r, cl);
 		rc = cb && cut_ok(cb, cl, qdtree_atom(l->tree, c)) ? cut_set(l, c, cb, cl)
 								  : VELA_ECORRUPT;
 	}
-	uint64_t pl = rc ? 0 : lr_u64(&r);
-	const uint8_t *pp = rc || r.bad || pl > len ? NULL : lr_take(&r, pl);
+	uint64_t pl = rc ? 0 : vela_rbuf_u64(&r);
+	const uint8_t *pp = rc || r.bad || pl > len ? NULL : vela_rbuf_take(&r, pl);
 	rc = rc ? rc : pp ? part_unpack(f, pp, pl, &l->part) : VELA_ECORRUPT;
 	part_stats_t st;
 	if (rc == 0) {
