@@ -836,6 +836,22 @@ static void merge_hits(part_query_t *q, const vela_hit_t *b, uint32_t nb, vela_h
 	q->n_out = o;
 }
 
+/* The k nearest rows of cluster cl (row numbers, ascending (distance, row))
+ * for each of the nq queries Q (nq x dim), filters[i] its rows or NULL (all).
+ * The one place a cluster's rows are scored: scan_cluster and the
+ * calibration both come through here. */
+static int cluster_knn(const part_layout_t *p, const part_cluster_t *cl, const float *Q,
+		       uint32_t nq, uint32_t k, const roaring_bitmap_t *const *filters,
+		       vela_hit_t *hits, uint32_t *nh)
+{
+	index_rows_t rows = {.data = cl->rows, .type = p->type, .metric = p->metric,
+			     .dim = p->dim, .stride = p->stride, .n = cl->n,
+			     .norms = cl->norms, .norm_max = p->norm_max, .uid = cl->uid,
+			     .generation = cl->gen};
+	index_knn_t req = {.queries = Q, .nq = nq, .k = k, .filters = filters};
+	return index_backend_knn(&rows, &req, hits, nh, NULL);
+}
+
 /* Score cluster pr[0].cl against the queries of pr[0..n). */
 static int scan_cluster(const part_layout_t *p, part_query_t *qs, const probe_t *pr, uint32_t n)
 {
@@ -855,15 +871,8 @@ static int scan_cluster(const part_layout_t *p, part_query_t *qs, const probe_t 
 		if (!pr[i].full && (flt[i] = rows_of(cl, q->filter)) == NULL)
 			rc = VELA_ENOMEM;
 	}
-	if (rc == 0) {
-		index_rows_t rows = {.data = cl->rows, .type = p->type, .metric = p->metric,
-				     .dim = p->dim, .stride = p->stride, .n = cl->n,
-				     .norms = cl->norms, .norm_max = p->norm_max, .uid = cl->uid,
-				     .generation = cl->gen};
-		index_knn_t req = {.queries = Q, .nq = n, .k = kmax,
-				   .filters = (const roaring_bitmap_t *const *)flt};
-		rc = index_backend_knn(&rows, &req, hits, nh, NULL);
-	}
+	if (rc == 0)
+		rc = cluster_knn(p, cl, Q, n, kmax, (const roaring_bitmap_t *const *)flt, hits, nh);
 	for (uint32_t i = 0; rc == 0 && i < n; i++) {
 		part_query_t *q = &qs[pr[i].q];
 		vela_hit_t *h = hits + (size_t)i * kmax;
