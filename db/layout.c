@@ -105,6 +105,33 @@ static bool layout_fresh(const db_layout_t *l, const db_field_t *f)
 	return l && r.uid == l->flat_uid && r.generation == l->generation;
 }
 
+static int field_row(const void *ctx, uint32_t docid, float *out)
+{
+	return db_vec_get(ctx, docid, out);
+}
+
+/* Where a layout reads f's vectors (db->lock held): its FLAT rows, or once
+ * they are released (a compressed field) the store's decoded vectors. */
+static part_source_t field_source(const db_field_t *f)
+{
+	return (part_source_t){.f = f->flat, .row = flat_has_rows(f->flat) ? NULL : field_row,
+			       .ctx = f};
+}
+
+/* The cluster encoding a build of f takes: the option, else LVQ8 for a
+ * compressed field (its clusters hold codes as its store does), FIELD
+ * (its element type) for the others. */
+static int encoding_of(const vela_layout_opts_t *o, const db_field_t *f, part_encoding_t *out)
+{
+	uint32_t e = o ? o->encoding : VELA_LAYOUT_ENCODING_DEFAULT;
+	if (e > VELA_LAYOUT_ENCODING_LVQ8)
+		return VELA_EINVAL;
+	if (e == VELA_LAYOUT_ENCODING_DEFAULT)
+		e = f->compression ? VELA_LAYOUT_ENCODING_LVQ8 : VELA_LAYOUT_ENCODING_FIELD;
+	*out = e == VELA_LAYOUT_ENCODING_LVQ8 ? PART_ENC_LVQ8 : PART_ENC_FIELD;
+	return 0;
+}
+
 uint64_t db_layout_gen(const db_field_t *f)
 {
 	index_rows_t r;
@@ -451,13 +478,43 @@ static double drift_of(const db_layout_t *l, const db_sig_t *now, uint32_t n)
 
 /* ------------------------------------------------------------ build */
 
+/* The probing of the public options: probe_factor > 0 the fixed rule,
+ * < 0 (or recall < 0) exact, else the calibrated rule at recall (0: the
+ * default). */
+static int so_resolve(const vela_layout_opts_t *o, part_search_opts_t *so)
+{
+	part_search_opts_default(so);
+	so->probe_factor = o->probe_factor > 0 ? o->probe_factor : 0;
+	if (o->probe_factor < 0 || o->recall < 0)
+		so->recall = 0;
+	else if (o->recall > 0)
+		so->recall = o->recall;
+	if (o->probe_min)
+		so->probe_min = o->probe_min;
+	if (!(o->probe_factor == o->probe_factor) || !(o->recall == o->recall) ||
+	    (so->recall != 0 && (so->recall < PART_RECALL_MIN || so->recall > PART_RECALL_MAX)) ||
+	    so->probe_factor > PART_PROBE_FACTOR_MAX || so->probe_min < PART_PROBE_MIN_MIN ||
+	    so->probe_min > PART_PROBE_MIN_MAX)
+		return VELA_EINVAL;
+	return 0;
+}
+
+/* so_resolve's inverse, for FT.LAYOUT INFO and the file (-1: exact). */
+static void so_public(const part_search_opts_t *so, float *probe_factor, float *recall)
+{
+	bool exact = so->probe_factor == 0 && so->recall == 0;
+	*probe_factor = exact ? -1.0f : so->probe_factor;
+	*recall = exact ? -1.0f : so->recall;
+}
+
 static int opts_resolve(const vela_layout_opts_t *in, qdtree_opts_t *to, part_opts_t *po,
 			part_search_opts_t *so, uint32_t *max_cuts)
 {
 	vela_layout_opts_t o = in ? *in : (vela_layout_opts_t){0};
 	qdtree_opts_default(to);
 	part_opts_default(po);
-	part_search_opts_default(so);
+	if (so_resolve(&o, so))
+		return VELA_EINVAL;
 	if (o.cluster_rows)
 		po->cluster_rows = o.cluster_rows;
 	/* docs/partitions.md: max(10,000, 32 x the cluster size) */
@@ -466,17 +523,10 @@ static int opts_resolve(const vela_layout_opts_t *in, qdtree_opts_t *to, part_op
 					     ? QDTREE_LEAF_MIN_DEFAULT
 					     : 32ull * po->cluster_rows);
 	*max_cuts = o.max_cuts ? o.max_cuts : DB_LAYOUT_CUTS_DEFAULT;
-	if (o.probe_factor < 0)
-		so->probe_factor = 0;
-	else if (o.probe_factor > 0)
-		so->probe_factor = o.probe_factor;
-	if (o.probe_min)
-		so->probe_min = o.probe_min;
-	if (!(o.probe_factor == o.probe_factor) || po->cluster_rows < PART_CLUSTER_ROWS_MIN ||
+	if (po->cluster_rows < PART_CLUSTER_ROWS_MIN ||
 	    po->cluster_rows > PART_CLUSTER_ROWS_MAX || to->leaf_min < QDTREE_LEAF_MIN_MIN ||
 	    to->leaf_min > QDTREE_LEAF_MIN_MAX || *max_cuts < DB_LAYOUT_CUTS_MIN ||
-	    *max_cuts > DB_LAYOUT_CUTS_MAX || so->probe_factor > PART_PROBE_FACTOR_MAX ||
-	    so->probe_min > PART_PROBE_MIN_MAX)
+	    *max_cuts > DB_LAYOUT_CUTS_MAX)
 		return VELA_EINVAL;
 	return 0;
 }
@@ -528,13 +578,9 @@ static int lprep_make(vela_db_t *db, db_index_t *ix, uint32_t k, const vela_layo
 		      lprep_t *p, vela_err_t *err)
 {
 	memset(p, 0, sizeof(*p));
-	if (opts_resolve(opts, &p->to, &p->po, &p->so, &p->max_cuts))
+	if (opts_resolve(opts, &p->to, &p->po, &p->so, &p->max_cuts) ||
+	    encoding_of(opts, &ix->fields[k], &p->po.encoding))
 		return vela_err_set(err, VELA_EINVAL, "layout option out of range");
-	if (!flat_has_rows(ix->fields[k].flat)) /* partitions copy F32 rows (for now) */
-		return vela_err_set(err, VELA_EUNSUPPORTED,
-				    "%s: a compressed field keeps no F32 vectors to partition "
-				    "(partitions over LVQ/LeanVec codes are not implemented yet)",
-				    ix->fields[k].alias);
 	p->t0 = vela_now_ns();
 	db_field_state_t *s = db_field_state(db, ix, k, true);
 	int rc = s ? db_workload_snapshot(s, &p->ents, &p->n) : VELA_ENOMEM;
@@ -555,10 +601,11 @@ static int lprep_make(vela_db_t *db, db_index_t *ix, uint32_t k, const vela_layo
 	return 0;
 }
 
-/* Tree and clusters over `flat`'s rows (no db state read: runs without
+/* Tree and clusters over src's rows (no db state read: runs without
  * the lock on a private copy in the background). */
-static int layout_compute(const lprep_t *p, const flat_index_t *flat, db_layout_t **out)
+static int layout_compute(const lprep_t *p, const part_source_t *src, db_layout_t **out)
 {
+	const flat_index_t *flat = src->f;
 	db_layout_t *l = layout_new();
 	int rc = l ? 0 : VELA_ENOMEM;
 	if (rc == 0 && (l->delta = roaring_bitmap_create()) == NULL)
@@ -572,8 +619,10 @@ static int layout_compute(const lprep_t *p, const flat_index_t *flat, db_layout_
 		leaves = malloc((nl + 1) * sizeof(*leaves));
 		for (uint32_t i = 0; leaves && i < nl; i++)
 			leaves[i] = qdtree_leaf_docids(l->tree, i);
-		rc = leaves ? part_build(flat, leaves, nl, &p->po, &l->part) : VELA_ENOMEM;
+		rc = leaves ? part_build(src, leaves, nl, &p->po, &l->part) : VELA_ENOMEM;
 	}
+	if (rc == 0) /* the calibrated probing rule's measurements */
+		rc = part_calibrate(l->part, PART_CAL_QUERIES_DEFAULT);
 	free(leaves);
 	if (rc == 0)
 		rc = sigs_of_ents(p->ents, p->n, &l->sigs, &l->n_sigs);
@@ -594,8 +643,11 @@ static int layout_compute(const lprep_t *p, const flat_index_t *flat, db_layout_
 	l->opts = (vela_layout_opts_t){.leaf_min = p->to.leaf_min,
 				       .cluster_rows = p->po.cluster_rows,
 				       .max_cuts = p->max_cuts,
-				       .probe_factor = p->so.probe_factor > 0 ? p->so.probe_factor : -1,
-				       .probe_min = p->so.probe_min};
+				       .probe_min = p->so.probe_min,
+				       .encoding = p->po.encoding == PART_ENC_LVQ8
+							   ? VELA_LAYOUT_ENCODING_LVQ8
+							   : VELA_LAYOUT_ENCODING_FIELD};
+	so_public(&p->so, &l->opts.probe_factor, &l->opts.recall);
 	for (size_t i = 0; i < p->n; i++)
 		l->workload_hash ^= p->ents[i].h * (p->ents[i].count | 1);
 	l->built_rows = flat_count(flat);
@@ -616,7 +668,8 @@ static int layout_make(vela_db_t *db, db_index_t *ix, uint32_t k, const vela_lay
 	int rc = lprep_make(db, ix, k, opts, &p, err);
 	if (rc)
 		return rc;
-	rc = layout_compute(&p, ix->fields[k].flat, out);
+	part_source_t src = field_source(&ix->fields[k]);
+	rc = layout_compute(&p, &src, out);
 	lprep_free(&p);
 	if (rc)
 		return vela_err_set(err, rc, "layout build failed: %s", vela_strerror(rc));
@@ -677,10 +730,12 @@ int vela_layout_drop(vela_db_t *db, const char *index, const char *field, vela_e
 }
 
 int vela_layout_tune(vela_db_t *db, const char *index, const char *field, float probe_factor,
-		     uint32_t probe_min, vela_err_t *err)
+		     uint32_t probe_min, float recall, vela_err_t *err)
 {
-	if (!(probe_factor <= PART_PROBE_FACTOR_MAX) || probe_min < PART_PROBE_MIN_MIN ||
-	    probe_min > PART_PROBE_MIN_MAX)
+	vela_layout_opts_t o = {.probe_factor = probe_factor, .probe_min = probe_min,
+				.recall = recall};
+	part_search_opts_t so;
+	if (probe_min == 0 || so_resolve(&o, &so))
 		return vela_err_set(err, VELA_EINVAL, "probe option out of range");
 	pthread_rwlock_wrlock(&db->lock);
 	db_index_t *ix;
@@ -688,8 +743,9 @@ int vela_layout_tune(vela_db_t *db, const char *index, const char *field, float 
 	db_field_state_t *s = k < 0 ? NULL : db_field_state(db, ix, (uint32_t)k, true);
 	int rc = k < 0 ? k : s && s->layout ? 0 : vela_err_set(err, VELA_ENOTFOUND, "no layout");
 	if (rc == 0) {
-		s->layout->so.probe_factor = probe_factor < 0 ? 0 : probe_factor;
-		s->layout->so.probe_min = probe_min;
+		s->layout->so = so;
+		so_public(&so, &s->layout->opts.probe_factor, &s->layout->opts.recall);
+		s->layout->opts.probe_min = probe_min;
 	}
 	pthread_rwlock_unlock(&db->lock);
 	return rc;
@@ -732,8 +788,10 @@ int vela_layout_info(vela_db_t *db, const char *index, const char *field,
 		out->delta = roaring_bitmap_get_cardinality(l->delta);
 		out->built_at_ms = l->built_at_ms;
 		out->loaded = l->loaded;
-		out->probe_factor = l->so.probe_factor > 0 ? l->so.probe_factor : -1;
+		so_public(&l->so, &out->probe_factor, &out->recall);
 		out->probe_min = l->so.probe_min;
+		out->encoding = st.encoding == PART_ENC_LVQ8 ? VELA_LAYOUT_ENCODING_LVQ8
+							     : VELA_LAYOUT_ENCODING_FIELD;
 	}
 	pthread_rwlock_unlock(&db->lock);
 	return k < 0 ? k : 0;
@@ -862,16 +920,19 @@ static db_index_t *job_index(vela_db_t *db, uint32_t ix_id, uint32_t k, uint64_t
 	return NULL;
 }
 
-/* A private copy of f's rows (the build reads it without the lock). */
-static int flat_copy(const flat_index_t *f, flat_index_t **out)
+/* A private copy of fd's rows (the build reads it without the lock): a
+ * compressed field's are its store's decoded vectors, held as F32 for the
+ * rebuild only (the clusters built from them keep LVQ-8 codes). */
+static int flat_copy(const db_field_t *fd, flat_index_t **out)
 {
+	const flat_index_t *f = fd->flat;
 	int rc = flat_create(flat_dim(f), flat_metric(f), flat_type(f), out);
 	float *v = rc ? NULL : malloc(flat_dim(f) * sizeof(float));
 	rc = rc ? rc : v ? 0 : VELA_ENOMEM;
 	roaring_uint32_iterator_t it;
 	roaring_init_iterator(flat_docids(f), &it);
 	for (; rc == 0 && it.has_value; roaring_advance_uint32_iterator(&it))
-		if ((rc = flat_get(f, it.current_value, v)) == 0)
+		if ((rc = db_vec_get(fd, it.current_value, v)) == 0)
 			rc = flat_set(*out, it.current_value, v);
 	free(v);
 	if (rc && *out) {
@@ -925,7 +986,7 @@ static uint32_t route_doc(const qdtree_t *t, roaring_bitmap_t *const *bms, uint3
  * its leaf by the cuts' postings (the qd-tree routing of one document, in
  * a batch) and to that leaf's nearest centroid. */
 static int fold_plan(vela_db_t *db, const db_index_t *ix, const db_layout_t *l,
-		     const flat_index_t *f, const roaring_bitmap_t *D, uint32_t *ids, uint32_t *cl,
+		     const db_field_t *f, const roaring_bitmap_t *D, uint32_t *ids, uint32_t *cl,
 		     size_t *n)
 {
 	roaring_bitmap_t **bms = calloc(l->n_atoms ? l->n_atoms : 1, sizeof(*bms));
@@ -958,8 +1019,9 @@ static int fold_plan(vela_db_t *db, const db_index_t *ix, const db_layout_t *l,
 			leaf[(*n)++] = lf;
 		}
 	}
+	part_source_t src = field_source(f);
 	if (rc == 0)
-		rc = part_assign(l->part, f, ids, leaf, *n, cl);
+		rc = part_assign(l->part, &src, ids, leaf, *n, cl);
 	free(leaf);
 	for (uint32_t c = 0; bms && c < l->n_atoms; c++)
 		if (bms[c])
@@ -994,7 +1056,7 @@ static int layout_fold(vela_db_t *db, uint32_t ix_id, uint32_t k, uint64_t uid, 
 	if (rc == 0 && nd && (s->layout_dirty = roaring_bitmap_create()) == NULL)
 		rc = VELA_ENOMEM;
 	if (rc == 0 && nd)
-		rc = fold_plan(db, ix, l, ix->fields[k].flat, D, ids, cl, &n);
+		rc = fold_plan(db, ix, l, &ix->fields[k], D, ids, cl, &n);
 	pthread_rwlock_unlock(&db->lock);
 
 	pthread_mutex_lock(&db->write_mu);
@@ -1004,12 +1066,12 @@ static int layout_fold(vela_db_t *db, uint32_t ix_id, uint32_t k, uint64_t uid, 
 	l = s ? s->layout : NULL;
 	size_t folded = 0;
 	if (rc == 0 && l && l->serial == serial && s->layout_dirty) {
-		const flat_index_t *f = ix->fields[k].flat;
+		part_source_t src = field_source(&ix->fields[k]);
 		for (size_t i = 0; rc == 0 && i < n; i++) {
 			if (roaring_bitmap_contains(s->layout_dirty, ids[i]) ||
 			    !roaring_bitmap_contains(l->delta, ids[i]))
 				continue; /* written or deleted since it was routed */
-			if ((rc = part_insert(l->part, f, cl[i], ids[i])) == 0) {
+			if ((rc = part_insert(l->part, &src, cl[i], ids[i])) == 0) {
 				roaring_bitmap_remove(l->delta, ids[i]);
 				folded++;
 			}
@@ -1044,7 +1106,7 @@ static int layout_rebuild(vela_db_t *db, uint32_t ix_id, uint32_t k, uint64_t ui
 	lprep_t p;
 	flat_index_t *copy = NULL;
 	int rc = s && s->layout ? lprep_make(db, ix, k, &s->layout->opts, &p, NULL) : VELA_ENOTFOUND;
-	if (rc == 0 && (rc = flat_copy(ix->fields[k].flat, &copy)) != 0)
+	if (rc == 0 && (rc = flat_copy(&ix->fields[k], &copy)) != 0)
 		lprep_free(&p);
 	if (rc == 0 && (s->layout_dirty = roaring_bitmap_create()) == NULL) {
 		rc = VELA_ENOMEM;
@@ -1054,7 +1116,7 @@ static int layout_rebuild(vela_db_t *db, uint32_t ix_id, uint32_t k, uint64_t ui
 	/* 2. the build, holding no lock */
 	db_layout_t *l = NULL;
 	if (rc == 0) {
-		rc = layout_compute(&p, copy, &l);
+		rc = layout_compute(&p, &(part_source_t){.f = copy}, &l);
 		lprep_free(&p);
 	}
 	flat_destroy(copy);
@@ -1135,14 +1197,15 @@ void db_layout_job_run(vela_db_t *db, uint32_t ix_id, uint32_t k, uint64_t uid)
  * <dir>/part-<index id>-<field>.snap (docs/partitions.md §5):
  *   "VELAPART" | u32 version | u64 change-log sequence | u64 rows of the
  *   field | u32 dim, type, metric | options: u64 leaf_min, u32 cluster_rows,
- *   max_cuts, f32 probe_factor (<0: exact), u32 probe_min | u64 workload
+ *   max_cuts, f32 probe_factor (<0: exact), u32 probe_min, f32 recall
+ *   (version 2; <0: exact) | u64 workload
  *   hash, build ns, built at (ms), rows at the build | u32 signatures, each
  *   u64 hash, u64 count | u32 delta docids, each u32 (ascending) | u64
  *   bytes, qdtree_pack | u64 bytes, part_pack | u64 XXH3 of all before.
  * Host byte order (little-endian targets), as the workload log.
  */
 #define PART_FILE_MAGIC "VELAPART"
-#define PART_FILE_VERSION 1u
+#define PART_FILE_VERSION 2u
 
 static void part_path(const vela_db_t *db, uint32_t ix_id, uint32_t field, char *buf, size_t cap)
 {
@@ -1197,8 +1260,11 @@ int db_layout_save(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 		LB_VAL(&w, uint64_t, l->opts.leaf_min);
 		LB_VAL(&w, uint32_t, l->opts.cluster_rows);
 		LB_VAL(&w, uint32_t, l->opts.max_cuts);
-		LB_VAL(&w, float, l->so.probe_factor > 0 ? l->so.probe_factor : -1.0f);
+		float pf, rec;
+		so_public(&l->so, &pf, &rec);
+		LB_VAL(&w, float, pf);
 		LB_VAL(&w, uint32_t, l->so.probe_min);
+		LB_VAL(&w, float, rec);
 		LB_VAL(&w, uint64_t, l->workload_hash);
 		LB_VAL(&w, uint64_t, l->build_ns);
 		LB_VAL(&w, uint64_t, l->built_at_ms);
@@ -1249,9 +1315,10 @@ static float lr_f32(vela_rbuf_t *r)
 	return v;
 }
 
-int db_layout_parse(const uint8_t *buf, size_t len, const flat_index_t *f, uint64_t seq,
+int db_layout_parse(const uint8_t *buf, size_t len, const part_source_t *src, uint64_t seq,
 		    db_layout_t **out)
 {
+	const flat_index_t *f = src->f;
 	*out = NULL;
 	if (len < 8 + 4 + 8 || memcmp(buf, PART_FILE_MAGIC, 8))
 		return VELA_ECORRUPT;
@@ -1261,8 +1328,8 @@ int db_layout_parse(const uint8_t *buf, size_t len, const flat_index_t *f, uint6
 		return VELA_ECORRUPT;
 	vela_rbuf_t r = {.b = buf, .len = len - 8, .o = 8};
 	uint32_t ver = vela_rbuf_u32(&r);
-	if (ver != PART_FILE_VERSION)
-		return ver > PART_FILE_VERSION ? VELA_EVERSION : VELA_ECORRUPT;
+	if (ver != PART_FILE_VERSION) /* version 1 probed by a constant: rebuild */
+		return ver > PART_FILE_VERSION ? VELA_EVERSION : VELA_EBUSY;
 	if (vela_rbuf_u64(&r) != seq)
 		return VELA_EBUSY; /* written before later changes: stale */
 	uint64_t rows = vela_rbuf_u64(&r);
@@ -1277,6 +1344,7 @@ int db_layout_parse(const uint8_t *buf, size_t len, const flat_index_t *f, uint6
 	o.max_cuts = vela_rbuf_u32(&r);
 	o.probe_factor = lr_f32(&r);
 	o.probe_min = vela_rbuf_u32(&r);
+	o.recall = lr_f32(&r);
 	qdtree_opts_t to;
 	part_opts_t po;
 	part_search_opts_t so;
@@ -1339,7 +1407,9 @@ int db_layout_parse(const uint8_t *buf, size_t len, const flat_index_t *f, uint6
 	}
 	uint64_t pl = rc ? 0 : vela_rbuf_u64(&r);
 	const uint8_t *pp = rc || r.bad || pl > len ? NULL : vela_rbuf_take(&r, pl);
-	rc = rc ? rc : pp ? part_unpack(f, pp, pl, &l->part) : VELA_ECORRUPT;
+	rc = rc ? rc : pp ? part_unpack(src, pp, pl, &l->part) : VELA_ECORRUPT;
+	if (rc == 0) /* measured again: cheaper to redo than to trust */
+		rc = part_calibrate(l->part, PART_CAL_QUERIES_DEFAULT);
 	part_stats_t st;
 	if (rc == 0) {
 		part_stats(l->part, &st);
@@ -1364,7 +1434,8 @@ int db_layout_parse(const uint8_t *buf, size_t len, const flat_index_t *f, uint6
 void db_layout_load(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 {
 	const db_field_t *f = &ix->fields[s->field];
-	if (f->type != VELA_FIELD_VECTOR || f->flat == NULL || !flat_has_rows(f->flat))
+	if (f->type != VELA_FIELD_VECTOR || f->flat == NULL ||
+	    !(flat_has_rows(f->flat) || f->lvq)) /* no vectors to read */
 		return;
 	char path[PATH_MAX_SNAP];
 	part_path(db, ix->id, s->field, path, sizeof(path));
@@ -1382,8 +1453,9 @@ void db_layout_load(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 	uint64_t seq = 0;
 	int rc = buf ? db_seq_now(db, &seq) : VELA_EIO;
 	db_layout_t *l = NULL;
+	part_source_t src = field_source(f);
 	if (rc == 0)
-		rc = db_layout_parse(buf, (size_t)len, f->flat, seq, &l);
+		rc = db_layout_parse(buf, (size_t)len, &src, seq, &l);
 	free(buf);
 	if (rc) {
 		vela_warn("index '%s' field '%s': layout file %s not used (%s): dropped; "
@@ -1398,6 +1470,10 @@ void db_layout_load(vela_db_t *db, const db_index_t *ix, db_field_state_t *s)
 	l->flat_uid = r.uid;
 	l->generation = r.generation;
 	l->serial = atomic_fetch_add(&layout_serial, 1);
+	part_stats_t st; /* the encoding the file's clusters took: rebuilds keep it */
+	part_stats(l->part, &st);
+	l->opts.encoding = st.encoding == PART_ENC_LVQ8 ? VELA_LAYOUT_ENCODING_LVQ8
+							: VELA_LAYOUT_ENCODING_FIELD;
 	s->layout = l; /* s is not shared yet */
 }
 
@@ -1441,7 +1517,7 @@ static int delta_merge(const db_layout_t *l, plan_t *p, part_query_t *q)
 		rc = VELA_ENOMEM;
 	uint32_t nh = 0;
 	if (rc == 0 && nd)
-		rc = flat_search(db_plan_field(p)->flat, q->q, q->k, d, h, &nh);
+		rc = db_vec_search(db_plan_field(p), q->q, q->k, d, h, &nh);
 	if (rc == 0 && nh) {
 		vela_hit_t *m = h + q->k;
 		uint32_t i = 0, j = 0, o = 0;
@@ -1461,15 +1537,22 @@ static int delta_merge(const db_layout_t *l, plan_t *p, part_query_t *q)
 	return rc;
 }
 
-/* Does p take the partitions plan? Forced, or chosen: a filter wide enough
- * that probing clusters beats the exact scan of its matches, and no
- * HYBRID_POLICY or other forced plan. */
-static bool plan_wants(const plan_t *p)
+/* p's layout if p takes the partitions plan: forced, or chosen (no
+ * HYBRID_POLICY or other forced plan) for a filter wide enough that the
+ * rows the layout expects to probe cost less than scoring its matches
+ * (DB_LAYOUT_ROWS_PER_MATCH_DEFAULT). */
+static db_layout_t *plan_wants(const plan_t *p)
 {
-	if (p->req->force_plan == VELA_PLAN_PARTITIONS)
-		return true;
-	return p->req->force_plan == VELA_PLAN_AUTO && !(p->knn->set & QUERY_KNN_HYBRID_POLICY) &&
-	       p->prof.filter_matches > VELA_LAYOUT_SCAN_MAX;
+	bool forced = p->req->force_plan == VELA_PLAN_PARTITIONS;
+	if (!forced && (p->req->force_plan != VELA_PLAN_AUTO ||
+			(p->knn->set & QUERY_KNN_HYBRID_POLICY) ||
+			p->prof.filter_matches <= VELA_LAYOUT_SCAN_MAX))
+		return NULL;
+	db_layout_t *l = plan_layout(p);
+	if (l == NULL || forced)
+		return l;
+	double rows = part_probe_rows(l->part, p->knn->k, p->prof.filter_matches, &l->so);
+	return rows <= DB_LAYOUT_ROWS_PER_MATCH_DEFAULT * (double)p->prof.filter_matches ? l : NULL;
 }
 
 void db_layout_run(plan_t *plans, int *state, size_t n)
@@ -1480,8 +1563,8 @@ void db_layout_run(plan_t *plans, int *state, size_t n)
 	if (lay == NULL || pq == NULL || which == NULL)
 		goto out; /* the other plans answer them */
 	for (size_t i = 0; i < n; i++)
-		if (state[i] == 1 && plans[i].knn && plan_wants(&plans[i]))
-			lay[i] = plan_layout(&plans[i]);
+		if (state[i] == 1 && plans[i].knn)
+			lay[i] = plan_wants(&plans[i]);
 	for (size_t i = 0; i < n; i++) {
 		if (lay[i] == NULL)
 			continue;

@@ -259,6 +259,14 @@ void db_layout_free(db_layout_t *l);
 #define DB_LAYOUT_DRIFT_TVD 0.2
 #define DB_LAYOUT_DRIFT_EVERY 128u
 #define DB_LAYOUT_DRIFT_MIN_QUERIES 256u
+/** The partitions plan is chosen (HYBRID_POLICY and forced plans aside)
+ * for a filter of more than VELA_LAYOUT_SCAN_MAX matches when the rows it
+ * is expected to probe (part_probe_rows) are at most this many per match
+ * of the filter: the exact plan scores every match, gathered one by one,
+ * while the partitions plan scores whole clusters shared by the batch, and
+ * a graph walk, the other choice for wide filters, is neither
+ * shared nor exact. Measured in BENCHMARKS.md "Partitions". */
+#define DB_LAYOUT_ROWS_PER_MATCH_DEFAULT 1.0
 
 /** The field's FLAT generation (pass it to db_layout_apply). */
 uint64_t db_layout_gen(const db_field_t *f);
@@ -286,12 +294,13 @@ void db_layout_file_remove(const vela_db_t *db, const db_index_t *ix, uint32_t f
  * first use (a search, vela_layout_info). */
 void db_layouts_load(vela_db_t *db);
 /**
- * @brief Parse a layout file's bytes against field rows f at change-log
+ * @brief Parse a layout file's bytes against the field's rows src (its FLAT
+ * index, and its store's decode for a compressed field) at change-log
  * sequence seq (the loader and the fuzzer). Never trusts the bytes.
  * @return 0; VELA_ECORRUPT (magic, checksum, structure); VELA_EVERSION;
  *   VELA_EBUSY (another sequence or other rows: stale); VELA_ENOMEM
  */
-int db_layout_parse(const uint8_t *buf, size_t len, const flat_index_t *f, uint64_t seq,
+int db_layout_parse(const uint8_t *buf, size_t len, const part_source_t *src, uint64_t seq,
 		    db_layout_t **out);
 /** The batch's partitions plan: answer every KNN plan (state 1) that takes
  * it; their state becomes 2. */

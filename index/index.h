@@ -1073,7 +1073,10 @@ int qdtree_unpack(const uint8_t *buf, size_t len, qdtree_t **out);
  * through index_backend_kmeans_step on a sample, then every row assigned to
  * its nearest centroid with one index_backend_knn over the centroids);
  * each cluster keeps a copy of its rows, contiguous, in docid order, with
- * their docids, norms and a GPU residency uid.
+ * their docids, norms and a GPU residency uid -- or their LVQ-8 codes
+ * (part_encoding_t), decoded per scan. Rows are read through a
+ * part_source_t, so a compressed field (no F32 rows) is clustered from its
+ * store's decoded vectors.
  *
  * part_search answers a batch (MicroNN §3.4, "Inspired by HQI"): each
  * query goes to the leaves holding a match of its filter; per leaf one
@@ -1113,28 +1116,66 @@ int qdtree_unpack(const uint8_t *buf, size_t len, qdtree_t **out);
 #define PART_KMEANS_SAMPLE_DEFAULT 100000u
 #define PART_KMEANS_SAMPLE_MIN 1000u
 #define PART_KMEANS_SAMPLE_MAX (1u << 24)
-/** Matches to scan per k before a query stops probing (0 = every
- * cluster with a match: exact). test_db_partitions calibrates it on the
- * generated workload (20,000 x 32, 128-row clusters, 7 leaves): recall@10
- * in the bucket s = 1 is 0.68 at 24, 0.81 at 50, 0.95 at 100, 0.98 at 200. */
+/** A fixed probing rule: matches to scan per k before a query stops
+ * probing (0 = off: the calibrated rule below, or every cluster with a
+ * match when recall is 0). On the generated workload at 20,000 x 32
+ * (128-row clusters, 7 leaves) recall@10 in the bucket s = 1 is 0.68 at 24,
+ * 0.81 at 50, 0.95 at 100, 0.98 at 200; at 200,000 x 64, 100 gave 0.68
+ * (BENCHMARKS.md "Partitions"): a constant does not carry over, hence the
+ * calibration. */
 #define PART_PROBE_FACTOR_DEFAULT 100.0f
 #define PART_PROBE_FACTOR_MIN 0.0f
 #define PART_PROBE_FACTOR_MAX 1e6f
+/** The calibrated rule's target: mean recall of a query's top k against
+ * the exact answer over the layout (0 = off). */
+#define PART_RECALL_DEFAULT 0.95f
+#define PART_RECALL_MIN 0.5f
+#define PART_RECALL_MAX 1.0f
+/** part_calibrate: sample queries (rows of the layout), taken in blocks
+ * of PART_CAL_BLOCK (each block holds a distance per row: B x 8 bytes x
+ * rows); ladder steps k' = 10 * 4^j; recall levels. */
+#define PART_CAL_QUERIES_DEFAULT 64u
+#define PART_CAL_QUERIES_MIN 1u
+#define PART_CAL_QUERIES_MAX 1024u
+#define PART_CAL_BLOCK 16u
+#define PART_CAL_STEPS 7u
+#define PART_CAL_LEVELS 10u
 /** Clusters with a match a query scans at least. */
 #define PART_PROBE_MIN_DEFAULT 3u
 #define PART_PROBE_MIN_MIN 1u
 #define PART_PROBE_MIN_MAX 65536u
 
+/**
+ * How a cluster stores its rows (chosen at part_build, kept by part_pack):
+ * FIELD: the field's element type (F32 or F16), as the FLAT index holds
+ * them, with their norms: probed exhaustively the answer is flat_search's.
+ * LVQ8: LVQ-8 codes (Aguerrebere et al. 2023, "Similarity search in the
+ * blink of an eye with compressed indices", §3): x - mu, mu the mean of the
+ * layout's rows at the build (one per layout, as the paper's dataset mean;
+ * frozen: later inserts use it), quantised per vector to 8 bits between its
+ * own min and max; a row is [lo f32][step f32][dim u8 codes], padded to 4
+ * bytes, x^ = mu + lo + step * c (no norms kept). Scoring decodes a
+ * cluster into a per-call F32 block, so distances are those of the decoded
+ * vectors x^. dim 64: 72 bytes a row instead of 256 + 4.
+ */
+typedef enum part_encoding {
+	PART_ENC_FIELD = 0,
+	PART_ENC_LVQ8 = 1,
+	PART_ENC_COUNT = 2
+} part_encoding_t;
+
 typedef struct part_opts {
 	uint32_t cluster_rows, kmeans_iters, kmeans_sample;
 	uint64_t seed;
+	part_encoding_t encoding; /**< default PART_ENC_FIELD */
 } part_opts_t;
 
 void part_opts_default(part_opts_t *o);
 
 typedef struct part_search_opts {
-	float probe_factor;
+	float probe_factor; /**< > 0: the fixed rule; 0: calibrated (or exact) */
 	uint32_t probe_min;
+	float recall;       /**< the calibrated rule's target; 0 with probe_factor 0: exact */
 } part_search_opts_t;
 
 void part_search_opts_default(part_search_opts_t *o);
@@ -1143,23 +1184,46 @@ void part_search_opts_default(part_search_opts_t *o);
 typedef struct part_layout part_layout_t;
 
 /**
- * @brief Cluster each leaf's present rows of `f`.
+ * Where part_build, part_assign, part_insert and part_unpack read a row:
+ * `f` gives the docids (present rows), dim, type and metric; the vectors
+ * come from f's own rows when `row` is NULL (f must then keep them:
+ * flat_has_rows), else from `row` -- a compressed field, whose FLAT index
+ * keeps only docids, passes its store's decode (graph_lvq_store_decode,
+ * through db_vec_get). `row` writes docid's dim floats (COSINE: normalised
+ * as stored) and returns 0 or an error, which the caller returns. Everything
+ * is borrowed for the call; `row` is called from the calling thread only.
+ */
+typedef int (*part_row_fn)(const void *ctx, uint32_t docid, float *out);
+typedef struct part_source {
+	const flat_index_t *f;
+	part_row_fn row; /**< NULL: f's rows */
+	const void *ctx; /**< row's first argument */
+} part_source_t;
+
+/**
+ * @brief Cluster each leaf's present rows of src->f, stored in o->encoding.
+ * @param src     the rows (borrowed for the call)
  * @param leaves  n_leaves disjoint docid bitmaps (e.g. qdtree_leaf_docids),
  *                borrowed for the call; absent docids are ignored
  * @param o       NULL = defaults
  * @param out     the layout; free with part_free
- * @return 0; VELA_EINVAL; VELA_ENOMEM; a backend error
+ * @return 0; VELA_EINVAL (also a row LVQ-8 cannot hold within
+ *   FLAT_NORM_SQ_MAX); VELA_EUNSUPPORTED (no `row` and f's rows released);
+ *   VELA_ENOMEM; a backend error; src->row's error
  */
-int part_build(const flat_index_t *f, const roaring_bitmap_t *const *leaves, uint32_t n_leaves,
+int part_build(const part_source_t *src, const roaring_bitmap_t *const *leaves, uint32_t n_leaves,
 	       const part_opts_t *o, part_layout_t **out);
 /** Free the layout (forgets its GPU copies). NULL is a no-op. */
 void part_free(part_layout_t *p);
 
-/** Leaves, clusters, rows; rows per cluster (min, median, max). */
+/** Leaves, clusters, rows; rows per cluster (min, median, max); bytes
+ * held (rows at their allocated capacity, docids, norms, bitmaps,
+ * centroids, the LVQ-8 mean); the clusters' encoding. */
 typedef struct part_stats {
 	uint32_t leaves, clusters;
 	uint64_t rows, min_rows, median_rows, max_rows;
 	size_t bytes;
+	part_encoding_t encoding;
 } part_stats_t;
 void part_stats(const part_layout_t *p, part_stats_t *out);
 /** Docids of leaf i (owned by the layout), NULL out of range. */
@@ -1173,43 +1237,71 @@ int part_remove(part_layout_t *p, uint32_t docid);
 /** Is docid in one of the layout's clusters? */
 bool part_contains(const part_layout_t *p, uint32_t docid);
 /**
- * @brief The nearest centroid of each row ids[i] of f within leaf leaf[i]
+ * @brief The nearest centroid of each row ids[i] of src within leaf leaf[i]
  * (one index_backend_knn per leaf, as the build assigns): cluster[i], a
  * layout-wide cluster number for part_insert. A read call.
  * @return 0; VELA_EINVAL (a leaf without clusters, an absent docid); VELA_ENOMEM
  */
-int part_assign(const part_layout_t *p, const flat_index_t *f, const uint32_t *ids,
+int part_assign(const part_layout_t *p, const part_source_t *src, const uint32_t *ids,
 		const uint32_t *leaf, size_t n, uint32_t *cluster);
 /**
- * @brief Copy docid's row of f into `cluster` at its rank (rows keep
- * ascending with docid) and into the cluster's leaf. A writer call.
- * @return 0; VELA_EEXISTS (already in the layout); VELA_EINVAL; VELA_ENOMEM
+ * @brief Copy docid's row of src into `cluster` at its rank (rows keep
+ * ascending with docid), in the layout's encoding (LVQ-8: with the build's
+ * mean), and into the cluster's leaf. A writer call; on error the layout
+ * is unchanged.
+ * @return 0; VELA_EEXISTS (already in the layout); VELA_EINVAL; VELA_ENOMEM;
+ *   src->row's error
  */
-int part_insert(part_layout_t *p, const flat_index_t *f, uint32_t cluster, uint32_t docid);
+int part_insert(part_layout_t *p, const part_source_t *src, uint32_t cluster, uint32_t docid);
 /** Clusters holding more than twice max(target, their size at the build
  * or load): grown enough that the layout should be rebuilt. */
 uint32_t part_clusters_over(const part_layout_t *p, uint32_t target);
 
-/** Version of part_pack's format. */
-#define PART_PACK_VERSION 1u
+/**
+ * @brief Measure how many rows a query scans, nearest centroid first, to
+ * find its top k' at each mean recall (index/partitions.c "calibration"):
+ * `queries` rows of the layout at an even stride serve as queries. Costs
+ * about queries x rows x dim x 2 flops (one pass over every cluster per
+ * block of PART_CAL_BLOCK queries). Call after part_build or part_unpack;
+ * an uncalibrated layout probes every cluster with a match under the
+ * calibrated rule. A writer call (no search meanwhile).
+ * @return 0; VELA_EINVAL; VELA_ENOMEM; a backend error
+ */
+int part_calibrate(part_layout_t *p, uint32_t queries);
+/**
+ * @brief Rows a query of k whose filter has `matches` in the layout is
+ * expected to scan under the probing o: with s = matches / rows, R(k / s)
+ * of the calibration (fixed rule: probe_factor k / s), capped at the
+ * layout's rows (all of them when exact or not calibrated); 0 for no
+ * match. The db layer weighs it against the exact plan's cost.
+ */
+double part_probe_rows(const part_layout_t *p, uint32_t k, uint64_t matches,
+		       const part_search_opts_t *o);
+
+/** Version of part_pack's format (2: the encoding and the LVQ-8 mean;
+ * part_unpack still reads 1, a FIELD layout). */
+#define PART_PACK_VERSION 2u
 /**
  * @brief Serialise the layout's structure (not its rows): version, dim,
- * type, metric, leaves, clusters; per leaf its centroids and per cluster
- * its docids (ascending). Host byte order (little-endian targets).
+ * type, metric, encoding, leaves, clusters, the LVQ-8 mean (dim floats,
+ * LVQ8 only); per leaf its centroids and per cluster its docids
+ * (ascending). Host byte order (little-endian targets).
  * @param out malloc'd bytes the caller frees
  * @return 0; VELA_EINVAL; VELA_ENOMEM
  */
 int part_pack(const part_layout_t *p, uint8_t **out, size_t *len);
 /**
- * @brief Rebuild a layout from part_pack's bytes, copying the rows from f.
- * Never trusts the bytes: every docid must be present in f, ascending in its
- * cluster and in no other cluster, every centroid's |c|^2 within
- * FLAT_NORM_SQ_MAX (as vectors: distances stay finite), the sizes exact.
+ * @brief Rebuild a layout from part_pack's bytes, copying the rows from src
+ * (encoded as the bytes say: LVQ8 again with the saved mean). Never trusts
+ * the bytes: every docid must be present in src->f, ascending in its
+ * cluster and in no other cluster, every centroid's and the mean's |c|^2
+ * within FLAT_NORM_SQ_MAX (as vectors: distances stay finite), a known
+ * encoding, the sizes exact.
  * @return 0; VELA_ECORRUPT; VELA_EVERSION (newer format); VELA_EDIM (another
- *   dim, type or metric than f's); VELA_EUNSUPPORTED (f's rows released);
- *   VELA_EINVAL; VELA_ENOMEM
+ *   dim, type or metric than f's); VELA_EUNSUPPORTED (no `row` and f's rows
+ *   released); VELA_EINVAL; VELA_ENOMEM; src->row's error
  */
-int part_unpack(const flat_index_t *f, const uint8_t *buf, size_t len, part_layout_t **out);
+int part_unpack(const part_source_t *src, const uint8_t *buf, size_t len, part_layout_t **out);
 
 /** One query of part_search. The caller fills q, k, filter, out. */
 typedef struct part_query {

@@ -12,8 +12,8 @@
 #include "quant/quant.h"
 
 typedef struct part_cluster {
-	uint8_t *rows;      /* n rows of the field's element type, `stride` apart */
-	float *norms;
+	uint8_t *rows;      /* n rows in the layout's encoding, `rowb` bytes apart */
+	float *norms;       /* FIELD: |x|^2 per row; LVQ8: NULL (computed per scan) */
 	uint32_t *ids;      /* ascending docids */
 	roaring_bitmap_t *bm;
 	uint32_t n;
@@ -35,12 +35,19 @@ struct part_layout {
 	vela_metric_t metric;
 	vela_vec_type_t type;
 	size_t esize, stride;
-	float norm_max;
+	part_encoding_t enc;
+	size_t rowb;       /* bytes per stored row: FIELD stride * esize, LVQ8 lvq8_row_bytes */
+	float *mean;       /* LVQ8: dim floats, the build's mean (frozen); else NULL */
+	float norm_max;    /* FIELD: >= every row's |x|^2 */
 	part_leaf_t *leaves;
 	uint32_t n_leaves;
 	part_cluster_t *cl;
 	uint32_t n_cl;
 	uint32_t n_cl_cap; /* part_unpack: clusters allocated */
+	/* part_calibrate: rows scanned for the top 10 * 4^j at mean recall
+	 * cal_levels[l]; cal_steps 0 = not calibrated */
+	double cal[PART_CAL_STEPS][PART_CAL_LEVELS];
+	uint32_t cal_steps;
 };
 
 void part_opts_default(part_opts_t *o)
@@ -48,13 +55,15 @@ void part_opts_default(part_opts_t *o)
 	*o = (part_opts_t){.cluster_rows = PART_CLUSTER_ROWS_DEFAULT,
 			   .kmeans_iters = PART_KMEANS_ITERS_DEFAULT,
 			   .kmeans_sample = PART_KMEANS_SAMPLE_DEFAULT,
-			   .seed = 0x5eed};
+			   .seed = 0x5eed,
+			   .encoding = PART_ENC_FIELD};
 }
 
 void part_search_opts_default(part_search_opts_t *o)
 {
-	o->probe_factor = PART_PROBE_FACTOR_DEFAULT;
+	o->probe_factor = 0; /* the calibrated rule, at `recall` */
 	o->probe_min = PART_PROBE_MIN_DEFAULT;
+	o->recall = PART_RECALL_DEFAULT;
 }
 
 /* ------------------------------------------------------------ build */
@@ -76,35 +85,181 @@ static void row_decode(const flat_index_t *f, uint32_t id, float *out)
 		memcpy(out, flat_row(f, id), f->dim * sizeof(float));
 }
 
+/* Row `id` of the source as floats: f's rows, or the source's decode. */
+static int src_row(const part_source_t *s, uint32_t id, float *out)
+{
+	if (s->row)
+		return s->row(s->ctx, id, out);
+	row_decode(s->f, id, out);
+	return 0;
+}
+
+/* Is the source readable (rows kept, or a decode)? */
+static bool src_ok(const part_source_t *s)
+{
+	return s && s->f && (s->row || flat_has_rows(s->f));
+}
+
+/* ------------------------------------------------------------ LVQ-8 rows
+ * Aguerrebere et al. 2023 §3 with one mean per layout (part_encoding_t):
+ * y = x - mu, lo = min y, step = (max y - lo) / 255, c = round((y - lo) /
+ * step). The constants stay f32 rather than quant_lvq's binary16: any
+ * vector the FLAT index accepts (|x|^2 <= FLAT_NORM_SQ_MAX) is
+ * representable, and the decode is a plain loop over the codes. */
+#define LVQ8_HEAD 8u /* lo, step */
+
+static size_t lvq8_row_bytes(uint32_t dim)
+{
+	return LVQ8_HEAD + (((size_t)dim + 3) & ~(size_t)3);
+}
+
+/* Row's dim floats into out; returns |x^|^2 (double sum). */
+static double lvq8_decode(const float *mean, uint32_t dim, const uint8_t *row, float *out)
+{
+	float lo, step;
+	memcpy(&lo, row, 4);
+	memcpy(&step, row + 4, 4);
+	const uint8_t *c = row + LVQ8_HEAD;
+	double n2 = 0;
+	for (uint32_t j = 0; j < dim; j++) {
+		out[j] = mean[j] + (lo + step * (float)c[j]);
+		n2 += (double)out[j] * out[j];
+	}
+	return n2;
+}
+
+/* x (dim floats) as an LVQ-8 row; tmp: dim floats. VELA_EINVAL when the
+ * decoded vector falls outside the kernels' bound. */
+static int lvq8_encode(const float *mean, uint32_t dim, const float *x, uint8_t *row, float *tmp)
+{
+	float lo = INFINITY, hi = -INFINITY;
+	for (uint32_t j = 0; j < dim; j++) {
+		float y = x[j] - mean[j];
+		lo = y < lo ? y : lo;
+		hi = y > hi ? y : hi;
+	}
+	if (!isfinite(lo) || !isfinite(hi) || !isfinite(hi - lo))
+		return VELA_EINVAL;
+	float step = (hi - lo) / 255.0f;
+	memset(row, 0, lvq8_row_bytes(dim));
+	memcpy(row, &lo, 4);
+	memcpy(row + 4, &step, 4);
+	for (uint32_t j = 0; step > 0 && j < dim; j++) {
+		float t = (x[j] - mean[j] - lo) / step + 0.5f;
+		row[LVQ8_HEAD + j] = t >= 255.0f ? 255 : t <= 0.0f ? 0 : (uint8_t)t;
+	}
+	double n2 = lvq8_decode(mean, dim, row, tmp);
+	return n2 <= FLAT_NORM_SQ_MAX ? 0 : VELA_EINVAL;
+}
+
+/* x (dim floats) in the field's type (F32 or F16, zero-padded to the
+ * stride) and its stored |x|^2, as flat_set would keep them. */
+static int field_encode(const part_layout_t *p, const float *x, uint8_t *row, float *norm)
+{
+	double n2 = 0;
+	memset(row, 0, p->rowb);
+	if (p->type == VELA_VEC_FLOAT16) {
+		uint16_t *h = (uint16_t *)row;
+		quant_f32_to_f16(x, h, p->dim);
+		for (uint32_t j = 0; j < p->dim; j++) {
+			double v = quant_f16_to_f32_one(h[j]);
+			n2 += v * v;
+		}
+	} else {
+		memcpy(row, x, p->dim * sizeof(float));
+		for (uint32_t j = 0; j < p->dim; j++)
+			n2 += (double)x[j] * x[j];
+	}
+	*norm = (float)n2;
+	return n2 <= FLAT_NORM_SQ_MAX ? 0 : VELA_EINVAL;
+}
+
+/* docid's row of s in p's encoding into `row` (p->rowb bytes) and its
+ * norm (FIELD); x: dim floats of scratch. FIELD rows of a FLAT index are
+ * copied as they are (flat_search's bits); others go through floats. */
+static int row_store(const part_layout_t *p, const part_source_t *s, uint32_t id, float *x,
+		     uint8_t *row, float *norm)
+{
+	*norm = 0;
+	if (p->enc == PART_ENC_FIELD && s->row == NULL) {
+		memcpy(row, flat_row(s->f, id), p->rowb);
+		*norm = s->f->norms[id];
+		return 0;
+	}
+	int rc = src_row(s, id, x);
+	if (rc)
+		return rc;
+	if (p->enc == PART_ENC_LVQ8)
+		return lvq8_encode(p->mean, p->dim, x, row, x);
+	return field_encode(p, x, row, norm);
+}
+
+/* Row r of cluster cl as floats, in either encoding. */
+static void cluster_row_decode(const part_layout_t *p, const part_cluster_t *cl, uint32_t r,
+			       float *out)
+{
+	const uint8_t *row = cl->rows + (size_t)r * p->rowb;
+	if (p->enc == PART_ENC_LVQ8)
+		(void)lvq8_decode(p->mean, p->dim, row, out);
+	else if (p->type == VELA_VEC_FLOAT16)
+		quant_f16_to_f32((const uint16_t *)row, out, p->dim);
+	else
+		memcpy(out, row, p->dim * sizeof(float));
+}
+
+/* The layout's mean over every present row of the leaves (LVQ-8's mu),
+ * accumulated in double. */
+static int layout_mean(part_layout_t *p, const part_source_t *s,
+		       const roaring_bitmap_t *const *leaves, uint32_t n_leaves)
+{
+	double *sum = calloc(p->dim, sizeof(double));
+	float *x = malloc(p->dim * sizeof(float));
+	p->mean = calloc(p->dim, sizeof(float));
+	int rc = sum && x && p->mean ? 0 : VELA_ENOMEM;
+	uint64_t n = 0;
+	for (uint32_t li = 0; rc == 0 && li < n_leaves; li++) {
+		roaring_uint32_iterator_t it;
+		roaring_init_iterator(leaves[li], &it);
+		for (; rc == 0 && it.has_value; roaring_advance_uint32_iterator(&it)) {
+			if (!flat_live_has(s->f, it.current_value))
+				continue;
+			if ((rc = src_row(s, it.current_value, x)) != 0)
+				break;
+			for (uint32_t j = 0; j < p->dim; j++)
+				sum[j] += x[j];
+			n++;
+		}
+	}
+	for (uint32_t j = 0; rc == 0 && n && j < p->dim; j++)
+		p->mean[j] = (float)(sum[j] / (double)n);
+	free(sum);
+	free(x);
+	return rc;
+}
+
 /* Centroids of one leaf: k-means on a strided sample of its rows ids[0..m),
  * nlist centroids seeded from distinct sample rows. C: nlist x dim. */
-static int leaf_kmeans(const flat_index_t *f, const uint32_t *ids, uint64_t m, uint32_t nlist,
+static int leaf_kmeans(const part_source_t *s, const uint32_t *ids, uint64_t m, uint32_t nlist,
 		       const part_opts_t *o, uint64_t seed, float *C)
 {
+	uint32_t dim = s->f->dim;
 	uint64_t ns = m < o->kmeans_sample ? m : o->kmeans_sample;
-	float *X = malloc(vela_mul_size(ns, f->dim * sizeof(float)));
+	float *X = malloc(vela_mul_size(ns, dim * sizeof(float)));
 	uint32_t *pick = malloc(vela_mul_size(ns, sizeof(uint32_t)));
-	if (X == NULL || pick == NULL) {
-		free(X);
-		free(pick);
-		return VELA_ENOMEM;
-	}
-	for (uint64_t i = 0; i < ns; i++) {
-		row_decode(f, ids[(uint64_t)((double)i * (double)m / (double)ns)],
-			   X + i * f->dim);
+	int rc = X && pick ? 0 : VELA_ENOMEM;
+	for (uint64_t i = 0; rc == 0 && i < ns; i++) {
+		rc = src_row(s, ids[(uint64_t)((double)i * (double)m / (double)ns)], X + i * dim);
 		pick[i] = (uint32_t)i;
 	}
-	for (uint32_t c = 0; c < nlist; c++) { /* partial Fisher-Yates */
+	for (uint32_t c = 0; rc == 0 && c < nlist; c++) { /* partial Fisher-Yates */
 		uint64_t j = c + mix64(seed ^ c) % (ns - c);
 		uint32_t t = pick[c];
 		pick[c] = pick[j];
 		pick[j] = t;
-		memcpy(C + (size_t)c * f->dim, X + (size_t)pick[c] * f->dim,
-		       f->dim * sizeof(float));
+		memcpy(C + (size_t)c * dim, X + (size_t)pick[c] * dim, dim * sizeof(float));
 	}
-	int rc = 0;
 	for (uint32_t it = 0; rc == 0 && nlist > 1 && it < o->kmeans_iters; it++)
-		rc = index_backend_kmeans_step(X, ns, f->dim, C, nlist, NULL, NULL, NULL);
+		rc = index_backend_kmeans_step(X, ns, dim, C, nlist, NULL, NULL, NULL);
 	free(X);
 	free(pick);
 	return rc;
@@ -113,23 +268,25 @@ static int leaf_kmeans(const flat_index_t *f, const uint32_t *ids, uint64_t m, u
 /* Assign every row to its nearest centroid (one kNN with k = 1 over the
  * centroids per chunk of rows). */
 #define PART_ASSIGN_CHUNK 8192u
-static int leaf_assign(const flat_index_t *f, const uint32_t *ids, uint64_t m, const float *C,
+static int leaf_assign(const part_source_t *s, const uint32_t *ids, uint64_t m, const float *C,
 		       uint32_t nlist, uint32_t *assign)
 {
-	float *X = malloc(vela_mul_size(PART_ASSIGN_CHUNK, f->dim * sizeof(float)));
+	uint32_t dim = s->f->dim;
+	float *X = malloc(vela_mul_size(PART_ASSIGN_CHUNK, dim * sizeof(float)));
 	vela_hit_t *h = malloc(PART_ASSIGN_CHUNK * sizeof(vela_hit_t));
 	uint32_t *nh = malloc(PART_ASSIGN_CHUNK * sizeof(uint32_t));
 	int rc = X && h && nh ? 0 : VELA_ENOMEM;
 	index_rows_t rows = {.data = C, .type = VELA_VEC_FLOAT32, .metric = VELA_METRIC_L2,
-			     .dim = f->dim, .stride = f->dim, .n = nlist};
-	for (uint64_t s = 0; rc == 0 && s < m; s += PART_ASSIGN_CHUNK) {
-		uint32_t n = (uint32_t)(m - s < PART_ASSIGN_CHUNK ? m - s : PART_ASSIGN_CHUNK);
-		for (uint32_t i = 0; i < n; i++)
-			row_decode(f, ids[s + i], X + (size_t)i * f->dim);
-		index_knn_t req = {.queries = X, .nq = n, .k = 1};
-		rc = index_backend_knn(&rows, &req, h, nh, NULL);
+			     .dim = dim, .stride = dim, .n = nlist};
+	for (uint64_t b = 0; rc == 0 && b < m; b += PART_ASSIGN_CHUNK) {
+		uint32_t n = (uint32_t)(m - b < PART_ASSIGN_CHUNK ? m - b : PART_ASSIGN_CHUNK);
 		for (uint32_t i = 0; rc == 0 && i < n; i++)
-			assign[s + i] = nh[i] ? h[i].docid : 0;
+			rc = src_row(s, ids[b + i], X + (size_t)i * dim);
+		index_knn_t req = {.queries = X, .nq = n, .k = 1};
+		if (rc == 0)
+			rc = index_backend_knn(&rows, &req, h, nh, NULL);
+		for (uint32_t i = 0; rc == 0 && i < n; i++)
+			assign[b + i] = nh[i] ? h[i].docid : 0;
 	}
 	free(X);
 	free(h);
@@ -147,20 +304,53 @@ static int layout_grow_clusters(part_layout_t *p, uint32_t more)
 	return 0;
 }
 
+/* Allocate cluster cl for n rows (norms only for FIELD rows). */
+static int cluster_alloc(const part_layout_t *p, part_cluster_t *cl, uint32_t n)
+{
+	uint32_t a = n ? n : 1;
+	cl->rows = vela_aligned_alloc(64, vela_mul_size(a, p->rowb));
+	cl->norms = p->enc == PART_ENC_FIELD ? malloc(a * sizeof(float)) : NULL;
+	cl->ids = malloc(a * sizeof(uint32_t));
+	cl->bm = roaring_bitmap_create();
+	cl->uid = index_backend_uid_new();
+	cl->gen = 1;
+	cl->cap = n;
+	return cl->rows && cl->ids && cl->bm && (cl->norms || p->enc != PART_ENC_FIELD)
+		       ? 0
+		       : VELA_ENOMEM;
+}
+
+/* Append docid's row to cl (room reserved); x: dim floats of scratch. */
+static int cluster_append(part_layout_t *p, const part_source_t *s, part_cluster_t *cl,
+			  uint32_t id, float *x)
+{
+	float nrm;
+	int rc = row_store(p, s, id, x, cl->rows + (size_t)cl->n * p->rowb, &nrm);
+	if (rc)
+		return rc;
+	if (cl->norms)
+		cl->norms[cl->n] = nrm;
+	if (s->row && nrm > p->norm_max) /* FIELD rows through floats: their bound */
+		p->norm_max = nrm;
+	cl->ids[cl->n++] = id;
+	return 0;
+}
+
 /* Copy the rows of each non-empty cluster (ids ascending, so each
  * cluster's rows stay in docid order) and set the centroids to the means. */
-static int leaf_store(part_layout_t *p, const flat_index_t *f, part_leaf_t *lf,
+static int leaf_store(part_layout_t *p, const part_source_t *s, part_leaf_t *lf,
 		      const uint32_t *ids, uint64_t m, const uint32_t *assign, uint32_t nlist)
 {
+	uint32_t dim = p->dim;
 	uint32_t *cnt = calloc(nlist, sizeof(uint32_t));
-	double *sum = calloc((size_t)nlist * f->dim, sizeof(double));
-	float *x = malloc(f->dim * sizeof(float));
+	double *sum = calloc((size_t)nlist * dim, sizeof(double));
+	float *x = malloc(dim * sizeof(float));
 	int rc = cnt && sum && x ? 0 : VELA_ENOMEM;
 	for (uint64_t i = 0; rc == 0 && i < m; i++) {
 		cnt[assign[i]]++;
-		row_decode(f, ids[i], x);
-		for (uint32_t j = 0; j < f->dim; j++)
-			sum[(size_t)assign[i] * f->dim + j] += x[j];
+		rc = src_row(s, ids[i], x);
+		for (uint32_t j = 0; rc == 0 && j < dim; j++)
+			sum[(size_t)assign[i] * dim + j] += x[j];
 	}
 	uint32_t used = 0;
 	for (uint32_t c = 0; rc == 0 && c < nlist; c++)
@@ -171,33 +361,20 @@ static int leaf_store(part_layout_t *p, const flat_index_t *f, part_leaf_t *lf,
 	rc = rc ? rc : slot ? 0 : VELA_ENOMEM;
 	lf->c0 = p->n_cl;
 	lf->nlist = 0;
-	size_t row = p->stride * p->esize;
 	for (uint32_t c = 0; rc == 0 && c < nlist; c++) {
 		if (cnt[c] == 0)
 			continue;
 		part_cluster_t *cl = &p->cl[p->n_cl + lf->nlist];
 		slot[c] = lf->nlist;
-		for (uint32_t j = 0; j < f->dim; j++)
-			lf->cent[(size_t)lf->nlist * f->dim + j] =
-				(float)(sum[(size_t)c * f->dim + j] / cnt[c]);
-		cl->rows = vela_aligned_alloc(64, vela_mul_size(cnt[c], row));
-		cl->norms = malloc(cnt[c] * sizeof(float));
-		cl->ids = malloc(cnt[c] * sizeof(uint32_t));
-		cl->bm = roaring_bitmap_create();
-		cl->uid = index_backend_uid_new();
-		cl->gen = 1;
-		cl->cap = cl->n_built = cnt[c];
+		for (uint32_t j = 0; j < dim; j++)
+			lf->cent[(size_t)lf->nlist * dim + j] = (float)(sum[(size_t)c * dim + j] / cnt[c]);
+		rc = cluster_alloc(p, cl, cnt[c]);
+		cl->n_built = cnt[c];
 		lf->nlist++;
-		if (!cl->rows || !cl->norms || !cl->ids || !cl->bm)
-			rc = VELA_ENOMEM;
 	}
 	p->n_cl += lf->nlist;
-	for (uint64_t i = 0; rc == 0 && i < m; i++) {
-		part_cluster_t *cl = &p->cl[lf->c0 + slot[assign[i]]];
-		memcpy(cl->rows + (size_t)cl->n * row, flat_row(f, ids[i]), row);
-		cl->norms[cl->n] = f->norms[ids[i]];
-		cl->ids[cl->n++] = ids[i];
-	}
+	for (uint64_t i = 0; rc == 0 && i < m; i++)
+		rc = cluster_append(p, s, &p->cl[lf->c0 + slot[assign[i]]], ids[i], x);
 	for (uint32_t c = 0; rc == 0 && c < lf->nlist; c++) {
 		part_cluster_t *cl = &p->cl[lf->c0 + c];
 		roaring_bitmap_add_many(cl->bm, cl->n, cl->ids);
@@ -209,11 +386,11 @@ static int leaf_store(part_layout_t *p, const flat_index_t *f, part_leaf_t *lf,
 	return rc;
 }
 
-static int leaf_build(part_layout_t *p, const flat_index_t *f, const roaring_bitmap_t *docs,
+static int leaf_build(part_layout_t *p, const part_source_t *s, const roaring_bitmap_t *docs,
 		      const part_opts_t *o, uint32_t li)
 {
 	part_leaf_t *lf = &p->leaves[li];
-	lf->docids = roaring_bitmap_and(docs, f->docids);
+	lf->docids = roaring_bitmap_and(docs, s->f->docids);
 	if (lf->docids == NULL)
 		return VELA_ENOMEM;
 	uint64_t m = roaring_bitmap_get_cardinality(lf->docids);
@@ -226,16 +403,16 @@ static int leaf_build(part_layout_t *p, const flat_index_t *f, const roaring_bit
 	uint32_t nlist = (uint32_t)(want > VELA_K_MAX ? VELA_K_MAX : want);
 	uint32_t *ids = malloc(vela_mul_size(m, sizeof(uint32_t)));
 	uint32_t *assign = malloc(vela_mul_size(m, sizeof(uint32_t)));
-	lf->cent = malloc(vela_mul_size((size_t)nlist * f->dim, sizeof(float)));
+	lf->cent = malloc(vela_mul_size((size_t)nlist * p->dim, sizeof(float)));
 	int rc = ids && assign && lf->cent ? 0 : VELA_ENOMEM;
 	if (rc == 0) {
 		roaring_bitmap_to_uint32_array(lf->docids, ids);
-		rc = leaf_kmeans(f, ids, m, nlist, o, mix64(o->seed ^ li), lf->cent);
+		rc = leaf_kmeans(s, ids, m, nlist, o, mix64(o->seed ^ li), lf->cent);
 	}
 	if (rc == 0)
-		rc = leaf_assign(f, ids, m, lf->cent, nlist, assign);
+		rc = leaf_assign(s, ids, m, lf->cent, nlist, assign);
 	if (rc == 0)
-		rc = leaf_store(p, f, lf, ids, m, assign, nlist);
+		rc = leaf_store(p, s, lf, ids, m, assign, nlist);
 	free(ids);
 	free(assign);
 	return rc;
@@ -246,12 +423,27 @@ static int opts_check(const part_opts_t *o)
 	return o->cluster_rows < PART_CLUSTER_ROWS_MIN || o->cluster_rows > PART_CLUSTER_ROWS_MAX ||
 			       o->kmeans_iters > PART_KMEANS_ITERS_MAX ||
 			       o->kmeans_sample < PART_KMEANS_SAMPLE_MIN ||
-			       o->kmeans_sample > PART_KMEANS_SAMPLE_MAX
+			       o->kmeans_sample > PART_KMEANS_SAMPLE_MAX ||
+			       (unsigned)o->encoding >= PART_ENC_COUNT
 		       ? VELA_EINVAL
 		       : 0;
 }
 
-int part_build(const flat_index_t *f, const roaring_bitmap_t *const *leaves, uint32_t n_leaves,
+/* An empty layout of s's shape in encoding enc. */
+static part_layout_t *layout_alloc(const part_source_t *s, part_encoding_t enc)
+{
+	part_layout_t *p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return NULL;
+	const flat_index_t *f = s->f;
+	*p = (part_layout_t){.dim = f->dim, .metric = f->metric, .type = f->type,
+			     .esize = f->esize, .stride = f->stride, .enc = enc,
+			     .norm_max = s->row ? 0 : f->norm_max};
+	p->rowb = enc == PART_ENC_LVQ8 ? lvq8_row_bytes(f->dim) : f->stride * f->esize;
+	return p;
+}
+
+int part_build(const part_source_t *src, const roaring_bitmap_t *const *leaves, uint32_t n_leaves,
 	       const part_opts_t *opts, part_layout_t **out)
 {
 	part_opts_t o;
@@ -259,24 +451,25 @@ int part_build(const flat_index_t *f, const roaring_bitmap_t *const *leaves, uin
 		o = *opts;
 	else
 		part_opts_default(&o);
-	if (f == NULL || out == NULL || (n_leaves && leaves == NULL) || opts_check(&o))
+	if (src == NULL || src->f == NULL || out == NULL || (n_leaves && leaves == NULL) ||
+	    opts_check(&o))
 		return VELA_EINVAL;
 	*out = NULL;
 	for (uint32_t i = 0; i < n_leaves; i++)
 		if (leaves[i] == NULL)
 			return VELA_EINVAL;
-	if (!flat_has_rows(f)) /* a compressed field: its F32 rows were released */
+	if (!src_ok(src)) /* a compressed field's F32 rows were released: pass a row decode */
 		return VELA_EUNSUPPORTED;
-	part_layout_t *p = calloc(1, sizeof(*p));
+	part_layout_t *p = layout_alloc(src, o.encoding);
 	if (p == NULL)
 		return VELA_ENOMEM;
-	*p = (part_layout_t){.dim = f->dim, .metric = f->metric, .type = f->type,
-			     .esize = f->esize, .stride = f->stride, .norm_max = f->norm_max};
 	p->leaves = calloc(n_leaves ? n_leaves : 1, sizeof(*p->leaves));
 	int rc = p->leaves ? 0 : VELA_ENOMEM;
+	if (rc == 0 && p->enc == PART_ENC_LVQ8)
+		rc = layout_mean(p, src, leaves, n_leaves);
 	for (uint32_t i = 0; rc == 0 && i < n_leaves; i++) {
 		p->n_leaves = i + 1;
-		rc = leaf_build(p, f, leaves[i], &o, i);
+		rc = leaf_build(p, src, leaves[i], &o, i);
 	}
 	if (rc) {
 		part_free(p);
@@ -307,6 +500,7 @@ void part_free(part_layout_t *p)
 	}
 	free(p->cl);
 	free(p->leaves);
+	free(p->mean);
 	free(p);
 }
 
@@ -321,12 +515,16 @@ void part_stats(const part_layout_t *p, part_stats_t *s)
 	memset(s, 0, sizeof(*s));
 	s->leaves = p->n_leaves;
 	s->clusters = p->n_cl;
-	s->bytes = sizeof(*p) + p->n_leaves * sizeof(part_leaf_t) + p->n_cl * sizeof(part_cluster_t);
+	s->encoding = p->enc;
+	s->bytes = sizeof(*p) + p->n_leaves * sizeof(part_leaf_t) + p->n_cl * sizeof(part_cluster_t) +
+		   (p->mean ? p->dim * sizeof(float) : 0);
 	uint64_t *n = malloc((p->n_cl ? p->n_cl : 1) * sizeof(uint64_t));
-	for (uint32_t i = 0; i < p->n_cl; i++) {
-		s->rows += p->cl[i].n;
-		s->bytes += (size_t)p->cl[i].n * (p->stride * p->esize + 8) +
-			    roaring_bitmap_size_in_bytes(p->cl[i].bm);
+	for (uint32_t i = 0; i < p->n_cl; i++) { /* rows, ids, norms: as allocated */
+		const part_cluster_t *c = &p->cl[i];
+		s->rows += c->n;
+		s->bytes += (size_t)c->cap * (p->rowb + sizeof(uint32_t) +
+					      (c->norms ? sizeof(float) : 0)) +
+			    roaring_bitmap_size_in_bytes(c->bm);
 		if (n)
 			n[i] = p->cl[i].n;
 	}
@@ -374,10 +572,11 @@ int part_remove(part_layout_t *p, uint32_t docid)
 				else
 					hi = mid;
 			}
-			size_t row = p->stride * p->esize, after = cl->n - lo - 1;
+			size_t row = p->rowb, after = cl->n - lo - 1;
 			memmove(cl->rows + (size_t)lo * row, cl->rows + (size_t)(lo + 1) * row,
 				after * row);
-			memmove(cl->norms + lo, cl->norms + lo + 1, after * sizeof(float));
+			if (cl->norms)
+				memmove(cl->norms + lo, cl->norms + lo + 1, after * sizeof(float));
 			memmove(cl->ids + lo, cl->ids + lo + 1, after * sizeof(uint32_t));
 			cl->n--;
 			cl->gen++;
@@ -397,15 +596,15 @@ static int cluster_grow(const part_layout_t *p, part_cluster_t *cl)
 	if (cl->n < cl->cap)
 		return 0;
 	uint32_t cap = cl->cap < 8 ? 8 : cl->cap + cl->cap / 2;
-	size_t row = p->stride * p->esize;
+	size_t row = p->rowb;
 	uint8_t *rows = vela_aligned_alloc(64, vela_mul_size(cap, row));
-	float *norms = realloc(cl->norms, cap * sizeof(float));
+	float *norms = cl->norms ? realloc(cl->norms, cap * sizeof(float)) : NULL;
 	if (norms)
 		cl->norms = norms;
 	uint32_t *ids = realloc(cl->ids, cap * sizeof(uint32_t));
 	if (ids)
 		cl->ids = ids;
-	if (rows == NULL || norms == NULL || ids == NULL) {
+	if (rows == NULL || (cl->norms && norms == NULL) || ids == NULL) {
 		free(rows);
 		return VELA_ENOMEM;
 	}
@@ -416,10 +615,11 @@ static int cluster_grow(const part_layout_t *p, part_cluster_t *cl)
 	return 0;
 }
 
-int part_insert(part_layout_t *p, const flat_index_t *f, uint32_t cluster, uint32_t docid)
+int part_insert(part_layout_t *p, const part_source_t *src, uint32_t cluster, uint32_t docid)
 {
-	if (p == NULL || f == NULL || cluster >= p->n_cl || !flat_has_rows(f) ||
-	    !flat_live_has(f, docid) || f->dim != p->dim || f->type != p->type)
+	const flat_index_t *f = src ? src->f : NULL;
+	if (p == NULL || !src_ok(src) || cluster >= p->n_cl || !flat_live_has(f, docid) ||
+	    f->dim != p->dim || f->type != p->type)
 		return VELA_EINVAL;
 	if (part_contains(p, docid))
 		return VELA_EEXISTS;
@@ -427,9 +627,17 @@ int part_insert(part_layout_t *p, const flat_index_t *f, uint32_t cluster, uint3
 	while (!(cluster >= p->leaves[li].c0 && cluster < p->leaves[li].c0 + p->leaves[li].nlist))
 		li++;
 	part_cluster_t *cl = &p->cl[cluster];
-	int rc = cluster_grow(p, cl);
-	if (rc)
+	size_t row = p->rowb;
+	uint8_t *tmp = malloc(row); /* encoded first: a failure changes nothing */
+	float *x = malloc(p->dim * sizeof(float)), nrm = 0;
+	int rc = tmp && x ? row_store(p, src, docid, x, tmp, &nrm) : VELA_ENOMEM;
+	if (rc == 0)
+		rc = cluster_grow(p, cl);
+	free(x);
+	if (rc) {
+		free(tmp);
 		return rc;
+	}
 	uint32_t lo = 0, hi = cl->n; /* its rank: rows keep ascending with docid */
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
@@ -438,32 +646,37 @@ int part_insert(part_layout_t *p, const flat_index_t *f, uint32_t cluster, uint3
 		else
 			hi = mid;
 	}
-	size_t row = p->stride * p->esize, after = cl->n - lo;
+	size_t after = cl->n - lo;
 	memmove(cl->rows + (size_t)(lo + 1) * row, cl->rows + (size_t)lo * row, after * row);
-	memmove(cl->norms + lo + 1, cl->norms + lo, after * sizeof(float));
 	memmove(cl->ids + lo + 1, cl->ids + lo, after * sizeof(uint32_t));
-	memcpy(cl->rows + (size_t)lo * row, flat_row(f, docid), row);
-	cl->norms[lo] = f->norms[docid];
+	memcpy(cl->rows + (size_t)lo * row, tmp, row);
+	free(tmp);
+	if (cl->norms) {
+		memmove(cl->norms + lo + 1, cl->norms + lo, after * sizeof(float));
+		cl->norms[lo] = nrm;
+	}
 	cl->ids[lo] = docid;
 	cl->n++;
 	cl->gen++;
 	roaring_bitmap_add(cl->bm, docid);
 	roaring_bitmap_add(p->leaves[li].docids, docid);
 	p->leaves[li].rows++;
-	if (f->norm_max > p->norm_max) /* the kernels' bound covers the new row */
-		p->norm_max = f->norm_max;
+	/* the kernels' bound covers the new row (FIELD; LVQ8 computes its own) */
+	float bound = src->row ? nrm : f->norm_max;
+	if (p->enc == PART_ENC_FIELD && bound > p->norm_max)
+		p->norm_max = bound;
 	return 0;
 }
 
-int part_assign(const part_layout_t *p, const flat_index_t *f, const uint32_t *ids,
+int part_assign(const part_layout_t *p, const part_source_t *src, const uint32_t *ids,
 		const uint32_t *leaf, size_t n, uint32_t *cluster)
 {
-	if (p == NULL || f == NULL || (n && (ids == NULL || leaf == NULL || cluster == NULL)) ||
-	    !flat_has_rows(f) || f->dim != p->dim)
+	if (p == NULL || !src_ok(src) || (n && (ids == NULL || leaf == NULL || cluster == NULL)) ||
+	    src->f->dim != p->dim)
 		return VELA_EINVAL;
 	for (size_t i = 0; i < n; i++)
 		if (leaf[i] >= p->n_leaves || p->leaves[leaf[i]].nlist == 0 ||
-		    !flat_live_has(f, ids[i]))
+		    !flat_live_has(src->f, ids[i]))
 			return VELA_EINVAL;
 	uint32_t *sel = malloc((n ? n : 1) * sizeof(uint32_t));
 	uint32_t *a = malloc((n ? n : 1) * sizeof(uint32_t));
@@ -476,7 +689,7 @@ int part_assign(const part_layout_t *p, const flat_index_t *f, const uint32_t *i
 		if (m == 0)
 			continue;
 		const part_leaf_t *lf = &p->leaves[li];
-		rc = leaf_assign(f, sel, m, lf->cent, lf->nlist, a);
+		rc = leaf_assign(src, sel, m, lf->cent, lf->nlist, a);
 		for (size_t i = 0, j = 0; rc == 0 && i < n; i++)
 			if (leaf[i] == li)
 				cluster[i] = lf->c0 + a[j++];
@@ -515,8 +728,11 @@ int part_pack(const part_layout_t *p, uint8_t **out, size_t *len)
 	vela_wbuf_u32(&w, p->dim);
 	vela_wbuf_u32(&w, (uint32_t)p->type);
 	vela_wbuf_u32(&w, (uint32_t)p->metric);
+	vela_wbuf_u32(&w, (uint32_t)p->enc);
 	vela_wbuf_u32(&w, p->n_leaves);
 	vela_wbuf_u32(&w, p->n_cl);
+	if (p->enc == PART_ENC_LVQ8)
+		vela_wbuf_put(&w, p->mean, p->dim * sizeof(float));
 	for (uint32_t li = 0; li < p->n_leaves; li++) {
 		const part_leaf_t *lf = &p->leaves[li];
 		vela_wbuf_u32(&w, lf->nlist);
@@ -537,9 +753,25 @@ int part_pack(const part_layout_t *p, uint8_t **out, size_t *len)
 	return 0;
 }
 
+/* n vectors of dim floats bounded as vectors are (finite, |v|^2 within
+ * FLAT_NORM_SQ_MAX): distances to them stay finite. */
+static bool vecs_bounded(const float *v, uint32_t n, uint32_t dim)
+{
+	for (uint32_t c = 0; c < n; c++) {
+		double n2 = 0;
+		for (uint32_t j = 0; j < dim; j++) {
+			double x = v[(size_t)c * dim + j];
+			n2 += isfinite(x) ? x * x : INFINITY;
+		}
+		if (!(n2 <= FLAT_NORM_SQ_MAX))
+			return false;
+	}
+	return true;
+}
+
 /* Fill leaf li of p (allocated, zeroed) from r; seen: docids taken so far. */
-static int leaf_unpack(part_layout_t *p, const flat_index_t *f, vela_rbuf_t *r, uint32_t li,
-		       roaring_bitmap_t *seen)
+static int leaf_unpack(part_layout_t *p, const part_source_t *s, vela_rbuf_t *r, uint32_t li,
+		       roaring_bitmap_t *seen, float *x)
 {
 	part_leaf_t *lf = &p->leaves[li];
 	uint32_t nlist = vela_rbuf_u32(r);
@@ -558,43 +790,31 @@ static int leaf_unpack(part_layout_t *p, const flat_index_t *f, vela_rbuf_t *r, 
 	if ((lf->cent = malloc(cb)) == NULL)
 		return VELA_ENOMEM;
 	memcpy(lf->cent, cs, cb);
-	for (uint32_t c = 0; c < nlist; c++) { /* bounded as vectors are: finite distances */
-		double n2 = 0;
-		for (uint32_t j = 0; j < p->dim; j++) {
-			double x = lf->cent[(size_t)c * p->dim + j];
-			n2 += isfinite(x) ? x * x : INFINITY;
-		}
-		if (!(n2 <= FLAT_NORM_SQ_MAX))
-			return VELA_ECORRUPT;
-	}
-	size_t row = p->stride * p->esize;
+	if (!vecs_bounded(lf->cent, nlist, p->dim))
+		return VELA_ECORRUPT;
 	for (uint32_t c = 0; c < nlist; c++) {
 		part_cluster_t *cl = &p->cl[p->n_cl];
 		uint32_t n = vela_rbuf_u32(r);
-		const uint8_t *ids = r->bad || n > f->count ? NULL : vela_rbuf_take(r, (size_t)n * 4);
+		const uint8_t *ids = r->bad || n > s->f->count ? NULL
+							       : vela_rbuf_take(r, (size_t)n * 4);
 		if (ids == NULL)
 			return VELA_ECORRUPT;
-		cl->rows = vela_aligned_alloc(64, vela_mul_size(n ? n : 1, row));
-		cl->norms = malloc((n ? n : 1) * sizeof(float));
-		cl->ids = malloc((n ? n : 1) * sizeof(uint32_t));
-		cl->bm = roaring_bitmap_create();
-		cl->uid = index_backend_uid_new();
-		cl->gen = 1;
+		int rc = cluster_alloc(p, cl, n);
 		p->n_cl++;
 		lf->nlist++;
-		if (!cl->rows || !cl->norms || !cl->ids || !cl->bm)
-			return VELA_ENOMEM;
-		memcpy(cl->ids, ids, (size_t)n * 4);
+		if (rc)
+			return rc;
 		for (uint32_t i = 0; i < n; i++) {
-			uint32_t id = cl->ids[i];
+			uint32_t id;
+			memcpy(&id, ids + (size_t)i * 4, 4);
 			/* ascending, present in f, in no other cluster */
-			if ((i && id <= cl->ids[i - 1]) || !flat_live_has(f, id) ||
+			if ((i && id <= cl->ids[i - 1]) || !flat_live_has(s->f, id) ||
 			    !roaring_bitmap_add_checked(seen, id))
 				return VELA_ECORRUPT;
-			memcpy(cl->rows + (size_t)i * row, flat_row(f, id), row);
-			cl->norms[i] = f->norms[id];
+			if ((rc = cluster_append(p, s, cl, id, x)) != 0)
+				return rc;
 		}
-		cl->n = cl->cap = cl->n_built = n;
+		cl->n_built = n;
 		roaring_bitmap_add_many(cl->bm, n, cl->ids);
 		roaring_bitmap_or_inplace(lf->docids, cl->bm);
 		lf->rows += n;
@@ -602,41 +822,67 @@ static int leaf_unpack(part_layout_t *p, const flat_index_t *f, vela_rbuf_t *r, 
 	return 0;
 }
 
-int part_unpack(const flat_index_t *f, const uint8_t *buf, size_t len, part_layout_t **out)
+/* part_unpack's header: version 1 (FIELD, no encoding word) or 2. */
+static int unpack_head(const part_source_t *s, vela_rbuf_t *r, size_t len, uint32_t *enc,
+		       uint32_t *n_leaves, uint32_t *n_cl)
 {
-	if (f == NULL || (len && buf == NULL) || out == NULL)
-		return VELA_EINVAL;
-	*out = NULL;
-	if (!flat_has_rows(f))
-		return VELA_EUNSUPPORTED;
-	vela_rbuf_t r = {.b = buf, .len = len};
-	uint32_t ver = vela_rbuf_u32(&r), dim = vela_rbuf_u32(&r), type = vela_rbuf_u32(&r), metric = vela_rbuf_u32(&r);
-	uint32_t n_leaves = vela_rbuf_u32(&r), n_cl = vela_rbuf_u32(&r);
-	if (r.bad || ver != PART_PACK_VERSION)
-		return r.bad || ver < PART_PACK_VERSION ? VELA_ECORRUPT : VELA_EVERSION;
+	const flat_index_t *f = s->f;
+	uint32_t ver = vela_rbuf_u32(r), dim = vela_rbuf_u32(r), type = vela_rbuf_u32(r),
+		 metric = vela_rbuf_u32(r);
+	if (r->bad || ver == 0 || ver > PART_PACK_VERSION)
+		return r->bad || ver == 0 ? VELA_ECORRUPT : VELA_EVERSION;
+	*enc = ver >= 2 ? vela_rbuf_u32(r) : PART_ENC_FIELD;
+	*n_leaves = vela_rbuf_u32(r);
+	*n_cl = vela_rbuf_u32(r);
+	if (r->bad || *enc >= PART_ENC_COUNT)
+		return VELA_ECORRUPT;
 	if (dim != f->dim || type != (uint32_t)f->type || metric != (uint32_t)f->metric)
 		return VELA_EDIM;
 	/* every leaf takes at least 4 bytes, every cluster 4 */
-	if ((uint64_t)n_leaves * 4 > len || (uint64_t)n_cl * 4 > len)
+	if ((uint64_t)*n_leaves * 4 > len || (uint64_t)*n_cl * 4 > len)
 		return VELA_ECORRUPT;
-	part_layout_t *p = calloc(1, sizeof(*p));
+	return 0;
+}
+
+int part_unpack(const part_source_t *src, const uint8_t *buf, size_t len, part_layout_t **out)
+{
+	if (src == NULL || src->f == NULL || (len && buf == NULL) || out == NULL)
+		return VELA_EINVAL;
+	*out = NULL;
+	if (!src_ok(src))
+		return VELA_EUNSUPPORTED;
+	vela_rbuf_t r = {.b = buf, .len = len};
+	uint32_t enc, n_leaves, n_cl;
+	int rc = unpack_head(src, &r, len, &enc, &n_leaves, &n_cl);
+	if (rc)
+		return rc;
+	part_layout_t *p = layout_alloc(src, (part_encoding_t)enc);
 	if (p == NULL)
 		return VELA_ENOMEM;
-	*p = (part_layout_t){.dim = f->dim, .metric = f->metric, .type = f->type,
-			     .esize = f->esize, .stride = f->stride, .norm_max = f->norm_max,
-			     .n_cl_cap = n_cl};
+	p->n_cl_cap = n_cl;
 	p->leaves = calloc(n_leaves ? n_leaves : 1, sizeof(*p->leaves));
 	p->cl = calloc(n_cl ? n_cl : 1, sizeof(*p->cl));
+	float *x = malloc(p->dim * sizeof(float));
 	roaring_bitmap_t *seen = roaring_bitmap_create();
-	int rc = p->leaves && p->cl && seen ? 0 : VELA_ENOMEM;
+	rc = p->leaves && p->cl && x && seen ? 0 : VELA_ENOMEM;
+	if (rc == 0 && p->enc == PART_ENC_LVQ8) {
+		const uint8_t *m = vela_rbuf_take(&r, p->dim * sizeof(float));
+		p->mean = m ? malloc(p->dim * sizeof(float)) : NULL;
+		rc = m == NULL ? VELA_ECORRUPT : p->mean ? 0 : VELA_ENOMEM;
+		if (rc == 0) {
+			memcpy(p->mean, m, p->dim * sizeof(float));
+			rc = vecs_bounded(p->mean, 1, p->dim) ? 0 : VELA_ECORRUPT;
+		}
+	}
 	for (uint32_t li = 0; rc == 0 && li < n_leaves; li++) {
 		p->n_leaves = li + 1;
-		rc = leaf_unpack(p, f, &r, li, seen);
+		rc = leaf_unpack(p, src, &r, li, seen, x);
 	}
 	if (rc == 0 && (p->n_cl != n_cl || r.o != r.len))
 		rc = VELA_ECORRUPT;
 	if (seen)
 		roaring_bitmap_free(seen);
+	free(x);
 	if (rc) {
 		part_free(p);
 		return rc;
@@ -701,6 +947,7 @@ static int plist_add(plist_t *l, probe_t p)
 typedef struct leaf_rank {
 	vela_hit_t *hits; /* nql x nlist */
 	uint32_t *nh;
+	uint64_t *m;      /* per row of hits: the query's matches in the leaf */
 	uint32_t *slot;   /* per query: its row in hits, or UINT32_MAX */
 } leaf_rank_t;
 
@@ -709,7 +956,8 @@ static int rank_leaf(const part_layout_t *p, uint32_t li, const part_query_t *qs
 {
 	const part_leaf_t *lf = &p->leaves[li];
 	r->slot = malloc(vela_mul_size(nq ? nq : 1, sizeof(uint32_t)));
-	if (r->slot == NULL)
+	r->m = malloc(vela_mul_size(nq ? nq : 1, sizeof(uint64_t)));
+	if (r->slot == NULL || r->m == NULL)
 		return VELA_ENOMEM;
 	uint32_t nql = 0;
 	for (uint32_t i = 0; i < nq; i++) {
@@ -721,6 +969,7 @@ static int rank_leaf(const part_layout_t *p, uint32_t li, const part_query_t *qs
 		if (m == 0)
 			continue;
 		full[(size_t)i * p->n_leaves + li] = m == lf->rows;
+		r->m[nql] = m;
 		r->slot[i] = nql++;
 	}
 	if (nql == 0)
@@ -748,9 +997,33 @@ static void rank_free(leaf_rank_t *r, uint32_t n)
 	for (uint32_t i = 0; r && i < n; i++) {
 		free(r[i].hits);
 		free(r[i].nh);
+		free(r[i].m);
 		free(r[i].slot);
 	}
 	free(r);
+}
+
+/* Rows in the layout's clusters. */
+static uint64_t layout_rows(const part_layout_t *p)
+{
+	uint64_t n = 0;
+	for (uint32_t li = 0; li < p->n_leaves; li++)
+		n += p->leaves[li].rows;
+	return n;
+}
+
+/* The matches query q must see before it stops probing (the section
+ * comment; INFINITY: every cluster with a match). M: its matches in the
+ * layout. */
+static double probe_target(const part_layout_t *p, const part_query_t *q, uint64_t M,
+			   const part_search_opts_t *o)
+{
+	if (o->probe_factor > 0)
+		return (double)o->probe_factor * q->k;
+	if (!(o->recall > 0) || p->cal_steps == 0)
+		return INFINITY;
+	uint64_t n = layout_rows(p);
+	return (n ? (double)M / (double)n : 1) * part_probe_rows(p, q->k, M, o);
 }
 
 /* Query i's clusters, nearest centroid first over its leaves, taken while
@@ -760,21 +1033,24 @@ static int choose_probes(const part_layout_t *p, const leaf_rank_t *rk, const ui
 			 plist_t *out)
 {
 	size_t n = 0;
+	uint64_t M = 0;
 	for (uint32_t li = 0; li < p->n_leaves; li++) {
 		const leaf_rank_t *r = &rk[li];
 		if (r->slot == NULL || r->slot[i] == UINT32_MAX)
 			continue;
+		M += r->m[r->slot[i]];
 		const vela_hit_t *h = r->hits + (size_t)r->slot[i] * p->leaves[li].nlist;
 		for (uint32_t j = 0; j < r->nh[r->slot[i]]; j++)
 			c[n++] = (cand_t){h[j].dist, p->leaves[li].c0 + h[j].docid};
 	}
-	qsort(c, n, sizeof(*c), cand_cmp);
-	double target = (double)o->probe_factor * q->k, got = 0;
+	if (n)
+		qsort(c, n, sizeof(*c), cand_cmp);
+	double target = probe_target(p, q, M, o), got = 0;
 	int rc = 0;
 	q->probed = 0;
 	q->scored = 0;
 	for (size_t j = 0; rc == 0 && j < n; j++) {
-		if (o->probe_factor > 0 && got >= target && q->probed >= o->probe_min)
+		if (got >= target && q->probed >= o->probe_min)
 			break;
 		const part_cluster_t *cl = &p->cl[c[j].cl];
 		uint32_t li = 0;
@@ -836,14 +1112,49 @@ static void merge_hits(part_query_t *q, const vela_hit_t *b, uint32_t nb, vela_h
 	q->n_out = o;
 }
 
+/* cluster_knn of an LVQ-8 cluster: its rows decoded into a per-call F32
+ * block with their norms (nothing kept: the cluster holds codes only) and
+ * scored as F32 rows, so distances are those of the decoded vectors; on a
+ * GPU the block is transient (uid 0) until an LVQ kernel reads the codes. */
+static int cluster_knn_lvq8(const part_layout_t *p, const part_cluster_t *cl, const float *Q,
+			    uint32_t nq, uint32_t k, const roaring_bitmap_t *const *filters,
+			    vela_hit_t *hits, uint32_t *nh)
+{
+	size_t n = cl->n ? cl->n : 1;
+	float *X = vela_aligned_alloc(64, vela_mul_size(n, p->dim * sizeof(float)));
+	float *nrm = malloc(n * sizeof(float)), nmax = 0;
+	int rc = X && nrm ? 0 : VELA_ENOMEM;
+	for (uint32_t r = 0; rc == 0 && r < cl->n; r++) {
+		nrm[r] = (float)lvq8_decode(p->mean, p->dim, cl->rows + (size_t)r * p->rowb,
+					    X + (size_t)r * p->dim);
+		nmax = nrm[r] > nmax ? nrm[r] : nmax;
+	}
+	if (rc == 0) {
+		index_rows_t rows = {.data = X, .type = VELA_VEC_FLOAT32, .metric = p->metric,
+				     .dim = p->dim, .stride = p->dim, .n = cl->n, .norms = nrm,
+				     .norm_max = nmax};
+		index_knn_t req = {.queries = Q, .nq = nq, .k = k, .filters = filters};
+		rc = index_backend_knn(&rows, &req, hits, nh, NULL);
+	}
+	free(X);
+	free(nrm);
+	return rc;
+}
+
 /* The k nearest rows of cluster cl (row numbers, ascending (distance, row))
  * for each of the nq queries Q (nq x dim), filters[i] its rows or NULL (all).
  * The one place a cluster's rows are scored: scan_cluster and the
  * calibration both come through here. */
+static int cluster_knn_lvq8(const part_layout_t *p, const part_cluster_t *cl, const float *Q,
+			    uint32_t nq, uint32_t k, const roaring_bitmap_t *const *filters,
+			    vela_hit_t *hits, uint32_t *nh);
+
 static int cluster_knn(const part_layout_t *p, const part_cluster_t *cl, const float *Q,
 		       uint32_t nq, uint32_t k, const roaring_bitmap_t *const *filters,
 		       vela_hit_t *hits, uint32_t *nh)
 {
+	if (p->enc == PART_ENC_LVQ8)
+		return cluster_knn_lvq8(p, cl, Q, nq, k, filters, hits, nh);
 	index_rows_t rows = {.data = cl->rows, .type = p->type, .metric = p->metric,
 			     .dim = p->dim, .stride = p->stride, .n = cl->n,
 			     .norms = cl->norms, .norm_max = p->norm_max, .uid = cl->uid,
@@ -897,6 +1208,7 @@ static int search_check(const part_layout_t *p, const part_query_t *qs, uint32_t
 {
 	if (p == NULL || (nq && qs == NULL) || !(o->probe_factor >= PART_PROBE_FACTOR_MIN &&
 						  o->probe_factor <= PART_PROBE_FACTOR_MAX) ||
+	    !(o->recall == 0 || (o->recall >= PART_RECALL_MIN && o->recall <= PART_RECALL_MAX)) ||
 	    o->probe_min < PART_PROBE_MIN_MIN || o->probe_min > PART_PROBE_MIN_MAX)
 		return VELA_EINVAL;
 	for (uint32_t i = 0; i < nq; i++) {
@@ -945,4 +1257,299 @@ int part_search(const part_layout_t *p, part_query_t *qs, uint32_t nq,
 	}
 	free(pl.v);
 	return rc;
+}
+
+/* ------------------------------------------------------------ calibration
+ * How many rows must a query scan, nearest centroid first, for its top k'
+ * to be found with mean recall r? The answer depends on the data (on how
+ * much locality k-means finds in it), so it is measured on the layout
+ * itself rather than fixed: Quake's recall model and MicroNN's "rows
+ * scanned" budget (reference/hybrid-queries.md §1.6) in their simplest
+ * form. Sample rows of the layout serve as queries (each one's own row left
+ * out); for each k' of a ladder, every true neighbour of every sample query
+ * contributes the rows that query scans until it reaches the neighbour's
+ * cluster; pooled over the queries, the r-quantile of those counts is the
+ * rows that give mean recall r (each neighbour weighs 1 / (queries x k')).
+ * A filtered query of selectivity s wants the top k among its matches,
+ * which (for a filter independent of the vectors) lie among the top k / s
+ * of all rows: it scans R(k / s) rows, s R(k / s) of them matches, and
+ * choose_probes stops once it has seen that many matches (counted in
+ * matches, so that an anti-correlated filter still walks far enough). */
+
+static const float cal_levels[PART_CAL_LEVELS] = {0.5f, 0.6f, 0.7f, 0.8f, 0.85f,
+						  0.9f, 0.95f, 0.98f, 0.99f, 1.0f};
+
+/* The k' of ladder step j: 10, 40, 160, ... */
+static double cal_k(uint32_t j)
+{
+	return 10.0 * pow(4.0, (double)j);
+}
+
+/* Row r of cluster cl as floats (either encoding: LVQ-8 rows decoded). */
+static void cluster_row_get(const part_layout_t *p, const part_cluster_t *cl, uint32_t r,
+			    float *out)
+{
+	cluster_row_decode(p, cl, r, out);
+}
+
+typedef struct cal_pair {
+	float d;
+	uint32_t cl;
+} cal_pair_t;
+
+static int cal_pair_cmp(const void *a, const void *b)
+{
+	const cal_pair_t *x = a, *y = b;
+	return (x->d > y->d) - (x->d < y->d);
+}
+
+/* Move the k smallest of v[0..n) to v[0..k) (Hoare's selection). */
+static void cal_select(cal_pair_t *v, size_t n, size_t k)
+{
+	size_t lo = 0, hi = n;
+	while (k > lo && hi - lo > 1) {
+		float piv = v[lo + (hi - lo) / 2].d;
+		size_t i = lo, j = hi - 1;
+		while (i <= j) {
+			while (v[i].d < piv)
+				i++;
+			while (v[j].d > piv)
+				j--;
+			if (i <= j) {
+				cal_pair_t t = v[i];
+				v[i++] = v[j];
+				v[j] = t;
+				if (j == 0)
+					break;
+				j--;
+			}
+		}
+		if (k <= j + 1)
+			hi = j + 1;
+		else if (k >= i)
+			lo = i;
+		else
+			return;
+	}
+}
+
+/* The sample queries: rows at an even stride over the clusters. */
+static int cal_sample(const part_layout_t *p, uint64_t n, uint32_t nc, float *Q, uint32_t *self)
+{
+	uint32_t c = 0;
+	uint64_t before = 0;
+	for (uint32_t i = 0; i < nc; i++) {
+		uint64_t g = (uint64_t)(((double)i + 0.5) * (double)n / nc);
+		while (c < p->n_cl && g >= before + p->cl[c].n)
+			before += p->cl[c++].n;
+		if (c == p->n_cl)
+			return VELA_EINVAL;
+		cluster_row_get(p, &p->cl[c], (uint32_t)(g - before), Q + (size_t)i * p->dim);
+		self[i] = p->cl[c].ids[g - before];
+	}
+	return 0;
+}
+
+/* cum[c]: the rows query q scans through cluster c, nearest centroid first
+ * over every leaf. */
+static int cal_order(const part_layout_t *p, const float *q, uint64_t *cum)
+{
+	vela_hit_t one;
+	part_query_t pq = {.q = q, .k = 1, .out = &one};
+	leaf_rank_t *rk = calloc(p->n_leaves, sizeof(*rk));
+	uint8_t *full = calloc(p->n_leaves, 1);
+	cand_t *c = malloc(vela_mul_size(p->n_cl, sizeof(cand_t)));
+	int rc = rk && full && c ? 0 : VELA_ENOMEM;
+	for (uint32_t li = 0; rc == 0 && li < p->n_leaves; li++)
+		rc = rank_leaf(p, li, &pq, 1, full, &rk[li]);
+	size_t n = 0;
+	for (uint32_t li = 0; rc == 0 && li < p->n_leaves; li++) {
+		if (rk[li].slot == NULL || rk[li].slot[0] == UINT32_MAX)
+			continue;
+		for (uint32_t j = 0; j < rk[li].nh[0]; j++)
+			c[n++] = (cand_t){rk[li].hits[j].dist, p->leaves[li].c0 + rk[li].hits[j].docid};
+	}
+	if (rc == 0 && n)
+		qsort(c, n, sizeof(*c), cand_cmp);
+	uint64_t run = 0;
+	for (size_t j = 0; rc == 0 && j < n; j++) {
+		run += p->cl[c[j].cl].n;
+		cum[c[j].cl] = run;
+	}
+	rank_free(rk, p->n_leaves);
+	free(full);
+	free(c);
+	return rc;
+}
+
+/* Distances from the B queries Q to every row (but each query's own):
+ * D[b * n .. b * n + nd[b]). */
+static int cal_scan(const part_layout_t *p, const float *Q, const uint32_t *self, uint32_t B,
+		    uint64_t n, cal_pair_t *D, uint64_t *nd)
+{
+	uint32_t cmax = 1;
+	for (uint32_t c = 0; c < p->n_cl; c++)
+		cmax = p->cl[c].n > cmax ? p->cl[c].n : cmax;
+	vela_hit_t *h = malloc(vela_mul_size((size_t)B * cmax, sizeof(vela_hit_t)));
+	uint32_t *nh = malloc(B * sizeof(uint32_t));
+	int rc = h && nh ? 0 : VELA_ENOMEM;
+	for (uint32_t b = 0; b < B; b++)
+		nd[b] = 0;
+	for (uint32_t c = 0; rc == 0 && c < p->n_cl; c++) {
+		const part_cluster_t *cl = &p->cl[c];
+		if (cl->n == 0)
+			continue;
+		rc = cluster_knn(p, cl, Q, B, cl->n, NULL, h, nh);
+		for (uint32_t b = 0; rc == 0 && b < B; b++)
+			for (uint32_t j = 0; j < nh[b]; j++) {
+				const vela_hit_t *x = &h[(size_t)b * cl->n + j];
+				if (cl->ids[x->docid] != self[b] && nd[b] < n)
+					D[(size_t)b * n + nd[b]++] = (cal_pair_t){x->dist, c};
+			}
+	}
+	free(h);
+	free(nh);
+	return rc;
+}
+
+/* Pool query b's needs: for ladder step j, the rows scanned until each of
+ * its k'_j nearest rows is reached. */
+static void cal_pool(cal_pair_t *d, uint64_t nd, const uint64_t *cum, uint32_t steps,
+		     uint64_t **pool, uint64_t *npool)
+{
+	size_t kmax = (size_t)cal_k(steps - 1) < nd ? (size_t)cal_k(steps - 1) : nd;
+	cal_select(d, nd, kmax);
+	qsort(d, kmax, sizeof(*d), cal_pair_cmp);
+	for (uint32_t j = 0; j < steps; j++) {
+		size_t kj = (size_t)cal_k(j) < kmax ? (size_t)cal_k(j) : kmax;
+		for (size_t i = 0; i < kj; i++)
+			pool[j][npool[j]++] = cum[d[i].cl];
+	}
+}
+
+static int u64_cmp_asc(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* Ladder steps worth measuring: k' below the rows (less the query's own). */
+static uint32_t cal_steps(uint64_t n)
+{
+	uint32_t s = 0;
+	while (s < PART_CAL_STEPS && cal_k(s) < (double)n)
+		s++;
+	return s ? s : 1;
+}
+
+/* The pooled needs' quantiles into p->cal. */
+static void cal_quantiles(part_layout_t *p, uint32_t steps, uint64_t **pool, const uint64_t *npool)
+{
+	for (uint32_t j = 0; j < steps; j++) {
+		qsort(pool[j], npool[j], sizeof(uint64_t), u64_cmp_asc);
+		for (uint32_t l = 0; l < PART_CAL_LEVELS; l++) {
+			size_t at = (size_t)ceil((double)cal_levels[l] * (double)npool[j]);
+			p->cal[j][l] = npool[j] ? (double)pool[j][at ? at - 1 : 0] : 0;
+		}
+	}
+	p->cal_steps = steps;
+}
+
+static int cal_run(part_layout_t *p, uint64_t n, uint32_t nc, uint32_t steps, float *Q,
+		   uint32_t *self, uint64_t **pool, uint64_t *npool)
+{
+	uint32_t B = nc < PART_CAL_BLOCK ? nc : PART_CAL_BLOCK;
+	cal_pair_t *D = malloc(vela_mul_size((size_t)B * n, sizeof(cal_pair_t)));
+	uint64_t *cum = malloc(vela_mul_size(p->n_cl, sizeof(uint64_t)));
+	uint64_t nd[PART_CAL_BLOCK];
+	int rc = D && cum ? cal_sample(p, n, nc, Q, self) : VELA_ENOMEM;
+	for (uint32_t s = 0; rc == 0 && s < nc; s += B) {
+		uint32_t b = nc - s < B ? nc - s : B;
+		rc = cal_scan(p, Q + (size_t)s * p->dim, self + s, b, n, D, nd);
+		for (uint32_t i = 0; rc == 0 && i < b; i++) {
+			rc = cal_order(p, Q + (size_t)(s + i) * p->dim, cum);
+			if (rc == 0)
+				cal_pool(D + (size_t)i * n, nd[i], cum, steps, pool, npool);
+		}
+	}
+	if (rc == 0)
+		cal_quantiles(p, steps, pool, npool);
+	free(D);
+	free(cum);
+	return rc;
+}
+
+int part_calibrate(part_layout_t *p, uint32_t queries)
+{
+	if (p == NULL || queries < PART_CAL_QUERIES_MIN || queries > PART_CAL_QUERIES_MAX)
+		return VELA_EINVAL;
+	uint64_t n = 0;
+	for (uint32_t c = 0; c < p->n_cl; c++)
+		n += p->cl[c].n;
+	p->cal_steps = 0;
+	if (n < 2)
+		return 0; /* nothing to learn: the rule falls back to every cluster */
+	uint32_t nc = (uint32_t)(n < queries ? n : queries), steps = cal_steps(n - 1);
+	float *Q = malloc(vela_mul_size((size_t)nc * p->dim, sizeof(float)));
+	uint32_t *self = malloc(nc * sizeof(uint32_t));
+	uint64_t *pool[PART_CAL_STEPS] = {0}, npool[PART_CAL_STEPS] = {0};
+	int rc = Q && self ? 0 : VELA_ENOMEM;
+	for (uint32_t j = 0; rc == 0 && j < steps; j++)
+		if ((pool[j] = malloc(vela_mul_size((size_t)nc * (size_t)cal_k(j),
+						    sizeof(uint64_t)))) == NULL)
+			rc = VELA_ENOMEM;
+	if (rc == 0)
+		rc = cal_run(p, n, nc, steps, Q, self, pool, npool);
+	for (uint32_t j = 0; j < steps; j++)
+		free(pool[j]);
+	free(Q);
+	free(self);
+	return rc;
+}
+
+/* R(k', r) of the calibration, interpolated: linear in r between levels,
+ * log-log in k' between ladder steps, proportional to k' past the last. */
+static double cal_rows_at(const part_layout_t *p, uint32_t j, float r)
+{
+	uint32_t l = 0;
+	while (l + 1 < PART_CAL_LEVELS && cal_levels[l + 1] < r)
+		l++;
+	if (r <= cal_levels[0] || l + 1 == PART_CAL_LEVELS)
+		return p->cal[j][r <= cal_levels[0] ? 0 : PART_CAL_LEVELS - 1];
+	double t = (r - cal_levels[l]) / (cal_levels[l + 1] - cal_levels[l]);
+	return p->cal[j][l] + t * (p->cal[j][l + 1] - p->cal[j][l]);
+}
+
+/* R(k') of the calibration at `recall`. */
+static double cal_rows(const part_layout_t *p, double kq, float recall)
+{
+	double rows;
+	uint32_t last = p->cal_steps - 1;
+	if (kq <= cal_k(0))
+		rows = cal_rows_at(p, 0, recall);
+	else if (kq >= cal_k(last))
+		rows = cal_rows_at(p, last, recall) * kq / cal_k(last);
+	else {
+		uint32_t j = 0;
+		while (cal_k(j + 1) < kq)
+			j++;
+		double a = cal_rows_at(p, j, recall), b = cal_rows_at(p, j + 1, recall);
+		double t = log(kq / cal_k(j)) / log(4.0);
+		rows = a > 0 && b > 0 ? exp(log(a) + t * (log(b) - log(a))) : b;
+	}
+	return rows;
+}
+
+double part_probe_rows(const part_layout_t *p, uint32_t k, uint64_t matches,
+		       const part_search_opts_t *o)
+{
+	uint64_t n = p ? layout_rows(p) : 0;
+	if (p == NULL || o == NULL || matches == 0 || k == 0 || n == 0)
+		return 0;
+	double s = matches >= n ? 1 : (double)matches / (double)n, rows = (double)n;
+	if (o->probe_factor > 0)
+		rows = (double)o->probe_factor * k / s; /* its matches: factor x k */
+	else if (o->recall > 0 && p->cal_steps)
+		rows = cal_rows(p, (double)k / s, o->recall);
+	return rows < (double)n ? rows : (double)n;
 }

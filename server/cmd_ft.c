@@ -525,7 +525,7 @@ static void info_attribute(resp_out_t *o, vela_db_t *db, const char *index,
 /* ------------------------------------------------------------ layouts */
 
 /* Pairs the layout entry of a field writes (info_layout). */
-#define LAYOUT_INFO_PAIRS 22u
+#define LAYOUT_INFO_PAIRS 24u
 
 /* One vector field's partition layout (docs/partitions.md), as name/value
  * pairs in an array like an attribute's: FT.INFO's "layouts" entries and
@@ -577,8 +577,12 @@ static void info_layout(resp_out_t *o, const char *field, const vela_layout_info
 	resp_double(o, li->probe_factor);
 	resp_simple(o, "probe_min");
 	resp_int(o, li->probe_min);
+	resp_simple(o, "recall");
+	resp_double(o, li->recall);
 	resp_simple(o, "memory");
 	resp_int(o, (int64_t)li->bytes);
+	resp_simple(o, "encoding");
+	resp_simple(o, li->encoding == VELA_LAYOUT_ENCODING_LVQ8 ? "LVQ8" : "FIELD");
 }
 
 /* The layouts of d's vector fields (li: d->n_fields entries, built set
@@ -611,12 +615,14 @@ static void info_layouts(resp_out_t *o, const vela_index_def_t *d, const vela_la
 }
 
 /* FT.LAYOUT index BUILD [FIELD f] [CLUSTER_ROWS n] [LEAF_MIN n] [MAX_CUTS n]
- * [PROBE_FACTOR x] [PROBE_MIN n] | INFO [FIELD f] | DROP [FIELD f] (vela):
+ * [PROBE_FACTOR x] [PROBE_MIN n] [RECALL r] [ENCODING FIELD|LVQ8] | INFO [FIELD f] |
+ * DROP [FIELD f] (vela):
  * the partition layout of a vector field (docs/partitions.md). Without
  * FIELD: the index's only vector field. */
 #define FT_LAYOUT_SYNTAX                                                                      \
 	"ERR syntax error: FT.LAYOUT index BUILD [FIELD f] [CLUSTER_ROWS n] [LEAF_MIN n] "   \
-	"[MAX_CUTS n] [PROBE_FACTOR x] [PROBE_MIN n] | INFO [FIELD f] | DROP [FIELD f]"
+	"[MAX_CUTS n] [PROBE_FACTOR x] [PROBE_MIN n] [RECALL r] [ENCODING FIELD|LVQ8] | " \
+	"INFO [FIELD f] | DROP [FIELD f]"
 
 /* The vector field FT.LAYOUT names (or the only one); replies on failure. */
 static const char *layout_field(cmd_ctx_t *x, const vela_index_def_t *d, const char *named)
@@ -659,7 +665,8 @@ void cmd_ft_layout(cmd_ctx_t *x)
 		const resp_arg_t *a = &x->argv[i];
 		int64_t n = 0;
 		double v = 0;
-		bool num = !arg_eq(a, "FIELD") && !arg_eq(a, "PROBE_FACTOR");
+		bool num = !arg_eq(a, "FIELD") && !arg_eq(a, "PROBE_FACTOR") &&
+			   !arg_eq(a, "RECALL") && !arg_eq(a, "ENCODING");
 		if (i + 1 >= x->argc || (op != 0 && !arg_eq(a, "FIELD")) ||
 		    (num && (arg_int64(&x->argv[i + 1], &n) || n < 1 || n > (int64_t)UINT32_MAX))) {
 			op = -1;
@@ -678,6 +685,13 @@ void cmd_ft_layout(cmd_ctx_t *x)
 		else if (arg_eq(a, "PROBE_FACTOR") && arg_double(&x->argv[i + 1], &v) == 0 &&
 			 v == v && v < 1e30 && v > -1e30)
 			lo.probe_factor = v <= 0 ? -1.0f : (float)v; /* <= 0: exact */
+		else if (arg_eq(a, "RECALL") && arg_double(&x->argv[i + 1], &v) == 0 &&
+			 v >= PART_RECALL_MIN && v <= PART_RECALL_MAX)
+			lo.recall = (float)v;
+		else if (arg_eq(a, "ENCODING") && arg_eq(&x->argv[i + 1], "FIELD"))
+			lo.encoding = VELA_LAYOUT_ENCODING_FIELD;
+		else if (arg_eq(a, "ENCODING") && arg_eq(&x->argv[i + 1], "LVQ8"))
+			lo.encoding = VELA_LAYOUT_ENCODING_LVQ8;
 		else
 			op = -1;
 	}

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 
@@ -16,7 +17,8 @@ static int tl_usage(void)
 {
 	fprintf(stderr,
 		"usage: vela train-layout --db DIR [--index NAME] [--field F] [--k K]\n"
-		"                         [--build] [--leaf-min N] [--cluster-rows N] QUERIES.jsonl\n"
+		"                         [--build] [--leaf-min N] [--cluster-rows N]\n"
+		"                         [--encoding field|lvq8] QUERIES.jsonl\n"
 		"  records every query's filter shape in its vector field's workload log,\n"
 		"  saves the log (<DIR>/wlog-<index id>-<field>.bin) and with --build\n"
 		"  builds the partition layout and prints it\n");
@@ -72,6 +74,14 @@ int cmd_train_layout(int argc, char **argv)
 			if (cli_parse_size("--cluster-rows", argv[++i], 8, 65536, &v))
 				return 2;
 			lo.cluster_rows = (uint32_t)v;
+		} else if (strcmp(argv[i], "--encoding") == 0 && i + 1 < argc) {
+			const char *e = argv[++i];
+			if (strcasecmp(e, "field") == 0)
+				lo.encoding = VELA_LAYOUT_ENCODING_FIELD;
+			else if (strcasecmp(e, "lvq8") == 0)
+				lo.encoding = VELA_LAYOUT_ENCODING_LVQ8;
+			else
+				return tl_usage();
 		} else if (argv[i][0] != '-' && path == NULL) {
 			path = argv[i];
 		} else {
@@ -132,9 +142,10 @@ int cmd_train_layout(int argc, char **argv)
 		       (unsigned long long)li.workload_queries,
 		       (unsigned long long)li.workload_shapes);
 		if (li.built)
-			printf("; layout %u leaves, %u clusters (rows %llu/%llu/%llu), %.1f ms",
+			printf("; layout %u leaves, %u clusters (rows %llu/%llu/%llu, %s), %.1f ms",
 			       li.leaves, li.clusters, (unsigned long long)li.min_rows,
 			       (unsigned long long)li.median_rows, (unsigned long long)li.max_rows,
+			       li.encoding == VELA_LAYOUT_ENCODING_LVQ8 ? "LVQ8" : "FIELD",
 			       li.build_ns / 1e6);
 		printf("\n");
 	}

@@ -392,7 +392,10 @@ int vela_batch_begin(vela_db_t *db, vela_batch_t **out, vela_err_t *err);
  *         than VELA_KEY_MAX), VELA_EMAPFULL ("OOM ...": this write left no
  *         trace; the batch's earlier writes may still commit, but a map that
  *         is full may also make the commit fail, losing the whole batch —
- *         abort, grow the map with vela_db_set_map_size, retry).
+ *         abort, grow the map with vela_db_set_map_size, retry),
+ *         VELA_ETXNFULL (the batch outgrew one LMDB write transaction's
+ *         dirty pages: the batch is failed, its commit returns VELA_ETXNFULL
+ *         and writes nothing — retry its writes in smaller batches).
  */
 int vela_batch_hset(vela_batch_t *b, const void *key, size_t klen, const vela_kv_t *fields,
 		    size_t n, size_t *n_added, vela_err_t *err);
@@ -710,7 +713,9 @@ void vela_gpu_info(vela_gpu_info_t *out);
  * clusters inside each leaf. vela_search_batch then answers a KNN whose
  * filter matches more than VELA_LAYOUT_SCAN_MAX documents (or any KNN
  * with force_plan = VELA_PLAN_PARTITIONS) with the "partitions" plan:
- * approximate, its recall set by probe_factor. Writes keep a layout usable:
+ * approximate, its recall set by `recall` (the layout measures at its build
+ * how many rows a query must scan for it; docs/partitions.md §4) or by a
+ * fixed probe_factor. Writes keep a layout usable:
  * a written vector leaves its cluster for the layout's "delta", which every
  * partitions query scans exactly, a deleted one leaves both; in databases
  * opened with VELA_OPEN_BACKGROUND_BUILD a background job folds the delta
@@ -733,11 +738,28 @@ typedef struct vela_layout_opts {
 	uint64_t leaf_min;     /**< smallest qd-tree leaf (index.h QDTREE_LEAF_MIN_*) */
 	uint32_t cluster_rows; /**< rows per k-means cluster (PART_CLUSTER_ROWS_*) */
 	uint32_t max_cuts;     /**< most frequent atoms tried as cuts (default 256) */
-	/** Matches a query scans per k before it stops probing clusters
-	 * (PART_PROBE_FACTOR_*); negative = every cluster with a match (exact). */
+	/** A fixed probing rule: matches a query scans per k before it stops
+	 * probing clusters (PART_PROBE_FACTOR_*); 0 = the calibrated rule
+	 * (`recall`); negative = every cluster with a match (exact). */
 	float probe_factor;
 	uint32_t probe_min;    /**< clusters with a match probed at least */
+	/** The calibrated rule's target mean recall@k (PART_RECALL_*, 0 =
+	 * default 0.95, negative = exact). */
+	float recall;
+	/** How clusters store their rows (vela_layout_encoding_t). */
+	uint32_t encoding;
 } vela_layout_opts_t;
+
+/** Cluster row encodings of a layout (docs/partitions.md §2). */
+typedef enum vela_layout_encoding {
+	/** FIELD for FLOAT32/FLOAT16 fields, LVQ8 for compressed ones */
+	VELA_LAYOUT_ENCODING_DEFAULT = 0,
+	/** the field's element type (compressed fields: their decoded vectors
+	 * as FLOAT32); probed exhaustively, answers as the exact plan */
+	VELA_LAYOUT_ENCODING_FIELD = 1,
+	/** LVQ-8 codes (dim + 8 bytes a row), scored as the decoded vectors */
+	VELA_LAYOUT_ENCODING_LVQ8 = 2
+} vela_layout_encoding_t;
 
 /**
  * @brief Build (or rebuild) the layout of a vector field from its workload
@@ -747,9 +769,10 @@ typedef struct vela_layout_opts {
  */
 int vela_layout_build(vela_db_t *db, const char *index, const char *field,
 		      const vela_layout_opts_t *opts, vela_err_t *err);
-/** Change the probing of a built layout (probe_factor < 0: exact). */
+/** Change the probing of a built layout, as vela_layout_opts_t's
+ * probe_factor, probe_min (>= 1) and recall. */
 int vela_layout_tune(vela_db_t *db, const char *index, const char *field, float probe_factor,
-		     uint32_t probe_min, vela_err_t *err);
+		     uint32_t probe_min, float recall, vela_err_t *err);
 
 typedef struct vela_layout_info {
 	bool built, stale;
@@ -766,8 +789,10 @@ typedef struct vela_layout_info {
 	uint64_t rebuilds;      /**< background rebuilds installed in this process */
 	uint64_t folds;         /**< background folds of the delta into the clusters */
 	double drift;           /**< last workload drift measured (TVD), -1: none yet */
-	float probe_factor;     /**< the probing in use (-1: exact) */
+	float probe_factor;     /**< the probing in use (-1: exact, 0: calibrated) */
 	uint32_t probe_min;
+	float recall;           /**< the calibrated rule's target (-1: exact) */
+	uint32_t encoding;      /**< VELA_LAYOUT_ENCODING_FIELD or _LVQ8 */
 } vela_layout_info_t;
 
 /** The field's layout and workload log (built false: no layout).

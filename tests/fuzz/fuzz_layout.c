@@ -2,8 +2,11 @@
 // (index/qdtree.c qdtree_unpack, index/partitions.c part_unpack; db/layout.c
 // checks the file's magic, sequence and XXH3 before either runs, so the
 // parsers are fuzzed here directly, past the checksum). A parse must either
-// fail cleanly or give a structure that packs back to the same bytes and,
-// for a layout, answers with every cluster probed exactly as flat_search.
+// fail cleanly or give a structure that packs back to the same bytes (a
+// layout in the older format 1: to bytes that unpack and pack again to
+// themselves) and, for a layout, answers with every cluster probed exactly
+// as flat_search (FIELD rows; LVQ-8 rows: the same number of hits, from its
+// rows, ascending).
 // Build and run: scripts/fuzz-smoke (see there for the flags).
 //
 // Input: one control byte, then the packed bytes.
@@ -70,15 +73,55 @@ static void tree_case(const uint8_t *p, size_t n)
 	qdtree_free(t);
 }
 
+/* Are the hits a[0..n) of rows in `in`, ascending? */
+static int hits_sane(const vela_hit_t *a, uint32_t n, const roaring_bitmap_t *in)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (!roaring_bitmap_contains(in, a[i].docid) || (i && a[i].dist < a[i - 1].dist))
+			return 0;
+	return 1;
+}
+
+/* Every cluster probed: flat_search's answer (FIELD), or as many sane hits
+ * (LVQ-8 rows score their decoded vectors). */
+static void part_check(const part_layout_t *l, const float *q, const roaring_bitmap_t *mine)
+{
+	vela_hit_t a[8], e[8];
+	uint32_t ne = 0;
+	part_stats_t st;
+	part_stats(l, &st);
+	part_query_t pq = {.q = q, .k = 8, .filter = mine, .out = a};
+	part_search_opts_t so = {.probe_factor = 0, .probe_min = 1};
+	if (part_search(l, &pq, 1, &so) || flat_search(flat, q, 8, mine, e, &ne) ||
+	    pq.n_out != ne || !hits_sane(a, pq.n_out, mine))
+		abort();
+	for (uint32_t i = 0; st.encoding == PART_ENC_FIELD && i < ne; i++)
+		if (a[i].docid != e[i].docid)
+			abort();
+}
+
 static void part_case(const uint8_t *p, size_t n)
 {
 	part_layout_t *l;
-	if (part_unpack(flat, p, n, &l))
+	part_source_t src = {.f = flat};
+	if (part_unpack(&src, p, n, &l))
 		return;
 	uint8_t *b;
 	size_t bl;
-	if (part_pack(l, &b, &bl) || bl != n || memcmp(b, p, n))
+	uint32_t ver;
+	memcpy(&ver, p, 4);
+	if (part_pack(l, &b, &bl) || (ver == PART_PACK_VERSION && (bl != n || memcmp(b, p, n))))
 		abort();
+	if (ver != PART_PACK_VERSION) { /* an older format: its repacking is stable */
+		part_layout_t *l1;
+		uint8_t *b1;
+		size_t bl1;
+		if (part_unpack(&src, b, bl, &l1) || part_pack(l1, &b1, &bl1) || bl1 != bl ||
+		    memcmp(b, b1, bl))
+			abort();
+		free(b1);
+		part_free(l1);
+	}
 	free(b);
 	/* every cluster probed: the exact answer over the layout's rows */
 	part_stats_t st;
@@ -90,16 +133,7 @@ static void part_case(const uint8_t *p, size_t n)
 	if (roaring_bitmap_get_cardinality(mine) != st.rows)
 		abort();
 	float q[DIM] = {0.25f, -0.5f, 0.125f, 0.75f};
-	vela_hit_t a[8], e[8];
-	uint32_t ne = 0;
-	part_query_t pq = {.q = q, .k = 8, .filter = mine, .out = a};
-	part_search_opts_t so = {.probe_factor = 0, .probe_min = 1};
-	if (part_search(l, &pq, 1, &so) ||
-	    flat_search(flat, q, 8, mine, e, &ne) || pq.n_out != ne)
-		abort();
-	for (uint32_t i = 0; i < ne; i++)
-		if (a[i].docid != e[i].docid)
-			abort();
+	part_check(l, q, mine);
 	for (uint32_t d = 0; d < NDOC; d += 5) /* writes: rows leave their clusters */
 		if (part_remove(l, d) == 0 && part_contains(l, d))
 			abort();
@@ -112,26 +146,21 @@ static void part_case(const uint8_t *p, size_t n)
 			leaf[m++] = lf;
 		}
 	}
-	if (part_assign(l, flat, ids, leaf, m, cl))
+	if (part_assign(l, &src, ids, leaf, m, cl))
 		abort();
 	for (uint32_t i = 0; i < m; i++)
-		if (part_insert(l, flat, cl[i], ids[i]) || !part_contains(l, ids[i]))
+		if (part_insert(l, &src, cl[i], ids[i]) || !part_contains(l, ids[i]))
 			abort();
 	roaring_bitmap_clear(mine);
 	for (uint32_t d = 0; d < NDOC; d++)
 		if (part_contains(l, d))
 			roaring_bitmap_add(mine, d);
-	if (part_search(l, &pq, 1, &so) || flat_search(flat, q, 8, mine, e, &ne) ||
-	    pq.n_out != ne)
-		abort();
-	for (uint32_t i = 0; i < ne; i++)
-		if (a[i].docid != e[i].docid)
-			abort();
+	part_check(l, q, mine);
 	/* what it packs unpacks to the same bytes */
 	part_layout_t *l2;
 	uint8_t *b2;
 	size_t bl2;
-	if (part_pack(l, &b, &bl) || part_unpack(flat, b, bl, &l2) || part_pack(l2, &b2, &bl2) ||
+	if (part_pack(l, &b, &bl) || part_unpack(&src, b, bl, &l2) || part_pack(l2, &b2, &bl2) ||
 	    bl2 != bl || memcmp(b, b2, bl))
 		abort();
 	free(b);
@@ -196,15 +225,22 @@ int main(int argc, char **argv)
 	part_opts_default(&po);
 	po.cluster_rows = 8;
 	part_layout_t *l;
-	if (part_build(flat, leaves, qdtree_leaf_count(t), &po, &l) || part_pack(l, &b, &n))
+	part_source_t src = {.f = flat};
+	if (part_build(&src, leaves, qdtree_leaf_count(t), &po, &l) || part_pack(l, &b, &n))
 		abort();
-	seed_write(argv[1], "layout", 0, b, n);
+	seed_write(argv[1], "layout-v2", 0, b, n);
 	free(b);
 	part_remove(l, 0);
 	part_remove(l, 1);
 	if (part_pack(l, &b, &n))
 		abort();
-	seed_write(argv[1], "layout-removed", 0, b, n);
+	seed_write(argv[1], "layout-v2-removed", 0, b, n);
+	free(b);
+	part_free(l);
+	po.encoding = PART_ENC_LVQ8;
+	if (part_build(&src, leaves, qdtree_leaf_count(t), &po, &l) || part_pack(l, &b, &n))
+		abort();
+	seed_write(argv[1], "layout-lvq8", 0, b, n);
 	free(b);
 	part_free(l);
 	free(leaves);

@@ -135,6 +135,7 @@ def test_layout_command_info_writes_restart(velad):
     assert li["leaves"] >= 2 and li["rows"] == N and li["stale"] == 0 and li["delta"] == 0
     assert li["rows_per_cluster_min"] <= li["rows_per_cluster_median"] <= li["rows_per_cluster_max"]
     assert li["probe_factor"] in ("-1", -1, -1.0) or float(li["probe_factor"]) == -1
+    assert li["encoding"] == "FIELD"  # an F32 field's default
     # (a batch records a filter its queries share once: search_batch.c filter_share)
     assert li["workload_queries"] >= 100 and len(li["workload_hash"]) == 16
 
@@ -255,6 +256,7 @@ def test_layout_errors(velad):
         (("FT.LAYOUT", "idx", "BUILD", "FIELD", "v", "CLUSTER_ROWS", 2), "out of range"),
         (("FT.LAYOUT", "idx", "INFO", "FIELD", "v", "LEAF_MIN", 5), "syntax error"),
         (("FT.LAYOUT", "idx", "INFO", "FIELD", "v"), "no layout"),
+        (("FT.LAYOUT", "idx", "BUILD", "FIELD", "v", "ENCODING", "LVQ4"), "syntax error"),
         (("FT.LAYOUT", "idx", "DROP", "FIELD", "w"), "no layout"),
     ]
     for args, msg in cases:
@@ -264,17 +266,46 @@ def test_layout_errors(velad):
         r.execute_command("FT.LAYOUT", "idx")  # arity
 
 
-def test_layout_refuses_compressed_field(velad):
+def test_layout_compressed_field(velad):
+    """A compressed field (F32 rows released) gets an LVQ-8 layout from its
+    store's decoded vectors; KNN still finds the neighbours; it comes back
+    after a restart."""
     r = velad.client(protocol=2)
     r.ft("c").create_index(
         [VectorField("v", "SVS-VAMANA", {"TYPE": "FLOAT32", "DIM": 8, "DISTANCE_METRIC": "L2",
                                          "COMPRESSION": "LVQ8", "TRAINING_THRESHOLD": 1024})],
         definition=IndexDefinition(prefix=["c:"]))
     rng = np.random.default_rng(5)
+    vecs = rng.standard_normal((1100, 8)).astype(np.float32)
     p = r.pipeline(transaction=False)
     for i in range(1100):
-        p.hset(f"c:{i}", mapping={"v": rng.standard_normal(8).astype(np.float32).tobytes()})
+        p.hset(f"c:{i}", mapping={"v": vecs[i].tobytes()})
     p.execute()
     velad.wait_builds()
-    with pytest.raises(redis.ResponseError, match="compressed field"):
-        r.execute_command("FT.LAYOUT", "c", "BUILD")
+    assert r.execute_command("FT.LAYOUT", "c", "BUILD", "CLUSTER_ROWS", 64,
+                             "PROBE_FACTOR", 0) in (b"OK", "OK")
+    li = pairs(r.execute_command("FT.LAYOUT", "c", "INFO"))
+    assert li["encoding"] == "LVQ8" and li["rows"] == 1100 and li["stale"] == 0, li
+    with pytest.raises(redis.ResponseError, match="syntax error"):
+        r.execute_command("FT.LAYOUT", "c", "BUILD", "ENCODING")
+
+    def recall():
+        hit = 0
+        for qi in range(20):
+            q = vecs[qi * 37]
+            res = text(r.execute_command("FT.SEARCH", "c", f"*=>[KNN {K} @v $B AS d]", "PARAMS",
+                                         2, "B", q.tobytes(), "SORTBY", "d", "LIMIT", 0, K,
+                                         "RETURN", 1, "d", "DIALECT", 2))
+            got = {res[i] for i in range(1, len(res), 2)}
+            d = ((vecs - q) ** 2).sum(axis=1)
+            want = {f"c:{i}" for i in np.argsort(d, kind="stable")[:K]}
+            hit += len(got & want)
+        return hit / (20 * K)
+
+    assert recall() >= 0.9
+    velad.stop_ok()
+    velad.restart()
+    r = velad.client(protocol=2)
+    li2 = pairs(r.execute_command("FT.LAYOUT", "c", "INFO"))
+    assert li2["loaded"] == 1 and li2["stale"] == 0 and li2["encoding"] == "LVQ8", li2
+    assert recall() >= 0.9

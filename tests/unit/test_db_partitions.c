@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "bench/workload_gen.h"
+#include "index/index.h" /* GRAPH_LVQ_* */
 
 TestSuite(db_partitions, .timeout = 300);
 
@@ -194,7 +195,7 @@ Test(db_partitions, exhaustive_equals_exact)
 	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128};
 	pt_train(&e, &o);
 	vela_err_t err = {0};
-	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, 0, &err), 0, "%s", err.msg);
 	pt_query_t *qs = pt_future(&e);
 	vela_result_t **a = calloc(PT_FUTURE, sizeof(*a)), **b = calloc(PT_FUTURE, sizeof(*b));
 	pt_run(&e, qs, VELA_PLAN_PARTITIONS, a);
@@ -229,7 +230,9 @@ Test(db_partitions, recall_per_bucket)
 	if (getenv("PT_PROBE")) { /* calibration */
 		vela_err_t err = {0};
 		cr_assert_eq(vela_layout_tune(e.db, "pt", "v", (float)atof(getenv("PT_PROBE")),
-					      (uint32_t)atoi(getenv("PT_PROBE_MIN")), &err), 0);
+					      (uint32_t)atoi(getenv("PT_PROBE_MIN")),
+					      getenv("PT_RECALL") ? (float)atof(getenv("PT_RECALL")) : 0,
+					      &err), 0);
 	}
 	pt_query_t *qs = pt_future(&e);
 	vela_result_t **a = calloc(PT_FUTURE, sizeof(*a));
@@ -389,7 +392,7 @@ Test(db_partitions, writes_keep_layout_exact)
 	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128};
 	pt_train(&e, &o);
 	vela_err_t err = {0};
-	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, 0, &err), 0, "%s", err.msg);
 	pt_query_t *qs = pt_queries(&e);
 	pt_mutate(&e, 0);
 	vela_layout_info_t li;
@@ -431,7 +434,7 @@ Test(db_partitions, saved_and_loaded)
 	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128};
 	pt_train(&e, &o);
 	vela_err_t err = {0};
-	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, 0, &err), 0, "%s", err.msg);
 	pt_mutate(&e, 0);
 	vela_layout_info_t a, b;
 	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &a, &err), 0);
@@ -533,7 +536,7 @@ Test(db_partitions, rebuilt_on_delta_and_drift)
 	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128};
 	pt_train(&e, &o);
 	vela_err_t err = {0};
-	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, 0, &err), 0, "%s", err.msg);
 	vela_layout_info_t a, b;
 	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &a, &err), 0);
 
@@ -619,6 +622,346 @@ Test(db_partitions, rebuilt_on_delta_and_drift)
 	cr_assert(b.folds == 1 && b.delta == 0, "folds %llu delta %llu",
 		  (unsigned long long)b.folds, (unsigned long long)b.delta);
 	pt_check_exact(&e, qs, "after a fold of a loaded layout");
+	free(qs);
+	pt_teardown(&e);
+}
+
+/* ------------------------------------------------------------ LVQ-8 clusters */
+
+/* The reference LVQ-8 encoding, written from its definition (index.h
+ * part_encoding_t; LVQ, Aguerrebere et al. 2023 §3): one mean over every
+ * vector, then per vector 8-bit codes between the min and max of x - mu.
+ * out: the decoded vectors x^ = mu + lo + step * c. */
+static void lvq8_reference(const float *X, uint32_t n, uint32_t dim, float *out)
+{
+	double *sum = calloc(dim, sizeof(double));
+	float *mu = malloc(dim * sizeof(float));
+	for (uint32_t i = 0; i < n; i++)
+		for (uint32_t j = 0; j < dim; j++)
+			sum[j] += X[(size_t)i * dim + j];
+	for (uint32_t j = 0; j < dim; j++)
+		mu[j] = (float)(sum[j] / n);
+	for (uint32_t i = 0; i < n; i++) {
+		const float *x = X + (size_t)i * dim;
+		float lo = INFINITY, hi = -INFINITY;
+		for (uint32_t j = 0; j < dim; j++) {
+			lo = fminf(lo, x[j] - mu[j]);
+			hi = fmaxf(hi, x[j] - mu[j]);
+		}
+		float step = (hi - lo) / 255.0f;
+		for (uint32_t j = 0; j < dim; j++) {
+			float t = step > 0 ? (x[j] - mu[j] - lo) / step + 0.5f : 0;
+			unsigned c = t >= 255.0f ? 255u : t <= 0 ? 0u : (unsigned)t;
+			out[(size_t)i * dim + j] = mu[j] + (lo + step * (float)c);
+		}
+	}
+	free(sum);
+	free(mu);
+}
+
+/* Probed exhaustively, an LVQ-8 layout answers exactly as a brute force in
+ * double over the LVQ-8-decoded vectors (ids; distances up to the float
+ * kernel's rounding; a near-tie may swap two ids of equal distance), and
+ * recall@10 against the original vectors stays >= 0.95. */
+Test(db_partitions, lvq8_exhaustive_equals_brute_force)
+{
+	pt_env_t e;
+	pt_setup(&e);
+	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128,
+				.encoding = VELA_LAYOUT_ENCODING_LVQ8};
+	pt_train(&e, &o);
+	vela_err_t err = {0};
+	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, 0, &err), 0, "%s", err.msg);
+	vela_layout_info_t li;
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &li, &err), 0);
+	cr_assert_eq(li.encoding, VELA_LAYOUT_ENCODING_LVQ8);
+	float *dec = malloc((size_t)PT_N * PT_DIM * sizeof(float)), *orig = e.d.vecs;
+	lvq8_reference(orig, PT_N, PT_DIM, dec);
+	pt_query_t *qs = pt_future(&e);
+	vela_result_t **a = calloc(PT_FUTURE, sizeof(*a));
+	pt_run(&e, qs, VELA_PLAN_PARTITIONS, a);
+	double hit = 0, want = 0;
+	uint32_t swaps = 0;
+	for (uint32_t i = 0; i < PT_FUTURE; i++) {
+		uint32_t ids[PT_K], tids[PT_K];
+		double d[PT_K], td[PT_K];
+		uint64_t m;
+		e.d.vecs = dec;
+		uint32_t got = wl_truth(&e.d, &qs[i].f, qs[i].q, PT_K, ids, d, &m);
+		e.d.vecs = orig;
+		uint32_t tgot = wl_truth(&e.d, &qs[i].f, qs[i].q, PT_K, tids, td, &m);
+		cr_assert_str_eq(a[i]->plan, "partitions");
+		if (a[i]->n_hits != got)
+			cr_assert_fail("query %u: %zu hits, brute force %u", i, a[i]->n_hits, got);
+		for (uint32_t j = 0; j < got; j++) {
+			uint32_t id = (uint32_t)atoi(a[i]->hits[j].key + 4);
+			double tol = 1e-4 * d[j] + 1e-4, dx = wl_l2(qs[i].q, dec + (size_t)id * PT_DIM, PT_DIM);
+			if (fabs(a[i]->hits[j].dist - d[j]) > tol || fabs(dx - d[j]) > tol)
+				cr_assert_fail("query %u hit %u: doc %u at %.9g (decoded %.9g), brute "
+					       "force doc %u at %.9g", i, j, id, a[i]->hits[j].dist, dx,
+					       ids[j], d[j]);
+			swaps += id != ids[j]; /* only where the distances tie (checked above) */
+			for (uint32_t t = 0; t < tgot; t++)
+				hit += tids[t] == id;
+		}
+		want += tgot;
+		vela_result_free(a[i]);
+	}
+	double r = want ? hit / want : 1;
+	cr_log_info("LVQ-8 layout, exhaustive: %u tied swaps; recall@10 vs F32 %.4f", swaps, r);
+	cr_assert_leq(swaps, PT_FUTURE * PT_K / 1000, "ids differ beyond near-ties: %u", swaps);
+	cr_assert_geq(r, 0.95, "recall@10 against the original vectors %.4f", r);
+	free(a);
+	free(qs);
+	free(dec);
+	pt_teardown(&e);
+}
+
+/* Field layout vs LVQ-8 layout of the same 20,000 x 64 vectors: the LVQ-8
+ * clusters hold at most ~0.35 of the bytes (72 + 4 against 256 + 8 a row). */
+Test(db_partitions, lvq8_memory)
+{
+	pt_env_t e;
+	tmpdir_make(e.dir, sizeof(e.dir));
+	wl_params_t p;
+	wl_params_default(&p);
+	p.n = PT_N;
+	p.dim = 64;
+	cr_assert_eq(wl_data_make(&p, &e.d), 0);
+	e.db = db_open_ok(e.dir, 0);
+	pt_load(e.db, &e.d);
+	vela_err_t err = {0};
+	vela_layout_info_t f32, lvq;
+	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128};
+	cr_assert_eq(vela_layout_build(e.db, "pt", "v", &o, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &f32, &err), 0);
+	o.encoding = VELA_LAYOUT_ENCODING_LVQ8;
+	cr_assert_eq(vela_layout_build(e.db, "pt", "v", &o, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &lvq, &err), 0);
+	cr_assert(f32.encoding == VELA_LAYOUT_ENCODING_FIELD &&
+		  lvq.encoding == VELA_LAYOUT_ENCODING_LVQ8);
+	cr_assert(f32.rows == PT_N && lvq.rows == PT_N);
+	double ratio = (double)lvq.bytes / (double)f32.bytes;
+	cr_log_info("dim 64, %u rows: FIELD (F32) layout %zu bytes, LVQ8 %zu bytes (%.3f)", PT_N,
+		    f32.bytes, lvq.bytes, ratio);
+	cr_assert_geq(f32.bytes, (size_t)PT_N * 64 * 4, "the F32 rows are counted");
+	cr_assert_leq(ratio, 0.35, "LVQ8 / F32 bytes %.3f", ratio);
+	vela_layout_release(e.db);
+	vela_db_close(e.db);
+	tmpdir_remove(e.dir);
+	wl_data_free(&e.d);
+}
+
+/* ------------------------------------------------------------ compressed fields */
+
+#define PT_CN 8000u
+
+/* Search with `text` (KNN PT_K over v) forced to the partitions plan. */
+static vela_result_t *pt_knn(vela_db_t *db, const char *text, const float *q)
+{
+	vela_kv_t prm = {"B", 1, q, PT_DIM * sizeof(float)};
+	vela_search_req_t req = {.index = "pt", .query = text, .params = &prm, .n_params = 1,
+				 .limit = PT_K, .nocontent = true, .force_plan = VELA_PLAN_PARTITIONS};
+	vela_result_t *r = NULL;
+	vela_err_t err = {0};
+	cr_assert_eq(vela_search_batch(db, &req, 1, &r, &err), 0, "%s", err.msg);
+	cr_assert_str_eq(r->plan, "partitions");
+	return r;
+}
+
+/* Key of vector slot i: doc:<i> for the loaded ones, doc:x<i> after. */
+static void pt_ckey(uint32_t i, char *key, size_t cap)
+{
+	if (i < PT_CN)
+		snprintf(key, cap, "doc:%u", i);
+	else
+		snprintf(key, cap, "doc:x%u", i);
+}
+
+/* Unfiltered KNN over the live vectors (vecs, live: slots) against a
+ * brute force: recall@10; a deleted key never comes back. */
+static double pt_live_recall(vela_db_t *db, const float *vecs, const uint8_t *live, uint32_t n)
+{
+	double hit = 0, want = 0;
+	char text[64];
+	snprintf(text, sizeof(text), "*=>[KNN %u @v $B AS d]", PT_K);
+	for (uint32_t qi = 0; qi < 100; qi++) {
+		const float *q = vecs + (size_t)((qi * 131) % PT_CN) * PT_DIM;
+		uint32_t best[PT_K];
+		double bd[PT_K];
+		uint32_t nb = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			if (!live[i])
+				continue;
+			double d = wl_l2(q, vecs + (size_t)i * PT_DIM, PT_DIM);
+			if (nb == PT_K && d >= bd[PT_K - 1])
+				continue;
+			uint32_t pos = nb < PT_K ? nb++ : PT_K - 1;
+			for (; pos > 0 && bd[pos - 1] > d; pos--) {
+				bd[pos] = bd[pos - 1];
+				best[pos] = best[pos - 1];
+			}
+			bd[pos] = d;
+			best[pos] = i;
+		}
+		vela_result_t *r = pt_knn(db, text, q);
+		cr_assert_eq(r->n_hits, nb);
+		for (size_t h = 0; h < r->n_hits; h++) {
+			bool found = false;
+			for (uint32_t i = 0; !found && i < nb; i++) {
+				char key[32];
+				pt_ckey(best[i], key, sizeof(key));
+				found = strcmp(key, r->hits[h].key) == 0;
+			}
+			hit += found;
+			const char *k = r->hits[h].key + 4;
+			uint32_t slot = k[0] == 'x' ? (uint32_t)atoi(k + 1) : (uint32_t)atoi(k);
+			cr_assert(slot < n && live[slot], "%s is not live", r->hits[h].key);
+		}
+		want += nb;
+		vela_result_free(r);
+	}
+	return hit / want;
+}
+
+/* A compressed (LVQ4x8) field, its F32 rows released, gets an LVQ-8
+ * layout from its store's decoded vectors: it answers filtered KNN close
+ * to a brute force over the original vectors, follows writes (updates,
+ * deletes, inserts, folded in the background from the store) and comes
+ * back from its file at the next open. */
+Test(db_partitions, compressed_field_layout)
+{
+	pt_env_t e;
+	tmpdir_make(e.dir, sizeof(e.dir));
+	wl_params_t p;
+	wl_params_default(&p);
+	p.n = PT_CN;
+	p.dim = PT_DIM;
+	p.templates = 48;
+	cr_assert_eq(wl_data_make(&p, &e.d), 0);
+	cr_assert_eq(wl_templates_make(&e.d, &e.t), 0);
+	e.cdf = wl_zipf_cdf(p.templates, p.template_zipf);
+	e.db = pt_open_bg(e.dir);
+	vela_field_def_t f[WL_FIELDS];
+	wl_fields(&e.d, VELA_ALGO_GRAPH, f);
+	f[5].compression = 1 + GRAPH_LVQ_LVQ4X8;
+	f[5].training_threshold = 1024;
+	f[5].graph_max_degree = 32;
+	f[5].graph_build_window = 64;
+	const char *pre[] = {"doc:"};
+	vela_index_def_t def = {.name = "pt", .prefixes = pre, .n_prefixes = 1, .fields = f,
+				.n_fields = WL_FIELDS};
+	vela_err_t err = {0};
+	cr_assert_eq(vela_index_create(e.db, &def, &err), 0, "%s", err.msg);
+	vela_batch_t *b;
+	cr_assert_eq(vela_batch_begin(e.db, &b, &err), 0, "%s", err.msg);
+	for (uint32_t i = 0; i < PT_CN; i++)
+		cr_assert_eq(wl_doc_hset(b, &e.d, i, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_batch_commit(b, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_db_wait_builds(e.db, 0), 0);
+	vela_field_memory_t fm;
+	cr_assert_eq(vela_field_memory(e.db, "pt", "v", &fm, &err), 0, "%s", err.msg);
+	cr_assert_lt(fm.vectors, (uint64_t)PT_CN * PT_DIM * 4 / 16, "the F32 rows are released");
+
+	pt_record(&e, 0, PT_PAST, NULL);
+	vela_layout_opts_t o = {.leaf_min = 1000, .cluster_rows = 128};
+	cr_assert_eq(vela_layout_build(e.db, "pt", "v", &o, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, 0, &err), 0, "%s", err.msg);
+	vela_layout_info_t li;
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &li, &err), 0);
+	cr_assert(li.built && !li.stale && li.rows == PT_CN && li.leaves >= 2);
+	cr_assert_eq(li.encoding, VELA_LAYOUT_ENCODING_LVQ8, "a compressed field's default");
+	cr_log_info("compressed field layout: %u leaves, %u clusters, %zu bytes", li.leaves,
+		    li.clusters, li.bytes);
+
+	/* filtered KNN (exhaustive probing) against the brute force */
+	pt_query_t *qs = malloc(PT_FUTURE * sizeof(*qs));
+	for (uint32_t i = 0; i < PT_FUTURE; i++)
+		pt_make(&e.d, e.t, e.cdf, 1, i, &qs[i]);
+	vela_result_t **a = calloc(PT_FUTURE, sizeof(*a));
+	pt_run(&e, qs, VELA_PLAN_PARTITIONS, a);
+	double hit = 0, want = 0;
+	for (uint32_t i = 0; i < PT_FUTURE; i++) {
+		uint32_t ids[PT_K];
+		double d[PT_K];
+		uint64_t m;
+		uint32_t got = wl_truth(&e.d, &qs[i].f, qs[i].q, PT_K, ids, d, &m);
+		cr_assert_str_eq(a[i]->plan, "partitions");
+		cr_assert_eq(a[i]->n_hits, got, "query %u", i);
+		for (size_t h = 0; h < a[i]->n_hits; h++)
+			for (uint32_t j = 0; j < got; j++)
+				hit += (uint32_t)atoi(a[i]->hits[h].key + 4) == ids[j];
+		want += got;
+		vela_result_free(a[i]);
+	}
+	double r = want ? hit / want : 1;
+	cr_log_info("compressed field, filtered, exhaustive: recall@10 %.4f", r);
+	cr_assert_geq(r, 0.95, "recall@10 %.4f", r);
+
+	/* writes: updated vectors, deletes, inserts -- past a tenth of the
+	 * rows, so the background folds the delta back from the store */
+	uint32_t n = PT_CN + 200;
+	float *vecs = calloc((size_t)n * PT_DIM, sizeof(float));
+	uint8_t *live = calloc(n, 1);
+	memcpy(vecs, e.d.vecs, (size_t)PT_CN * PT_DIM * sizeof(float));
+	memset(live, 1, PT_CN);
+	cr_assert_eq(vela_batch_begin(e.db, &b, &err), 0, "%s", err.msg);
+	for (uint32_t j = 0; j < n; j++) {
+		uint32_t i = j < PT_CN ? (j * 7919) % PT_CN : j;
+		char key[32];
+		if (j < PT_CN && j % 8 == 0) { /* updates: another doc's vector, moved */
+			for (uint32_t t = 0; t < PT_DIM; t++)
+				vecs[(size_t)i * PT_DIM + t] =
+					e.d.vecs[(size_t)((i + 977) % PT_CN) * PT_DIM + t] + 0.05f;
+		} else if (j < PT_CN && j % 8 == 1) { /* deletes */
+			pt_ckey(i, key, sizeof(key));
+			cr_assert_eq(vela_batch_del(b, key, strlen(key), NULL, &err), 0, "%s",
+				     err.msg);
+			live[i] = 0;
+			continue;
+		} else if (j >= PT_CN) { /* inserts */
+			for (uint32_t t = 0; t < PT_DIM; t++)
+				vecs[(size_t)i * PT_DIM + t] =
+					e.d.vecs[(size_t)(j % PT_CN) * PT_DIM + t] * 0.9f;
+			live[i] = 1;
+		} else {
+			continue;
+		}
+		pt_ckey(i, key, sizeof(key));
+		cr_assert_eq(pt_doc_put(b, &e.d, i % PT_CN, key, vecs + (size_t)i * PT_DIM, &err),
+			     0, "%s", err.msg);
+	}
+	cr_assert_eq(vela_batch_commit(b, &err), 0, "%s", err.msg);
+	cr_assert_eq(vela_db_wait_builds(e.db, 120000), 0);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &li, &err), 0);
+	cr_log_info("after writes: delta %llu, folds %llu, rebuilds %llu, rows %llu",
+		    (unsigned long long)li.delta, (unsigned long long)li.folds,
+		    (unsigned long long)li.rebuilds, (unsigned long long)li.rows);
+	cr_assert(li.built && !li.stale, "writes keep the layout in use");
+	cr_assert_geq(li.folds + li.rebuilds, 1, "the delta went back into the clusters");
+	uint64_t nlive = 0;
+	for (uint32_t i = 0; i < n; i++)
+		nlive += live[i];
+	cr_assert_eq(li.rows + li.delta, nlive);
+	r = pt_live_recall(e.db, vecs, live, n);
+	cr_log_info("after writes: recall@10 %.4f", r);
+	cr_assert_geq(r, 0.95, "recall@10 after writes %.4f", r);
+
+	/* close (the layout file written) and reopen: loaded, same answers */
+	cr_assert_eq(vela_db_wait_builds(e.db, 120000), 0);
+	vela_db_close(e.db);
+	e.db = pt_open_bg(e.dir);
+	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &li, &err), 0);
+	cr_assert(li.built && li.loaded && !li.stale, "built %d loaded %d stale %d", li.built,
+		  li.loaded, li.stale);
+	cr_assert_eq(li.encoding, VELA_LAYOUT_ENCODING_LVQ8);
+	cr_assert_eq(li.rows + li.delta, nlive);
+	double r2 = pt_live_recall(e.db, vecs, live, n);
+	cr_log_info("after a reopen: recall@10 %.4f", r2);
+	cr_assert_geq(r2, 0.95);
+	free(vecs);
+	free(live);
+	free(a);
 	free(qs);
 	pt_teardown(&e);
 }
