@@ -95,6 +95,7 @@ static const struct {
 	{"index not found", VELA_ENOTFOUND}, {"already exists", VELA_EEXISTS},
 	{"WRONGTYPE", VELA_ETYPE},           {"blob size", VELA_EDIM},
 	{"dimension", VELA_EDIM},            {"syntax", VELA_ESYNTAX},
+	{"transaction too large", VELA_ETXNFULL},
 };
 
 int vela_client_error_code(const char *msg, size_t len)

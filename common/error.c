@@ -23,6 +23,7 @@ static const char *const vela_errstr[] = {
 	[12] = "resource busy",
 	[13] = "not supported",
 	[14] = "No space left on device", /* strerror(ENOSPC)'s words: what users search for */
+	[15] = "transaction too large: commit in smaller batches",
 };
 _Static_assert(sizeof(vela_errstr) / sizeof(vela_errstr[0]) == VELA_ERR_BASE - VELA_ERR_LAST + 1,
 	       "one string per vela error code");

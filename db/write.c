@@ -135,6 +135,12 @@ void db_changes_apply(vela_db_t *db, db_changes_t *c)
 	"OOM command not allowed when the LMDB map is full: grow it with CONFIG SET map-size " \
 	"<bytes> (or delete data)"
 
+/* The reply to a batch that outgrew LMDB's dirty-page list (MDB_TXN_FULL):
+ * the batch fails whole, so the caller can retry it split up. */
+#define DB_TXN_FULL_MSG                                                                   \
+	"transaction too large: the batch dirtied more pages than one LMDB write transaction " \
+	"holds, so none of it was written: commit in smaller batches"
+
 /*
  * Deletes past a full map, as Redis admits DEL past maxmemory. LMDB copies on
  * write, so a delete needs fresh pages too, and the pages a commit frees are
@@ -230,6 +236,8 @@ int db_commit(vela_db_t *db, storage_txn_t *txn, db_changes_t *ch, vela_err_t *e
 		db_changes_truncate(ch, 0);
 		if (rc == VELA_EMAPFULL)
 			return vela_err_set(err, rc, DB_MAP_FULL_MSG);
+		if (rc == VELA_ETXNFULL) /* the free-list save at commit found no room */
+			return vela_err_set(err, rc, DB_TXN_FULL_MSG);
 		if (rc == VELA_ENOSPC) /* say which disk: data.mdb's, not a backup's */
 			return vela_err_set(err, rc, "commit failed: %s (the disk under %s is full)",
 					    vela_strerror(rc), db->dir);
@@ -432,7 +440,8 @@ struct vela_batch {
  * Each write runs in a nested LMDB transaction so it can fail alone; but a
  * nested transaction costs LMDB two large allocations (its dirty list), which
  * dominated pipelined HSET/SET profiles. A write can only fail half-way for
- * lack of map space (its validation errors come before it writes), so while
+ * lack of map space (its validation errors come before it writes; a full
+ * dirty list, VELA_ETXNFULL, fails the whole batch either way), so while
  * the map has ample room writes run directly in the batch's transaction. An
  * estimate of what they use keeps them within a quarter of the free space;
  * past that, nested transactions again.
@@ -540,7 +549,8 @@ static int batch_run_direct(vela_batch_t *b, db_op_t *op)
 {
 	int rc = op_exec(b->db, b->txn, op, &b->ch);
 	b->written += op_used(op);
-	/* Type and limit errors come before the write touched anything. */
+	/* Type and limit errors come before the write touched anything; any
+	 * other (map or dirty list full: VELA_ETXNFULL) may leave it half done. */
 	if (rc && rc != VELA_ETYPE && rc != VELA_ELIMIT && rc != VELA_EINVAL)
 		b->failed = rc;
 	return rc;
@@ -560,6 +570,12 @@ static int batch_run_nested(vela_batch_t *b, db_op_t *op)
 		db_changes_truncate(&b->ch, mark);
 	else
 		b->written += op_used(op); /* the reserve check counts every write */
+	/* The aborted child left the batch's transaction intact, but its dirty
+	 * list is what is full, and a child cannot spill its parent's pages (LMDB
+	 * mdb_page_spill): no later write would fit. Fail the whole batch rather
+	 * than commit whatever prefix got in. */
+	if (rc == VELA_ETXNFULL)
+		b->failed = rc;
 	return rc;
 }
 
@@ -626,6 +642,8 @@ static int batch_run(vela_batch_t *b, db_op_t *op, vela_err_t *err)
 					     "kind of value");
 	if (rc == VELA_EMAPFULL)
 		return vela_err_set(err, rc, DB_MAP_FULL_MSG);
+	if (rc == VELA_ETXNFULL)
+		return vela_err_set(err, rc, DB_TXN_FULL_MSG);
 	return vela_err_set(err, rc, "write failed: %s", vela_strerror(rc));
 }
 
@@ -761,16 +779,24 @@ int vela_batch_expire_cycle(vela_batch_t *b, size_t max, size_t *n_expired, vela
 	return rc;
 }
 
+/* Why a failed batch commits nothing: the same text as the failed write's. */
+static int batch_failed_err(int rc, vela_err_t *err)
+{
+	if (rc == VELA_EMAPFULL)
+		return vela_err_set(err, rc, DB_MAP_FULL_MSG);
+	if (rc == VELA_ETXNFULL)
+		return vela_err_set(err, rc, DB_TXN_FULL_MSG);
+	return vela_err_set(err, rc, "batch aborted: %s", vela_strerror(rc));
+}
+
 int vela_batch_commit(vela_batch_t *b, vela_err_t *err)
 {
 	vela_db_t *db = b->db;
 	int rc = batch_thread_check(b, err);
 	if (rc)
 		return rc; /* the batch stays open for its own thread */
-	if (b->failed) { /* a direct write broke the transaction: nothing commits */
-		rc = b->failed == VELA_EMAPFULL
-			     ? vela_err_set(err, b->failed, DB_MAP_FULL_MSG)
-			     : vela_err_set(err, b->failed, "batch aborted: %s", vela_strerror(b->failed));
+	if (b->failed) { /* a write broke (or filled) the transaction: nothing commits */
+		rc = batch_failed_err(b->failed, err);
 		storage_txn_abort(b->txn);
 		db_changes_truncate(&b->ch, 0);
 	} else {

@@ -26,6 +26,8 @@ int storage_rc(int mdb_rc)
 		return VELA_ENOTFOUND;
 	case MDB_MAP_FULL:
 		return VELA_EMAPFULL;
+	case MDB_TXN_FULL: /* LMDB's dirty-page list is full (about 128K pages) */
+		return VELA_ETXNFULL;
 	case MDB_KEYEXIST:
 		return VELA_EEXISTS;
 	case MDB_BAD_VALSIZE:

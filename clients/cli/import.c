@@ -157,27 +157,39 @@ static void doc_clear(doc_t *d)
 	memset(d, 0, sizeof(*d));
 }
 
+/* A batch too large for one LMDB transaction: say which option fixes it. */
+static void import_hint(const importer_t *im, int code)
+{
+	if (code == VELA_ETXNFULL)
+		fprintf(stderr, "vela: import with a smaller --batch (this one held %zu documents)\n",
+			im->n_docs);
+}
+
 static void flush_local(importer_t *im)
 {
 	vela_batch_t *b;
 	vela_err_t err;
+	size_t failed = 0;
 	int rc = vela_batch_begin(im->db, &b, &err);
 	for (size_t i = 0; rc == 0 && i < im->n_docs; i++) {
 		doc_t *d = &im->docs[i];
 		d->kv[d->n_kv] = (vela_kv_t){im->o->field, strlen(im->o->field), d->vec,
 					     (size_t)d->dim * sizeof(float)};
-		if (vela_batch_hset(b, d->key, strlen(d->key), d->kv, d->n_kv + 1, NULL, &err)) {
-			if (im->failed++ == 0)
-				fprintf(stderr, "vela: %s: %s\n", d->key, err.msg);
-		}
+		int wrc = vela_batch_hset(b, d->key, strlen(d->key), d->kv, d->n_kv + 1, NULL, &err);
+		if (wrc == VELA_ETXNFULL)
+			break; /* the batch is failed: its commit says so */
+		if (wrc && im->failed + failed++ == 0)
+			fprintf(stderr, "vela: %s: %s\n", d->key, err.msg);
 	}
 	if (rc == 0)
 		rc = vela_batch_commit(b, &err);
 	if (rc) {
 		fprintf(stderr, "vela: batch commit: %s\n", err.msg);
-		im->failed += im->n_docs;
+		import_hint(im, rc);
+		failed = im->n_docs; /* nothing of the batch is in */
 		im->broken = true;
 	}
+	im->failed += failed;
 }
 
 static void flush_remote(importer_t *im)
@@ -199,6 +211,7 @@ static void flush_remote(importer_t *im)
 			if (errs[i].code) {
 				if (im->failed == 0)
 					fprintf(stderr, "vela: %s: %s\n", im->docs[i].key, errs[i].msg);
+				import_hint(im, errs[i].code);
 				im->broken |= errs[i].code == VELA_EIO;
 				break;
 			}

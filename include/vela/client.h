@@ -29,7 +29,8 @@
  * optional vela_err_t. Server error replies map by their text:
  * "Unknown index"/"no such index" -> VELA_ENOTFOUND, "already exists" ->
  * VELA_EEXISTS, "syntax" -> VELA_ESYNTAX, "WRONGTYPE" -> VELA_ETYPE, "blob
- * size"/"dimension" -> VELA_EDIM, "OOM" -> VELA_EMAPFULL, anything else ->
+ * size"/"dimension" -> VELA_EDIM, "OOM" -> VELA_EMAPFULL, "transaction too
+ * large" -> VELA_ETXNFULL, anything else ->
  * VELA_EINVAL (NOAUTH and WRONGPASS included). A transport failure (refused,
  * timeout, closed, protocol error) is VELA_EIO and leaves the client broken:
  * every later call fails with VELA_EIO; close it and connect again.

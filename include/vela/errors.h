@@ -39,7 +39,8 @@ enum vela_errcode {
 	VELA_EBUSY = VELA_ERR_BASE - 12,  /**< resource busy (e.g. locked by another process) */
 	VELA_EUNSUPPORTED = VELA_ERR_BASE - 13, /**< feature not supported */
 	VELA_ENOSPC = VELA_ERR_BASE - 14, /**< the disk is full (ENOSPC, EDQUOT) */
-	VELA_ERR_LAST = VELA_ENOSPC
+	VELA_ETXNFULL = VELA_ERR_BASE - 15, /**< one write transaction dirtied too many pages */
+	VELA_ERR_LAST = VELA_ETXNFULL
 };
 
 /** Capacity of the message in a vela_err_t, including the NUL. */

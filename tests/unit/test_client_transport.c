@@ -333,6 +333,7 @@ Test(client_parse, error_text_mapping)
 		 "match index's expected size (8).",
 		 VELA_EDIM},
 		{"OOM command not allowed", VELA_EMAPFULL},
+		{"ERR transaction too large: the batch dirtied more pages", VELA_ETXNFULL},
 		{"ERR unknown command 'X'", VELA_EINVAL},
 		{"NOAUTH Authentication required.", VELA_EINVAL},
 	};

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "storage/storage.h"
+#include "storage/storage_internal.h" /* storage_rc */
 
 static char dir[64];
 
@@ -231,6 +232,16 @@ Test(storage, del_prefix_and_log)
 	cr_assert_eq(seq, 11, "sequence stays monotonic after a trim");
 	cr_assert_eq(storage_txn_commit(t), 0);
 	storage_close(env);
+}
+
+/* LMDB's dirty-list limit gets its own code and advice, not "I/O or storage
+ * error" (a batch that hits it for real: test_db_txnfull.c). */
+Test(storage, txn_full_has_its_own_code)
+{
+	cr_assert_eq(storage_rc(MDB_TXN_FULL), VELA_ETXNFULL);
+	cr_assert_eq(storage_rc(MDB_MAP_FULL), VELA_EMAPFULL);
+	cr_assert_str_eq(vela_strerror(VELA_ETXNFULL),
+			 "transaction too large: commit in smaller batches");
 }
 
 Test(storage, map_full_is_an_error_and_loses_nothing)
