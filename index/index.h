@@ -1131,13 +1131,12 @@ int qdtree_unpack(const uint8_t *buf, size_t len, qdtree_t **out);
 #define PART_RECALL_DEFAULT 0.95f
 #define PART_RECALL_MIN 0.5f
 #define PART_RECALL_MAX 1.0f
-/** part_calibrate: sample queries (rows of the layout), taken in blocks
- * of PART_CAL_BLOCK (each block holds a distance per row: B x 8 bytes x
- * rows); ladder steps k' = 10 * 4^j; recall levels. */
+/** part_calibrate: sample queries (rows of the layout; each keeps its
+ * 10 * 4^(STEPS-1) = 40,960 nearest rows, 8 bytes each: 21 MB at 64);
+ * ladder steps k' = 10 * 4^j; recall levels. */
 #define PART_CAL_QUERIES_DEFAULT 64u
 #define PART_CAL_QUERIES_MIN 1u
 #define PART_CAL_QUERIES_MAX 1024u
-#define PART_CAL_BLOCK 16u
 #define PART_CAL_STEPS 7u
 #define PART_CAL_LEVELS 10u
 /** Clusters with a match a query scans at least. */
@@ -1261,8 +1260,9 @@ uint32_t part_clusters_over(const part_layout_t *p, uint32_t target);
  * @brief Measure how many rows a query scans, nearest centroid first, to
  * find its top k' at each mean recall (index/partitions.c "calibration"):
  * `queries` rows of the layout at an even stride serve as queries. Costs
- * about queries x rows x dim x 2 flops (one pass over every cluster per
- * block of PART_CAL_BLOCK queries). Call after part_build or part_unpack;
+ * about queries x rows x dim x 2 flops (one product per cluster through
+ * index_backend_project) and a decode of every row. Call after part_build
+ * or part_unpack;
  * an uncalibrated layout probes every cluster with a match under the
  * calibrated rule. A writer call (no search meanwhile).
  * @return 0; VELA_EINVAL; VELA_ENOMEM; a backend error

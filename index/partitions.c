@@ -940,67 +940,93 @@ static int plist_add(plist_t *l, probe_t p)
 	return 0;
 }
 
-/* Per leaf: the queries holding a match there, and the leaf's centroids
- * ranked for all of them with one backend kNN. rank: nq x n_leaves
- * pointers into one allocation per leaf (NULL: the query skips the leaf);
- * full[q * n_leaves + leaf]: the filter holds the whole leaf. */
-typedef struct leaf_rank {
-	vela_hit_t *hits; /* nql x nlist */
-	uint32_t *nh;
-	uint64_t *m;      /* per row of hits: the query's matches in the leaf */
-	uint32_t *slot;   /* per query: its row in hits, or UINT32_MAX */
-} leaf_rank_t;
+/* Every centroid, for ranking them against a block of queries with one
+ * product (index_backend_project: Y = Q C^T, the GPU's when present):
+ * ct, dim x n_cl (column c = cluster c's centroid), and cn[c] = |c|^2, so
+ * that |q - c|^2 - |q|^2 = cn[c] - 2 y[c] orders a query's clusters. */
+typedef struct cent_all {
+	float *ct, *cn;
+} cent_all_t;
 
-static int rank_leaf(const part_layout_t *p, uint32_t li, const part_query_t *qs, uint32_t nq,
-		     uint8_t *full, leaf_rank_t *r)
+static int cent_all_make(const part_layout_t *p, cent_all_t *a)
 {
-	const part_leaf_t *lf = &p->leaves[li];
-	r->slot = malloc(vela_mul_size(nq ? nq : 1, sizeof(uint32_t)));
-	r->m = malloc(vela_mul_size(nq ? nq : 1, sizeof(uint64_t)));
-	if (r->slot == NULL || r->m == NULL)
+	a->ct = malloc(vela_mul_size((size_t)p->dim * (p->n_cl ? p->n_cl : 1), sizeof(float)));
+	a->cn = calloc(p->n_cl ? p->n_cl : 1, sizeof(float));
+	if (a->ct == NULL || a->cn == NULL)
 		return VELA_ENOMEM;
-	uint32_t nql = 0;
-	for (uint32_t i = 0; i < nq; i++) {
-		r->slot[i] = UINT32_MAX;
-		if (lf->nlist == 0 || qs[i].k == 0)
-			continue;
-		uint64_t m = qs[i].filter ? roaring_bitmap_and_cardinality(qs[i].filter, lf->docids)
-					  : lf->rows;
-		if (m == 0)
-			continue;
-		full[(size_t)i * p->n_leaves + li] = m == lf->rows;
-		r->m[nql] = m;
-		r->slot[i] = nql++;
+	for (uint32_t li = 0; li < p->n_leaves; li++) {
+		const part_leaf_t *lf = &p->leaves[li];
+		for (uint32_t j = 0; j < lf->nlist; j++) {
+			const float *c = lf->cent + (size_t)j * p->dim;
+			uint32_t col = lf->c0 + j;
+			for (uint32_t d = 0; d < p->dim; d++) {
+				a->ct[(size_t)d * p->n_cl + col] = c[d];
+				a->cn[col] += c[d] * c[d];
+			}
+		}
 	}
-	if (nql == 0)
-		return 0;
-	float *Q = malloc(vela_mul_size((size_t)nql * p->dim, sizeof(float)));
-	r->hits = malloc(vela_mul_size((size_t)nql * lf->nlist, sizeof(vela_hit_t)));
-	r->nh = malloc(vela_mul_size(nql, sizeof(uint32_t)));
-	int rc = Q && r->hits && r->nh ? 0 : VELA_ENOMEM;
-	for (uint32_t i = 0; rc == 0 && i < nq; i++)
-		if (r->slot[i] != UINT32_MAX)
-			memcpy(Q + (size_t)r->slot[i] * p->dim, qs[i].q, p->dim * sizeof(float));
-	if (rc == 0) {
-		index_rows_t rows = {.data = lf->cent, .type = VELA_VEC_FLOAT32,
-				     .metric = VELA_METRIC_L2, .dim = p->dim, .stride = p->dim,
-				     .n = lf->nlist, .uid = lf->cent_uid, .generation = 1};
-		index_knn_t req = {.queries = Q, .nq = nql, .k = lf->nlist};
-		rc = index_backend_knn(&rows, &req, r->hits, r->nh, NULL);
-	}
-	free(Q);
-	return rc;
+	return 0;
 }
 
-static void rank_free(leaf_rank_t *r, uint32_t n)
+static void cent_all_free(cent_all_t *a)
 {
-	for (uint32_t i = 0; r && i < n; i++) {
-		free(r[i].hits);
-		free(r[i].nh);
-		free(r[i].m);
-		free(r[i].slot);
+	free(a->ct);
+	free(a->cn);
+}
+
+/* Query q's candidate clusters: those of the leaves holding a match of
+ * its filter (a boolean intersection: it stops at the first common
+ * container, so a wide filter costs little), y: its products with every
+ * centroid. Returns how many went to c. */
+static size_t query_cands(const part_layout_t *p, const cent_all_t *a, const float *y,
+			  const roaring_bitmap_t *filter, cand_t *c)
+{
+	size_t n = 0;
+	for (uint32_t li = 0; li < p->n_leaves; li++) {
+		const part_leaf_t *lf = &p->leaves[li];
+		if (lf->nlist == 0 || (filter && !roaring_bitmap_intersect(filter, lf->docids)))
+			continue;
+		for (uint32_t j = lf->c0; j < lf->c0 + lf->nlist; j++)
+			c[n++] = (cand_t){a->cn[j] - 2 * y[j], j};
 	}
-	free(r);
+	return n;
+}
+
+/* Sift c[i] down the min-heap c[0..n) ordered by cand_cmp. */
+static void cand_sift(cand_t *c, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, m = i;
+		if (l < n && cand_cmp(&c[l], &c[m]) < 0)
+			m = l;
+		if (l + 1 < n && cand_cmp(&c[l + 1], &c[m]) < 0)
+			m = l + 1;
+		if (m == i)
+			return;
+		cand_t t = c[i];
+		c[i] = c[m];
+		c[m] = t;
+		i = m;
+	}
+}
+
+/* Make c[0..n) a heap; pop its nearest into *top. A query walks only its
+ * nearest clusters (about 1 % of them at a million rows), so a heap
+ * (O(n) + O(log n) per cluster taken) beats sorting them all. */
+static void cand_heapify(cand_t *c, size_t n)
+{
+	for (size_t i = n / 2; i-- > 0;)
+		cand_sift(c, n, i);
+}
+
+static bool cand_pop(cand_t *c, size_t *n, cand_t *top)
+{
+	if (*n == 0)
+		return false;
+	*top = c[0];
+	c[0] = c[--*n];
+	cand_sift(c, *n, 0);
+	return true;
 }
 
 /* Rows in the layout's clusters. */
@@ -1026,48 +1052,61 @@ static double probe_target(const part_layout_t *p, const part_query_t *q, uint64
 	return (n ? (double)M / (double)n : 1) * part_probe_rows(p, q->k, M, o);
 }
 
-/* Query i's clusters, nearest centroid first over its leaves, taken while
- * the matches so far are below the target (or fewer than probe_min). */
-static int choose_probes(const part_layout_t *p, const leaf_rank_t *rk, const uint8_t *full,
-			 part_query_t *q, uint32_t i, const part_search_opts_t *o, cand_t *c,
-			 plist_t *out)
+/* Query i's clusters c[0..n) (query_cands), nearest centroid first, taken
+ * while the matches so far are below the target (or fewer than probe_min). */
+static int choose_probes(const part_layout_t *p, part_query_t *q, uint32_t i, cand_t *c,
+			 size_t n, const part_search_opts_t *o, plist_t *out)
 {
-	size_t n = 0;
-	uint64_t M = 0;
-	for (uint32_t li = 0; li < p->n_leaves; li++) {
-		const leaf_rank_t *r = &rk[li];
-		if (r->slot == NULL || r->slot[i] == UINT32_MAX)
-			continue;
-		M += r->m[r->slot[i]];
-		const vela_hit_t *h = r->hits + (size_t)r->slot[i] * p->leaves[li].nlist;
-		for (uint32_t j = 0; j < r->nh[r->slot[i]]; j++)
-			c[n++] = (cand_t){h[j].dist, p->leaves[li].c0 + h[j].docid};
-	}
-	if (n)
-		qsort(c, n, sizeof(*c), cand_cmp);
-	double target = probe_target(p, q, M, o), got = 0;
+	uint64_t rows = layout_rows(p), M = q->filter ? roaring_bitmap_get_cardinality(q->filter)
+						      : rows;
+	double target = probe_target(p, q, M < rows ? M : rows, o), got = 0;
 	int rc = 0;
 	q->probed = 0;
 	q->scored = 0;
-	for (size_t j = 0; rc == 0 && j < n; j++) {
-		if (got >= target && q->probed >= o->probe_min)
-			break;
-		const part_cluster_t *cl = &p->cl[c[j].cl];
-		uint32_t li = 0;
-		while (!(c[j].cl >= p->leaves[li].c0 &&
-			 c[j].cl < p->leaves[li].c0 + p->leaves[li].nlist))
-			li++;
-		bool lfull = full[(size_t)i * p->n_leaves + li];
-		uint64_t m = q->filter == NULL || lfull
-				     ? cl->n
-				     : roaring_bitmap_and_cardinality(q->filter, cl->bm);
+	cand_heapify(c, n);
+	cand_t top;
+	while (rc == 0 && (got < target || q->probed < o->probe_min) && cand_pop(c, &n, &top)) {
+		const part_cluster_t *cl = &p->cl[top.cl];
+		uint64_t m = q->filter == NULL ? cl->n
+					       : roaring_bitmap_and_cardinality(q->filter, cl->bm);
 		if (m == 0)
 			continue;
 		got += (double)m;
 		q->probed++;
 		q->scored += cl->n;
-		rc = plist_add(out, (probe_t){c[j].cl, i, m == cl->n});
+		rc = plist_add(out, (probe_t){top.cl, i, m == cl->n});
 	}
+	return rc;
+}
+
+/* Rank the centroids for queries qs[0..nq) in blocks of PART_RANK_BLOCK
+ * (one product each) and choose each query's probes. */
+#define PART_RANK_BLOCK 256u
+static int choose_all(const part_layout_t *p, part_query_t *qs, uint32_t nq,
+		      const part_search_opts_t *o, plist_t *out)
+{
+	cent_all_t a = {0};
+	uint32_t B = nq < PART_RANK_BLOCK ? nq : PART_RANK_BLOCK;
+	float *Q = malloc(vela_mul_size((size_t)B * p->dim, sizeof(float)));
+	float *Y = malloc(vela_mul_size((size_t)B * p->n_cl, sizeof(float)));
+	cand_t *c = malloc(vela_mul_size(p->n_cl, sizeof(cand_t)));
+	int rc = Q && Y && c ? cent_all_make(p, &a) : VELA_ENOMEM;
+	for (uint32_t s = 0; rc == 0 && s < nq; s += B) {
+		uint32_t b = nq - s < B ? nq - s : B;
+		for (uint32_t i = 0; i < b; i++)
+			memcpy(Q + (size_t)i * p->dim, qs[s + i].q, p->dim * sizeof(float));
+		rc = index_backend_project(Q, b, p->dim, a.ct, p->n_cl, Y, NULL);
+		for (uint32_t i = 0; rc == 0 && i < b; i++) {
+			part_query_t *q = &qs[s + i];
+			size_t n = q->k ? query_cands(p, &a, Y + (size_t)i * p->n_cl, q->filter, c)
+					: 0;
+			rc = choose_probes(p, q, s + i, c, n, o, out);
+		}
+	}
+	cent_all_free(&a);
+	free(Q);
+	free(Y);
+	free(c);
 	return rc;
 }
 
@@ -1143,12 +1182,7 @@ static int cluster_knn_lvq8(const part_layout_t *p, const part_cluster_t *cl, co
 
 /* The k nearest rows of cluster cl (row numbers, ascending (distance, row))
  * for each of the nq queries Q (nq x dim), filters[i] its rows or NULL (all).
- * The one place a cluster's rows are scored: scan_cluster and the
- * calibration both come through here. */
-static int cluster_knn_lvq8(const part_layout_t *p, const part_cluster_t *cl, const float *Q,
-			    uint32_t nq, uint32_t k, const roaring_bitmap_t *const *filters,
-			    vela_hit_t *hits, uint32_t *nh);
-
+ * The one place a cluster's rows are ranked for a search. */
 static int cluster_knn(const part_layout_t *p, const part_cluster_t *cl, const float *Q,
 		       uint32_t nq, uint32_t k, const roaring_bitmap_t *const *filters,
 		       vela_hit_t *hits, uint32_t *nh)
@@ -1236,18 +1270,9 @@ int part_search(const part_layout_t *p, part_query_t *qs, uint32_t nq,
 		return rc;
 	for (uint32_t i = 0; i < nq; i++)
 		qs[i].n_out = qs[i].probed = 0, qs[i].scored = 0;
-	leaf_rank_t *rk = calloc(p->n_leaves ? p->n_leaves : 1, sizeof(*rk));
-	uint8_t *full = calloc((size_t)nq * (p->n_leaves ? p->n_leaves : 1), 1);
-	cand_t *c = malloc(vela_mul_size(p->n_cl ? p->n_cl : 1, sizeof(cand_t)));
 	plist_t pl = {0};
-	rc = rk && full && c ? 0 : VELA_ENOMEM;
-	for (uint32_t li = 0; rc == 0 && li < p->n_leaves; li++)
-		rc = rank_leaf(p, li, qs, nq, full, &rk[li]);
-	for (uint32_t i = 0; rc == 0 && i < nq; i++)
-		rc = choose_probes(p, rk, full, &qs[i], i, &o, c, &pl);
-	rank_free(rk, p->n_leaves);
-	free(full);
-	free(c);
+	if (p->n_cl)
+		rc = choose_all(p, qs, nq, &o, &pl);
 	if (rc == 0 && pl.n) /* none: a filter matching nothing (qsort(NULL) is UB) */
 		qsort(pl.v, pl.n, sizeof(*pl.v), probe_cmp);
 	for (size_t s = 0, e; rc == 0 && s < pl.n; s = e) {
@@ -1285,13 +1310,6 @@ static double cal_k(uint32_t j)
 	return 10.0 * pow(4.0, (double)j);
 }
 
-/* Row r of cluster cl as floats (either encoding: LVQ-8 rows decoded). */
-static void cluster_row_get(const part_layout_t *p, const part_cluster_t *cl, uint32_t r,
-			    float *out)
-{
-	cluster_row_decode(p, cl, r, out);
-}
-
 typedef struct cal_pair {
 	float d;
 	uint32_t cl;
@@ -1303,34 +1321,37 @@ static int cal_pair_cmp(const void *a, const void *b)
 	return (x->d > y->d) - (x->d < y->d);
 }
 
-/* Move the k smallest of v[0..n) to v[0..k) (Hoare's selection). */
-static void cal_select(cal_pair_t *v, size_t n, size_t k)
+/* A query's K nearest rows so far: a max-heap on d (the root: the
+ * farthest kept), so each further row costs one comparison unless it is
+ * nearer than the root. */
+typedef struct cal_heap {
+	cal_pair_t *v;
+	size_t n, cap;
+} cal_heap_t;
+
+static void cal_heap_push(cal_heap_t *h, cal_pair_t x)
 {
-	size_t lo = 0, hi = n;
-	while (k > lo && hi - lo > 1) {
-		float piv = v[lo + (hi - lo) / 2].d;
-		size_t i = lo, j = hi - 1;
-		while (i <= j) {
-			while (v[i].d < piv)
-				i++;
-			while (v[j].d > piv)
-				j--;
-			if (i <= j) {
-				cal_pair_t t = v[i];
-				v[i++] = v[j];
-				v[j] = t;
-				if (j == 0)
-					break;
-				j--;
-			}
-		}
-		if (k <= j + 1)
-			hi = j + 1;
-		else if (k >= i)
-			lo = i;
-		else
-			return;
+	size_t i;
+	if (h->n < h->cap) {
+		for (i = h->n++; i && h->v[(i - 1) / 2].d < x.d; i = (i - 1) / 2)
+			h->v[i] = h->v[(i - 1) / 2];
+		h->v[i] = x;
+		return;
 	}
+	if (!(x.d < h->v[0].d))
+		return;
+	for (i = 0;;) { /* replace the root, sift down */
+		size_t l = 2 * i + 1, m = l;
+		if (l >= h->n)
+			break;
+		if (l + 1 < h->n && h->v[l + 1].d > h->v[l].d)
+			m = l + 1;
+		if (!(h->v[m].d > x.d))
+			break;
+		h->v[i] = h->v[m];
+		i = m;
+	}
+	h->v[i] = x;
 }
 
 /* The sample queries: rows at an even stride over the clusters. */
@@ -1344,86 +1365,89 @@ static int cal_sample(const part_layout_t *p, uint64_t n, uint32_t nc, float *Q,
 			before += p->cl[c++].n;
 		if (c == p->n_cl)
 			return VELA_EINVAL;
-		cluster_row_get(p, &p->cl[c], (uint32_t)(g - before), Q + (size_t)i * p->dim);
+		cluster_row_decode(p, &p->cl[c], (uint32_t)(g - before), Q + (size_t)i * p->dim);
 		self[i] = p->cl[c].ids[g - before];
 	}
 	return 0;
 }
 
-/* cum[c]: the rows query q scans through cluster c, nearest centroid first
- * over every leaf. */
-static int cal_order(const part_layout_t *p, const float *q, uint64_t *cum)
+/* cum[c]: the rows query i scans through cluster c, nearest centroid first
+ * over every leaf, as choose_probes walks them (Y: the sample queries'
+ * products with every centroid). */
+static int cal_order(const part_layout_t *p, const cent_all_t *a, const float *Y, uint32_t i,
+		     cand_t *c, uint64_t *cum)
 {
-	vela_hit_t one;
-	part_query_t pq = {.q = q, .k = 1, .out = &one};
-	leaf_rank_t *rk = calloc(p->n_leaves, sizeof(*rk));
-	uint8_t *full = calloc(p->n_leaves, 1);
-	cand_t *c = malloc(vela_mul_size(p->n_cl, sizeof(cand_t)));
-	int rc = rk && full && c ? 0 : VELA_ENOMEM;
-	for (uint32_t li = 0; rc == 0 && li < p->n_leaves; li++)
-		rc = rank_leaf(p, li, &pq, 1, full, &rk[li]);
-	size_t n = 0;
-	for (uint32_t li = 0; rc == 0 && li < p->n_leaves; li++) {
-		if (rk[li].slot == NULL || rk[li].slot[0] == UINT32_MAX)
-			continue;
-		for (uint32_t j = 0; j < rk[li].nh[0]; j++)
-			c[n++] = (cand_t){rk[li].hits[j].dist, p->leaves[li].c0 + rk[li].hits[j].docid};
-	}
-	if (rc == 0 && n)
+	size_t n = query_cands(p, a, Y + (size_t)i * p->n_cl, NULL, c);
+	if (n)
 		qsort(c, n, sizeof(*c), cand_cmp);
 	uint64_t run = 0;
-	for (size_t j = 0; rc == 0 && j < n; j++) {
+	for (size_t j = 0; j < n; j++) {
 		run += p->cl[c[j].cl].n;
 		cum[c[j].cl] = run;
 	}
-	rank_free(rk, p->n_leaves);
-	free(full);
-	free(c);
-	return rc;
+	return 0;
 }
 
-/* Distances from the B queries Q to every row (but each query's own):
- * D[b * n .. b * n + nd[b]). */
-static int cal_scan(const part_layout_t *p, const float *Q, const uint32_t *self, uint32_t B,
-		    uint64_t n, cal_pair_t *D, uint64_t *nd)
+/* Cluster c's rows decoded, transposed (X: dim x n) with their |x|^2. */
+static void cal_cluster_t(const part_layout_t *p, const part_cluster_t *cl, float *row,
+			  float *X, float *nrm)
+{
+	for (uint32_t r = 0; r < cl->n; r++) {
+		cluster_row_decode(p, cl, r, row);
+		double s = 0;
+		for (uint32_t d = 0; d < p->dim; d++) {
+			X[(size_t)d * cl->n + r] = row[d];
+			s += (double)row[d] * row[d];
+		}
+		nrm[r] = (float)s;
+	}
+}
+
+/* Every sample query's nearest rows (its own left out) into its heap: per
+ * cluster one product (index_backend_project) of the queries with the
+ * decoded rows. Orders only: L2 by |x|^2 - 2 q.x, IP and COSINE (rows and
+ * queries normalised) by -q.x. */
+static int cal_scan(const part_layout_t *p, const float *Q, const uint32_t *self, uint32_t nc,
+		    cal_heap_t *h)
 {
 	uint32_t cmax = 1;
 	for (uint32_t c = 0; c < p->n_cl; c++)
 		cmax = p->cl[c].n > cmax ? p->cl[c].n : cmax;
-	vela_hit_t *h = malloc(vela_mul_size((size_t)B * cmax, sizeof(vela_hit_t)));
-	uint32_t *nh = malloc(B * sizeof(uint32_t));
-	int rc = h && nh ? 0 : VELA_ENOMEM;
-	for (uint32_t b = 0; b < B; b++)
-		nd[b] = 0;
+	float *X = malloc(vela_mul_size((size_t)cmax, p->dim * sizeof(float)));
+	float *nrm = malloc(vela_mul_size(cmax, sizeof(float)));
+	float *Y = malloc(vela_mul_size((size_t)nc, (size_t)cmax * sizeof(float)));
+	float *row = malloc(p->dim * sizeof(float));
+	int rc = X && nrm && Y && row ? 0 : VELA_ENOMEM;
+	bool l2 = p->metric == VELA_METRIC_L2;
 	for (uint32_t c = 0; rc == 0 && c < p->n_cl; c++) {
 		const part_cluster_t *cl = &p->cl[c];
 		if (cl->n == 0)
 			continue;
-		rc = cluster_knn(p, cl, Q, B, cl->n, NULL, h, nh);
-		for (uint32_t b = 0; rc == 0 && b < B; b++)
-			for (uint32_t j = 0; j < nh[b]; j++) {
-				const vela_hit_t *x = &h[(size_t)b * cl->n + j];
-				if (cl->ids[x->docid] != self[b] && nd[b] < n)
-					D[(size_t)b * n + nd[b]++] = (cal_pair_t){x->dist, c};
-			}
+		cal_cluster_t(p, cl, row, X, nrm);
+		rc = index_backend_project(Q, nc, p->dim, X, cl->n, Y, NULL);
+		for (uint32_t b = 0; rc == 0 && b < nc; b++)
+			for (uint32_t r = 0; r < cl->n; r++)
+				if (cl->ids[r] != self[b])
+					cal_heap_push(&h[b], (cal_pair_t){
+						(l2 ? nrm[r] : 0) - (l2 ? 2 : 1) * Y[(size_t)b * cl->n + r], c});
 	}
-	free(h);
-	free(nh);
+	free(X);
+	free(nrm);
+	free(Y);
+	free(row);
 	return rc;
 }
 
 /* Pool query b's needs: for ladder step j, the rows scanned until each of
  * its k'_j nearest rows is reached. */
-static void cal_pool(cal_pair_t *d, uint64_t nd, const uint64_t *cum, uint32_t steps,
-		     uint64_t **pool, uint64_t *npool)
+static void cal_pool(cal_heap_t *h, const uint64_t *cum, uint32_t steps, uint64_t **pool,
+		     uint64_t *npool)
 {
-	size_t kmax = (size_t)cal_k(steps - 1) < nd ? (size_t)cal_k(steps - 1) : nd;
-	cal_select(d, nd, kmax);
-	qsort(d, kmax, sizeof(*d), cal_pair_cmp);
+	qsort(h->v, h->n, sizeof(*h->v), cal_pair_cmp);
 	for (uint32_t j = 0; j < steps; j++) {
-		size_t kj = (size_t)cal_k(j) < kmax ? (size_t)cal_k(j) : kmax;
+		size_t kj = (size_t)cal_k(j) < h->n ? (size_t)cal_k(j) : h->n;
 		for (size_t i = 0; i < kj; i++)
-			pool[j][npool[j]++] = cum[d[i].cl];
+			pool[j][npool[j]++] = cum[h->v[i].cl];
 	}
 }
 
@@ -1455,27 +1479,40 @@ static void cal_quantiles(part_layout_t *p, uint32_t steps, uint64_t **pool, con
 	p->cal_steps = steps;
 }
 
+/* Each query's K = k'_max nearest rows (heaps), the order of its
+ * clusters, and the pooled needs. */
 static int cal_run(part_layout_t *p, uint64_t n, uint32_t nc, uint32_t steps, float *Q,
 		   uint32_t *self, uint64_t **pool, uint64_t *npool)
 {
-	uint32_t B = nc < PART_CAL_BLOCK ? nc : PART_CAL_BLOCK;
-	cal_pair_t *D = malloc(vela_mul_size((size_t)B * n, sizeof(cal_pair_t)));
+	size_t K = (size_t)cal_k(steps - 1) < n - 1 ? (size_t)cal_k(steps - 1) : (size_t)(n - 1);
+	cal_heap_t *h = calloc(nc, sizeof(*h));
+	cal_pair_t *hv = malloc(vela_mul_size((size_t)nc * K, sizeof(cal_pair_t)));
 	uint64_t *cum = malloc(vela_mul_size(p->n_cl, sizeof(uint64_t)));
-	uint64_t nd[PART_CAL_BLOCK];
-	int rc = D && cum ? cal_sample(p, n, nc, Q, self) : VELA_ENOMEM;
-	for (uint32_t s = 0; rc == 0 && s < nc; s += B) {
-		uint32_t b = nc - s < B ? nc - s : B;
-		rc = cal_scan(p, Q + (size_t)s * p->dim, self + s, b, n, D, nd);
-		for (uint32_t i = 0; rc == 0 && i < b; i++) {
-			rc = cal_order(p, Q + (size_t)(s + i) * p->dim, cum);
-			if (rc == 0)
-				cal_pool(D + (size_t)i * n, nd[i], cum, steps, pool, npool);
-		}
+	float *Y = malloc(vela_mul_size((size_t)nc * p->n_cl, sizeof(float)));
+	cand_t *c = malloc(vela_mul_size(p->n_cl, sizeof(cand_t)));
+	cent_all_t a = {0};
+	int rc = h && hv && cum && Y && c ? cent_all_make(p, &a) : VELA_ENOMEM;
+	for (uint32_t i = 0; rc == 0 && i < nc; i++)
+		h[i] = (cal_heap_t){.v = hv + (size_t)i * K, .cap = K};
+	if (rc == 0)
+		rc = cal_sample(p, n, nc, Q, self);
+	if (rc == 0)
+		rc = index_backend_project(Q, nc, p->dim, a.ct, p->n_cl, Y, NULL);
+	if (rc == 0)
+		rc = cal_scan(p, Q, self, nc, h);
+	for (uint32_t i = 0; rc == 0 && i < nc; i++) {
+		rc = cal_order(p, &a, Y, i, c, cum);
+		if (rc == 0)
+			cal_pool(&h[i], cum, steps, pool, npool);
 	}
 	if (rc == 0)
 		cal_quantiles(p, steps, pool, npool);
-	free(D);
+	cent_all_free(&a);
+	free(h);
+	free(hv);
 	free(cum);
+	free(Y);
+	free(c);
 	return rc;
 }
 
