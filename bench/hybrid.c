@@ -7,7 +7,7 @@
  *          [--queries sweep|future] [--per 20] [--nq 1000] [--k 10]
  *          [--window 0] [--R 32] [--L 100] [--modes auto,adhoc,batches,graph,fgraph,batch]
  *          [--reps 1] [--detail 0|1] [--exact-targets 0|1] [--csv FILE]
- *          [--db DIR] [--chunk 0] [--past 2000]
+ *          [--db DIR] [--chunk 0] [--past 2000] [--recall 0]
  *
  * --queries sweep: for every bucket (1e-4 .. 1) and every filter shape that
  *   can reach it, --per queries (independent, correlated and
@@ -26,7 +26,9 @@
  *   QPS; its stage times are the profile's (the search time of grouped
  *   exact plans is their group's, shared out). partitions = batch after a
  *   partition layout was learned from --past queries of the generator's
- *   past workload (docs/partitions.md); the layout is dropped afterwards.
+ *   past workload (docs/partitions.md), probing at --recall (the layout's
+ *   RECALL, its calibrated target; 0: the default 0.95); the layout is
+ *   dropped afterwards.
  * After the tables, a summary: every mode's total time for the whole set
  *   and its ratio to batch (one-at-a-time modes: the sum of each query's
  *   fastest run).
@@ -55,6 +57,7 @@ typedef struct hb_opts {
 	wl_params_t p;
 	const char *queries, *modes, *db, *csv;
 	uint32_t per, nq, k, window, index_window, R, L, reps, detail, exact, chunk, past;
+	double recall; /* partitions: the layout's RECALL (0: its default) */
 } hb_opts_t;
 
 typedef struct hb_query {
@@ -99,7 +102,8 @@ static int hb_usage(void)
 			"         [--queries sweep|future] [--per 20] [--nq 1000] [--k 10]\n"
 			"         [--window 0] [--index-window 0] [--R 32] [--L 100]\n"
 			"         [--modes auto,adhoc,batches,graph,fgraph,batch] [--reps 1] [--detail 0|1]\n"
-			"         [--exact-targets 0|1] [--csv FILE] [--db DIR] [--chunk 0]\n");
+			"         [--exact-targets 0|1] [--csv FILE] [--db DIR] [--chunk 0]\n"
+			"         [--past 2000] [--recall 0]\n");
 	return 2;
 }
 
@@ -158,6 +162,8 @@ static int hb_parse(int argc, char **argv, hb_opts_t *o)
 			o->chunk = (uint32_t)x;
 		else if (!strcmp(a, "--past"))
 			o->past = (uint32_t)x;
+		else if (!strcmp(a, "--recall"))
+			o->recall = strtod(v, NULL);
 		else
 			return -1;
 	}
@@ -264,11 +270,43 @@ static hb_query_t *hb_future(const wl_data_t *d, const hb_opts_t *o, uint32_t *n
 	float *vecs = malloc((size_t)(o->nq ? o->nq : 1) * d->p.dim * sizeof(float));
 	if (cdf == NULL || qs == NULL || vecs == NULL || wl_templates_make(d, &t))
 		exit(1);
+	char path[4096] = "";
+	FILE *fc = NULL;
+	bool cached = false;
+	if (o->db) { /* the exact answers are costly at 1M (35 s per 2,000): kept beside the db */
+		snprintf(path, sizeof(path), "%s/truth-%016llx-k%u-q%u.bin", o->db,
+			 (unsigned long long)vela_hash64(&d->p, sizeof(d->p)), o->k, o->nq);
+		cached = (fc = fopen(path, "rb")) != NULL;
+	}
 	for (uint32_t i = 0; i < o->nq; i++) {
 		qs[i].q = vecs + (size_t)i * d->p.dim;
 		uint32_t ti = wl_workload_query(d, t, cdf, 1, i, qs[i].q, &qs[i].f);
 		qs[i].shape = t[ti].shape;
+		if (cached && fread(&qs[i].got, sizeof(qs[i].got), 1, fc) == 1 &&
+		    fread(&qs[i].matches, sizeof(qs[i].matches), 1, fc) == 1 && qs[i].got <= o->k &&
+		    fread(qs[i].truth, sizeof(uint32_t), qs[i].got, fc) == qs[i].got) {
+			qs[i].bucket = wl_bucket((double)qs[i].matches / d->p.n);
+			wl_filter_text(&qs[i].f, qs[i].text, sizeof(qs[i].text));
+			continue;
+		}
+		if (cached) { /* short or damaged: recompute everything */
+			fclose(fc);
+			fc = NULL;
+			cached = false;
+			i = UINT32_MAX;
+			continue;
+		}
 		hb_query_finish(d, o, &qs[i]);
+	}
+	if (fc)
+		fclose(fc);
+	if (!cached && path[0] && (fc = fopen(path, "wb")) != NULL) {
+		for (uint32_t i = 0; i < o->nq; i++) {
+			fwrite(&qs[i].got, sizeof(qs[i].got), 1, fc);
+			fwrite(&qs[i].matches, sizeof(qs[i].matches), 1, fc);
+			fwrite(qs[i].truth, sizeof(uint32_t), qs[i].got, fc);
+		}
+		fclose(fc);
 	}
 	free(t);
 	free(cdf);
@@ -547,15 +585,17 @@ static int hb_train(vela_db_t *db, const hb_opts_t *o, const wl_data_t *d)
 	}
 	uint64_t t1 = vela_now_ns();
 	vela_layout_info_t li;
-	if (rc == 0 && (rc = vela_layout_build(db, "hyb", "v", NULL, &err)) == 0)
+	vela_layout_opts_t lo = {.recall = (float)o->recall};
+	if (rc == 0 && (rc = vela_layout_build(db, "hyb", "v", &lo, &err)) == 0)
 		rc = vela_layout_info(db, "hyb", "v", &li, &err);
 	if (rc == 0)
 		printf("layout from %u past queries (%llu shapes; recorded in %.2f s): %u leaves, "
-		       "%u clusters, rows per cluster %llu / %llu / %llu, %.1f MB, built in %.2f s\n\n",
+		       "%u clusters, rows per cluster %llu / %llu / %llu, %.1f MB, built in %.2f s, "
+		       "recall target %.2f\n\n",
 		       o->past, (unsigned long long)li.workload_shapes, (t1 - t0) * 1e-9, li.leaves,
 		       li.clusters, (unsigned long long)li.min_rows,
 		       (unsigned long long)li.median_rows, (unsigned long long)li.max_rows,
-		       li.bytes / 1e6, li.build_ns * 1e-9);
+		       li.bytes / 1e6, li.build_ns * 1e-9, li.recall);
 	else
 		fprintf(stderr, "layout: %s\n", err.msg);
 	free(t);

@@ -18,6 +18,13 @@ Libraries, one after another in this process, each on 1 thread:
           set in one call. auto = the planner, one query at a time (each
           query's fastest of --reps runs). vela evaluates each filter from
           its own postings inside the timed call.
+          With --vela-recalls, also "vela partitions": bench_hybrid --modes
+          partitions --recall r once per r (a layout learned from 2,000
+          queries of the generator's past workload, docs/partitions.md, its
+          calibrated probing at mean recall r; every query of a bucket in
+          one vela_search_batch call, the queries the cost rule does not
+          send to the layout on the batch's other plans at
+          --vela-part-window).
   faiss   IndexIVFFlat (nlist = round(4 sqrt(n)), trained on the whole base),
           one query per search() call with SearchParametersIVF(sel =
           IDSelectorBitmap(the query's match bitmap), nprobe); `*` queries
@@ -330,21 +337,30 @@ class Vela(Lib):
         super().__init__()
         self.wl, self.args, self.mode = wl, args, mode
         self.name = {"batch": "vela batch (vela_search_batch per bucket)",
-                     "auto": "vela one at a time (planner)"}[mode]
-        self.settings = [int(x) for x in args.vela_windows.split(",")]
+                     "auto": "vela one at a time (planner)",
+                     "partitions": "vela partitions (batch + layout)"}[mode]
+        if mode == "partitions":
+            self.setting_name = "recall"
+            self.settings = [float(x) for x in args.vela_recalls.split(",")]
+        else:
+            self.settings = [int(x) for x in args.vela_windows.split(",")]
 
     def measure(self, b, s):
         raise KeyError("vela cell %s window %s not run" % (b, s))
 
 
-def run_vela(wl, args, libs, logf):
-    """bench_hybrid once per window; fills libs['batch'] and libs['auto']."""
+def run_vela(wl, args, libs, logf, part=False):
+    """bench_hybrid once per window (fills libs['batch'] and libs['auto']),
+    or with part once per recall target (libs['partitions'])."""
     exe = os.path.join(ROOT, args.vela_bin)
-    for w in libs["batch"].settings:
-        csvp = os.path.join(args.tmp, "vela_w%d.csv" % w)
+    lib = libs["partitions" if part else "batch"]
+    for w in lib.settings:
+        csvp = os.path.join(args.tmp, ("vela_r%g.csv" if part else "vela_w%d.csv") % w)
         cmd = [exe, "--n", str(wl.n), "--dim", str(wl.dim), "--queries", "future", "--nq",
-               str(wl.nq), "--k", str(wl.k), "--window", str(w), "--reps", str(args.reps),
-               "--modes", args.vela_modes, "--db", args.vela_db, "--csv", csvp]
+               str(wl.nq), "--k", str(wl.k), "--reps", str(args.reps), "--db", args.vela_db,
+               "--csv", csvp]
+        cmd += (["--window", str(args.vela_part_window), "--modes", "partitions", "--recall",
+                 str(w)] if part else ["--window", str(w), "--modes", args.vela_modes])
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
         t0 = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -352,7 +368,7 @@ def run_vela(wl, args, libs, logf):
         logf.flush()
         if p.returncode:
             raise SystemExit("bench_hybrid failed:\n" + p.stderr[-2000:])
-        log("  vela window %d: %.1f s" % (w, time.perf_counter() - t0))
+        log("  vela %s %s: %.1f s" % (lib.setting_name, w, time.perf_counter() - t0))
         per = {}
         with open(csvp) as f:
             for r in csv.DictReader(f):
@@ -362,7 +378,7 @@ def run_vela(wl, args, libs, logf):
                 per[key][1].append(float(r["ns"]) * 1e-9)
                 plans = per[key][2]
                 plans[r["plan"]] = plans.get(r["plan"], 0) + 1
-        for mode in ("batch", "auto"):
+        for mode in (("partitions",) if part else ("batch", "auto")):
             if mode not in libs:
                 continue
             for b in BUCKETS:
@@ -485,7 +501,7 @@ def report(wl, libs, order, args, meta):
         for o in order:
             lib = libs[o]
             one = one_setting(lib, wl, target, measure=False)
-            if one and o in ("batch", "auto") and one[0] in lib.whole:
+            if one and o in ("batch", "auto", "partitions") and one[0] in lib.whole:
                 one_s = lib.whole[one[0]]  # the whole set in one call (batch) / summed (auto)
             else:
                 one_s = one[1] if one else None
@@ -502,7 +518,7 @@ def report(wl, libs, order, args, meta):
             one = ("%s %s, %.3f s, %s" % (libs[o].setting_name, v["one_setting"], v["one_seconds"],
                                           fmt_qps(v["one_qps"]))
                    if v["one_seconds"] else
-                   "not measured" if o not in args.one_setting_libs.split(",") + ["batch", "auto"]
+                   "not measured" if o not in args.one_setting_libs.split(",") + ["batch", "auto", "partitions"]
                    else "not reached")
             per = ("%.3f s, %s" % (v["per_bucket_seconds"], fmt_qps(v["per_bucket_qps"]))
                    if v["per_bucket_seconds"] else "not reached")
@@ -533,6 +549,10 @@ def main():
     ap.add_argument("--vela-db", help="bench_hybrid --db (built on first use, then reused)")
     ap.add_argument("--vela-windows", default="10,16,24,32,48,64,96,128")
     ap.add_argument("--vela-modes", default="auto,batch")
+    ap.add_argument("--vela-recalls", default="",
+                    help="also run vela partitions at these layout RECALL targets (ascending)")
+    ap.add_argument("--vela-part-window", type=int, default=32,
+                    help="EF_RUNTIME of the partitions runs' non-partition plans")
     ap.add_argument("--tmp", default=None, help="bench_hybrid CSVs (default: the workload dir)")
     ap.add_argument("--outdir", default=os.path.join(ROOT, "bench/results/hybrid_peer"))
     ap.add_argument("--one-setting-libs", default="faiss,hnswlib",
@@ -581,6 +601,10 @@ def main():
             for m in ("batch", "auto"):
                 if m in modes:
                     order.append(m)
+            if args.vela_recalls:
+                libs["partitions"] = Vela(wl, args, "partitions")
+                run_vela(wl, args, libs, logf, part=True)
+                order.append("partitions")
         elif name == "faiss":
             libs["faiss"] = Faiss(wl, args.reps, args.slow_ms, args.nlist, args.build_threads)
             log("  faiss: %s" % libs["faiss"].info)
