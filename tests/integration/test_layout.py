@@ -136,6 +136,13 @@ def test_layout_command_info_writes_restart(velad):
     assert li["rows_per_cluster_min"] <= li["rows_per_cluster_median"] <= li["rows_per_cluster_max"]
     assert li["probe_factor"] in ("-1", -1, -1.0) or float(li["probe_factor"]) == -1
     assert li["encoding"] == "FIELD"  # an F32 field's default
+    assert float(li["recall"]) == -1  # exact: PROBE_FACTOR 0
+    r.execute_command("FT.LAYOUT", "idx", "BUILD", "FIELD", "v", "LEAF_MIN", 500,
+                      "CLUSTER_ROWS", 64, "RECALL", 0.9)
+    li = layout_info(r)
+    assert abs(float(li["recall"]) - 0.9) < 1e-6 and float(li["probe_factor"]) == 0
+    r.execute_command("FT.LAYOUT", "idx", "BUILD", "FIELD", "v", "LEAF_MIN", 500,
+                      "CLUSTER_ROWS", 64, "PROBE_FACTOR", 0)
     # (a batch records a filter its queries share once: search_batch.c filter_share)
     assert li["workload_queries"] >= 100 and len(li["workload_hash"]) == 16
 
@@ -257,6 +264,8 @@ def test_layout_errors(velad):
         (("FT.LAYOUT", "idx", "INFO", "FIELD", "v", "LEAF_MIN", 5), "syntax error"),
         (("FT.LAYOUT", "idx", "INFO", "FIELD", "v"), "no layout"),
         (("FT.LAYOUT", "idx", "BUILD", "FIELD", "v", "ENCODING", "LVQ4"), "syntax error"),
+        (("FT.LAYOUT", "idx", "BUILD", "FIELD", "v", "RECALL", 1.5), "syntax error"),
+        (("FT.LAYOUT", "idx", "BUILD", "FIELD", "v", "RECALL", "x"), "syntax error"),
         (("FT.LAYOUT", "idx", "DROP", "FIELD", "w"), "no layout"),
     ]
     for args, msg in cases:
