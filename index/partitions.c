@@ -977,15 +977,17 @@ static void cent_all_free(cent_all_t *a)
 /* Query q's candidate clusters: those of the leaves holding a match of
  * its filter (a boolean intersection: it stops at the first common
  * container, so a wide filter costs little), y: its products with every
- * centroid. Returns how many went to c. */
+ * centroid. Returns how many went to c; *rows: the rows of those leaves. */
 static size_t query_cands(const part_layout_t *p, const cent_all_t *a, const float *y,
-			  const roaring_bitmap_t *filter, cand_t *c)
+			  const roaring_bitmap_t *filter, cand_t *c, uint64_t *rows)
 {
 	size_t n = 0;
+	*rows = 0;
 	for (uint32_t li = 0; li < p->n_leaves; li++) {
 		const part_leaf_t *lf = &p->leaves[li];
 		if (lf->nlist == 0 || (filter && !roaring_bitmap_intersect(filter, lf->docids)))
 			continue;
+		*rows += lf->rows;
 		for (uint32_t j = lf->c0; j < lf->c0 + lf->nlist; j++)
 			c[n++] = (cand_t){a->cn[j] - 2 * y[j], j};
 	}
@@ -1038,40 +1040,71 @@ static uint64_t layout_rows(const part_layout_t *p)
 	return n;
 }
 
-/* The matches query q must see before it stops probing (the section
- * comment; INFINITY: every cluster with a match). M: its matches in the
- * layout. */
-static double probe_target(const part_layout_t *p, const part_query_t *q, uint64_t M,
-			   const part_search_opts_t *o)
+static double cal_rows(const part_layout_t *p, double kq, float recall);
+
+/* The walk of one query: its selectivity s (matches / the layout's rows),
+ * the share f of the layout's rows in the leaves it may visit, and so far
+ * `got` matches in the clusters taken, `passed` rows in every cluster
+ * popped (taken or without a match). */
+typedef struct walk {
+	double s, f, got, passed;
+} walk_t;
+
+/* Has query q walked far enough?
+ * - fixed rule: probe_factor x k matches;
+ * - calibrated rule (the section comment): the top k of its matches lie
+ *   among the top k / s' of all rows, s' the matches' density where they
+ *   lie. Two estimates of s', both must be satisfied:
+ *   (1) the filter's selectivity s (a filter independent of the vectors):
+ *       s R(k / s) matches taken;
+ *   (2) the density the walk met, f got / passed (within its leaves),
+ *       lowered by two standard deviations of its count (a few lucky
+ *       matches nearby must not end the walk): f R(k / s') rows passed.
+ *   (2) walks a filter correlated with the query (its matches dense nearby)
+ *   as far as an unfiltered query, R(k), where (1) alone stops after
+ *   s R(k / s) rows; and an anti-correlated one (few matches nearby) until
+ *   the matches it meets are as dense as the rows it passed warrant, up to
+ *   every cluster with a match (the exact answer at an exact scan's cost);
+ * - neither (exact): never. */
+static bool walk_done(const part_layout_t *p, const part_query_t *q,
+		      const part_search_opts_t *o, const walk_t *w)
 {
 	if (o->probe_factor > 0)
-		return (double)o->probe_factor * q->k;
-	if (!(o->recall > 0) || p->cal_steps == 0)
-		return INFINITY;
-	uint64_t n = layout_rows(p);
-	return (n ? (double)M / (double)n : 1) * part_probe_rows(p, q->k, M, o);
+		return w->got >= (double)o->probe_factor * q->k;
+	if (!(o->recall > 0) || p->cal_steps == 0 || w->got <= 0 || !(w->s > 0))
+		return false;
+	if (w->got < w->s * cal_rows(p, (double)q->k / w->s, o->recall))
+		return false;
+	double lo = w->got - 2 * sqrt(w->got);
+	if (lo <= 0)
+		return false;
+	double sl = w->f * lo / w->passed;
+	return w->passed >= w->f * cal_rows(p, (double)q->k / sl, o->recall);
 }
 
-/* Query i's clusters c[0..n) (query_cands), nearest centroid first, taken
- * while the matches so far are below the target (or fewer than probe_min). */
+/* Query i's clusters c[0..n) (query_cands, their leaves' rows: lrows),
+ * nearest centroid first, taken until walk_done (and probe_min). */
 static int choose_probes(const part_layout_t *p, part_query_t *q, uint32_t i, cand_t *c,
-			 size_t n, const part_search_opts_t *o, plist_t *out)
+			 size_t n, uint64_t lrows, const part_search_opts_t *o, plist_t *out)
 {
 	uint64_t rows = layout_rows(p), M = q->filter ? roaring_bitmap_get_cardinality(q->filter)
 						      : rows;
-	double target = probe_target(p, q, M < rows ? M : rows, o), got = 0;
+	walk_t w = {.s = rows ? (double)(M < rows ? M : rows) / (double)rows : 1,
+		    .f = rows ? (double)lrows / (double)rows : 1};
 	int rc = 0;
 	q->probed = 0;
 	q->scored = 0;
 	cand_heapify(c, n);
 	cand_t top;
-	while (rc == 0 && (got < target || q->probed < o->probe_min) && cand_pop(c, &n, &top)) {
+	while (rc == 0 && !(q->probed >= o->probe_min && walk_done(p, q, o, &w)) &&
+	       cand_pop(c, &n, &top)) {
 		const part_cluster_t *cl = &p->cl[top.cl];
 		uint64_t m = q->filter == NULL ? cl->n
 					       : roaring_bitmap_and_cardinality(q->filter, cl->bm);
+		w.passed += (double)cl->n;
 		if (m == 0)
 			continue;
-		got += (double)m;
+		w.got += (double)m;
 		q->probed++;
 		q->scored += cl->n;
 		rc = plist_add(out, (probe_t){top.cl, i, m == cl->n});
@@ -1098,9 +1131,11 @@ static int choose_all(const part_layout_t *p, part_query_t *qs, uint32_t nq,
 		rc = index_backend_project(Q, b, p->dim, a.ct, p->n_cl, Y, NULL);
 		for (uint32_t i = 0; rc == 0 && i < b; i++) {
 			part_query_t *q = &qs[s + i];
-			size_t n = q->k ? query_cands(p, &a, Y + (size_t)i * p->n_cl, q->filter, c)
+			uint64_t lrows = 0;
+			size_t n = q->k ? query_cands(p, &a, Y + (size_t)i * p->n_cl, q->filter, c,
+						      &lrows)
 					: 0;
-			rc = choose_probes(p, q, s + i, c, n, o, out);
+			rc = choose_probes(p, q, s + i, c, n, lrows, o, out);
 		}
 	}
 	cent_all_free(&a);
@@ -1377,7 +1412,8 @@ static int cal_sample(const part_layout_t *p, uint64_t n, uint32_t nc, float *Q,
 static int cal_order(const part_layout_t *p, const cent_all_t *a, const float *Y, uint32_t i,
 		     cand_t *c, uint64_t *cum)
 {
-	size_t n = query_cands(p, a, Y + (size_t)i * p->n_cl, NULL, c);
+	uint64_t lrows;
+	size_t n = query_cands(p, a, Y + (size_t)i * p->n_cl, NULL, c, &lrows);
 	if (n)
 		qsort(c, n, sizeof(*c), cand_cmp);
 	uint64_t run = 0;

@@ -1034,7 +1034,7 @@ Test(db_partitions, calibrated_probing_meets_its_target)
 		cr_log_info("RECALL %.2f: recall@10 %.4f, %.0f rows scored a query", targets[t],
 			    rec[t], rows[t]);
 	}
-	/* measured 0.72 and 0.905; the margin leaves room for another CPU's BLAS
+	/* measured 0.82 and 0.926; the margin leaves room for another CPU's BLAS
 	 * kernels moving the k-means a little */
 	cr_expect_geq(rec[0], 0.7 - 0.07, "target 0.7: %.4f", rec[0]);
 	cr_expect_geq(rec[1], 0.95 - 0.07, "target 0.95: %.4f", rec[1]);
