@@ -107,6 +107,7 @@ void db_index_free(db_index_t *ix)
 		graph_destroy(ix->fields[i].graph); /* before the stores it reads */
 		graph_lvq_store_destroy(ix->fields[i].lvq);
 		flat_destroy(ix->fields[i].flat);
+		db_numidx_free(ix->fields[i].num);
 	}
 	free(ix->fields);
 	if (ix->docids)
@@ -690,6 +691,9 @@ int vela_index_info(vela_db_t *db, const char *name, vela_index_info_t *out, vel
 			out->graphs_from_snapshot += ix->fields[i].graph_from_snapshot;
 		}
 		out->graphs_building += ix->fields[i].build_queued;
+		db_numidx_stats_t ns;
+		db_numidx_stats(&ix->fields[i], &ns);
+		out->numeric_bytes += ns.bytes;
 	}
 	pthread_rwlock_unlock(&db->lock);
 	return VELA_OK;

@@ -61,6 +61,11 @@ typedef struct db_field {
 	bool build_queued; /**< a build or retrain job is queued or running */
 	bool build_failed; /**< the last build failed: not retried until a reopen or retrain */
 	uint32_t graph_name;    /**< VELA_GRAPH_NAME_HNSW or _SVS_VAMANA (GRAPH), else 0 */
+	/** NUMERIC fields: the in-memory range index (db/numidx.c), NULL until
+	 * the field's first numeric filter builds it. Owned; freed with the
+	 * index. Published with an atomic store under db->lock shared, changed
+	 * under it exclusive. */
+	struct db_numidx *num;
 } db_field_t;
 
 /** A loaded index. */
@@ -214,6 +219,62 @@ int db_build_submit(vela_db_t *db, const db_index_t *ix, uint32_t field, float *
 /** Does the index have a GRAPH field (its docids are not reused before consolidation)? */
 bool db_index_has_graph(const db_index_t *ix);
 
+/* ------------------------------------------------------------ numeric range index */
+/*
+ * db/numidx.c: per NUMERIC field, equi-depth buckets over the encoded values
+ * (storage_num_encode, big-endian: the order of the SP_NUM posting keys),
+ * each with its sorted (value, docid) entries and a roaring bitmap of its
+ * docids. A range is the OR of the buckets it covers plus the matching
+ * entries of its two edge buckets (or the field's docids less the rest,
+ * when it covers most of them). Built lazily at the field's first numeric
+ * filter by one scan of its postings (in the search's read transaction),
+ * kept current by DC_NUM_ADD / DC_NUM_REMOVE after each commit, freed with
+ * its index (FT.DROPINDEX, close). Memory: about 12 bytes per value plus
+ * the bitmaps (db_numidx_stats, vela_index_info_t.numeric_bytes).
+ */
+typedef struct db_numidx db_numidx_t;
+
+/** Target entries per bucket when an index is built; a bucket grown past
+ * twice as many splits at its median value. Smaller buckets make edges
+ * cheaper and wide ranges dearer (more bitmaps to OR); 2048 was measured
+ * on bench_hybrid (200k documents), other sizes not yet. */
+#define DB_NUMIDX_BUCKET_ROWS_DEFAULT 2048u
+#define DB_NUMIDX_BUCKET_ROWS_MIN 16u
+#define DB_NUMIDX_BUCKET_ROWS_MAX 65536u
+
+/** Set the target bucket size of indexes built from now on (process-wide;
+ * tests use small ones to exercise splits). @return 0 or VELA_EINVAL */
+int db_numidx_bucket_rows(uint32_t rows);
+/**
+ * @brief OR into `out` the docids of field's numeric postings in [elo, ehi]
+ * (encoded, inclusive): from the in-memory index, built now when it is not
+ * yet; from LMDB (db_num_read) when it cannot be (out of memory, not a
+ * NUMERIC field). Caller holds db->lock shared (or exclusive) and `txn` is
+ * a read transaction begun under it. @return 0 or a storage error
+ */
+int db_num_filter(storage_txn_t *txn, const db_index_t *ix, uint32_t field, uint64_t elo,
+		  uint64_t ehi, roaring_bitmap_t *out);
+/** The same from the in-memory index only, `out` untouched on failure.
+ * @return 0; VELA_EINVAL (not a NUMERIC field); VELA_ENOMEM; a storage
+ *   error of the build */
+int db_numidx_range(storage_txn_t *txn, const db_index_t *ix, uint32_t field, uint64_t elo,
+		    uint64_t ehi, roaring_bitmap_t *out);
+/** Apply one committed numeric posting change (exclusive lock held). A
+ * field whose index is not built is left alone; one that cannot take the
+ * change (out of memory) is dropped, to be rebuilt by the next filter. */
+int db_numidx_apply(db_field_t *f, uint32_t docid, uint64_t v, bool add);
+void db_numidx_free(db_numidx_t *ni);
+
+typedef struct db_numidx_stats {
+	bool built;
+	bool complement; /**< wide ranges are answered as the complement */
+	uint64_t rows;   /**< (value, docid) entries */
+	uint32_t buckets, bucket_rows_max;
+	size_t bytes; /**< memory held (bitmaps counted at their serialized size) */
+} db_numidx_stats_t;
+/** Figures of f's index (all zero when not built); db->lock held. */
+void db_numidx_stats(const db_field_t *f, db_numidx_stats_t *out);
+
 /* ------------------------------------------------------------ snapshots */
 
 #define PATH_MAX_SNAP 4096
@@ -256,6 +317,8 @@ enum db_change_kind {
 	DC_FAILURE,    /**< one more indexing failure */
 	DC_INDEX_ADD,  /**< publish a new index */
 	DC_INDEX_DROP, /**< unpublish and free an index */
+	DC_NUM_ADD,    /**< numeric posting (field, docid, num) written (db_numidx_apply) */
+	DC_NUM_REMOVE, /**< numeric posting (field, docid, num) removed */
 };
 
 typedef struct db_change {
@@ -264,6 +327,7 @@ typedef struct db_change {
 	uint32_t field;
 	uint32_t docid;
 	float *vec; /**< DC_VEC_SET: owned (malloc'd), freed after apply */
+	uint64_t num; /**< DC_NUM_*: the encoded value (storage_num_encode, big-endian) */
 } db_change_t;
 
 /** A list of changes to apply after commit (or drop on abort). */

@@ -140,9 +140,23 @@ static int post_term(void *ctx, const uint8_t *term, size_t len)
 	return rc == VELA_ENOTFOUND ? VELA_OK : rc;
 }
 
+/* Write (or remove) a numeric posting, and record the change for the
+ * field's in-memory range index (db/numidx.c). */
+static int post_num(struct post_ctx *p, db_index_t *ix, double d, db_changes_t *ch)
+{
+	uint8_t e[8];
+	storage_num_encode(d, e);
+	int rc = post_term(p, e, 8);
+	if (rc == 0)
+		rc = db_changes_push(ch, (db_change_t){.kind = p->add ? DC_NUM_ADD : DC_NUM_REMOVE,
+						       .ix = ix, .field = p->field,
+						       .docid = p->docid, .num = vela_get_be64(e)});
+	return rc;
+}
+
 /* Add (or remove) the postings of one document's fields. */
 static int postings_apply(db_index_t *ix, storage_txn_t *txn, uint32_t docid,
-			  const storage_field_t *doc, size_t n, int add)
+			  const storage_field_t *doc, size_t n, int add, db_changes_t *ch)
 {
 	struct post_ctx p = {.txn = txn, .index_id = ix->id, .docid = docid, .add = add};
 	for (uint32_t i = 0; i < ix->n_fields; i++) {
@@ -160,12 +174,10 @@ static int postings_apply(db_index_t *ix, storage_txn_t *txn, uint32_t docid,
 			rc = text_each(v->value, v->value_len, post_term, &p);
 		} else {
 			double d;
-			uint8_t e[8];
 			p.kind = SP_NUM;
 			if (num_parse(v->value, v->value_len, &d))
 				continue; /* only reachable on removal of an unindexed value */
-			storage_num_encode(d, e);
-			rc = post_term(&p, e, 8);
+			rc = post_num(&p, ix, d, ch);
 		}
 		if (rc)
 			return rc;
@@ -418,7 +430,7 @@ int db_index_doc(db_index_t *ix, storage_txn_t *txn, const uint8_t *key, size_t 
 	int exists = rc == 0;
 	if (rc && rc != VELA_ENOTFOUND)
 		return rc;
-	if (exists && old && (rc = postings_apply(ix, txn, docid, old, n_old, 0)))
+	if (exists && old && (rc = postings_apply(ix, txn, docid, old, n_old, 0, ch)))
 		return rc;
 	if (exists && (rc = vectors_remove(ix, txn, docid, ch)))
 		return rc;
@@ -430,7 +442,7 @@ int db_index_doc(db_index_t *ix, storage_txn_t *txn, const uint8_t *key, size_t 
 	}
 	if (!exists && (rc = docid_bind(ix, txn, key, klen, &docid)))
 		return rc;
-	rc = postings_apply(ix, txn, docid, doc, n_doc, 1);
+	rc = postings_apply(ix, txn, docid, doc, n_doc, 1, ch);
 	if (rc == 0)
 		rc = vectors_add(ix, txn, docid, doc, n_doc, ch);
 	if (rc == 0)

@@ -277,7 +277,7 @@ static int atom_eval(storage_txn_t *txn, const db_index_t *ix, const latom_t *la
 		     const qdtree_atom_t *a, tag_seen_t *ts, uint32_t *nts, roaring_bitmap_t *out)
 {
 	if (a->kind == QDTREE_ATOM_NUM)
-		return a->lo <= a->hi ? db_num_read(txn, ix, a->field, a->lo, a->hi, out) : 0;
+		return a->lo <= a->hi ? db_num_filter(txn, ix, a->field, a->lo, a->hi, out) : 0;
 	uint32_t t = 0;
 	while (t < *nts && ts[t].field != a->field)
 		t++;

@@ -248,7 +248,7 @@ static int src_num(void *ctx, uint32_t field, double lo, int lo_excl, double hi,
 		return VELA_OK;
 	if (s->cache)
 		return db_cache_num(s->cache, s->txn, s->ix, field, elo, ehi, out);
-	return db_num_read(s->txn, s->ix, field, elo, ehi, out);
+	return db_num_filter(s->txn, s->ix, field, elo, ehi, out);
 }
 
 static int src_vrange(void *ctx, uint32_t field, const void *blob, size_t len, double radius,

@@ -9,7 +9,8 @@
  *    one filter is not read again by another, and all the numeric ranges
  *    of the batch on one field are cut into elementary intervals at their
  *    endpoints, each interval read from LMDB once (a range is the OR of
- *    its intervals).
+ *    its intervals) -- the fallback: numeric ranges are answered by the
+ *    field's in-memory range index (db/numidx.c) when it can.
  * 2. Plans. Each query gets the plan the planner gives it alone, except
  *    that a filtered walk whose filter enough queries of the batch share
  *    is scanned with them instead (db_plan_batch_scan: exact, and cheaper
@@ -174,6 +175,10 @@ static int cuts_part(storage_txn_t *txn, const db_index_t *ix, num_cuts_t *nc, s
 int db_cache_num(db_filter_cache_t *c, storage_txn_t *txn, const db_index_t *ix,
 		 uint32_t field, uint64_t elo, uint64_t ehi, roaring_bitmap_t *out)
 {
+	/* The field's in-memory range index answers whole ranges as cheaply as
+	 * the cuts would; the cuts (read from LMDB) are the fallback. */
+	if (db_numidx_range(txn, ix, field, elo, ehi, out) == 0)
+		return 0;
 	num_cuts_t *nc = cuts_find(c, ix->id, field);
 	size_t i0 = nc ? cuts_at(nc, elo) : SIZE_MAX;
 	size_t i1 = nc == NULL || ehi == UINT64_MAX ? nc ? nc->n : 0 : cuts_at(nc, ehi + 1);

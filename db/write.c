@@ -101,6 +101,11 @@ static void change_apply(vela_db_t *db, db_change_t *c)
 	case DC_INDEX_DROP:
 		index_unpublish(db, c->ix);
 		break;
+	case DC_NUM_ADD:
+	case DC_NUM_REMOVE:
+		rc = db_numidx_apply(&c->ix->fields[c->field], c->docid, c->num,
+				     c->kind == DC_NUM_ADD);
+		break;
 	}
 	/* The commit is durable; memory can only lag (restart reloads it). */
 	if (rc)
