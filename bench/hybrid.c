@@ -8,6 +8,7 @@
  *          [--window 0] [--R 32] [--L 100] [--modes auto,adhoc,batches,graph,fgraph,batch]
  *          [--reps 1] [--detail 0|1] [--exact-targets 0|1] [--csv FILE]
  *          [--db DIR] [--chunk 0] [--past 2000] [--recall 0]
+ *          [--dump-partitions FILE]
  *
  * --queries sweep: for every bucket (1e-4 .. 1) and every filter shape that
  *   can reach it, --per queries (independent, correlated and
@@ -35,6 +36,10 @@
  * --window: EF_RUNTIME of every query (0 = the field's SEARCH_WINDOW_SIZE,
  *   which --index-window sets; default 0 = the engine default).
  * --db DIR: keep the database there (reused when it already holds the index).
+ * --dump-partitions FILE: in the partitions mode, once the layout is built,
+ *   record the whole query set's partitions batch (the queries the planner
+ *   gives that plan, as vela_search_batch would) for bench_part_replay and
+ *   gpu/bench/part_replay_gpu (vela_layout_dump_scan; docs/gpu.md).
  * --csv FILE: one line per query and mode (matches, plan, recall, times).
  * One thread, one query at a time, each run --reps times (its fastest run
  * counts: the stage times printed are the last run's); queries are
@@ -55,7 +60,7 @@
 
 typedef struct hb_opts {
 	wl_params_t p;
-	const char *queries, *modes, *db, *csv;
+	const char *queries, *modes, *db, *csv, *dump;
 	uint32_t per, nq, k, window, index_window, R, L, reps, detail, exact, chunk, past;
 	double recall; /* partitions: the layout's RECALL (0: its default) */
 } hb_opts_t;
@@ -103,7 +108,7 @@ static int hb_usage(void)
 			"         [--window 0] [--index-window 0] [--R 32] [--L 100]\n"
 			"         [--modes auto,adhoc,batches,graph,fgraph,batch] [--reps 1] [--detail 0|1]\n"
 			"         [--exact-targets 0|1] [--csv FILE] [--db DIR] [--chunk 0]\n"
-			"         [--past 2000] [--recall 0]\n");
+			"         [--past 2000] [--recall 0] [--dump-partitions FILE]\n");
 	return 2;
 }
 
@@ -164,6 +169,8 @@ static int hb_parse(int argc, char **argv, hb_opts_t *o)
 			o->past = (uint32_t)x;
 		else if (!strcmp(a, "--recall"))
 			o->recall = strtod(v, NULL);
+		else if (!strcmp(a, "--dump-partitions"))
+			o->dump = v;
 		else
 			return -1;
 	}
@@ -604,6 +611,32 @@ static int hb_train(vela_db_t *db, const hb_opts_t *o, const wl_data_t *d)
 	return rc;
 }
 
+/* --dump-partitions: the whole set's partitions batch into o->dump. */
+static int hb_dump(vela_db_t *db, const hb_opts_t *o, const hb_query_t *qs, uint32_t nq,
+		   const hb_mode_t *m)
+{
+	char (*texts)[4300] = malloc((size_t)(nq ? nq : 1) * sizeof(*texts));
+	vela_kv_t *prm = malloc((nq ? nq : 1) * sizeof(*prm));
+	vela_search_req_t *reqs = malloc((nq ? nq : 1) * sizeof(*reqs));
+	if (!texts || !prm || !reqs)
+		exit(1);
+	for (uint32_t i = 0; i < nq; i++)
+		hb_request(o, &qs[i], m, texts[i], sizeof(texts[i]), &prm[i], &reqs[i]);
+	vela_err_t err = {0};
+	uint32_t dumped = 0;
+	uint64_t t0 = vela_now_ns();
+	int rc = vela_layout_dump_scan(db, reqs, nq, o->dump, &dumped, &err);
+	if (rc)
+		fprintf(stderr, "dump-partitions: %s\n", err.msg);
+	else
+		printf("partitions batch of %u of the %u queries recorded in %s (%.2f s)\n\n",
+		       dumped, nq, o->dump, (vela_now_ns() - t0) * 1e-9);
+	free(texts);
+	free(prm);
+	free(reqs);
+	return rc;
+}
+
 /* Every mode's time for the whole set, and its ratio to batch's. */
 static void hb_summary(const char *const *names, const double *totals, int nm, uint32_t nq)
 {
@@ -666,6 +699,8 @@ int main(int argc, char **argv)
 		bool part = !strcmp(m, "partitions");
 		bool batch = !strcmp(m, "batch") || part;
 		if (part && hb_train(db, &o, &d))
+			return 1;
+		if (part && o.dump && hb_dump(db, &o, qs, nq, &mode))
 			return 1;
 		names[nm] = m;
 		totals[nm++] = batch ? hb_run_batch(db, &o, qs, nq, &mode, cells, csv)

@@ -1555,6 +1555,48 @@ static db_layout_t *plan_wants(const plan_t *p)
 	return rows <= DB_LAYOUT_ROWS_PER_MATCH_DEFAULT * (double)p->prof.filter_matches ? l : NULL;
 }
 
+/* The plans j >= i on lay[i]'s layout as part_search's queries (lay[j]
+ * cleared, which[] their plan indices); returns how many. */
+static uint32_t group_collect(plan_t *plans, db_layout_t **lay, size_t n, size_t i,
+			      part_query_t *pq, size_t *which)
+{
+	db_layout_t *l = lay[i];
+	uint32_t m = 0;
+	for (size_t j = i; j < n; j++) {
+		if (lay[j] != l)
+			continue;
+		plan_t *p = &plans[j];
+		pq[m] = (part_query_t){.q = p->qvec, .k = p->knn->k, .filter = p->filter,
+				       .out = p->hits};
+		which[m++] = j;
+		lay[j] = NULL;
+	}
+	return m;
+}
+
+int db_layout_dump(plan_t *plans, const int *state, size_t n, FILE *f, uint32_t *dumped)
+{
+	db_layout_t **lay = calloc(n ? n : 1, sizeof(*lay));
+	part_query_t *pq = malloc((n ? n : 1) * sizeof(*pq));
+	size_t *which = malloc((n ? n : 1) * sizeof(size_t));
+	int rc = lay && pq && which ? VELA_ENOTFOUND : VELA_ENOMEM;
+	*dumped = 0;
+	for (size_t i = 0; lay && i < n; i++)
+		if (state[i] == 1 && plans[i].knn)
+			lay[i] = plan_wants(&plans[i]);
+	for (size_t i = 0; rc == VELA_ENOTFOUND && pq && which && i < n; i++) {
+		if (lay[i] == NULL)
+			continue;
+		db_layout_t *l = lay[i];
+		*dumped = group_collect(plans, lay, n, i, pq, which);
+		rc = part_search_plan_dump(l->part, pq, *dumped, &l->so, f);
+	}
+	free(lay);
+	free(pq);
+	free(which);
+	return rc;
+}
+
 void db_layout_run(plan_t *plans, int *state, size_t n)
 {
 	db_layout_t **lay = calloc(n ? n : 1, sizeof(*lay));
@@ -1569,16 +1611,7 @@ void db_layout_run(plan_t *plans, int *state, size_t n)
 		if (lay[i] == NULL)
 			continue;
 		db_layout_t *l = lay[i];
-		uint32_t m = 0;
-		for (size_t j = i; j < n; j++) {
-			if (lay[j] != l)
-				continue;
-			plan_t *p = &plans[j];
-			pq[m] = (part_query_t){.q = p->qvec, .k = p->knn->k, .filter = p->filter,
-					       .out = p->hits};
-			which[m++] = j;
-			lay[j] = NULL;
-		}
+		uint32_t m = group_collect(plans, lay, n, i, pq, which);
 		uint64_t t0 = vela_now_ns();
 		int rc = part_search(l->part, pq, m, &l->so);
 		for (uint32_t j = 0; rc == 0 && j < m; j++) /* the delta, exactly */

@@ -25,6 +25,7 @@
  * 5. Result rows, as vela_search builds them.
  * Everything runs inside one read transaction, so every query sees the
  * same snapshot, and the shared bitmaps are those each query would read. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -601,6 +602,47 @@ static void batch_filters(storage_txn_t *txn, db_filter_cache_t *c, plan_t *plan
 		state[i] = plans[i].knn ? 1 : 0;
 	}
 	free(owner);
+}
+
+int vela_layout_dump_scan(vela_db_t *db, const vela_search_req_t *reqs, size_t n,
+			  const char *path, uint32_t *dumped, vela_err_t *err)
+{
+	if (db == NULL || (n && reqs == NULL) || path == NULL || dumped == NULL)
+		return vela_err_set(err, VELA_EINVAL, "layout dump: NULL argument");
+	*dumped = 0;
+	plan_t *plans = calloc(n ? n : 1, sizeof(*plans));
+	int *state = calloc(n ? n : 1, sizeof(int));
+	FILE *f = fopen(path, "wb");
+	int rc = plans && state ? 0 : vela_err_set(err, VELA_ENOMEM, "layout dump: out of memory");
+	if (rc == 0 && f == NULL)
+		rc = vela_err_set(err, VELA_EIO, "layout dump: cannot create %s", path);
+	storage_txn_t *txn = NULL;
+	db_filter_cache_t cache = {0};
+	pthread_rwlock_rdlock(&db->lock);
+	if (rc == 0 && (rc = storage_txn_begin(db->env, NULL, 0, &txn)) != 0)
+		vela_err_set(err, rc, "cannot begin read: %s", vela_strerror(rc));
+	if (rc == 0) { /* vela_search_batch's planning, its errors per query */
+		batch_parse(db, reqs, n, plans, state, NULL);
+		batch_filters(txn, &cache, plans, state, n, NULL);
+		plans_regroup(plans, state, n);
+		rc = db_layout_dump(plans, state, n, f, dumped);
+		if (rc)
+			vela_err_set(err, rc, rc == VELA_ENOTFOUND
+						      ? "layout dump: no query takes the partitions plan"
+						      : "layout dump: %s",
+				     vela_strerror(rc));
+	}
+	for (size_t i = 0; plans && i < n; i++)
+		db_plan_free(&plans[i]);
+	cache_free(&cache);
+	if (txn)
+		storage_txn_abort(txn);
+	pthread_rwlock_unlock(&db->lock);
+	if (f && fclose(f) && rc == 0)
+		rc = vela_err_set(err, VELA_EIO, "layout dump: cannot write %s", path);
+	free(plans);
+	free(state);
+	return rc;
 }
 
 int vela_search_batch(vela_db_t *db, const vela_search_req_t *reqs, size_t n,

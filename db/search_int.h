@@ -305,5 +305,11 @@ int db_layout_parse(const uint8_t *buf, size_t len, const part_source_t *src, ui
 /** The batch's partitions plan: answer every KNN plan (state 1) that takes
  * it; their state becomes 2. */
 void db_layout_run(plan_t *plans, int *state, size_t n);
+/** vela_layout_dump_scan's half: the first layout's group of the plans
+ * (state 1) that db_layout_run would give the partitions plan, answered
+ * through part_search_plan_dump into f (the plans' states unchanged; the
+ * delta of later writes not merged); *dumped: its queries.
+ * @return 0; VELA_ENOTFOUND (no plan takes it); part_search_plan_dump's errors */
+int db_layout_dump(plan_t *plans, const int *state, size_t n, FILE *f, uint32_t *dumped);
 
 #endif

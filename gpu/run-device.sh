@@ -3,6 +3,9 @@
 # command: the tests (gpu_test), the benchmark against torch and the cuBLAS
 # ceiling (bench/knn_vs_torch.py), then a compute-sanitizer memcheck of a
 # quick test pass. Needs only the CUDA toolkit, CMake and PyTorch.
+# When a recorded partitions batch is there ($PART_DUMP, default
+# build/part200k.bin: bench_hybrid --dump-partitions on the engine's machine,
+# carried along), part_replay_gpu replays it after the tests (docs/gpu.md).
 #
 #   gpu/run-device.sh [build-dir]      (outputs also under $OUT when set)
 #
@@ -23,6 +26,12 @@ if [ ! -x "$B/gpu_test" ] || ldd "$B/gpu_test" | grep -q 'not found' || ! "$B/gp
 fi
 echo "== gpu_test"
 timeout 150 "$B/gpu_test" 2>&1 | tee "$OUT/gpu_test.log"
+PART_DUMP=${PART_DUMP:-build/part200k.bin}
+if [ -f "$PART_DUMP" ]; then
+	echo "== partitions batch replay ($PART_DUMP)"
+	[ -x "$B/part_replay_gpu" ] || cmake --build "$B" --target part_replay_gpu -j 16 2>&1 | tail -2
+	timeout 120 "$B/part_replay_gpu" "$PART_DUMP" --reps 5 2>&1 | tee "$OUT/part_replay.log"
+fi
 echo "== benchmark"
 PYTHONUNBUFFERED=1 timeout 240 python3 gpu/bench/knn_vs_torch.py --lib "$B/libvela_gpu.so" "$@" 2>&1 \
 	| tee "$OUT/bench.log"

@@ -1323,4 +1323,33 @@ typedef struct part_query {
 int part_search(const part_layout_t *p, part_query_t *qs, uint32_t nq,
 		const part_search_opts_t *o);
 
+/** Version of part_search_plan_dump's format. */
+#define PART_DUMP_VERSION 1u
+/**
+ * @brief part_search, recording the batch for a replay elsewhere (a GPU
+ * host where the engine does not build: bench/part_replay.c,
+ * gpu/bench/part_replay_gpu.c, docs/gpu.md): the same probe choice and
+ * scans (qs[i].out etc. are set as part_search sets them), with the plan and
+ * the answers written to f. A bench tool, off the engine's path: the rows of
+ * every scanned cluster are decoded and written (dim 64: 260 bytes a row).
+ *
+ * Format (little-endian u32 / u64 / IEEE f32; readers bound every count by
+ * the file's size): u32 magic 0x44535056 ("VPSD"), u32 version, u32 dim,
+ * u32 metric (vela_metric_t), u32 type (the field's vela_vec_type_t; rows
+ * are written as F32 whatever it is), u32 encoding (part_encoding_t), u32 nq,
+ * u32 clusters, u64 pairs; nq x (u32 k, dim x f32 query); per scanned
+ * cluster, ascending: u32 cluster, u32 n rows, u32 m queries, f32 norm_max,
+ * n x u32 docid (ascending), n x f32 |x|^2, n x dim f32 rows (LVQ-8:
+ * decoded), then m x (u32 query, u32 nf, nf x u32 row) with nf = UINT32_MAX
+ * when the query takes every row (no list), else its filter's rows of the
+ * cluster ascending; then the answers: nq x (u32 n, n x (u32 docid, f32
+ * dist)); u32 magic again. Each cluster is one index_backend_knn over its n
+ * rows for its m queries, k = the largest k of those queries, each query's
+ * hits (row numbers) mapped to docids and merged per query in (distance,
+ * docid) order, keeping the query's own k.
+ * @return 0; part_search's errors; VELA_EIO (a write failed)
+ */
+int part_search_plan_dump(const part_layout_t *p, part_query_t *qs, uint32_t nq,
+			  const part_search_opts_t *o, FILE *f);
+
 #endif

@@ -1292,8 +1292,10 @@ static int search_check(const part_layout_t *p, const part_query_t *qs, uint32_t
 	return 0;
 }
 
-int part_search(const part_layout_t *p, part_query_t *qs, uint32_t nq,
-		const part_search_opts_t *opts)
+/* Steps 1-3 of part_search: check, reset the queries' counters, choose
+ * every query's probes; the pairs come back sorted by (cluster, query). */
+static int plan_make(const part_layout_t *p, part_query_t *qs, uint32_t nq,
+		     const part_search_opts_t *opts, plist_t *pl)
 {
 	part_search_opts_t o;
 	if (opts)
@@ -1305,18 +1307,174 @@ int part_search(const part_layout_t *p, part_query_t *qs, uint32_t nq,
 		return rc;
 	for (uint32_t i = 0; i < nq; i++)
 		qs[i].n_out = qs[i].probed = 0, qs[i].scored = 0;
-	plist_t pl = {0};
 	if (p->n_cl)
-		rc = choose_all(p, qs, nq, &o, &pl);
-	if (rc == 0 && pl.n) /* none: a filter matching nothing (qsort(NULL) is UB) */
-		qsort(pl.v, pl.n, sizeof(*pl.v), probe_cmp);
-	for (size_t s = 0, e; rc == 0 && s < pl.n; s = e) {
-		for (e = s + 1; e < pl.n && pl.v[e].cl == pl.v[s].cl;)
-			e++;
-		rc = scan_cluster(p, qs, pl.v + s, (uint32_t)(e - s));
+		rc = choose_all(p, qs, nq, &o, pl);
+	if (rc == 0 && pl->n) /* none: a filter matching nothing (qsort(NULL) is UB) */
+		qsort(pl->v, pl->n, sizeof(*pl->v), probe_cmp);
+	return rc;
+}
+
+/* The end of the run of pairs of pl->v[s].cl. */
+static size_t plan_run_end(const plist_t *pl, size_t s)
+{
+	size_t e = s + 1;
+	while (e < pl->n && pl->v[e].cl == pl->v[s].cl)
+		e++;
+	return e;
+}
+
+/* Steps 4-5: every cluster of the plan against its queries. */
+static int plan_scan(const part_layout_t *p, part_query_t *qs, const plist_t *pl)
+{
+	int rc = 0;
+	for (size_t s = 0, e; rc == 0 && s < pl->n; s = e) {
+		e = plan_run_end(pl, s);
+		rc = scan_cluster(p, qs, pl->v + s, (uint32_t)(e - s));
 	}
+	return rc;
+}
+
+int part_search(const part_layout_t *p, part_query_t *qs, uint32_t nq,
+		const part_search_opts_t *opts)
+{
+	plist_t pl = {0};
+	int rc = plan_make(p, qs, nq, opts, &pl);
+	if (rc == 0)
+		rc = plan_scan(p, qs, &pl);
 	free(pl.v);
 	return rc;
+}
+
+/* ------------------------------------------------------------ plan dump
+ * The format of part_search_plan_dump (index.h), little-endian. */
+#define PART_DUMP_MAGIC 0x44535056u /* "VPSD" */
+
+typedef struct dump_w {
+	FILE *f;
+	int rc;
+} dump_w_t;
+
+static void dump_bytes(dump_w_t *w, const void *b, size_t n)
+{
+	if (w->rc == 0 && n && fwrite(b, 1, n, w->f) != n)
+		w->rc = VELA_EIO;
+}
+
+static void dump_u32(dump_w_t *w, uint32_t x)
+{
+	uint8_t b[4] = {(uint8_t)x, (uint8_t)(x >> 8), (uint8_t)(x >> 16), (uint8_t)(x >> 24)};
+	dump_bytes(w, b, 4);
+}
+
+static void dump_u64(dump_w_t *w, uint64_t x)
+{
+	dump_u32(w, (uint32_t)x);
+	dump_u32(w, (uint32_t)(x >> 32));
+}
+
+static void dump_f32(dump_w_t *w, float x)
+{
+	uint32_t u;
+	memcpy(&u, &x, 4);
+	dump_u32(w, u);
+}
+
+/* One scanned cluster: its rows as F32 (decoded), their norms and norm_max
+ * as cluster_knn passes them, then its (query, filter) pairs. */
+static void dump_cluster(dump_w_t *w, const part_layout_t *p, const part_query_t *qs,
+			 const probe_t *pr, uint32_t n, float *x)
+{
+	const part_cluster_t *cl = &p->cl[pr[0].cl];
+	double nmax = p->norm_max;
+	if (p->enc == PART_ENC_LVQ8) { /* cluster_knn_lvq8's norms */
+		nmax = 0;
+		for (uint32_t r = 0; r < cl->n; r++) {
+			double n2 = (float)lvq8_decode(p->mean, p->dim, cl->rows + (size_t)r * p->rowb, x);
+			nmax = n2 > nmax ? n2 : nmax;
+		}
+	}
+	dump_u32(w, pr[0].cl);
+	dump_u32(w, cl->n);
+	dump_u32(w, n);
+	dump_f32(w, (float)nmax);
+	for (uint32_t r = 0; r < cl->n; r++)
+		dump_u32(w, cl->ids[r]);
+	for (uint32_t r = 0; r < cl->n; r++) {
+		float n2 = p->enc == PART_ENC_LVQ8
+				   ? (float)lvq8_decode(p->mean, p->dim, cl->rows + (size_t)r * p->rowb, x)
+				   : cl->norms[r];
+		dump_f32(w, n2);
+	}
+	for (uint32_t r = 0; r < cl->n; r++) {
+		cluster_row_decode(p, cl, r, x);
+		for (uint32_t d = 0; d < p->dim; d++)
+			dump_f32(w, x[d]);
+	}
+	for (uint32_t i = 0; i < n && w->rc == 0; i++) {
+		dump_u32(w, pr[i].q);
+		if (pr[i].full) {
+			dump_u32(w, UINT32_MAX);
+			continue;
+		}
+		roaring_bitmap_t *rows = rows_of(cl, qs[pr[i].q].filter);
+		if (rows == NULL) {
+			w->rc = VELA_ENOMEM;
+			break;
+		}
+		dump_u32(w, (uint32_t)roaring_bitmap_get_cardinality(rows));
+		roaring_uint32_iterator_t it;
+		roaring_init_iterator(rows, &it);
+		for (; it.has_value; roaring_advance_uint32_iterator(&it))
+			dump_u32(w, it.current_value);
+		roaring_bitmap_free(rows);
+	}
+}
+
+int part_search_plan_dump(const part_layout_t *p, part_query_t *qs, uint32_t nq,
+			  const part_search_opts_t *o, FILE *f)
+{
+	if (f == NULL)
+		return VELA_EINVAL;
+	plist_t pl = {0};
+	int rc = plan_make(p, qs, nq, o, &pl);
+	uint32_t n_cl = 0;
+	for (size_t s = 0; rc == 0 && s < pl.n; s = plan_run_end(&pl, s))
+		n_cl++;
+	float *x = rc ? NULL : malloc(p->dim * sizeof(float));
+	dump_w_t w = {f, rc ? rc : x ? 0 : VELA_ENOMEM};
+	dump_u32(&w, PART_DUMP_MAGIC);
+	dump_u32(&w, PART_DUMP_VERSION);
+	dump_u32(&w, p->dim);
+	dump_u32(&w, (uint32_t)p->metric);
+	dump_u32(&w, (uint32_t)p->type);
+	dump_u32(&w, (uint32_t)p->enc);
+	dump_u32(&w, nq);
+	dump_u32(&w, n_cl);
+	dump_u64(&w, pl.n);
+	for (uint32_t i = 0; i < nq && w.rc == 0; i++) {
+		dump_u32(&w, qs[i].k);
+		for (uint32_t d = 0; d < p->dim; d++)
+			dump_f32(&w, qs[i].q[d]);
+	}
+	for (size_t s = 0, e; w.rc == 0 && s < pl.n; s = e) {
+		e = plan_run_end(&pl, s);
+		dump_cluster(&w, p, qs, pl.v + s, (uint32_t)(e - s), x);
+	}
+	if (w.rc == 0) /* the engine's answers, for the replay to check */
+		w.rc = plan_scan(p, qs, &pl);
+	for (uint32_t i = 0; i < nq && w.rc == 0; i++) {
+		dump_u32(&w, qs[i].n_out);
+		for (uint32_t j = 0; j < qs[i].n_out; j++) {
+			dump_u32(&w, qs[i].out[j].docid);
+			dump_f32(&w, qs[i].out[j].dist);
+		}
+	}
+	dump_u32(&w, PART_DUMP_MAGIC);
+	if (w.rc == 0 && fflush(f))
+		w.rc = VELA_EIO;
+	free(x);
+	free(pl.v);
+	return w.rc;
 }
 
 /* ------------------------------------------------------------ calibration

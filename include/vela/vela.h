@@ -804,6 +804,19 @@ int vela_layout_info(vela_db_t *db, const char *index, const char *field,
 /** Drop the field's layout and its file (the workload log stays).
  * @return 0; VELA_ENOTFOUND (index, field or no layout); VELA_ETYPE */
 int vela_layout_drop(vela_db_t *db, const char *index, const char *field, vela_err_t *err);
+/**
+ * @brief A bench tool (docs/gpu.md, "Partition scans: record and replay"):
+ * plan the batch reqs[0..n) as vela_search_batch does and write the first
+ * layout's group of partitions-plan queries to `path` in
+ * index/index.h part_search_plan_dump's format (the scanned clusters' rows
+ * as F32, the scan list, the queries and part_search's answers), running
+ * that group's scans; the queries' results are not returned, and a query
+ * that fails to parse is left out. *dumped: the group's queries.
+ * @return 0; VELA_ENOTFOUND (no query takes the partitions plan);
+ *   VELA_EINVAL; VELA_EIO; VELA_ENOMEM
+ */
+int vela_layout_dump_scan(vela_db_t *db, const vela_search_req_t *reqs, size_t n,
+			  const char *path, uint32_t *dumped, vela_err_t *err);
 
 /**
  * @brief Record a query in its KNN field's workload log without running it
