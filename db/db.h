@@ -264,6 +264,9 @@ int db_numidx_range(storage_txn_t *txn, const db_index_t *ix, uint32_t field, ui
  * change (out of memory) is dropped, to be rebuilt by the next filter. */
 int db_numidx_apply(db_field_t *f, uint32_t docid, uint64_t v, bool add);
 void db_numidx_free(db_numidx_t *ni);
+/** Sort n docids ascending (LSD radix; tmp: n slots of scratch), as
+ * roaring_bitmap_add_many wants them (db/numidx.c). */
+void db_docids_sort(uint32_t *v, uint32_t *tmp, size_t n);
 
 typedef struct db_numidx_stats {
 	bool built;

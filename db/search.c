@@ -185,21 +185,6 @@ static int docid_vec_add(void *ctx, const uint32_t *ids_be, size_t n)
 	return 0;
 }
 
-/* LSD radix sort, 8 bits a pass (tmp: n slots). */
-static void docid_radix_sort(uint32_t *v, uint32_t *tmp, size_t n)
-{
-	for (int shift = 0; shift < 32; shift += 8) {
-		size_t cnt[257] = {0};
-		for (size_t i = 0; i < n; i++)
-			cnt[((v[i] >> shift) & 0xff) + 1]++;
-		for (int b = 0; b < 256; b++)
-			cnt[b + 1] += cnt[b];
-		for (size_t i = 0; i < n; i++)
-			tmp[cnt[(v[i] >> shift) & 0xff]++] = v[i];
-		memcpy(v, tmp, n * sizeof(*v));
-	}
-}
-
 static int docid_cmp(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -213,7 +198,7 @@ static int docid_vec_flush(docid_vec_t *d, roaring_bitmap_t *out)
 		uint32_t *tmp = malloc(vela_mul_size(d->n, sizeof(uint32_t)));
 		if (tmp == NULL)
 			return VELA_ENOMEM;
-		docid_radix_sort(d->v, tmp, d->n);
+		db_docids_sort(d->v, tmp, d->n);
 		free(tmp);
 	} else if (!d->sorted) {
 		qsort(d->v, d->n, sizeof(*d->v), docid_cmp);
