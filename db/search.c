@@ -115,6 +115,22 @@ static int src_tag(void *ctx, uint32_t field, const char *val, size_t len, roari
 	return src_term(ctx, field, SP_TAG, val, len, out);
 }
 
+/* The batch cache's bitmap of a tag value (query_source_t.tag_ref); one
+ * query alone has no cache (its postings are read once anyway). */
+static int src_tag_ref(void *ctx, uint32_t field, const char *val, size_t len,
+		       const roaring_bitmap_t **bm)
+{
+	src_ctx_t *s = ctx;
+	*bm = NULL;
+	if (s->cache == NULL)
+		return VELA_EUNSUPPORTED;
+	if (len > STORAGE_TERM_MAX)
+		return VELA_OK; /* could not have been indexed: matches nothing */
+	uint8_t key[8 + STORAGE_TERM_MAX];
+	size_t kl = storage_posting_key(key, s->ix->id, (uint16_t)field, SP_TAG, val, len);
+	return db_cache_posting_ref(s->cache, s->txn, key, kl, bm);
+}
+
 static int src_text(void *ctx, int32_t field, const char *term, size_t len, roaring_bitmap_t *out)
 {
 	src_ctx_t *s = ctx;
@@ -472,8 +488,8 @@ int db_plan_filter(storage_txn_t *txn, db_filter_cache_t *cache, plan_t *p, bool
 	if (!(p->knn && query_filter_is_all(p->q))) {
 		src_ctx_t sc = {.ix = p->ix, .txn = txn, .cache = cache};
 		query_source_t src = {.ctx = &sc, .all = src_all, .tag = src_tag,
-				      .num_range = src_num, .text_term = src_text,
-				      .vector_range = src_vrange};
+				      .tag_ref = src_tag_ref, .num_range = src_num,
+				      .text_term = src_text, .vector_range = src_vrange};
 		int rc = query_eval(p->q, &src, &p->filter, err);
 		if (rc)
 			return rc;

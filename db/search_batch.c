@@ -114,6 +114,16 @@ static int cache_grow(db_filter_cache_t *c)
 int db_cache_posting(db_filter_cache_t *c, storage_txn_t *txn, const uint8_t *key, size_t klen,
 		     roaring_bitmap_t *out)
 {
+	const roaring_bitmap_t *bm;
+	int rc = db_cache_posting_ref(c, txn, key, klen, &bm);
+	if (rc == 0)
+		roaring_bitmap_or_inplace(out, bm);
+	return rc;
+}
+
+int db_cache_posting_ref(db_filter_cache_t *c, storage_txn_t *txn, const uint8_t *key,
+			 size_t klen, const roaring_bitmap_t **out)
+{
 	if (2 * (c->n + 1) > c->cap && cache_grow(c))
 		return VELA_ENOMEM;
 	uint64_t h = vela_hash64(key, klen);
@@ -132,7 +142,7 @@ int db_cache_posting(db_filter_cache_t *c, storage_txn_t *txn, const uint8_t *ke
 		*e = (cache_ent_t){.h = h, .key = k, .klen = klen, .bm = bm};
 		c->n++;
 	}
-	roaring_bitmap_or_inplace(out, e->bm);
+	*out = e->bm;
 	return 0;
 }
 

@@ -89,6 +89,10 @@ int db_num_read(storage_txn_t *txn, const db_index_t *ix, uint32_t field, uint64
 /** OR the posting of `key` (a storage_posting_key) into out, from the cache. */
 int db_cache_posting(db_filter_cache_t *c, storage_txn_t *txn, const uint8_t *key, size_t klen,
 		     roaring_bitmap_t *out);
+/** The cached posting of `key` itself (read on first use), borrowed until
+ * the cache is freed. */
+int db_cache_posting_ref(db_filter_cache_t *c, storage_txn_t *txn, const uint8_t *key,
+			 size_t klen, const roaring_bitmap_t **out);
 /** OR the numeric postings [elo, ehi] (encoded) of the field into out. */
 int db_cache_num(db_filter_cache_t *c, storage_txn_t *txn, const db_index_t *ix,
 		 uint32_t field, uint64_t elo, uint64_t ehi, roaring_bitmap_t *out);

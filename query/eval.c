@@ -55,11 +55,44 @@ static int eval_all(eval_ctx_t *e, roaring_bitmap_t **out)
 	return 0;
 }
 
+/* A clause of several values from bitmaps the source keeps: one lazy union
+ * (roaring_bitmap_or_many) instead of an in-place OR per value, which
+ * re-converts containers once per value (a 60-value clause over a million
+ * documents: milliseconds). 1: the source keeps none, use its tag(). */
+static int eval_tag_refs(eval_ctx_t *e, const query_node_t *n, roaring_bitmap_t **out)
+{
+	const query_source_t *s = e->src;
+	if (s->tag_ref == NULL || n->tag.n < 2)
+		return 1;
+	const roaring_bitmap_t **v = malloc(n->tag.n * sizeof(*v));
+	if (v == NULL)
+		return 1;
+	uint32_t m = 0;
+	int rc = 0;
+	for (uint32_t i = 0; rc == 0 && i < n->tag.n; i++) {
+		const roaring_bitmap_t *bm = NULL;
+		rc = s->tag_ref(s->ctx, n->tag.field_no, n->tag.vals[i].s, n->tag.vals[i].len, &bm);
+		if (rc == 0 && bm)
+			v[m++] = bm;
+	}
+	if (rc == 0) {
+		*out = m ? roaring_bitmap_or_many(m, v) : bm_new(e);
+		rc = *out ? 0 : VELA_ENOMEM;
+	}
+	free(v);
+	if (rc == VELA_EUNSUPPORTED)
+		return 1;
+	return rc ? eval_fail(e, rc, "tag") : 0;
+}
+
 static int eval_tag(eval_ctx_t *e, const query_node_t *n, roaring_bitmap_t **out)
 {
 	const query_source_t *s = e->src;
 	if (s->tag == NULL)
 		return eval_missing(e, "TAG");
+	int r = eval_tag_refs(e, n, out);
+	if (r != 1)
+		return r;
 	EVAL_LEAF(e, out, "tag", 0);
 	for (uint32_t i = 0; i < n->tag.n; i++) {
 		int rc = s->tag(s->ctx, n->tag.field_no, n->tag.vals[i].s, n->tag.vals[i].len, *out);

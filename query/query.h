@@ -253,6 +253,12 @@ typedef struct query_source {
 	/** Documents whose vector lies within `radius` of `blob`. */
 	int (*vector_range)(void *ctx, uint32_t field_no, const void *blob, size_t len,
 			    double radius, roaring_bitmap_t *out);
+	/** Optional: `tag` as a bitmap the source keeps (borrowed until the
+	 * evaluation ends; NULL: no document), so that a clause of many values
+	 * is one roaring_bitmap_or_many rather than an OR per value.
+	 * VELA_EUNSUPPORTED: the source keeps none (tag is used). */
+	int (*tag_ref)(void *ctx, uint32_t field_no, const char *val, size_t len,
+		       const roaring_bitmap_t **bm);
 } query_source_t;
 
 /**

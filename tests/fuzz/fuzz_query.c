@@ -114,7 +114,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int n = query_explain(q, buf, sizeof(buf));
 		if (n < 0)
 			abort();
-		query_source_t src = {NULL, s_all, s_tag, s_num, s_text, s_vr};
+		query_source_t src = {.all = s_all, .tag = s_tag, .num_range = s_num,
+				      .text_term = s_text, .vector_range = s_vr};
 		roaring_bitmap_t *b = NULL;
 		if (query_eval(q, &src, &b, &err) != 0 || b == NULL)
 			abort(); /* the fake source never fails */

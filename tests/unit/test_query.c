@@ -591,7 +591,37 @@ static int src_vrange(void *ctx, uint32_t f, const void *blob, size_t len, doubl
 	return 0;
 }
 
-static const query_source_t source = {NULL, src_all, src_tag, src_num, src_text, src_vrange};
+static const query_source_t source = {.all = src_all, .tag = src_tag, .num_range = src_num,
+				      .text_term = src_text, .vector_range = src_vrange};
+
+/* A source that also keeps each tag value's bitmap (as the batch cache
+ * does), so multi-value clauses take query_source_t.tag_ref. */
+#define REF_MAX 4096
+static roaring_bitmap_t *ref_kept[REF_MAX];
+static int ref_n, ref_calls;
+
+static int src_tag_ref(void *ctx, uint32_t f, const char *v, size_t len,
+		       const roaring_bitmap_t **bm)
+{
+	cr_assert_lt(ref_n, REF_MAX);
+	roaring_bitmap_t *b = roaring_bitmap_create();
+	src_tag(ctx, f, v, len, b);
+	ref_calls++;
+	*bm = roaring_bitmap_is_empty(b) ? NULL : b; /* NULL: no document */
+	ref_kept[ref_n++] = b;
+	return 0;
+}
+
+static void ref_free(void)
+{
+	for (int i = 0; i < ref_n; i++)
+		roaring_bitmap_free(ref_kept[i]);
+	ref_n = 0;
+}
+
+static const query_source_t source_ref = {.all = src_all, .tag = src_tag,
+					  .num_range = src_num, .text_term = src_text,
+					  .vector_range = src_vrange, .tag_ref = src_tag_ref};
 
 static void docs_make(unsigned seed)
 {
@@ -934,4 +964,36 @@ Test(query_eval, random_filters_match_direct_evaluation)
 		roaring_bitmap_free(got);
 		roaring_bitmap_free(want);
 	}
+}
+
+/* The same random filters through a source with tag_ref: the union of the
+ * kept bitmaps (roaring_bitmap_or_many) equals the direct evaluation. */
+Test(query_eval, tag_refs_match_direct_evaluation)
+{
+	static char text[16384];
+	ref_calls = 0;
+	for (unsigned round = 0; round < 600; round++) {
+		if (round % 100 == 0)
+			docs_make(round + 91);
+		pool_n = 0;
+		const tnode_t *t = gen(rand() % 5);
+		text[0] = '\0';
+		render(text, t);
+		query_t *q = NULL;
+		vela_err_t err = {0};
+		cr_assert_eq(query_parse(text, strlen(text), NULL, 0, lookup, NULL, &q, &err), 0,
+			     "<%s>: %s", text, err.msg);
+		roaring_bitmap_t *got = NULL;
+		cr_assert_eq(query_eval(q, &source_ref, &got, &err), 0, "<%s>: %s", text, err.msg);
+		roaring_bitmap_t *want = roaring_bitmap_create();
+		for (int i = 0; i < NDOC; i++)
+			if (holds(&docs[i], t))
+				roaring_bitmap_add(want, docs[i].id);
+		cr_assert(roaring_bitmap_equals(got, want), "round %u <%s>", round, text);
+		roaring_bitmap_free(got);
+		roaring_bitmap_free(want);
+		query_free(q);
+		ref_free();
+	}
+	cr_assert_gt(ref_calls, 0, "the multi-value clauses took tag_ref");
 }
