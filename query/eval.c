@@ -82,6 +82,8 @@ static int eval_tag_refs(eval_ctx_t *e, const query_node_t *n, roaring_bitmap_t 
 	free(v);
 	if (rc == VELA_EUNSUPPORTED)
 		return 1;
+	if (rc)
+		*out = NULL; /* as EVAL_LEAF leaves it on failure */
 	return rc ? eval_fail(e, rc, "tag") : 0;
 }
 
