@@ -301,6 +301,28 @@ static inline void pd_describe(const pd_t *d, const char *path)
 	       (unsigned long long)d->filtered_rows);
 }
 
+/* Both replays' command line, `prog FILE [--reps 3]`: parse it, load the
+ * file and print its header line. Returns 0, or the exit status (2 usage,
+ * 1 an unreadable file, said on stderr). */
+static inline int pd_open_main(int argc, char **argv, const char *prog, pd_t *d,
+			       uint32_t *reps)
+{
+	*reps = 3;
+	if (argc == 4 && !strcmp(argv[2], "--reps"))
+		*reps = (uint32_t)strtoul(argv[3], NULL, 10);
+	if ((argc != 2 && argc != 4) || *reps == 0 || *reps > 1000) {
+		fprintf(stderr, "usage: %s FILE [--reps 3]\n", prog);
+		return 2;
+	}
+	char why[512];
+	if (pd_load(argv[1], d, why, sizeof(why))) {
+		fprintf(stderr, "%s\n", why);
+		return 1;
+	}
+	pd_describe(d, argv[1]);
+	return 0;
+}
+
 /* The figures line both replays print for the best of their reps. */
 static inline void pd_report(const pd_t *d, const char *backend, double best_ns, double calls)
 {

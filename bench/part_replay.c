@@ -21,21 +21,12 @@
 
 int main(int argc, char **argv)
 {
-	uint32_t reps = 3;
-	if (argc == 4 && !strcmp(argv[2], "--reps"))
-		reps = (uint32_t)strtoul(argv[3], NULL, 10);
-	if ((argc != 2 && argc != 4) || reps == 0 || reps > 1000) {
-		fprintf(stderr, "usage: bench_part_replay FILE [--reps 3]\n");
-		return 2;
-	}
 	pd_t d;
-	char why[512];
+	uint32_t reps;
 	uint64_t t0 = vela_now_ns();
-	if (pd_load(argv[1], &d, why, sizeof(why))) {
-		fprintf(stderr, "%s\n", why);
-		return 1;
-	}
-	pd_describe(&d, argv[1]);
+	int st = pd_open_main(argc, argv, "bench_part_replay", &d, &reps);
+	if (st)
+		return st;
 	pr_cpu_t c;
 	pd_hit_t *got = malloc((size_t)(d.nq ? d.nq : 1) * (d.kmax ? d.kmax : 1) * sizeof(*got));
 	uint32_t *n_got = malloc((d.nq ? d.nq : 1) * sizeof(uint32_t));

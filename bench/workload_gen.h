@@ -879,13 +879,13 @@ static inline void wl_fields(const wl_data_t *d, vela_algo_t algo, vela_field_de
 				  .algo = algo};
 }
 
-/* HSET document i of `d` into batch `b` (key "doc:<i>", fields v, cat, tags,
- * clu, num, pos: the schema of docs/workloads.md). For the tools and tests
- * that load a generated set through the engine. */
-static inline int wl_doc_hset(vela_batch_t *b, const wl_data_t *d, uint32_t i, vela_err_t *err)
+/* HSET document i's attributes under `key` with the vector `vec` (fields v,
+ * cat, tags, clu, num, pos: the schema of docs/workloads.md). Tests that
+ * move documents write another document's attributes or vector this way. */
+static inline int wl_doc_hset_as(vela_batch_t *b, const wl_data_t *d, uint32_t i,
+				 const char *key, const float *vec, vela_err_t *err)
 {
-	char key[32], cat[16], tags[WL_TAGS_MAX_MAX * 8], clu[16], num[32], pos[32];
-	snprintf(key, sizeof(key), "doc:%u", i);
+	char cat[16], tags[WL_TAGS_MAX_MAX * 8], clu[16], num[32], pos[32];
 	int lc = snprintf(cat, sizeof(cat), "k%u", d->cat[i]);
 	int lg = snprintf(clu, sizeof(clu), "g%u", d->clu[i]);
 	int ln = snprintf(num, sizeof(num), "%.17g", d->num[i]);
@@ -895,7 +895,7 @@ static inline int wl_doc_hset(vela_batch_t *b, const wl_data_t *d, uint32_t i, v
 		lt += (size_t)snprintf(tags + lt, sizeof(tags) - lt, "%st%u", t ? "," : "",
 				       d->tags[(size_t)i * d->p.tags_max + t]);
 	vela_kv_t kv[] = {
-		{"v", 1, d->vecs + (size_t)i * d->p.dim, d->p.dim * sizeof(float)},
+		{"v", 1, vec, d->p.dim * sizeof(float)},
 		{"cat", 3, cat, (size_t)lc},
 		{"tags", 4, tags, lt},
 		{"clu", 3, clu, (size_t)lg},
@@ -903,6 +903,15 @@ static inline int wl_doc_hset(vela_batch_t *b, const wl_data_t *d, uint32_t i, v
 		{"pos", 3, pos, (size_t)lp},
 	};
 	return vela_batch_hset(b, key, strlen(key), kv, 6, NULL, err);
+}
+
+/* HSET document i of `d` into batch `b` under key "doc:<i>". For the tools
+ * and tests that load a generated set through the engine. */
+static inline int wl_doc_hset(vela_batch_t *b, const wl_data_t *d, uint32_t i, vela_err_t *err)
+{
+	char key[32];
+	snprintf(key, sizeof(key), "doc:%u", i);
+	return wl_doc_hset_as(b, d, i, key, d->vecs + (size_t)i * d->p.dim, err);
 }
 
 #endif

@@ -893,7 +893,8 @@ int part_unpack(const part_source_t *src, const uint8_t *buf, size_t len, part_l
 
 /* ------------------------------------------------------------ search */
 
-/* One candidate cluster of a query: its centroid distance. */
+/* A distance and a cluster: a query's candidate cluster (its centroid
+ * distance), or in the calibration a row (its distance, its cluster). */
 typedef struct cand {
 	float d;
 	uint32_t cl;
@@ -1503,26 +1504,15 @@ static double cal_k(uint32_t j)
 	return 10.0 * pow(4.0, (double)j);
 }
 
-typedef struct cal_pair {
-	float d;
-	uint32_t cl;
-} cal_pair_t;
-
-static int cal_pair_cmp(const void *a, const void *b)
-{
-	const cal_pair_t *x = a, *y = b;
-	return (x->d > y->d) - (x->d < y->d);
-}
-
-/* A query's K nearest rows so far: a max-heap on d (the root: the
- * farthest kept), so each further row costs one comparison unless it is
- * nearer than the root. */
+/* A query's K nearest rows so far, each as (its distance, its cluster): a
+ * max-heap on d (the root: the farthest kept), so each further row costs
+ * one comparison unless it is nearer than the root. */
 typedef struct cal_heap {
-	cal_pair_t *v;
+	cand_t *v;
 	size_t n, cap;
 } cal_heap_t;
 
-static void cal_heap_push(cal_heap_t *h, cal_pair_t x)
+static void cal_heap_push(cal_heap_t *h, cand_t x)
 {
 	size_t i;
 	if (h->n < h->cap) {
@@ -1622,7 +1612,7 @@ static int cal_scan(const part_layout_t *p, const float *Q, const uint32_t *self
 		for (uint32_t b = 0; rc == 0 && b < nc; b++)
 			for (uint32_t r = 0; r < cl->n; r++)
 				if (cl->ids[r] != self[b])
-					cal_heap_push(&h[b], (cal_pair_t){
+					cal_heap_push(&h[b], (cand_t){
 						(l2 ? nrm[r] : 0) - (l2 ? 2 : 1) * Y[(size_t)b * cl->n + r], c});
 	}
 	free(X);
@@ -1637,7 +1627,7 @@ static int cal_scan(const part_layout_t *p, const float *Q, const uint32_t *self
 static void cal_pool(cal_heap_t *h, const uint64_t *cum, uint32_t steps, uint64_t **pool,
 		     uint64_t *npool)
 {
-	qsort(h->v, h->n, sizeof(*h->v), cal_pair_cmp);
+	qsort(h->v, h->n, sizeof(*h->v), cand_cmp);
 	for (uint32_t j = 0; j < steps; j++) {
 		size_t kj = (size_t)cal_k(j) < h->n ? (size_t)cal_k(j) : h->n;
 		for (size_t i = 0; i < kj; i++)
@@ -1680,7 +1670,7 @@ static int cal_run(part_layout_t *p, uint64_t n, uint32_t nc, uint32_t steps, fl
 {
 	size_t K = (size_t)cal_k(steps - 1) < n - 1 ? (size_t)cal_k(steps - 1) : (size_t)(n - 1);
 	cal_heap_t *h = calloc(nc, sizeof(*h));
-	cal_pair_t *hv = malloc(vela_mul_size((size_t)nc * K, sizeof(cal_pair_t)));
+	cand_t *hv = malloc(vela_mul_size((size_t)nc * K, sizeof(cand_t)));
 	uint64_t *cum = malloc(vela_mul_size(p->n_cl, sizeof(uint64_t)));
 	float *Y = malloc(vela_mul_size((size_t)nc * p->n_cl, sizeof(float)));
 	cand_t *c = malloc(vela_mul_size(p->n_cl, sizeof(cand_t)));

@@ -210,20 +210,11 @@ static int rg_prepare(rg_t *g, gpu_ctx_t *ctx, gpu_elem_t elem, size_t *bytes, v
 
 int main(int argc, char **argv)
 {
-	uint32_t reps = 3;
-	if (argc == 4 && !strcmp(argv[2], "--reps"))
-		reps = (uint32_t)strtoul(argv[3], NULL, 10);
-	if ((argc != 2 && argc != 4) || reps == 0 || reps > 1000) {
-		fprintf(stderr, "usage: part_replay_gpu FILE [--reps 3]\n");
-		return 2;
-	}
 	pd_t d;
-	char why[512];
-	if (pd_load(argv[1], &d, why, sizeof(why))) {
-		fprintf(stderr, "%s\n", why);
-		return 1;
-	}
-	pd_describe(&d, argv[1]);
+	uint32_t reps;
+	int st = pd_open_main(argc, argv, "part_replay_gpu", &d, &reps);
+	if (st)
+		return st;
 	if (gpu_device_count() == 0) {
 		printf("skipped: no CUDA device\n");
 		pd_free(&d);

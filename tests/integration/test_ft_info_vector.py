@@ -10,22 +10,14 @@ from redis.commands.search.field import TagField, VectorField
 from redis.commands.search.index_definition import IndexDefinition
 from redis.commands.search.query import Query
 
+from replies import text
+
 DIM, N, NQ, K = 64, 3000, 20, 10
 
 HNSW = {"TYPE": "FLOAT32", "DIM": DIM, "DISTANCE_METRIC": "L2", "M": 8, "EF_CONSTRUCTION": 100}
 LEANVEC = {"TYPE": "FLOAT32", "DIM": DIM, "DISTANCE_METRIC": "L2", "COMPRESSION": "LeanVec4x8",
            "REDUCE": 32, "TRAINING_THRESHOLD": 1024, "GRAPH_MAX_DEGREE": 24}
 FLAT = {"TYPE": "FLOAT32", "DIM": DIM, "DISTANCE_METRIC": "L2"}
-
-
-def text(v):
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, dict):
-        return {text(k): text(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [text(x) for x in v]
-    return v
 
 
 def create(r, name, algo, attrs, prefix, tag=False):

@@ -16,23 +16,10 @@ import redis
 from redis.commands.search.field import NumericField, TagField, VectorField
 from redis.commands.search.index_definition import IndexDefinition
 
+from replies import pairs, text
+
 DIM, N, K = 16, 6000, 10
 CATS = ["k0", "k1", "k2", "k3", "k4"]
-
-
-def text(v):
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, dict):
-        return {text(k): text(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [text(x) for x in v]
-    return v
-
-
-def pairs(a):
-    a = text(a)
-    return a if isinstance(a, dict) else dict(zip(a[::2], a[1::2]))
 
 
 class Data:

@@ -12,6 +12,8 @@ from redis.commands.search.field import NumericField, TagField, TextField, Vecto
 from redis.commands.search.index_definition import IndexDefinition, IndexType
 from redis.commands.search.query import NumericFilter, Query
 
+from replies import text
+
 N, DIM, K = 300, 8, 10
 TAGS = ["a", "b", "c"]
 WORDS = ["red", "blue", "green", "apple", "tree"]
@@ -93,17 +95,6 @@ def hits(res):
         attrs = {k: v for k, v in d.__dict__.items() if k not in ("id", "payload")}
         out.append((d.id, attrs))
     return res.total, out
-
-
-def text(v):
-    """Decode bytes (recursively) so RESP2/RESP3 replies compare alike."""
-    if isinstance(v, bytes):
-        return v.decode(errors="replace")
-    if isinstance(v, dict):
-        return {text(k): text(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple, set)):
-        return [text(x) for x in v]
-    return v
 
 
 def ft_info(r, name):

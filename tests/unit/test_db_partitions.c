@@ -188,35 +188,49 @@ Test(db_partitions, workload_log)
 	pt_teardown(&e);
 }
 
-Test(db_partitions, exhaustive_equals_exact)
+/* Partitions (every cluster probed) == the exact plan, on qs. */
+static void pt_check_exact(pt_env_t *e, pt_query_t *qs, const char *when)
 {
-	pt_env_t e;
-	pt_setup(&e);
-	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128};
-	pt_train(&e, &o);
-	vela_err_t err = {0};
-	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, 0, &err), 0, "%s", err.msg);
-	pt_query_t *qs = pt_future(&e);
 	vela_result_t **a = calloc(PT_FUTURE, sizeof(*a)), **b = calloc(PT_FUTURE, sizeof(*b));
-	pt_run(&e, qs, VELA_PLAN_PARTITIONS, a);
-	pt_run(&e, qs, VELA_PLAN_SCAN, b);
+	pt_run(e, qs, VELA_PLAN_PARTITIONS, a);
+	pt_run(e, qs, VELA_PLAN_SCAN, b);
 	for (uint32_t i = 0; i < PT_FUTURE; i++) {
-		cr_assert_str_eq(a[i]->plan, "partitions");
+		if (a[i]->plan == NULL || strcmp(a[i]->plan, "partitions"))
+			cr_assert_fail("%s: query %u took plan %s", when, i,
+				       a[i]->plan ? a[i]->plan : "(none)");
 		if (a[i]->n_hits != b[i]->n_hits)
-			cr_assert_fail("query %u (%s): %zu hits, exact %zu", i, qs[i].text,
+			cr_assert_fail("%s: query %u (%s): %zu hits, exact %zu", when, i, qs[i].text,
 				       a[i]->n_hits, b[i]->n_hits);
 		for (size_t j = 0; j < a[i]->n_hits; j++) {
 			const vela_search_hit_t *x = &a[i]->hits[j], *y = &b[i]->hits[j];
 			if (strcmp(x->key, y->key) ||
 			    fabs(x->dist - y->dist) > 1e-5 * fabs(y->dist) + 1e-30)
-				cr_assert_fail("query %u hit %zu: %s %.9g, exact %s %.9g", i, j,
-					       x->key, x->dist, y->key, y->dist);
+				cr_assert_fail("%s: query %u hit %zu: %s %.9g, exact %s %.9g", when, i,
+					       j, x->key, x->dist, y->key, y->dist);
 		}
 		vela_result_free(a[i]);
 		vela_result_free(b[i]);
 	}
 	free(a);
 	free(b);
+}
+
+/* A layout probed exhaustively (every cluster with a match). */
+static void pt_train_exact(pt_env_t *e, vela_layout_opts_t *o)
+{
+	pt_train(e, o);
+	vela_err_t err = {0};
+	cr_assert_eq(vela_layout_tune(e->db, "pt", "v", -1, 1, 0, &err), 0, "%s", err.msg);
+}
+
+Test(db_partitions, exhaustive_equals_exact)
+{
+	pt_env_t e;
+	pt_setup(&e);
+	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128};
+	pt_train_exact(&e, &o);
+	pt_query_t *qs = pt_future(&e);
+	pt_check_exact(&e, qs, "future queries");
 	free(qs);
 	pt_teardown(&e);
 }
@@ -280,30 +294,6 @@ Test(db_partitions, recall_per_bucket)
 
 /* ------------------------------------------------------------ through writes */
 
-/* HSET document i's attributes under `key` with vector `vec`. */
-static int pt_doc_put(vela_batch_t *b, const wl_data_t *d, uint32_t i, const char *key,
-		      const float *vec, vela_err_t *err)
-{
-	char cat[16], tags[WL_TAGS_MAX_MAX * 8], clu[16], num[32], pos[32];
-	int lc = snprintf(cat, sizeof(cat), "k%u", d->cat[i]);
-	int lg = snprintf(clu, sizeof(clu), "g%u", d->clu[i]);
-	int ln = snprintf(num, sizeof(num), "%.17g", d->num[i]);
-	int lp = snprintf(pos, sizeof(pos), "%.17g", d->pos[i]);
-	size_t lt = 0;
-	for (uint32_t t = 0; t < d->ntags[i]; t++)
-		lt += (size_t)snprintf(tags + lt, sizeof(tags) - lt, "%st%u", t ? "," : "",
-				       d->tags[(size_t)i * d->p.tags_max + t]);
-	vela_kv_t kv[] = {
-		{"v", 1, vec, d->p.dim * sizeof(float)},
-		{"cat", 3, cat, (size_t)lc},
-		{"tags", 4, tags, lt},
-		{"clu", 3, clu, (size_t)lg},
-		{"num", 3, num, (size_t)ln},
-		{"pos", 3, pos, (size_t)lp},
-	};
-	return vela_batch_hset(b, key, strlen(key), kv, 6, NULL, err);
-}
-
 #define PT_INSERTS 300u
 #define PT_UPDATES 300u
 #define PT_DELETES 300u
@@ -324,7 +314,7 @@ static void pt_mutate(pt_env_t *e, uint32_t round)
 		for (uint32_t t = 0; t < PT_DIM; t++)
 			v[t] = e->d.vecs[(size_t)i * PT_DIM + t] + 0.01f * (float)((j + t) % 7);
 		snprintf(key, sizeof(key), "doc:n%u-%u", round, j);
-		cr_assert_eq(pt_doc_put(b, &e->d, i, key, v, &err), 0, "%s", err.msg);
+		cr_assert_eq(wl_doc_hset_as(b, &e->d, i, key, v, &err), 0, "%s", err.msg);
 	}
 	cr_assert_eq(vela_batch_commit(b, &err), 0, "%s", err.msg);
 	cr_assert_eq(vela_batch_begin(e->db, &b, &err), 0, "%s", err.msg);
@@ -333,7 +323,7 @@ static void pt_mutate(pt_env_t *e, uint32_t round)
 		for (uint32_t t = 0; t < PT_DIM; t++)
 			v[t] = e->d.vecs[(size_t)(PT_N - 1 - i) * PT_DIM + t];
 		snprintf(key, sizeof(key), "doc:%u", i);
-		cr_assert_eq(pt_doc_put(b, &e->d, src, key, v, &err), 0, "%s", err.msg);
+		cr_assert_eq(wl_doc_hset_as(b, &e->d, src, key, v, &err), 0, "%s", err.msg);
 	}
 	cr_assert_eq(vela_batch_commit(b, &err), 0, "%s", err.msg);
 	cr_assert_eq(vela_batch_begin(e->db, &b, &err), 0, "%s", err.msg);
@@ -343,7 +333,8 @@ static void pt_mutate(pt_env_t *e, uint32_t round)
 		cr_assert_eq(vela_batch_del(b, key, strlen(key), NULL, &err), 0, "%s", err.msg);
 	}
 	snprintf(key, sizeof(key), "doc:%u", (29 + round * 3) % PT_N); /* deleted above */
-	cr_assert_eq(pt_doc_put(b, &e->d, 7, key, e->d.vecs + 7 * PT_DIM, &err), 0, "%s", err.msg);
+	cr_assert_eq(wl_doc_hset_as(b, &e->d, 7, key, e->d.vecs + 7 * PT_DIM, &err), 0, "%s",
+		     err.msg);
 	snprintf(key, sizeof(key), "doc:n%u-%u", round, 5u); /* inserted above */
 	cr_assert_eq(vela_batch_del(b, key, strlen(key), NULL, &err), 0, "%s", err.msg);
 	cr_assert_eq(vela_batch_commit(b, &err), 0, "%s", err.msg);
@@ -358,41 +349,13 @@ static pt_query_t *pt_queries(pt_env_t *e)
 	return qs;
 }
 
-/* Partitions (every cluster probed) == the exact plan, on qs. */
-static void pt_check_exact(pt_env_t *e, pt_query_t *qs, const char *when)
-{
-	vela_result_t **a = calloc(PT_FUTURE, sizeof(*a)), **b = calloc(PT_FUTURE, sizeof(*b));
-	pt_run(e, qs, VELA_PLAN_PARTITIONS, a);
-	pt_run(e, qs, VELA_PLAN_SCAN, b);
-	for (uint32_t i = 0; i < PT_FUTURE; i++) {
-		if (a[i]->plan == NULL || strcmp(a[i]->plan, "partitions"))
-			cr_assert_fail("%s: query %u took plan %s", when, i,
-				       a[i]->plan ? a[i]->plan : "(none)");
-		if (a[i]->n_hits != b[i]->n_hits)
-			cr_assert_fail("%s: query %u (%s): %zu hits, exact %zu", when, i, qs[i].text,
-				       a[i]->n_hits, b[i]->n_hits);
-		for (size_t j = 0; j < a[i]->n_hits; j++) {
-			const vela_search_hit_t *x = &a[i]->hits[j], *y = &b[i]->hits[j];
-			if (strcmp(x->key, y->key) ||
-			    fabs(x->dist - y->dist) > 1e-5 * fabs(y->dist) + 1e-30)
-				cr_assert_fail("%s: query %u hit %zu: %s %.9g, exact %s %.9g", when, i,
-					       j, x->key, x->dist, y->key, y->dist);
-		}
-		vela_result_free(a[i]);
-		vela_result_free(b[i]);
-	}
-	free(a);
-	free(b);
-}
-
 Test(db_partitions, writes_keep_layout_exact)
 {
 	pt_env_t e;
 	pt_setup(&e);
 	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128};
-	pt_train(&e, &o);
+	pt_train_exact(&e, &o);
 	vela_err_t err = {0};
-	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, 0, &err), 0, "%s", err.msg);
 	pt_query_t *qs = pt_queries(&e);
 	pt_mutate(&e, 0);
 	vela_layout_info_t li;
@@ -432,9 +395,8 @@ Test(db_partitions, saved_and_loaded)
 	pt_env_t e;
 	pt_setup(&e);
 	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128};
-	pt_train(&e, &o);
+	pt_train_exact(&e, &o);
 	vela_err_t err = {0};
-	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, 0, &err), 0, "%s", err.msg);
 	pt_mutate(&e, 0);
 	vela_layout_info_t a, b;
 	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &a, &err), 0);
@@ -534,9 +496,8 @@ Test(db_partitions, rebuilt_on_delta_and_drift)
 	vela_db_close(e.db);
 	e.db = pt_open_bg(e.dir);
 	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128};
-	pt_train(&e, &o);
+	pt_train_exact(&e, &o);
 	vela_err_t err = {0};
-	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, 0, &err), 0, "%s", err.msg);
 	vela_layout_info_t a, b;
 	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &a, &err), 0);
 
@@ -569,7 +530,7 @@ Test(db_partitions, rebuilt_on_delta_and_drift)
 		for (uint32_t t = 0; t < PT_DIM; t++)
 			v[t] = e.d.vecs[(size_t)i * PT_DIM + t] * 0.5f;
 		snprintf(key, sizeof(key), "doc:%u", i);
-		cr_assert_eq(pt_doc_put(bt, &e.d, i, key, v, &err), 0, "%s", err.msg);
+		cr_assert_eq(wl_doc_hset_as(bt, &e.d, i, key, v, &err), 0, "%s", err.msg);
 	}
 	cr_assert_eq(vela_batch_commit(bt, &err), 0, "%s", err.msg);
 	cr_assert_eq(vela_db_wait_builds(e.db, 120000), 0);
@@ -593,7 +554,7 @@ Test(db_partitions, rebuilt_on_delta_and_drift)
 		for (uint32_t t = 0; t < PT_DIM; t++)
 			v[t] = e.d.vecs[t] + 1e-3f * (float)((j * 7 + t) % 13);
 		snprintf(key, sizeof(key), "doc:g%u", j);
-		cr_assert_eq(pt_doc_put(bt, &e.d, 0, key, v, &err), 0, "%s", err.msg);
+		cr_assert_eq(wl_doc_hset_as(bt, &e.d, 0, key, v, &err), 0, "%s", err.msg);
 	}
 	cr_assert_eq(vela_batch_commit(bt, &err), 0, "%s", err.msg);
 	cr_assert_eq(vela_db_wait_builds(e.db, 120000), 0);
@@ -612,7 +573,7 @@ Test(db_partitions, rebuilt_on_delta_and_drift)
 	cr_assert_eq(vela_batch_begin(e.db, &bt, &err), 0, "%s", err.msg);
 	for (uint32_t i = PT_N / 2; i < PT_N / 2 + PT_N / 8; i++) { /* over a tenth of 22,100 */
 		snprintf(key, sizeof(key), "doc:%u", i);
-		cr_assert_eq(pt_doc_put(bt, &e.d, (i * 7) % PT_N, key,
+		cr_assert_eq(wl_doc_hset_as(bt, &e.d, (i * 7) % PT_N, key,
 					e.d.vecs + (size_t)((i * 3) % PT_N) * PT_DIM, &err), 0, "%s",
 			     err.msg);
 	}
@@ -669,9 +630,8 @@ Test(db_partitions, lvq8_exhaustive_equals_brute_force)
 	pt_setup(&e);
 	vela_layout_opts_t o = {.leaf_min = 2000, .cluster_rows = 128,
 				.encoding = VELA_LAYOUT_ENCODING_LVQ8};
-	pt_train(&e, &o);
+	pt_train_exact(&e, &o);
 	vela_err_t err = {0};
-	cr_assert_eq(vela_layout_tune(e.db, "pt", "v", -1, 1, 0, &err), 0, "%s", err.msg);
 	vela_layout_info_t li;
 	cr_assert_eq(vela_layout_info(e.db, "pt", "v", &li, &err), 0);
 	cr_assert_eq(li.encoding, VELA_LAYOUT_ENCODING_LVQ8);
@@ -928,7 +888,7 @@ Test(db_partitions, compressed_field_layout)
 			continue;
 		}
 		pt_ckey(i, key, sizeof(key));
-		cr_assert_eq(pt_doc_put(b, &e.d, i % PT_CN, key, vecs + (size_t)i * PT_DIM, &err),
+		cr_assert_eq(wl_doc_hset_as(b, &e.d, i % PT_CN, key, vecs + (size_t)i * PT_DIM, &err),
 			     0, "%s", err.msg);
 	}
 	cr_assert_eq(vela_batch_commit(b, &err), 0, "%s", err.msg);
