@@ -552,6 +552,21 @@ const roaring_bitmap_t *part_leaf_docids(const part_layout_t *p, uint32_t leaf)
 
 /* ------------------------------------------------------------ maintenance */
 
+/* The row of docid in cl, or where it would go: rows keep ascending with
+ * docid (binary search). */
+static uint32_t cluster_rank(const part_cluster_t *cl, uint32_t docid)
+{
+	uint32_t lo = 0, hi = cl->n;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (cl->ids[mid] < docid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 int part_remove(part_layout_t *p, uint32_t docid)
 {
 	if (p == NULL)
@@ -564,14 +579,7 @@ int part_remove(part_layout_t *p, uint32_t docid)
 			part_cluster_t *cl = &p->cl[c];
 			if (!roaring_bitmap_contains(cl->bm, docid))
 				continue;
-			uint32_t lo = 0, hi = cl->n; /* ids ascend: binary search */
-			while (lo < hi) {
-				uint32_t mid = lo + (hi - lo) / 2;
-				if (cl->ids[mid] < docid)
-					lo = mid + 1;
-				else
-					hi = mid;
-			}
+			uint32_t lo = cluster_rank(cl, docid);
 			size_t row = p->rowb, after = cl->n - lo - 1;
 			memmove(cl->rows + (size_t)lo * row, cl->rows + (size_t)(lo + 1) * row,
 				after * row);
@@ -638,14 +646,7 @@ int part_insert(part_layout_t *p, const part_source_t *src, uint32_t cluster, ui
 		free(tmp);
 		return rc;
 	}
-	uint32_t lo = 0, hi = cl->n; /* its rank: rows keep ascending with docid */
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-		if (cl->ids[mid] < docid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
+	uint32_t lo = cluster_rank(cl, docid);
 	size_t after = cl->n - lo;
 	memmove(cl->rows + (size_t)(lo + 1) * row, cl->rows + (size_t)lo * row, after * row);
 	memmove(cl->ids + lo + 1, cl->ids + lo, after * sizeof(uint32_t));
