@@ -64,6 +64,10 @@ static int gl_load_locked(void)
 		vela_log(VELA_LOG_WARN, "gpu: %s; CPU backend", gl.why);
 		return -1;
 	}
+	/* gpu_gram came later too: without it the CPU computes Gram matrices. */
+	if (!GL_SYM(h, gram))
+		vela_log(VELA_LOG_INFO, "gpu: the GPU library has no gpu_gram; LeanVec "
+			 "training runs on the CPU");
 	/* The encoder came later: a library without it still serves kNN. */
 	if (!(GL_SYM(h, bert_create) && GL_SYM(h, bert_set_tensor) && GL_SYM(h, bert_encode) &&
 	      GL_SYM(h, bert_bytes) && GL_SYM(h, bert_free))) {

@@ -11,9 +11,10 @@
  * unloaded; the answer (loaded or not, and why) is final.
  *
  * Symbols: the kNN / projection / k-means functions are required (a library
- * without one is refused, logged once as a warning). The encoder functions
- * (gpu_bert_*) are optional: a library built before them loads, and its
- * `bert_*` pointers are all NULL ("no GPU encoder", not a failure).
+ * without one is refused, logged once as a warning). gpu_gram is optional
+ * (NULL: LeanVec training's Gram matrices stay on the CPU). The encoder
+ * functions (gpu_bert_*) are optional: a library built before them loads,
+ * and its `bert_*` pointers are all NULL ("no GPU encoder", not a failure).
  */
 #ifndef VELA_COMMON_GPULIB_H
 #define VELA_COMMON_GPULIB_H
@@ -38,6 +39,8 @@ typedef struct vela_gpulib {
 	__typeof__(gpu_knn) *knn;
 	__typeof__(gpu_project) *project;
 	__typeof__(gpu_kmeans_step) *kmeans_step;
+	/* optional: NULL in a library built before it */
+	__typeof__(gpu_gram) *gram;
 	/* optional: all set or all NULL */
 	__typeof__(gpu_bert_create) *bert_create;
 	__typeof__(gpu_bert_set_tensor) *bert_set_tensor;

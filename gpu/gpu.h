@@ -144,7 +144,30 @@ typedef struct gpu_knn_params {
 	uint32_t rerank;         /**< 0 = GPU_RERANK_DEFAULT; 1 = no exact re-ranking */
 	uint32_t tile_queries;   /**< 0 = default */
 	uint32_t tile_rows;      /**< 0 = default */
+	uint32_t path;           /**< GPU_PATH_...; 0 = GPU_PATH_AUTO */
 } gpu_knn_params_t;
+
+/*
+ * Search paths. TILED: cuBLAS GEMM tiles read back by the selection kernel
+ * (above). FUSED (LVQ-8 on an sm_90 GPU, dimension <= 768, rerank * k <= 128,
+ * row_begin a multiple of 16): one int8 wgmma kernel whose epilogue keeps, per
+ * query, only the dot products under a threshold learnt from growing samples
+ * of the rows, so no distance tile is written (gpu_fused.cu, docs/gpu.md).
+ * Its first use on a context checks the kernel against cuBLAS once. AUTO
+ * takes FUSED when it is eligible, checked good and the search spans at
+ * least 65,536 rows, else TILED. Results are those of the same re-ranking
+ * either way: the candidates are the kc best by the LVQ-8 value on both.
+ */
+#define GPU_PATH_AUTO 0
+#define GPU_PATH_TILED 1
+#define GPU_PATH_FUSED 2 /**< VELA_EUNSUPPORTED when not eligible or not usable */
+
+/**
+ * @brief Whether the fused path is usable for `m` (runs the context's one-off
+ * check if it has not run): 1 yes, 0 no, or a negative VELA_E... code on a
+ * CUDA error. `note` (optional) receives the check's outcome in words.
+ */
+int gpu_fused_probe(gpu_matrix_t *m, char *note, size_t cap, vela_err_t *err);
 
 /**
  * @brief k nearest rows for each of `nq` queries (host, row-major F32).
@@ -181,6 +204,110 @@ int gpu_covariance(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t d, float
  */
 int gpu_kmeans_step(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t d, float *centroids,
 		    uint32_t kc, uint32_t *assign, double *inertia, vela_err_t *err);
+
+/**
+ * @brief Gram matrix of n F32 rows in double precision (LeanVec training's
+ * second moments, quant/leanvec.c): G = sum_r (x_r - mu)(x_r - mu)^T, d x d
+ * row-major, both triangles; mu NULL means no centring. The rows stream
+ * through the device in chunks, are converted to double there (minus mu)
+ * and summed by cublasDsyrk (FP64 all the way: the CPU's dsyrk up to the
+ * order of the additions). X: n x d host floats, NULL allowed when n = 0;
+ * mu: d host doubles or NULL; G: d x d host doubles, caller-owned; all
+ * borrowed for the call. n = 0 gives G = 0.
+ * @return 0; VELA_EINVAL (NULL ctx or G, NULL X with n > 0, d outside
+ * 1..GPU_DIM_MAX); VELA_EIO (CUDA/cuBLAS failure, device memory included;
+ * G is then unspecified).
+ */
+int gpu_gram(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t d, const double *mu, double *G,
+	     vela_err_t *err);
+
+/* ========================================================== partitions */
+
+/*
+ * Batched partition scans (docs/gpu.md, "Partition scans"; the CPU path is
+ * index/partitions.c scan_cluster). The planner's partitions plan scans many
+ * small clusters, each for a few queries, some with a row filter: one
+ * gpu_knn per (cluster, filter) is latency-bound. Here every cluster's F32
+ * rows are uploaded once into one resident gpu_parts_t, and a whole batch of
+ * (cluster, query, filter) pairs is one upload, one kernel and one download:
+ * a warp per pair computes exact F32 distances of the rows it may take
+ * (direct differences for L2, no norm expansion) and keeps the pair's k best
+ * in shared memory with a filtered warp queue (Johnson et al., arXiv
+ * 1702.08734 §4: a candidate enters a buffer only if it beats the current
+ * k-th; full buffers are merged by rank). Merging across a query's pairs is
+ * the caller's (the engine merges hits per query).
+ */
+
+/** Largest k of gpu_parts_scan (two k-entry lists per warp in shared memory). */
+#define GPU_PART_K_MAX 1024
+/** Largest cluster (rows); results name rows by uint32 within their cluster. */
+#define GPU_PART_CLUSTER_ROWS_MAX (1u << 31)
+
+typedef struct gpu_parts gpu_parts_t;
+
+/** One (cluster, query) pair of a batch. */
+typedef struct gpu_part_pair {
+	uint32_t cluster;    /**< < nclusters of the gpu_parts_t */
+	uint32_t query;      /**< < nq of the call */
+	uint32_t filter_off; /**< first allowed row in the call's filt[] */
+	uint32_t filter_len; /**< GPU_PART_ALL_ROWS, or the number of allowed rows
+				  (at most the cluster's): filt[filter_off ..
+				  filter_off + filter_len), row indexes within the
+				  cluster, any order, distinct */
+} gpu_part_pair_t;
+
+/** filter_len of a pair that takes every row of its cluster. */
+#define GPU_PART_ALL_ROWS UINT32_MAX
+
+/**
+ * @brief Upload `nclusters` clusters of F32 rows and keep them resident.
+ * rows (host, n x dim row-major) holds the clusters back to back: cluster c
+ * is rows [offsets[c], offsets[c+1]) (offsets: nclusters + 1 entries,
+ * offsets[0] = 0, non-decreasing, offsets[nclusters] = n; each cluster at
+ * most GPU_PART_CLUSTER_ROWS_MAX rows; empty clusters allowed). Distances
+ * follow gpu_knn: L2 squared, IP = 1 - <q, x>. rows and offsets are borrowed
+ * for the call. `ctx` must outlive the result. On success *out is owned by
+ * the caller (gpu_parts_free).
+ * @return 0; VELA_EINVAL (dim 0 or > GPU_DIM_MAX, bad offsets or metric);
+ * VELA_ENOMEM; VELA_EIO.
+ */
+int gpu_parts_create(gpu_ctx_t *ctx, const float *rows, uint64_t n, uint32_t dim,
+		     const uint64_t *offsets, uint32_t nclusters, gpu_metric_t metric,
+		     gpu_parts_t **out, vela_err_t *err);
+
+/**
+ * @brief Scan a batch of `npairs` (cluster, query, filter) pairs.
+ *
+ * queries: host, nq x dim F32; pairs: host, npairs entries; filt: host,
+ * nfilt row indexes the pairs' filters point into (NULL when nfilt = 0).
+ * All borrowed for the call. For pair p, out_ids[p*k + i] / out_dists[p*k + i]
+ * (host, npairs x k each) receive its i-th nearest allowed row (index within
+ * the cluster) and exact F32 distance, ascending, ties broken by the smaller
+ * row; slots past the number of allowed rows hold UINT32_MAX and INFINITY
+ * (a NaN distance ranks as INFINITY). Device scratch is kept in `parts` and
+ * grows on demand; calls on one context are serialised.
+ * @return 0; VELA_EINVAL (k outside 1..GPU_PART_K_MAX, a pair naming a cluster
+ * or query out of range, a filter range past nfilt or longer than its
+ * cluster, or a filter row not in its cluster: the detail names the first
+ * such pair; outputs unspecified); VELA_ENOMEM; VELA_EIO.
+ */
+int gpu_parts_scan(gpu_parts_t *parts, const float *queries, uint32_t nq,
+		   const gpu_part_pair_t *pairs, uint32_t npairs, const uint32_t *filt,
+		   uint32_t nfilt, uint32_t k, uint32_t *out_ids, float *out_dists,
+		   vela_err_t *err);
+
+/**
+ * @brief Device time (ms, CUDA events on the scan's stream) of the last
+ * successful gpu_parts_scan: ms[0] the uploads, ms[1] the kernel, ms[2] the
+ * downloads. Zeros before the first scan or without events.
+ */
+void gpu_parts_last_times(const gpu_parts_t *parts, float ms[3]);
+
+/** @brief Device bytes held: the rows plus the cached scratch. */
+size_t gpu_parts_bytes(const gpu_parts_t *parts);
+
+/** @brief Free the clusters, the scratch and the handle. NULL ok. */
+void gpu_parts_free(gpu_parts_t *parts);
 
 /* ================================================================ encoder */
 

@@ -76,6 +76,8 @@ extern "C" int gpu_ctx_open(int device, gpu_ctx_t **out, vela_err_t *err)
 	GPU_CK(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
 	c->sm_count = prop.multiProcessorCount;
 	c->smem_optin = prop.sharedMemPerBlockOptin;
+	c->cc_major = prop.major;
+	c->cc_minor = prop.minor;
 	snprintf(c->name, sizeof(c->name), "%.200s, %d SMs, %.1f GiB, sm_%d%d", prop.name,
 		 prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, prop.major,
 		 prop.minor);

@@ -41,6 +41,12 @@ struct gpu_ctx {
 	char name[320];
 	int sm_count;
 	size_t smem_optin; /* largest dynamic shared memory per block */
+	int cc_major, cc_minor;
+	/* fused LVQ-8 path (gpu_fused.cu): 0 not checked yet, 1 usable with the
+	 * 128-byte swizzled layout, 2 usable unswizzled, -1 unusable (fused_note) */
+	int fused_state;
+	char fused_note[320];
+	uint64_t fused_redone; /* queries the tiled path answered again */
 	cudaStream_t stream[GPU_STREAMS];
 	cublasHandle_t blas[GPU_STREAMS];
 	pthread_mutex_t lock;
@@ -105,6 +111,63 @@ typedef struct gpu_qtile {
 	float *tmp_d;    /* tq x kc, radix select double buffer */
 	uint32_t *tmp_i;
 } gpu_qtile_t;
+
+/* ------------------------------------------------ fused LVQ-8 path */
+
+/** Queries per CTA of the fused kernel (two warpgroups of 64). */
+#define GPU_FZ_BQ 128
+/** Rows per tile of the fused kernel (wgmma N: 192 leaves room for a
+ *  4-slot ring beside 128 queries of 768 bytes in shared memory). */
+#define GPU_FZ_BN 192
+/** Largest padded code row (bytes = dimensions): the CTA keeps its 128
+ *  queries in shared memory beside a 4-slot ring of row tiles. */
+#define GPU_FZ_KMAX 768
+/** Candidates a query can keep in one round. */
+#define GPU_FZ_CAP 4096
+/** Largest candidate count kc (rerank * k) of the fused path: a round keeps
+ *  about kc * GPU_FZ_ROUND_GROWTH candidates, which must stay under CAP. */
+#define GPU_FZ_KC_MAX 128
+/** Row tiles of the first round (2,880 rows: every one fits the list). */
+#define GPU_FZ_ROUND0_TILES 15
+/** Each round samples this many times more tiles than the one before. */
+#define GPU_FZ_ROUND_GROWTH 16
+/** Queries per pass (bounds the candidate lists: 16,384 x 4,096 x 8 B). */
+#define GPU_FZ_QCHUNK 16384
+/** GPU_PATH_AUTO takes the fused path from this many rows searched. */
+#define GPU_FZ_MIN_ROWS 65536
+
+/* One launch of the fused kernel: nt of the tiles of [r_begin, r_end). */
+typedef struct gpu_fz_round {
+	uint64_t r_begin, r_end;
+	uint32_t nt;
+	const float *thr;        /* per query: keep values <= thr */
+	const uint64_t *filter;  /* optional, over all rows */
+	uint32_t *cnt;           /* per query: candidates seen (may pass CAP) */
+	float *cd;               /* nq x GPU_FZ_CAP */
+	uint32_t *ci;
+	int layout;              /* shared memory: 1 128-byte swizzle, 0 none */
+	int dense;               /* nt * GPU_FZ_BN <= GPU_FZ_CAP: keep every entry
+				    at slot tile * 256 + column, no threshold */
+	int flags;               /* diagnostic: 1 = skip the epilogue */
+	int32_t *dbg;            /* diagnostic (self-check), else NULL */
+	uint32_t *status;        /* diagnostic (self-check), else NULL */
+} gpu_fz_round_t;
+
+int gpu_launch_fused(gpu_matrix_t *m, const gpu_qtile_t *t, uint32_t nq, const gpu_fz_round_t *r,
+		     cudaStream_t st, vela_err_t *err);
+/* thr = +inf, cnt = 0 for nq queries. */
+int gpu_launch_fused_reset(float *thr, uint32_t *cnt, uint32_t nq, cudaStream_t st,
+			   vela_err_t *err);
+/* Once per context (m->ctx->fused_state). */
+int gpu_fused_selfcheck(gpu_matrix_t *m, vela_err_t *err);
+/* Per query: sort its kept candidates (the first dense_n slots after a
+ * dense round, else min(cnt, GPU_FZ_CAP)); not final: lower thr to the kc-th
+ * value (when it kept kc); final: write the kc best to best_d/best_i and
+ * flag a list that overflowed. Resets cnt. (gpu_select.cu) */
+int gpu_launch_cand_select(uint32_t nq, uint32_t *cnt, const float *cd, const uint32_t *ci,
+			   uint32_t dense_n, uint32_t kc, float *thr, float *best_d,
+			   uint32_t *best_i, uint8_t *overflow, int final, cudaStream_t st,
+			   vela_err_t *err);
 
 /* Launchers (gpu_select.cu). All asynchronous on `st`. */
 int gpu_launch_prep_queries(gpu_matrix_t *m, gpu_qtile_t *t, uint32_t nq, cudaStream_t st,

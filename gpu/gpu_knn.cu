@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gpu/gpu_impl.h"
 
@@ -19,6 +20,7 @@ typedef struct knn_plan {
 	uint32_t k, kc, tq, tr, ldt;
 	int rerank; /* see gpu_launch_finish */
 	int tile16; /* BF16 GEMM output (re-ranked afterwards) instead of F32 */
+	int fused;  /* gpu_fused.cu instead of GEMM tiles (knn_fused_locked) */
 	uint64_t r_begin, r_end;
 } knn_plan_t;
 
@@ -104,7 +106,9 @@ static int qtile_alloc(const gpu_matrix_t *m, const knn_plan_t *pl, gpu_qtile_t 
 	t->qscale = t->qnorm + tq;
 	t->qsum = t->qnorm + 2 * tq;
 	t->qoff = t->qnorm + 3 * tq;
-	GPU_CK(cudaMalloc(&t->tile, tq * (size_t)pl->ldt * (pl->tile16 ? 2 : 4)), "gpu tile");
+	if (pl->ldt) /* the fused path has no tile */
+		GPU_CK(cudaMalloc(&t->tile, tq * (size_t)pl->ldt * (pl->tile16 ? 2 : 4)),
+		       "gpu tile");
 	GPU_CK(cudaMalloc((void **)&t->best_d, tq * kc * sizeof(float)), "gpu scratch");
 	GPU_CK(cudaMalloc((void **)&t->best_i, tq * kc * sizeof(uint32_t)), "gpu scratch");
 	if (kc > GPU_K_FAST_MAX) {
@@ -240,6 +244,280 @@ out:
 	return rc;
 }
 
+/* ------------------------------------------------------------ fused path */
+
+/* Scratch of the fused path, per query of a chunk. */
+typedef struct fz_scratch {
+	float *thr;    /* threshold: keep values <= thr */
+	uint32_t *cnt; /* candidates seen this round */
+	float *cd;     /* tq x GPU_FZ_CAP kept values */
+	uint32_t *ci;  /* and their rows */
+	uint8_t *ovf;  /* the last round's list overflowed */
+} fz_scratch_t;
+
+/* Why the fused path cannot serve this plan, or NULL (gpu.h, GPU_PATH_FUSED). */
+static const char *fused_refusal(const gpu_matrix_t *m, const knn_plan_t *pl)
+{
+	if (m->p.elem != GPU_ELEM_LVQ8)
+		return "the fused path serves LVQ-8 matrices only";
+	if (m->ctx->cc_major != 9 || m->ctx->cc_minor != 0)
+		return "the fused path needs an sm_90 GPU (H100, H200)";
+	if (m->ld > GPU_FZ_KMAX)
+		return "the fused path serves dimensions up to 768";
+	if (pl->kc > GPU_FZ_KC_MAX)
+		return "the fused path serves rerank * k up to 128";
+	if (pl->r_begin % GPU_ALIGN)
+		return "the fused path needs row_begin a multiple of 16";
+	return NULL;
+}
+
+/* TEMPORARY (device-run diagnostics, VELA_FZ_TRACE=1): phase times on stream 0. */
+static cudaEvent_t fz_ev[16];
+static int fz_nev, fz_trace = -1;
+static const char *fz_evname[16];
+static void fz_mark(cudaStream_t st, const char *name)
+{
+	if (fz_trace < 0)
+		fz_trace = getenv("VELA_FZ_TRACE") != NULL;
+	if (!fz_trace || fz_nev >= 16)
+		return;
+	if (!fz_ev[fz_nev])
+		cudaEventCreate(&fz_ev[fz_nev]);
+	fz_evname[fz_nev] = name;
+	cudaEventRecord(fz_ev[fz_nev++], st);
+}
+static double fz_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+static void fz_report(void)
+{
+	if (!fz_trace || fz_nev < 2)
+		return;
+	cudaEventSynchronize(fz_ev[fz_nev - 1]);
+	fprintf(stderr, "fused phases (ms):");
+	for (int i = 1; i < fz_nev; i++) {
+		float ms = 0;
+		cudaEventElapsedTime(&ms, fz_ev[i - 1], fz_ev[i]);
+		fprintf(stderr, " %s %.2f", fz_evname[i], ms);
+	}
+	fprintf(stderr, "\n");
+	fz_nev = 0;
+}
+
+/* Sampling rounds, then the last over every tile, then the usual finish
+ * (re-ranking) of the kc candidates, for queries q0 .. q0 + nqc. */
+static int fz_chunk(gpu_matrix_t *m, const knn_plan_t *pl, gpu_qtile_t *t, fz_scratch_t *z,
+		    const float *queries, uint32_t q0, uint32_t nqc, const uint64_t *dfilter,
+		    uint32_t *dout_i, float *dout_d, uint8_t *hovf, vela_err_t *err)
+{
+	int rc = 0;
+	cudaStream_t st = m->ctx->stream[0];
+	uint32_t d = m->p.dim;
+	uint64_t tiles = (pl->r_end - pl->r_begin + GPU_FZ_BN - 1) / GPU_FZ_BN;
+	gpu_fz_round_t r;
+	memset(&r, 0, sizeof(r));
+	r.r_begin = pl->r_begin;
+	r.r_end = pl->r_end;
+	r.thr = z->thr;
+	r.filter = dfilter;
+	r.cnt = z->cnt;
+	r.cd = z->cd;
+	r.ci = z->ci;
+	r.layout = m->ctx->fused_state == 1;
+	/* TEMPORARY diagnostics for the first device runs: force a layout, skip the epilogue */
+	if (getenv("VELA_FZ_LAYOUT"))
+		r.layout = atoi(getenv("VELA_FZ_LAYOUT"));
+	if (getenv("VELA_FZ_FLAGS"))
+		r.flags = atoi(getenv("VELA_FZ_FLAGS"));
+	fz_mark(st, "start");
+	GPU_CK(cudaMemcpy2DAsync(t->qf32, m->ld * sizeof(float), queries + (size_t)q0 * d,
+				 d * sizeof(float), d * sizeof(float), nqc,
+				 cudaMemcpyHostToDevice, st), "upload queries");
+	fz_mark(st, "upload");
+	if ((rc = gpu_launch_prep_queries(m, t, nqc, st, err)) ||
+	    (rc = gpu_launch_fused_reset(z->thr, z->cnt, nqc, st, err)))
+		goto out;
+	fz_mark(st, "prep");
+	for (uint64_t nt = tiles < GPU_FZ_ROUND0_TILES ? tiles : GPU_FZ_ROUND0_TILES;;
+	     nt = nt * GPU_FZ_ROUND_GROWTH < tiles ? nt * GPU_FZ_ROUND_GROWTH : tiles) {
+		int final = nt == tiles;
+		r.nt = (uint32_t)nt;
+		r.dense = nt * GPU_FZ_BN <= GPU_FZ_CAP;
+		uint32_t dense_n = r.dense ? (uint32_t)nt * GPU_FZ_BN : 0;
+		if ((rc = gpu_launch_fused(m, t, nqc, &r, st, err)))
+			goto out;
+		fz_mark(st, "round");
+		if ((rc = gpu_launch_cand_select(nqc, z->cnt, z->cd, z->ci, dense_n, pl->kc, z->thr,
+						 t->best_d, t->best_i, z->ovf, final, st, err)))
+			goto out;
+		fz_mark(st, "select");
+		if (final)
+			break;
+	}
+	if ((rc = gpu_launch_finish(m, t, nqc, pl->kc, pl->k, pl->rerank,
+				    dout_i + (size_t)q0 * pl->k, dout_d + (size_t)q0 * pl->k, st,
+				    err)))
+		goto out;
+	fz_mark(st, "finish");
+	GPU_CK(cudaMemcpyAsync(hovf + q0, z->ovf, nqc, cudaMemcpyDeviceToHost, st),
+	       "download overflow flags");
+	fz_report();
+out:
+	return rc;
+}
+
+/* Queries whose last-round list overflowed, answered again by the tiled path. */
+static int fz_redo(gpu_matrix_t *m, const float *queries, uint32_t nq, const gpu_knn_params_t *p,
+		   const uint8_t *hovf, uint32_t *ids, float *dists, vela_err_t *err)
+{
+	uint32_t n = 0, d = m->p.dim, k = p->k;
+	for (uint32_t q = 0; q < nq; q++)
+		n += hovf[q] != 0;
+	m->ctx->fused_redone += n;
+	if (n == 0)
+		return 0;
+	knn_plan_t pl;
+	int rc = knn_plan_make(m, n, p, &pl, err);
+	float *qb = (float *)malloc((size_t)n * d * sizeof(float));
+	uint32_t *ib = (uint32_t *)malloc((size_t)n * k * sizeof(uint32_t));
+	float *db = (float *)malloc((size_t)n * k * sizeof(float));
+	if (!rc && (!qb || !ib || !db))
+		rc = VELA_ENOMEM;
+	for (uint32_t q = 0, j = 0; !rc && q < nq; q++)
+		if (hovf[q])
+			memcpy(qb + (size_t)j++ * d, queries + (size_t)q * d, d * sizeof(float));
+	if (!rc)
+		rc = knn_locked(m, qb, n, &pl, p->filter, ib, db, err);
+	for (uint32_t q = 0, j = 0; !rc && q < nq; q++)
+		if (hovf[q]) {
+			memcpy(ids + (size_t)q * k, ib + (size_t)j * k, k * sizeof(uint32_t));
+			memcpy(dists + (size_t)q * k, db + (size_t)j++ * k, k * sizeof(float));
+		}
+	free(qb);
+	free(ib);
+	free(db);
+	return rc;
+}
+
+static int knn_fused_locked(gpu_matrix_t *m, const float *queries, uint32_t nq,
+			    const knn_plan_t *pl, const gpu_knn_params_t *p, uint32_t *ids,
+			    float *dists, vela_err_t *err)
+{
+	int rc = 0;
+	knn_plan_t cp = *pl;
+	cp.tq = GPU_ROUND_UP(nq < GPU_FZ_QCHUNK ? nq : GPU_FZ_QCHUNK, GPU_ALIGN);
+	cp.ldt = 0;
+	gpu_qtile_t t;
+	fz_scratch_t z;
+	memset(&t, 0, sizeof(t));
+	memset(&z, 0, sizeof(z));
+	uint64_t *dfilter = NULL;
+	uint32_t *dout_i = NULL;
+	float *dout_d = NULL;
+	uint8_t *hovf = (uint8_t *)calloc(nq, 1);
+	size_t nout = (size_t)nq * pl->k, lists = (size_t)cp.tq * GPU_FZ_CAP;
+	cudaStream_t st = m->ctx->stream[0];
+	if (!hovf)
+		return VELA_ENOMEM;
+	double t_start = fz_now(), t_alloc = 0, t_run = 0;
+	GPU_CK(cudaSetDevice(m->ctx->device), "cudaSetDevice");
+	if (p->filter) {
+		size_t words = (m->rows + 63) / 64;
+		GPU_CK(cudaMalloc((void **)&dfilter, words * 8), "gpu filter");
+		GPU_CK(cudaMemcpy(dfilter, p->filter, words * 8, cudaMemcpyHostToDevice),
+		       "upload filter");
+	}
+	GPU_CK(cudaMalloc((void **)&dout_i, nout * sizeof(uint32_t)), "gpu results");
+	GPU_CK(cudaMalloc((void **)&dout_d, nout * sizeof(float)), "gpu results");
+	GPU_CK(cudaMalloc((void **)&z.thr, cp.tq * (2 * sizeof(float) + 1)), "fused scratch");
+	z.cnt = (uint32_t *)(z.thr + cp.tq);
+	z.ovf = (uint8_t *)(z.cnt + cp.tq);
+	GPU_CK(cudaMalloc((void **)&z.cd, lists * sizeof(float)), "fused candidate lists");
+	GPU_CK(cudaMalloc((void **)&z.ci, lists * sizeof(uint32_t)), "fused candidate lists");
+	if ((rc = qtile_alloc(m, &cp, &t, err)))
+		goto out;
+	GPU_CK(cudaDeviceSynchronize(), "gpu scratch");
+	t_alloc = fz_now();
+	for (uint32_t q0 = 0; q0 < nq; q0 += cp.tq) {
+		uint32_t nqc = nq - q0 < cp.tq ? nq - q0 : cp.tq;
+		if ((rc = fz_chunk(m, &cp, &t, &z, queries, q0, nqc, dfilter, dout_i, dout_d, hovf,
+				   err)))
+			goto out;
+	}
+	GPU_CK(cudaStreamSynchronize(st), "gpu knn (fused)");
+	GPU_CK(cudaMemcpy(ids, dout_i, nout * sizeof(uint32_t), cudaMemcpyDeviceToHost),
+	       "download results");
+	GPU_CK(cudaMemcpy(dists, dout_d, nout * sizeof(float), cudaMemcpyDeviceToHost),
+	       "download results");
+	t_run = fz_now();
+	rc = fz_redo(m, queries, nq, p, hovf, ids, dists, err);
+	if (fz_trace > 0)
+		fprintf(stderr, "fused host (ms): alloc %.2f run+download %.2f redo %.2f\n",
+			t_alloc - t_start, t_run - t_alloc, fz_now() - t_run);
+out:
+	cudaStreamSynchronize(st);
+	qtile_free(&t);
+	cudaFree(z.thr);
+	cudaFree(z.cd);
+	cudaFree(z.ci);
+	cudaFree(dfilter);
+	cudaFree(dout_i);
+	cudaFree(dout_d);
+	free(hovf);
+	return rc;
+}
+
+/* Chooses the path (gpu.h, GPU_PATH_...); the context's lock is held. */
+static int knn_choose(gpu_matrix_t *m, uint32_t path, knn_plan_t *pl, vela_err_t *err)
+{
+	if (path == GPU_PATH_TILED ||
+	    (path == GPU_PATH_AUTO && pl->r_end - pl->r_begin < GPU_FZ_MIN_ROWS))
+		return 0;
+	const char *why = fused_refusal(m, pl);
+	if (!why) {
+		int rc = gpu_fused_selfcheck(m, err);
+		if (rc)
+			return rc;
+		if (m->ctx->fused_state < 0)
+			why = m->ctx->fused_note;
+	}
+	if (why && path == GPU_PATH_FUSED) {
+		if (err) {
+			err->code = VELA_EUNSUPPORTED;
+			snprintf(err->msg, sizeof(err->msg), "gpu knn: %.200s", why);
+		}
+		return VELA_EUNSUPPORTED;
+	}
+	pl->fused = why == NULL;
+	return 0;
+}
+
+extern "C" int gpu_fused_probe(gpu_matrix_t *m, char *note, size_t cap, vela_err_t *err)
+{
+	if (!m)
+		return VELA_EINVAL;
+	knn_plan_t pl;
+	memset(&pl, 0, sizeof(pl));
+	pl.kc = 1;
+	const char *why = fused_refusal(m, &pl);
+	int rc = 0;
+	pthread_mutex_lock(&m->ctx->lock);
+	if (!why && m->rows) {
+		rc = gpu_fused_selfcheck(m, err);
+		if (!rc && m->ctx->fused_state < 0)
+			why = "";
+	}
+	if (note && cap)
+		snprintf(note, cap, "%s%s%s; %llu queries answered again by the tiled path so far",
+			 why ? why : "", why && *why ? "; " : "", m->ctx->fused_note,
+			 (unsigned long long)m->ctx->fused_redone);
+	pthread_mutex_unlock(&m->ctx->lock);
+	return rc ? rc : why || !m->rows ? 0 : 1;
+}
+
 extern "C" int gpu_knn(gpu_matrix_t *m, const float *queries, uint32_t nq,
 		       const gpu_knn_params_t *p, uint32_t *ids, float *dists, vela_err_t *err)
 {
@@ -253,8 +531,13 @@ extern "C" int gpu_knn(gpu_matrix_t *m, const float *queries, uint32_t nq,
 		knn_empty(nq, pl.k, ids, dists);
 		return 0;
 	}
+	if (p->path > GPU_PATH_FUSED)
+		return VELA_EINVAL;
 	pthread_mutex_lock(&m->ctx->lock);
-	rc = knn_locked(m, queries, nq, &pl, p->filter, ids, dists, err);
+	rc = knn_choose(m, p->path, &pl, err);
+	if (!rc)
+		rc = pl.fused ? knn_fused_locked(m, queries, nq, &pl, p, ids, dists, err)
+			      : knn_locked(m, queries, nq, &pl, p->filter, ids, dists, err);
 	pthread_mutex_unlock(&m->ctx->lock);
 	return rc;
 }

@@ -1,7 +1,8 @@
 /*
  * gpu_linalg.cu — the dense helpers of LeanVec and the partitions:
- * projection (one GEMM), covariance (syrk) and a k-means step (GEMM +
- * arg-min through gpu_knn, centroid update on the host in double).
+ * projection (one GEMM), covariance (syrk), the FP64 Gram matrix of
+ * LeanVec training (dsyrk) and a k-means step (GEMM + arg-min through
+ * gpu_knn, centroid update on the host in double).
  * Inputs and outputs are host memory; rows stream through the device in
  * chunks so the data never has to fit the card.
  */
@@ -152,6 +153,104 @@ extern "C" int gpu_covariance(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32
 		return bad_args(err, "gpu covariance");
 	pthread_mutex_lock(&ctx->lock);
 	int rc = cov_locked(ctx, X, n, d, mu, C, err);
+	pthread_mutex_unlock(&ctx->lock);
+	return rc;
+}
+
+/* dst = (double)src - mu per column (mu NULL: no centring) over len = rows
+ * x d elements of a chunk; grid-stride, 64-bit indices. The subtraction is
+ * the CPU's (float -> double, then one IEEE double subtraction). */
+static __global__ void k_to_double(const float *src, double *dst, uint64_t len, uint32_t d,
+				   const double *mu)
+{
+	uint64_t step = (uint64_t)gridDim.x * blockDim.x;
+	for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < len; i += step) {
+		double v = (double)src[i];
+		dst[i] = mu ? v - mu[i % d] : v;
+	}
+}
+
+/* Column-major d x d G holding its upper triangle: copy it onto the lower
+ * one (reads only row <= col, writes only row > col: no overlap). */
+static __global__ void k_mirror_lower(double *G, uint32_t d)
+{
+	uint64_t len = (uint64_t)d * d, step = (uint64_t)gridDim.x * blockDim.x;
+	for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < len; i += step) {
+		uint64_t col = i / d, row = i % d;
+		if (row > col)
+			G[i] = G[row * d + col];
+	}
+}
+
+/* G = sum (x - mu)(x - mu)^T in FP64: per chunk, upload the F32 rows,
+ * convert them on the device and dsyrk them into one device accumulator
+ * (zeroed, then beta = 1); mirror on the device, download once. */
+static int gram_locked(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t d, const double *mu,
+		       double *G, vela_err_t *err)
+{
+	int rc = 0;
+	uint64_t chunk = chunk_rows(d);
+	chunk = chunk < n ? chunk : n;
+	size_t dd = (size_t)d * d;
+	cudaStream_t st = ctx->stream[0];
+	cublasHandle_t h = ctx->blas[0];
+	float *dX = NULL;
+	double *dXd = NULL, *dMu = NULL, *dG = NULL;
+	const double one = 1.0;
+	uint64_t max_blocks = (uint64_t)(ctx->sm_count > 0 ? ctx->sm_count : 1) * 16;
+	GPU_CK(cudaSetDevice(ctx->device), "cudaSetDevice");
+	GPU_CK(cudaMalloc((void **)&dX, chunk * d * sizeof(float)), "gpu gram");
+	GPU_CK(cudaMalloc((void **)&dXd, chunk * d * sizeof(double)), "gpu gram");
+	GPU_CK(cudaMalloc((void **)&dG, dd * sizeof(double)), "gpu gram");
+	if (mu) {
+		GPU_CK(cudaMalloc((void **)&dMu, d * sizeof(double)), "gpu gram");
+		GPU_CK(cudaMemcpyAsync(dMu, mu, d * sizeof(double), cudaMemcpyHostToDevice, st),
+		       "upload mean");
+	}
+	GPU_CK(cudaMemsetAsync(dG, 0, dd * sizeof(double), st), "gpu gram");
+	for (uint64_t r0 = 0; r0 < n; r0 += chunk) {
+		uint64_t c = n - r0 < chunk ? n - r0 : chunk, len = c * d;
+		uint64_t blocks = (len + 255) / 256;
+		GPU_CK(cudaMemcpyAsync(dX, X + r0 * d, len * sizeof(float), cudaMemcpyHostToDevice,
+				       st), "upload rows");
+		k_to_double<<<(unsigned)(blocks < max_blocks ? blocks : max_blocks), 256, 0, st>>>(
+			dX, dXd, len, d, dMu);
+		GPU_CKL("to-double kernel");
+		/* The row-major c x d chunk is the column-major d x c matrix A:
+		 * G += A A^T, upper triangle (column-major). */
+		GPU_CKB(cublasDsyrk(h, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, (int)d, (int)c, &one, dXd,
+				    (int)d, &one, dG, (int)d), "cublasDsyrk");
+	}
+	{
+		uint64_t blocks = (dd + 255) / 256;
+		k_mirror_lower<<<(unsigned)(blocks < max_blocks ? blocks : max_blocks), 256, 0, st>>>(
+			dG, d);
+		GPU_CKL("mirror kernel");
+	}
+	/* Symmetric: the column-major matrix reads the same row-major. */
+	GPU_CK(cudaMemcpyAsync(G, dG, dd * sizeof(double), cudaMemcpyDeviceToHost, st),
+	       "download gram");
+	GPU_CK(cudaStreamSynchronize(st), "gpu gram");
+out:
+	cudaStreamSynchronize(st);
+	cudaFree(dX);
+	cudaFree(dXd);
+	cudaFree(dMu);
+	cudaFree(dG);
+	return rc;
+}
+
+extern "C" int gpu_gram(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t d, const double *mu,
+			double *G, vela_err_t *err)
+{
+	if (!ctx || !G || (n && !X) || d < 1 || d > GPU_DIM_MAX)
+		return bad_args(err, "gpu gram");
+	if (n == 0) {
+		memset(G, 0, (size_t)d * d * sizeof(double));
+		return 0;
+	}
+	pthread_mutex_lock(&ctx->lock);
+	int rc = gram_locked(ctx, X, n, d, mu, G, err);
 	pthread_mutex_unlock(&ctx->lock);
 	return rc;
 }

@@ -715,3 +715,53 @@ int gpu_launch_finish(gpu_matrix_t *m, gpu_qtile_t *t, uint32_t nq, uint32_t kc,
 out:
 	return rc;
 }
+
+/* ------------------------------------------------------------ fused candidates */
+
+/* One block per query: sort the candidates the fused kernel kept (at most
+ * GPU_FZ_CAP) by (value, row). A sampling round lowers the query's
+ * threshold to its kc-th best value, which bounds the final kc-th best from
+ * above (the sample's rows are a subset of all rows; a list that overflowed
+ * is a subset of the sample's kept rows, so its kc-th value bounds it too).
+ * The last round writes the kc best and flags an overflowed list: its
+ * query is answered again by the tiled path. */
+static __global__ void __launch_bounds__(GPU_SELECT_THREADS)
+k_cand_select(uint32_t *cnt, const float *cd, const uint32_t *ci, uint32_t dense_n, uint32_t kc,
+	      float *thr, float *best_d, uint32_t *best_i, uint8_t *overflow, int final)
+{
+	__shared__ float sd[GPU_FZ_CAP];
+	__shared__ uint32_t si[GPU_FZ_CAP];
+	uint32_t q = blockIdx.x, seen = cnt[q];
+	uint32_t n = dense_n ? dense_n : seen < GPU_FZ_CAP ? seen : GPU_FZ_CAP;
+	for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+		sd[i] = cd[(size_t)q * GPU_FZ_CAP + i];
+		si[i] = ci[(size_t)q * GPU_FZ_CAP + i];
+	}
+	block_sort(sd, si, n); /* pads to a power of two, barriers first */
+	if (final) {
+		for (uint32_t i = threadIdx.x; i < kc; i += blockDim.x) {
+			best_d[(size_t)q * kc + i] = i < n ? sd[i] : INFINITY;
+			best_i[(size_t)q * kc + i] = i < n ? si[i] : UINT32_MAX;
+		}
+	}
+	if (threadIdx.x == 0) {
+		if (final)
+			overflow[q] = seen > GPU_FZ_CAP;
+		else if (n >= kc)
+			thr[q] = fminf(thr[q], sd[kc - 1]);
+		cnt[q] = 0;
+	}
+}
+
+int gpu_launch_cand_select(uint32_t nq, uint32_t *cnt, const float *cd, const uint32_t *ci,
+			   uint32_t dense_n, uint32_t kc, float *thr, float *best_d,
+			   uint32_t *best_i, uint8_t *overflow, int final, cudaStream_t st,
+			   vela_err_t *err)
+{
+	int rc = 0;
+	k_cand_select<<<nq, GPU_SELECT_THREADS, 0, st>>>(cnt, cd, ci, dense_n, kc, thr, best_d,
+							best_i, overflow, final);
+	GPU_CKL("fused candidate kernel");
+out:
+	return rc;
+}

@@ -98,6 +98,15 @@ int backend_kmeans_check(const float *X, uint64_t n, uint32_t d, const float *C,
 	return 0;
 }
 
+int backend_gram_check(const float *X, uint64_t n, uint32_t d, const double *G, vela_err_t *err)
+{
+	if (d < VELA_DIM_MIN || d > VELA_DIM_MAX)
+		return vela_err_set(err, VELA_EINVAL, "gram: d %u out of range", d);
+	if (G == NULL || (n > 0 && X == NULL))
+		return vela_err_set(err, VELA_EINVAL, "gram: NULL matrix");
+	return 0;
+}
+
 void backend_hits_pad(vela_hit_t *out, const uint32_t *n_out, uint32_t nq, uint32_t k)
 {
 	for (uint32_t i = 0; i < nq; i++)
@@ -326,11 +335,20 @@ static int cpu_kmeans_step(const float *X, uint64_t n, uint32_t d, float *C, uin
 	return 0;
 }
 
+/* LeanVec training's Gram matrix: quant/'s own double-precision dsyrk. */
+static int cpu_gram(const float *X, uint64_t n, uint32_t d, const double *mu, double *G,
+		    vela_err_t *err)
+{
+	int rc = backend_gram_check(X, n, d, G, err);
+	return rc ? rc : quant_leanvec_gram(X, n, d, mu, G, err);
+}
+
 static const index_backend_t backend_cpu_table = {
 	.name = "cpu",
 	.knn = cpu_knn,
 	.project = cpu_project,
 	.kmeans_step = cpu_kmeans_step,
+	.gram = cpu_gram,
 };
 
 const index_backend_t *index_backend_cpu(void)
@@ -504,4 +522,19 @@ int index_backend_kmeans_step(const float *X, uint64_t n, uint32_t d, float *C, 
 		}
 	}
 	return backend_cpu_table.kmeans_step(X, n, d, C, kc, assign, inertia, err);
+}
+
+int index_backend_gram(const float *X, uint64_t n, uint32_t d, const double *mu, double *G,
+		       vela_err_t *err)
+{
+	const index_backend_t *b = index_backend_current();
+	if (b != &backend_cpu_table && backend_gram_check(X, n, d, G, err) == 0) {
+		vela_err_t e = {0};
+		int rc = b->gram(X, n, d, mu, G, &e);
+		if (rc == 0)
+			return 0;
+		if (rc != VELA_EUNSUPPORTED)
+			backend_fallback("gram", rc, &e);
+	}
+	return backend_cpu_table.gram(X, n, d, mu, G, err);
 }

@@ -546,7 +546,7 @@ static int gk_knn(const index_rows_t *rows, const index_knn_t *req, vela_hit_t *
 	return rc;
 }
 
-/* ------------------------------------------------ projection, k-means */
+/* ------------------------------------------------ projection, k-means, Gram */
 
 static int gk_project(const float *X, uint64_t n, uint32_t din, const float *P, uint32_t dout,
 		      float *Y, vela_err_t *err)
@@ -589,11 +589,38 @@ static int gk_kmeans_step(const float *X, uint64_t n, uint32_t d, float *C, uint
 	return rc;
 }
 
+/* LeanVec training's Gram matrix in FP64 on the device. A library built
+ * before gpu_gram lacks it: the CPU answers, silently. */
+static int gk_gram(const float *X, uint64_t n, uint32_t d, const double *mu, double *G,
+		   vela_err_t *err)
+{
+	int rc = backend_gram_check(X, n, d, G, err);
+	if (rc)
+		return rc;
+	if (n == 0) {
+		memset(G, 0, (size_t)d * d * sizeof(*G));
+		return 0;
+	}
+	if (d > GPU_DIM_MAX)
+		return vela_err_set(err, VELA_EUNSUPPORTED, "gpu gram: dimension too large");
+	if ((rc = gk_fault(err)))
+		return rc;
+	pthread_mutex_lock(&gk.mu);
+	rc = gk_open_locked(err);
+	if (rc == 0 && gl->gram == NULL)
+		rc = vela_err_set(err, VELA_EUNSUPPORTED, "gpu gram: not in the GPU library");
+	else if (rc == 0)
+		rc = gk_failed(gl->gram(gk.ctx, X, n, d, mu, G, err));
+	pthread_mutex_unlock(&gk.mu);
+	return rc;
+}
+
 static const index_backend_t gk_table = {
 	.name = "cuda",
 	.knn = gk_knn,
 	.project = gk_project,
 	.kmeans_step = gk_kmeans_step,
+	.gram = gk_gram,
 };
 
 int index_backend_gpu(const index_backend_t **out, vela_err_t *err)

@@ -10,11 +10,12 @@
 int backend_knn_check(const index_rows_t *rows, const index_knn_t *req, float *qn,
 		      vela_err_t *err);
 
-/* Argument checks of project and kmeans_step. 0 or VELA_EINVAL with err. */
+/* Argument checks of project, kmeans_step and gram. 0 or VELA_EINVAL with err. */
 int backend_project_check(const float *X, uint64_t n, uint32_t din, const float *P,
 			  uint32_t dout, const float *Y, vela_err_t *err);
 int backend_kmeans_check(const float *X, uint64_t n, uint32_t d, const float *C, uint32_t kc,
 			 vela_err_t *err);
+int backend_gram_check(const float *X, uint64_t n, uint32_t d, const double *G, vela_err_t *err);
 
 /* Slots n_out[i]..k-1 of every query become {INFINITY, UINT32_MAX}. */
 void backend_hits_pad(vela_hit_t *out, const uint32_t *n_out, uint32_t nq, uint32_t k);

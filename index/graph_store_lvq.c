@@ -266,6 +266,17 @@ static int glq_get(void *ctx, uint32_t id, float *out)
 
 /* ------------------------------------------------ training */
 
+/* LeanVec training's Gram matrices go through the backend (the GPU when
+ * there is one; index.h BACKEND). */
+static int glq_train_ood(const float *X, size_t n, const float *Q, size_t m, uint32_t D,
+			 uint32_t d, float *A, float *B, vela_err_t *err)
+{
+	quant_leanvec_ood_opts_t o;
+	quant_leanvec_ood_opts_default(&o);
+	o.gram = index_backend_gram;
+	return quant_leanvec_train_ood(X, n, Q, m, D, d, &o, A, B, NULL, err);
+}
+
 /* LeanVec-OOD for L2: trained on the data and queries centred on the data
  * mean mu (kept in s->cmu for the norms), so A and B see the spread of the
  * data rather than its offset. */
@@ -282,7 +293,7 @@ static int glq_train_ood_l2(graph_lvq_store_t *s, const float *X, size_t n, cons
 		Qc[i] = Q[i] - mu[i % D];
 	if (rc == 0) {
 		memcpy(s->cmu, mu, (size_t)D * sizeof(float));
-		rc = quant_leanvec_train_ood(Xc, n, Qc, m, D, s->d, NULL, s->A, s->B, NULL, err);
+		rc = glq_train_ood(Xc, n, Qc, m, D, s->d, s->A, s->B, err);
 	}
 	free(Xc);
 	free(Qc);
@@ -305,10 +316,10 @@ static int glq_train_leanvec(graph_lvq_store_t *s, const float *X, size_t n, con
 		if ((s->A = malloc(pd * sizeof(float))) == NULL)
 			return VELA_ENOMEM;
 		rc = l2 ? glq_train_ood_l2(s, X, n, Q, m, mu, err)
-			: quant_leanvec_train_ood(X, n, Q, m, D, d, NULL, s->A, s->B, NULL, err);
+			: glq_train_ood(X, n, Q, m, D, d, s->A, s->B, err);
 	} else {
 		s->A = s->B;
-		rc = quant_leanvec_train_id(X, n, D, d, s->B, mu, err);
+		rc = quant_leanvec_train_id_with(index_backend_gram, X, n, D, d, s->B, mu, err);
 	}
 	if (rc == 0 && l2) {
 		s->Bmu = malloc((size_t)d * sizeof(float));

@@ -757,7 +757,8 @@ size_t graph_lvq_store_memory(const graph_lvq_store_t *s);
 
 /* ================================================================ BACKEND
  * The dense math of the layers above -- batch kNN over a block of rows,
- * LeanVec projection, k-means steps -- goes through a small table of
+ * LeanVec projection and training (Gram matrices), k-means steps -- goes
+ * through a small table of
  * operations (DESIGN.md §1, §6) with two implementations:
  *   cpu   OpenBLAS sgemm tiles, the quant/ kernels for exact re-scoring and
  *         a bounded heap per query (the FLAT batch engine, index/flat_batch.c);
@@ -872,6 +873,19 @@ typedef struct index_backend {
 	 */
 	int (*kmeans_step)(const float *X, uint64_t n, uint32_t d, float *C, uint32_t kc,
 			   uint32_t *assign, double *inertia, vela_err_t *err);
+	/**
+	 * @brief G = sum_r (x_r - mu)(x_r - mu)^T over the n rows of X (n x d
+	 * floats), LeanVec training's second moments (quant_leanvec_gram_fn):
+	 * G d x d doubles, row-major, both triangles, caller-owned; mu (d
+	 * doubles) NULL = no centring; n = 0 gives G = 0. Products and sums
+	 * in double on both backends (the GPU converts rows to double on the
+	 * device, cuBLAS dsyrk), so they agree up to the order of additions.
+	 * @return 0; VELA_EINVAL (NULL G, NULL X with n > 0, d outside
+	 * 1..VELA_DIM_MAX); VELA_ENOMEM; the GPU also VELA_EUNSUPPORTED (a
+	 * library without gpu_gram, d above GPU_DIM_MAX) and VELA_EIO.
+	 */
+	int (*gram)(const float *X, uint64_t n, uint32_t d, const double *mu, double *G,
+		    vela_err_t *err);
 } index_backend_t;
 
 /** The CPU backend (always available). */
@@ -914,6 +928,9 @@ int index_backend_project(const float *X, uint64_t n, uint32_t din, const float 
 			  uint32_t dout, float *Y, vela_err_t *err);
 int index_backend_kmeans_step(const float *X, uint64_t n, uint32_t d, float *C, uint32_t kc,
 			      uint32_t *assign, double *inertia, vela_err_t *err);
+/** Also a quant_leanvec_gram_fn: what index/ hands LeanVec training. */
+int index_backend_gram(const float *X, uint64_t n, uint32_t d, const double *mu, double *G,
+		       vela_err_t *err);
 
 /** A new process-unique residency key (never 0, never reused). */
 uint64_t index_backend_uid_new(void);

@@ -100,32 +100,47 @@ static void lv_mean(const float *X, size_t n, uint32_t D, double *mu)
 		mu[j] /= (double)n;
 }
 
-/* C (D x D, full) = 1/n sum (x - mu)(x - mu)^T; mu NULL means 0. Rows go
- * through a double buffer so the sums are double-precision dsyrk. */
-static int lv_moment(const float *X, size_t n, uint32_t D, const double *mu, double *C)
+int quant_leanvec_gram(const float *X, uint64_t n, uint32_t D, const double *mu, double *G,
+		       vela_err_t *err)
 {
+	if (!G || (n && !X) || D < VELA_DIM_MIN || D > VELA_DIM_MAX)
+		return vela_err_set(err, VELA_EINVAL, "leanvec gram: NULL matrix or dimension %u", D);
+	memset(G, 0, (size_t)D * D * sizeof(*G));
+	if (n == 0)
+		return 0;
 	size_t chunk = LV_CHUNK_DOUBLES / D ? LV_CHUNK_DOUBLES / D : 1;
 	if (chunk > n)
-		chunk = n;
+		chunk = (size_t)n;
 	double *buf = lv_alloc(chunk * D);
 	if (!buf)
-		return VELA_ENOMEM;
-	memset(C, 0, (size_t)D * D * sizeof(*C));
-	for (size_t r0 = 0; r0 < n; r0 += chunk) {
-		size_t rows = n - r0 < chunk ? n - r0 : chunk;
+		return vela_err_set(err, VELA_ENOMEM, "leanvec gram: out of memory (D = %u)", D);
+	for (uint64_t r0 = 0; r0 < n; r0 += chunk) {
+		size_t rows = n - r0 < chunk ? (size_t)(n - r0) : chunk;
 		lv_to_double(X + r0 * D, buf, rows * D);
 		if (mu)
 			for (size_t i = 0; i < rows; i++)
 				for (uint32_t j = 0; j < D; j++)
 					buf[i * D + j] -= mu[j];
-		cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)D, (int)rows,
-			    1.0 / (double)n, buf, (int)D, 1.0, C, (int)D);
+		cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)D, (int)rows, 1.0, buf,
+			    (int)D, 1.0, G, (int)D);
 	}
 	free(buf);
 	for (uint32_t i = 0; i < D; i++) /* mirror the upper triangle */
 		for (uint32_t j = 0; j < i; j++)
-			C[(size_t)i * D + j] = C[(size_t)j * D + i];
+			G[(size_t)i * D + j] = G[(size_t)j * D + i];
 	return 0;
+}
+
+/* C (D x D, full) = 1/n sum (x - mu)(x - mu)^T; mu NULL means 0. The sums
+ * are `gram`'s (NULL: quant_leanvec_gram, double-precision dsyrk), the
+ * O(n D^2) part of training. */
+static int lv_moment(quant_leanvec_gram_fn gram, const float *X, size_t n, uint32_t D,
+		     const double *mu, double *C, vela_err_t *err)
+{
+	int rc = (gram ? gram : quant_leanvec_gram)(X, n, D, mu, C, err);
+	for (size_t i = 0; rc == 0 && i < (size_t)D * D; i++)
+		C[i] /= (double)n;
+	return rc;
 }
 
 /* ------------------------------------------------ eigenvectors */
@@ -174,6 +189,12 @@ out:
 int quant_leanvec_train_id(const float *X, size_t n, uint32_t D, uint32_t d, float *P,
 			   float *mean, vela_err_t *err)
 {
+	return quant_leanvec_train_id_with(NULL, X, n, D, d, P, mean, err);
+}
+
+int quant_leanvec_train_id_with(quant_leanvec_gram_fn gram, const float *X, size_t n, uint32_t D,
+				uint32_t d, float *P, float *mean, vela_err_t *err)
+{
 	int rc = lv_check_dims(D, d, QUANT_LEANVEC_TRAIN_DIM_MAX, err);
 	if (rc)
 		return rc;
@@ -188,7 +209,7 @@ int quant_leanvec_train_id(const float *X, size_t n, uint32_t D, uint32_t d, flo
 	/* SVS centres the sample before its SVD; the right singular vectors
 	 * of the centred sample are the covariance's eigenvectors. */
 	lv_mean(X, n, D, mu);
-	if ((rc = lv_moment(X, n, D, mu, C)) || (rc = lv_top_eig(C, D, d, Pd, err)))
+	if ((rc = lv_moment(gram, X, n, D, mu, C, err)) || (rc = lv_top_eig(C, D, d, Pd, err)))
 		goto out;
 	lv_to_float(Pd, P, (size_t)d * D);
 	if (mean)
@@ -214,17 +235,18 @@ static void lv_moments_free(lv_moments_t *mo)
 	free(mo->Cq), free(mo->Cx);
 }
 
-static int lv_moments_init(lv_moments_t *mo, const float *X, size_t n, const float *Q,
-			   size_t m, uint32_t D, uint32_t d)
+static int lv_moments_init(lv_moments_t *mo, quant_leanvec_gram_fn gram, const float *X,
+			   size_t n, const float *Q, size_t m, uint32_t D, uint32_t d,
+			   vela_err_t *err)
 {
 	size_t DD = (size_t)D * D;
 	mo->D = D, mo->d = d;
 	mo->Cq = lv_alloc(DD), mo->Cx = lv_alloc(DD);
 	if (!mo->Cq || !mo->Cx)
 		return VELA_ENOMEM;
-	int rc = lv_moment(Q, m, D, NULL, mo->Cq);
+	int rc = lv_moment(gram, Q, m, D, NULL, mo->Cq, err);
 	if (!rc)
-		rc = lv_moment(X, n, D, NULL, mo->Cx);
+		rc = lv_moment(gram, X, n, D, NULL, mo->Cx, err);
 	if (!rc)
 		mo->c0 = lv_frob_dot(mo->Cq, mo->Cx, DD);
 	return rc;
@@ -290,7 +312,7 @@ int quant_leanvec_loss(const float *A, const float *B, uint32_t d, uint32_t D, c
 	if (!rc && (!Ad || !Bd))
 		rc = VELA_ENOMEM;
 	if (!rc)
-		rc = lv_moments_init(&mo, X, n, Q, m, D, d);
+		rc = lv_moments_init(&mo, NULL, X, n, Q, m, D, d, err);
 	if (!rc) {
 		lv_to_double(A, Ad, (size_t)d * D);
 		lv_to_double(B, Bd, (size_t)d * D);
@@ -449,6 +471,7 @@ void quant_leanvec_ood_opts_default(quant_leanvec_ood_opts_t *o)
 		.init = QUANT_LEANVEC_INIT_ZERO,
 		.eig_grid = QUANT_LEANVEC_EIG_GRID_DEFAULT,
 		.trace = NULL,
+		.gram = NULL,
 	};
 }
 
@@ -548,7 +571,7 @@ int quant_leanvec_train_ood(const float *X, size_t n, const float *Q, size_t m, 
 	if (!rc && (!Ad || !Bd || !P))
 		rc = VELA_ENOMEM;
 	if (!rc)
-		rc = lv_moments_init(&mo, X, n, Q, m, D, d);
+		rc = lv_moments_init(&mo, o.gram, X, n, Q, m, D, d, err);
 	if (!rc)
 		rc = lv_train_ood(&mo, &o, Ad, Bd, P, &st, &w, err);
 	if (!rc) {

@@ -322,7 +322,33 @@ float quant_lvq_distance_with(const quant_lvq_kernels_t *k, const quant_lvq_t *l
  * memory about 5 D^2 doubles. Results are deterministic for given inputs and
  * BLAS thread count. Every function is thread-safe, and no pointer passed in
  * is kept after the call returns; outputs are caller-owned buffers.
+ *
+ * The O(n D^2) step, the Gram matrices of the samples, goes through a
+ * quant_leanvec_gram_fn: NULL selects quant_leanvec_gram (BLAS dsyrk here);
+ * index/ passes index_backend_gram, which runs it on the GPU when there is
+ * one (quant/ does not know the backends: DESIGN.md §1).
  */
+
+/**
+ * @brief A Gram-matrix routine: G = sum_r (x_r - mu)(x_r - mu)^T over the
+ * n rows of X (n x D floats, row-major; NULL allowed when n = 0), products
+ * and sums in double; mu (D doubles) NULL means no centring. G: D x D
+ * doubles, row-major, both triangles, caller-owned; n = 0 gives G = 0. All
+ * pointers are borrowed for the call; it must be thread-safe.
+ * @return 0, or a negative VELA_E... code with err filled (the trainer then
+ *   fails with that code; G unspecified).
+ */
+typedef int (*quant_leanvec_gram_fn)(const float *X, uint64_t n, uint32_t D, const double *mu,
+				     double *G, vela_err_t *err);
+
+/**
+ * @brief The CPU quant_leanvec_gram_fn: rows converted to double in chunks
+ * and summed by BLAS dsyrk.
+ * @return 0; VELA_EINVAL (NULL G, NULL X with n > 0, D outside
+ *   VELA_DIM_MIN..VELA_DIM_MAX); VELA_ENOMEM.
+ */
+int quant_leanvec_gram(const float *X, uint64_t n, uint32_t D, const double *mu, double *G,
+		       vela_err_t *err);
 
 /** Largest D the trainers accept (5 D^2 doubles = 640 MiB at 4096). */
 #define QUANT_LEANVEC_TRAIN_DIM_MAX 4096u
@@ -350,6 +376,10 @@ float quant_lvq_distance_with(const quant_lvq_kernels_t *k, const quant_lvq_t *l
  */
 int quant_leanvec_train_id(const float *X, size_t n, uint32_t D, uint32_t d, float *P,
 			   float *mean, vela_err_t *err);
+/** quant_leanvec_train_id with the covariance's sums computed by `gram`
+ * (NULL = quant_leanvec_train_id); also fails with gram's error. */
+int quant_leanvec_train_id_with(quant_leanvec_gram_fn gram, const float *X, size_t n, uint32_t D,
+				uint32_t d, float *P, float *mean, vela_err_t *err);
 
 /**
  * @brief LeanVec-OOD objective (§1.3) as a mean over all pairs:
@@ -411,9 +441,13 @@ typedef struct quant_leanvec_ood_opts {
 	/** If not NULL: caller-owned, >= max_iters doubles; receives the loss
 	 * (as quant_leanvec_loss) after each Frank-Wolfe iteration. */
 	double *trace;
+	/** Computes the second moments of X and Q; NULL = quant_leanvec_gram.
+	 * Its errors fail the training. */
+	quant_leanvec_gram_fn gram;
 } quant_leanvec_ood_opts_t;
 
-/** Defaults: BEST, 500 iterations, tol 1e-3, line search, zero init, grid 11. */
+/** Defaults: BEST, 500 iterations, tol 1e-3, line search, zero init, grid 11,
+ * gram NULL. */
 void quant_leanvec_ood_opts_default(quant_leanvec_ood_opts_t *o);
 
 /** What quant_leanvec_train_ood did; losses as quant_leanvec_loss. */

@@ -2,7 +2,7 @@
  * gpu_bench.c — batch kNN throughput of gpu/ on generated data, needing only
  * libc and the gpu library (the torch comparison is knn_vs_torch.py).
  *
- *   gpu_bench [n] [dim] [queries] [k] [F32|F16|BF16|LVQ8] [tile_queries] [tile_rows]
+ *   gpu_bench [n] [dim] [queries] [k] [F32|F16|BF16|LVQ8] [tile_queries] [tile_rows] [tiled|fused]
  *
  * BF16 and LVQ8 re-rank 4k candidates exactly. Prints the median of 5 timed calls (after one warm-up), queries/s and the
  * effective TFLOP/s (2 * queries * n * dim per call).
@@ -76,7 +76,9 @@ int main(int argc, char **argv)
 	}
 	gpu_knn_params_t kp = {.k = k, .rerank = e == GPU_ELEM_F32 ? 1 : 4,
 			       .tile_queries = argc > 6 ? atoi(argv[6]) : 0,
-			       .tile_rows = argc > 7 ? atoi(argv[7]) : 0};
+			       .tile_rows = argc > 7 ? atoi(argv[7]) : 0,
+			       .path = argc > 8 && !strcmp(argv[8], "fused") ? GPU_PATH_FUSED
+								    : GPU_PATH_TILED};
 	uint32_t *ids = malloc((size_t)nq * k * 4);
 	float *dist = malloc((size_t)nq * k * 4);
 	double t[6];
@@ -90,8 +92,8 @@ int main(int argc, char **argv)
 	}
 	qsort(t + 1, 5, sizeof(double), cmpd);
 	double med = t[3];
-	printf("%s: %s n=%llu d=%u q=%u k=%u: %.2f ms, %.0f q/s, %.1f TFLOP/s effective\n",
-	       gpu_ctx_name(ctx), en, (unsigned long long)n, d, nq, k, med * 1e3, nq / med,
+	printf("%s: %s%s n=%llu d=%u q=%u k=%u: %.2f ms, %.0f q/s, %.1f TFLOP/s effective\n",
+	       gpu_ctx_name(ctx), en, kp.path == GPU_PATH_FUSED ? " fused" : "", (unsigned long long)n, d, nq, k, med * 1e3, nq / med,
 	       2.0 * nq * n * d / med / 1e12);
 	gpu_matrix_free(m);
 	gpu_ctx_close(ctx);

@@ -42,7 +42,11 @@ class MatrixParams(C.Structure):
 class KnnParams(C.Structure):
     _fields_ = [("k", C.c_uint32), ("row_begin", C.c_uint64), ("row_end", C.c_uint64),
                 ("filter", C.c_void_p), ("rerank", C.c_uint32),
-                ("tile_queries", C.c_uint32), ("tile_rows", C.c_uint32)]
+                ("tile_queries", C.c_uint32), ("tile_rows", C.c_uint32),
+                ("path", C.c_uint32)]
+
+
+PATH_TILED, PATH_FUSED = 1, 2
 
 
 class Vela:
@@ -59,6 +63,7 @@ class Vela:
         L.gpu_matrix_free.argtypes = [C.c_void_p]
         L.gpu_knn.argtypes = [C.c_void_p, C.c_void_p, C.c_uint32, C.POINTER(KnnParams),
                               C.c_void_p, C.c_void_p, C.POINTER(Err)]
+        L.gpu_fused_probe.argtypes = [C.c_void_p, C.c_char_p, C.c_size_t, C.POINTER(Err)]
         L.vela_gpu_bench_gemm.restype = C.c_double
         L.vela_gpu_bench_gemm.argtypes = [C.c_int] * 5
         self.ctx = C.c_void_p()
@@ -77,16 +82,21 @@ class Vela:
             sys.exit("gpu_matrix_append: " + e.msg.decode())
         return m
 
-    def knn(self, m, q_f32, k, rerank=1, tq=0, tr=0):
+    def knn(self, m, q_f32, k, rerank=1, tq=0, tr=0, path=PATH_TILED):
         nq = q_f32.shape[0]
         ids = np.empty((nq, k), np.uint32)
         dist = np.empty((nq, k), np.float32)
-        p = KnnParams(k, 0, 0, None, rerank, tq, tr)
+        p = KnnParams(k, 0, 0, None, rerank, tq, tr, path)
         e = Err()
         if self.lib.gpu_knn(m, q_f32.ctypes.data, nq, C.byref(p), ids.ctypes.data,
                             dist.ctypes.data, C.byref(e)):
-            sys.exit("gpu_knn: " + e.msg.decode())
+            raise RuntimeError("gpu_knn: " + e.msg.decode())
         return ids, dist
+
+    def fused_note(self, m):
+        note = C.create_string_buffer(512)
+        self.lib.gpu_fused_probe(m, note, 512, None)
+        return note.value.decode()
 
 
 def median_ms(fn, reps):
@@ -233,6 +243,21 @@ def main():
     r_lvq = recall(ids8[:a.truth], truth)
     ids8n, _ = v.knn(m, qf, k, 1, best8[1], best8[2])
     r_lvqn = recall(ids8n[:a.truth], truth)
+    # the fused path: int8 wgmma with the selection in its epilogue
+    ms_fz, r_fz, r_fzn = float("nan"), float("nan"), float("nan")
+    try:
+        ms_fz, _ = median_ms(lambda: v.knn(m, qf, k, 4, path=PATH_FUSED), a.reps)
+        idsf, _ = v.knn(m, qf, k, 4, path=PATH_FUSED)
+        r_fz = recall(idsf[:a.truth], truth)
+        row("vela lvq8 fused + rerank4", ms_fz, f"recall {r_fz:.4f}")
+        idsfn, _ = v.knn(m, qf, k, 1, path=PATH_FUSED)
+        r_fzn = recall(idsfn[:a.truth], truth)
+        same = float((idsf == ids8).mean())
+        print(f"  fused: equal to the tiled lvq8 results: {same:.4f}; "
+              f"without rerank recall {r_fzn:.4f}")
+    except RuntimeError as ex:
+        print(f"  fused path failed: {ex}")
+    print(f"  fused: {v.fused_note(m)}")
     v.lib.gpu_matrix_free(m)
 
     print()
@@ -247,10 +272,13 @@ def main():
          f"{r_bf16:.4f}")
     line(f"vela bf16: f32 tiles, no rerank", ms_f32t, f"{r_f32t:.4f}")
     line(f"vela lvq8 int8 + rerank 4k (tiles {best8[1]}x{best8[2]})", best8[0], f"{r_lvq:.4f}")
-    print(f"\nlvq8 vs bf16 path: {ms_bf16 / best8[0]:.2f}x; lvq8 without rerank recall {r_lvqn:.4f}")
+    line("vela lvq8 fused: int8 wgmma + epilogue selection + rerank 4k", ms_fz, f"{r_fz:.4f}")
+    print(f"\nlvq8 tiled vs bf16 path: {ms_bf16 / best8[0]:.2f}x; lvq8 without rerank recall "
+          f"{r_lvqn:.4f}; fused without rerank {r_fzn:.4f}")
     print(f"targets: vela bf16 >= 1.5x torch: {ms_torch / ms_bf16:.2f}x; "
           f">= 60% of GEMM-only: {gemm_ms / ms_bf16 * 100:.0f}%; "
-          f"lvq8 >= 1.5x bf16 at recall >= 0.99: {ms_bf16 / best8[0]:.2f}x at {r_lvq:.4f}")
+          f"lvq8 >= 1.5x bf16 at recall >= 0.99: tiled {ms_bf16 / best8[0]:.2f}x at {r_lvq:.4f}, "
+          f"fused {ms_bf16 / ms_fz:.2f}x at {r_fz:.4f}")
 
 
 if __name__ == "__main__":

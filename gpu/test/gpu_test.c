@@ -21,6 +21,9 @@
 
 /* gpu_test_encoder.c: the BERT encoder against a double-precision forward. */
 int gpu_test_encoder(gpu_ctx_t *ctx, uint64_t seed, int quick, int *pass, int *fail);
+/* gpu_test_part.c: batched partition scans; gpu_test_linalg.c: Gram matrices. */
+int gpu_test_part(gpu_ctx_t *ctx, uint64_t seed, int quick, int *pass, int *fail);
+int gpu_test_linalg(gpu_ctx_t *ctx, uint64_t seed, int quick, int *pass, int *fail);
 
 static uint64_t g_rng;
 static int g_fail, g_pass;
@@ -231,6 +234,7 @@ typedef struct kcase {
 	int split_append;
 	int no_f32; /* no F32 copy: BF16 re-ranks against its own rows */
 	int lib_tiles; /* the library's default (large) tiles, not tiny ones */
+	uint32_t path; /* GPU_PATH_... */
 } kcase_t;
 
 static int run_case(gpu_ctx_t *ctx, const kcase_t *c, const float *X, const float *Q)
@@ -254,7 +258,7 @@ static int run_case(gpu_ctx_t *ctx, const kcase_t *c, const float *X, const floa
 		dists[i] = NAN;
 	gpu_knn_params_t kp = {.k = c->k, .row_begin = c->r0, .row_end = c->r1, .filter = c->filter,
 			       .rerank = c->rerank, .tile_queries = c->lib_tiles ? 0 : 32,
-			       .tile_rows = c->lib_tiles ? 0 : 1000};
+			       .tile_rows = c->lib_tiles ? 0 : 1000, .path = c->path};
 	rc = gpu_knn(m, Q, c->nq, &kp, ids, dists, &err);
 	gpu_matrix_free(m);
 	int bad = rc != 0;
@@ -285,11 +289,12 @@ static int run_case(gpu_ctx_t *ctx, const kcase_t *c, const float *X, const floa
 			bad = 1;
 		}
 	}
-	printf("%-4s %s %-4s d=%-3u n=%-5llu rows=[%llu,%llu) k=%-4u rerank=%-2u filter=%s recall=%.4f  %s%s%s\n",
+	printf("%-4s %s %-4s d=%-3u n=%-5llu rows=[%llu,%llu) k=%-4u rerank=%-2u filter=%s recall=%.4f  %s%s%s%s\n",
 	       bad ? "FAIL" : "ok", elem_name[c->elem], c->met == GPU_METRIC_L2 ? "L2" : "IP", c->d,
 	       (unsigned long long)c->n, (unsigned long long)c->r0, (unsigned long long)r1, c->k,
 	       c->rerank, c->filter ? "yes" : "no", rec, c->split_append ? "(two appends)" : "",
-	       c->no_f32 ? "(no F32 copy)" : "", c->lib_tiles ? "(default tiles)" : "");
+	       c->no_f32 ? "(no F32 copy)" : "", c->lib_tiles ? "(default tiles)" : "",
+	       c->path == GPU_PATH_FUSED ? "(fused)" : "");
 	free(ref);
 	free(Xd);
 	free(Qd);
@@ -387,6 +392,166 @@ static void filter_cases(gpu_ctx_t *ctx)
 	free(X);
 	free(Q);
 	free(cen);
+}
+
+/* ------------------------------------------------------------ fused LVQ-8 */
+
+/* Refusals of GPU_PATH_FUSED (VELA_EUNSUPPORTED, never a wrong answer). */
+static void fused_refusals(gpu_ctx_t *ctx, const float *X, const float *Q, uint32_t d)
+{
+	static const struct {
+		gpu_elem_t e;
+		uint32_t d, k;
+		uint64_t r0;
+		const char *what;
+	} cases[] = {{GPU_ELEM_BF16, 61, 10, 0, "a BF16 matrix"},
+		     {GPU_ELEM_LVQ8, 61, 40, 0, "rerank * k = 160"},
+		     {GPU_ELEM_LVQ8, 61, 10, 8, "row_begin 8"}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		vela_err_t err = {0};
+		gpu_matrix_params_t mp = {cases[i].e, GPU_METRIC_L2, d, 4096, 1};
+		gpu_matrix_t *m = NULL;
+		uint32_t ids[40];
+		float dists[40];
+		int rc = gpu_matrix_create(ctx, &mp, &m, &err);
+		if (!rc)
+			rc = gpu_matrix_append(m, X, 4096, &err);
+		gpu_knn_params_t kp = {.k = cases[i].k, .row_begin = cases[i].r0,
+				       .path = GPU_PATH_FUSED};
+		if (!rc)
+			rc = gpu_knn(m, Q, 1, &kp, ids, dists, &err);
+		gpu_matrix_free(m);
+		int ok = rc == VELA_EUNSUPPORTED;
+		printf("%-4s fused path refuses %s: %s\n", ok ? "ok" : "FAIL", cases[i].what,
+		       rc == VELA_EUNSUPPORTED ? err.msg : "not refused");
+		ok ? g_pass++ : g_fail++;
+	}
+}
+
+/* The fused and tiled paths re-rank the kc best by the same LVQ-8 value, so
+ * they must agree on (nearly) every result; only values tied within the
+ * two paths' rounding can swap places at the kc-th slot. */
+static void fused_vs_tiled(gpu_ctx_t *ctx, const float *X, uint64_t n, const float *Q,
+			   uint32_t nq, uint32_t d, gpu_metric_t met)
+{
+	vela_err_t err = {0};
+	gpu_matrix_params_t mp = {GPU_ELEM_LVQ8, met, d, n, 1};
+	gpu_matrix_t *m = NULL;
+	uint32_t k = 10;
+	size_t nout = (size_t)nq * k;
+	uint32_t *i1 = malloc(nout * 4), *i2 = malloc(nout * 4);
+	float *d1 = malloc(nout * 4), *d2 = malloc(nout * 4);
+	int rc = gpu_matrix_create(ctx, &mp, &m, &err);
+	if (!rc)
+		rc = gpu_matrix_append(m, X, n, &err);
+	gpu_knn_params_t kp = {.k = k, .path = GPU_PATH_FUSED};
+	if (!rc)
+		rc = gpu_knn(m, Q, nq, &kp, i1, d1, &err);
+	kp.path = GPU_PATH_TILED;
+	if (!rc)
+		rc = gpu_knn(m, Q, nq, &kp, i2, d2, &err);
+	char note[400] = "";
+	gpu_fused_probe(m, note, sizeof(note), NULL);
+	gpu_matrix_free(m);
+	size_t same = 0;
+	for (size_t i = 0; !rc && i < nout; i++)
+		same += i1[i] == i2[i];
+	double agree = rc ? 0 : (double)same / nout;
+	int ok = rc == 0 && agree >= 0.995;
+	printf("%-4s fused == tiled: %.4f of %zu results (d=%u n=%llu %s)%s%s\n",
+	       ok ? "ok" : "FAIL", agree, nout, d, (unsigned long long)n,
+	       met == GPU_METRIC_L2 ? "L2" : "IP", rc ? ": " : "", rc ? err.msg : "");
+	printf("     %s\n", note);
+	ok ? g_pass++ : g_fail++;
+	free(i1);
+	free(i2);
+	free(d1);
+	free(d2);
+}
+
+/* GPU_PATH_FUSED against the double-precision brute force: several rounds
+ * (70,001 rows = 274 tiles: rounds of 15, 240 and 274), a partial query
+ * block, k = 1 .. kc = 128, filters, a row range, dimensions 61 .. 768. */
+static void fused_cases(gpu_ctx_t *ctx)
+{
+	{
+		vela_err_t err = {0};
+		gpu_matrix_params_t mp = {GPU_ELEM_LVQ8, GPU_METRIC_L2, 64, 512, 1};
+		gpu_matrix_t *m = NULL;
+		float *cen = gen_centres(64, 8), *X = gen_rows(512, 64, 0, cen, 8);
+		char note[400] = "";
+		int rc = gpu_matrix_create(ctx, &mp, &m, &err), use = 0;
+		if (!rc && !(rc = gpu_matrix_append(m, X, 512, &err)))
+			use = gpu_fused_probe(m, note, sizeof(note), &err);
+		gpu_matrix_free(m);
+		printf("%-4s fused path usable: %s%s\n", use == 1 ? "ok" : "FAIL", note,
+		       rc ? err.msg : "");
+		use == 1 ? g_pass++ : g_fail++;
+		free(X);
+		free(cen);
+		if (use != 1)
+			return;
+	}
+	uint32_t d = 61, nq = 300;
+	uint64_t n = 70001, words = (n + 63) / 64;
+	float *cen = gen_centres(d, 40);
+	uint64_t *third = calloc(words, 8), *few = calloc(words, 8);
+	for (uint64_t r = 0; r < n; r += 3)
+		third[r >> 6] |= 1ull << (r & 63);
+	for (uint64_t r = 5; r < n; r += 9000)
+		few[r >> 6] |= 1ull << (r & 63);
+	for (int met = 0; met < 2; met++) {
+		float *X = gen_rows(n, d, met == GPU_METRIC_IP, cen, 40);
+		float *Q = gen_rows(nq, d, met == GPU_METRIC_IP, cen, 40);
+		kcase_t c = {.elem = GPU_ELEM_LVQ8, .met = (gpu_metric_t)met, .d = d, .nq = nq,
+			     .k = 10, .n = n, .lib_tiles = 1, .path = GPU_PATH_FUSED};
+		run_case(ctx, &c, X, Q);
+		if (met == GPU_METRIC_L2) {
+			fused_refusals(ctx, X, Q, d);
+			c.k = 1;
+			run_case(ctx, &c, X, Q);
+			c.k = 32; /* kc = 128, the largest */
+			run_case(ctx, &c, X, Q);
+			c.k = 10;
+			c.rerank = 1; /* the LVQ-8 values themselves */
+			run_case(ctx, &c, X, Q);
+			c.rerank = 0;
+			c.filter = third;
+			run_case(ctx, &c, X, Q);
+			c.filter = few; /* fewer allowed rows than k */
+			run_case(ctx, &c, X, Q);
+			c.filter = NULL;
+			c.r0 = 4096;
+			c.r1 = 60001;
+			run_case(ctx, &c, X, Q);
+			c.r0 = c.r1 = 0;
+			c.nq = 129; /* one query past a block */
+			run_case(ctx, &c, X, Q);
+			c.nq = 1;
+			run_case(ctx, &c, X, Q);
+		}
+		if (!g_quick)
+			fused_vs_tiled(ctx, X, n, Q, nq, d, (gpu_metric_t)met);
+		free(X);
+		free(Q);
+	}
+	free(cen);
+	static const uint32_t dims[] = {768, 384};
+	for (int di = 0; di < (g_quick ? 1 : 2); di++) {
+		d = dims[di];
+		n = di == 0 ? 20000 : 3001; /* two rounds; one round */
+		cen = gen_centres(d, 40);
+		float *X = gen_rows(n, d, di == 1, cen, 40), *Q = gen_rows(200, d, di == 1, cen, 40);
+		kcase_t c = {.elem = GPU_ELEM_LVQ8, .met = di == 0 ? GPU_METRIC_L2 : GPU_METRIC_IP,
+			     .d = d, .nq = 200, .k = 10, .n = n, .lib_tiles = 1,
+			     .path = GPU_PATH_FUSED};
+		run_case(ctx, &c, X, Q);
+		free(X);
+		free(Q);
+		free(cen);
+	}
+	free(third);
+	free(few);
 }
 
 /* ------------------------------------------------------------ linalg */
@@ -561,14 +726,23 @@ int main(int argc, char **argv)
 		printf("gpu_test: %d passed, %d failed\n", g_pass, g_fail);
 		return g_fail ? 1 : 0;
 	}
+	if (argc > 2 && !strcmp(argv[2], "fused")) { /* the fused path's tests alone */
+		fused_cases(ctx);
+		gpu_ctx_close(ctx);
+		printf("gpu_test: %d passed, %d failed\n", g_pass, g_fail);
+		return g_fail ? 1 : 0;
+	}
 	api_errors(ctx);
 	knn_matrix(ctx);
 	filter_cases(ctx);
 	big_tile_cases(ctx);
+	fused_cases(ctx);
 	test_project(ctx) ? g_fail++ : g_pass++;
 	if (!g_quick)
 		test_covariance(ctx) ? g_fail++ : g_pass++;
 	test_kmeans(ctx) ? g_fail++ : g_pass++;
+	gpu_test_linalg(ctx, g_rng, g_quick, &g_pass, &g_fail);
+	gpu_test_part(ctx, g_rng, g_quick, &g_pass, &g_fail);
 	gpu_test_encoder(ctx, g_rng, g_quick, &g_pass, &g_fail);
 	gpu_ctx_close(ctx);
 	printf("gpu_test: %d passed, %d failed\n", g_pass, g_fail);

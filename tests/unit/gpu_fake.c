@@ -9,7 +9,7 @@
  * device would, so they differ from the host kernels by rounding.
  *
  * Environment: FAKE_GPU_DEVICES (default 1) devices; FAKE_GPU_FAIL=knn,
- * project, kmeans, bert_create, bert_set or bert_encode makes that call
+ * project, kmeans, gram, bert_create, bert_set or bert_encode makes that call
  * fail with VELA_EIO (read at every call); FAKE_GPU_K_CAP
  * returns at most that many candidates per query (a device that truncates
  * its lists: the backend must notice and answer on the CPU). */
@@ -250,6 +250,34 @@ int gpu_kmeans_step(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t d, floa
 		*inertia = in;
 	free(sum);
 	free(cnt);
+	return 0;
+}
+
+/* gpu_gram's contract row by row in double (the device sums in another
+ * order); the lower triangle is computed and mirrored, as a device would
+ * leave one triangle to copy. */
+int gpu_gram(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t d, const double *mu, double *G,
+	     vela_err_t *err)
+{
+	if (!ctx || !G || (n && !X) || d < 1 || d > GPU_DIM_MAX)
+		return fake_err(err, VELA_EINVAL, "gpu gram: bad arguments");
+	if (fake_fails("gram", err))
+		return VELA_EIO;
+	double *y = malloc(d * sizeof(double));
+	if (y == NULL)
+		return fake_err(err, VELA_EIO, "fake gram: out of memory");
+	memset(G, 0, (size_t)d * d * sizeof(double));
+	for (uint64_t r = 0; r < n; r++) {
+		for (uint32_t j = 0; j < d; j++)
+			y[j] = (double)X[r * d + j] - (mu ? mu[j] : 0.0);
+		for (uint32_t a = 0; a < d; a++)
+			for (uint32_t b = 0; b <= a; b++)
+				G[(size_t)a * d + b] += y[a] * y[b];
+	}
+	for (uint32_t a = 0; a < d; a++)
+		for (uint32_t b = a + 1; b < d; b++)
+			G[(size_t)a * d + b] = G[(size_t)b * d + a];
+	free(y);
 	return 0;
 }
 

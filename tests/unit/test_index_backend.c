@@ -4,9 +4,10 @@
  * double-precision brute force: batch kNN (k 1..1000, dims that are no
  * multiple of 8, row counts that are no multiple of the tiles, empty and
  * partial filters, absent rows, exact duplicates, L2/IP/COSINE, F32/F16),
- * one k-means step and the projection; then residency (a changed
- * generation is seen), the process-wide mode, the GPU -> CPU fallback and
- * FLAT batch search through the backend. */
+ * one k-means step, the projection and the FP64 Gram matrix; then
+ * residency (a changed generation is seen), the process-wide mode, the
+ * GPU -> CPU fallback, FLAT batch search and LeanVec training (also a
+ * LeanVec graph store's) through the backend. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -712,4 +713,279 @@ Test(backend_gpu, flat_batch)
 {
 	backend_get(BE_GPU);
 	flat_through(VELA_GPU_YES);
+}
+
+/* ------------------------------------------------ Gram matrices (LeanVec training) */
+
+/* n x d rows, column j ~ offset_j + scale_j N(0, 1) (offsets make centring
+ * matter); `integer`: values in -8..8, so every sum is exact in double. */
+static float *gram_rows(uint64_t n, uint32_t d, bool integer)
+{
+	float *X = malloc((size_t)(n ? n : 1) * d * sizeof(float));
+	double *off = malloc(d * sizeof(double)), *sc = malloc(d * sizeof(double));
+	cr_assert(X && off && sc);
+	for (uint32_t j = 0; j < d; j++) {
+		off[j] = 6 * rng_unit() - 3;
+		sc[j] = 0.1 + 2 * rng_unit();
+	}
+	for (uint64_t r = 0; r < n; r++)
+		for (uint32_t j = 0; j < d; j++)
+			X[r * d + j] = integer ? (float)((int)(rng_next() % 17) - 8)
+					       : (float)(off[j] + sc[j] * rng_gauss());
+	free(off);
+	free(sc);
+	return X;
+}
+
+static double *gram_mean(const float *X, uint64_t n, uint32_t d)
+{
+	double *mu = calloc(d, sizeof(double));
+	cr_assert(mu);
+	for (uint64_t r = 0; r < n; r++)
+		for (uint32_t j = 0; j < d; j++)
+			mu[j] += X[r * d + j];
+	for (uint32_t j = 0; j < d; j++)
+		mu[j] /= (double)n;
+	return mu;
+}
+
+/* The reference: every entry summed over the rows in double, in row order. */
+static double *gram_ref(const float *X, uint64_t n, uint32_t d, const double *mu)
+{
+	double *R = calloc((size_t)d * d, sizeof(double));
+	cr_assert(R);
+	for (uint32_t a = 0; a < d; a++)
+		for (uint32_t b = 0; b < d; b++) {
+			double s = 0;
+			for (uint64_t r = 0; r < n; r++)
+				s += ((double)X[r * d + a] - (mu ? mu[a] : 0)) *
+				     ((double)X[r * d + b] - (mu ? mu[b] : 0));
+			R[(size_t)a * d + b] = s;
+		}
+	return R;
+}
+
+/* |G - R|_F / |R|_F, asserting G exactly symmetric. */
+static double gram_err(const double *G, const double *R, uint32_t d)
+{
+	double num = 0, den = 0;
+	for (uint32_t a = 0; a < d; a++)
+		for (uint32_t b = 0; b < d; b++) {
+			double g = G[(size_t)a * d + b], r = R[(size_t)a * d + b];
+			cr_assert(g == G[(size_t)b * d + a], "G[%u][%u] != G[%u][%u]", a, b, b, a);
+			num += (g - r) * (g - r);
+			den += r * r;
+		}
+	return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* One shape on one backend: uncentred, centred, integer (exact). */
+static void gram_case(const index_backend_t *be, uint64_t n, uint32_t d)
+{
+	float *X = gram_rows(n, d, false), *Xi = gram_rows(n, d, true);
+	double *mu = gram_mean(X, n, d), *G = malloc((size_t)d * d * sizeof(double));
+	cr_assert(G);
+	vela_err_t e = {0};
+	for (int centred = 0; centred < 2; centred++) {
+		double *R = gram_ref(X, n, d, centred ? mu : NULL);
+		for (size_t i = 0; i < (size_t)d * d; i++)
+			G[i] = NAN;
+		cr_assert_eq(be->gram(X, n, d, centred ? mu : NULL, G, &e), 0, "%s", e.msg);
+		double rel = gram_err(G, R, d);
+		cr_assert_lt(rel, 1e-13, "%s n %llu d %u centred %d: rel err %.3g", be->name,
+			     (unsigned long long)n, d, centred, rel);
+		free(R);
+	}
+	double *R = gram_ref(Xi, n, d, NULL);
+	cr_assert_eq(be->gram(Xi, n, d, NULL, G, &e), 0, "%s", e.msg);
+	cr_assert_eq(memcmp(G, R, (size_t)d * d * sizeof(double)), 0, "%s: integer sums not exact",
+		     be->name);
+	free(R);
+	free(X);
+	free(Xi);
+	free(mu);
+	free(G);
+}
+
+static void gram_matrix(be_kind_t kind)
+{
+	const index_backend_t *be = backend_get(kind);
+	gram_case(be, 1, 9);
+	gram_case(be, 300, 1);
+	gram_case(be, 20011, 17); /* several of quant/'s dsyrk chunks */
+	gram_case(be, 257, 130);
+	double G[4] = {NAN, NAN, NAN, NAN}, mu[2] = {1, 2};
+	float X[2] = {1, 2};
+	cr_assert_eq(be->gram(NULL, 0, 2, mu, G, NULL), 0); /* n = 0: zero */
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(G[i], 0.0);
+	vela_err_t e = {0};
+	cr_assert_eq(be->gram(NULL, 1, 2, NULL, G, &e), VELA_EINVAL);
+	cr_assert_eq(be->gram(X, 1, 2, NULL, NULL, &e), VELA_EINVAL);
+	cr_assert_eq(be->gram(X, 1, 0, NULL, G, &e), VELA_EINVAL);
+	cr_assert_eq(be->gram(X, 1, VELA_DIM_MAX + 1, NULL, G, &e), VELA_EINVAL);
+}
+
+Test(backend_cpu, gram) { gram_matrix(BE_CPU); }
+Test(backend_gpu, gram) { gram_matrix(BE_GPU); }
+
+/* The fake GPU library (tests/unit/gpu_fake.c) is loaded: FAKE_GPU_FAIL works. */
+static bool fake_gpu(void)
+{
+	vela_gpu_info_t info;
+	index_backend_info(&info);
+	return strcmp(info.backend, "cuda") == 0 && strncmp(info.device, "Fake GPU", 8) == 0;
+}
+
+/* A GPU Gram failure (injected, or the device's) is answered on the CPU
+ * and counted; the wrapper is exact either way. */
+Test(backend_gpu, gram_fallback)
+{
+	backend_get(BE_GPU);
+	cr_assert_eq(index_backend_mode_set(VELA_GPU_YES, NULL), 0);
+	const uint64_t n = 500;
+	const uint32_t d = 12;
+	float *X = gram_rows(n, d, false);
+	double *mu = gram_mean(X, n, d), *R = gram_ref(X, n, d, mu), G[12 * 12];
+	vela_gpu_info_t info;
+	index_backend_info(&info);
+	uint64_t f0 = info.fallbacks;
+	vela_err_t e = {0};
+	cr_assert_eq(index_backend_gram(X, n, d, mu, G, &e), 0, "%s", e.msg);
+	cr_assert_lt(gram_err(G, R, d), 1e-13);
+	index_backend_fault_inject(1);
+	cr_assert_eq(index_backend_gram(X, n, d, mu, G, &e), 0, "%s", e.msg);
+	cr_assert_lt(gram_err(G, R, d), 1e-13);
+	index_backend_info(&info);
+	cr_assert_eq(info.fallbacks, f0 + 1);
+	if (fake_gpu()) { /* a failure inside the library, after the device was reached */
+		setenv("FAKE_GPU_FAIL", "gram", 1);
+		for (int i = 0; i < 144; i++)
+			G[i] = NAN;
+		cr_assert_eq(index_backend_gram(X, n, d, mu, G, &e), 0, "%s", e.msg);
+		unsetenv("FAKE_GPU_FAIL");
+		cr_assert_lt(gram_err(G, R, d), 1e-13);
+		index_backend_info(&info);
+		cr_assert_eq(info.fallbacks, f0 + 2);
+	}
+	/* bad arguments are the caller's: refused, not a fallback */
+	cr_assert_eq(index_backend_gram(NULL, n, d, mu, G, &e), VELA_EINVAL);
+	index_backend_info(&info);
+	cr_assert_eq(info.fallbacks, f0 + (fake_gpu() ? 2 : 1));
+	free(X);
+	free(mu);
+	free(R);
+}
+
+/* LeanVec-ID trained through the backend: each row p_k of P must be an
+ * eigenvector of the sample covariance computed here (|C p - lambda p| small,
+ * lambdas decreasing), and P must equal the CPU trainer's. */
+static void leanvec_through(vela_gpu_mode_t mode)
+{
+	cr_assert_eq(index_backend_mode_set(mode, NULL), 0);
+	enum { N = 4000, D = 24, DR = 5 };
+	float *X = malloc((size_t)N * D * sizeof(float));
+	cr_assert(X);
+	for (size_t i = 0; i < N; i++) /* well separated spectrum: 8, 7, ..., then 0.3 */
+		for (uint32_t j = 0; j < D; j++)
+			X[i * D + j] = (float)((j < 8 ? 8.0 - j : 0.3) * rng_gauss() + 2.0 + j);
+	float P[DR * D], Pc[DR * D], mean[D], meanc[D];
+	vela_err_t e = {0};
+	cr_assert_eq(quant_leanvec_train_id_with(index_backend_gram, X, N, D, DR, P, mean, &e), 0,
+		     "%s", e.msg);
+	cr_assert_eq(quant_leanvec_train_id(X, N, D, DR, Pc, meanc, &e), 0, "%s", e.msg);
+	for (size_t i = 0; i < DR * D; i++)
+		cr_assert(fabsf(P[i] - Pc[i]) <= 1e-5f, "P[%zu] %.9g vs CPU %.9g", i, P[i], Pc[i]);
+	double *mu = gram_mean(X, N, D), *C = gram_ref(X, N, D, mu);
+	for (size_t i = 0; i < (size_t)D * D; i++)
+		C[i] /= N;
+	double prev = INFINITY;
+	for (uint32_t k = 0; k < DR; k++) {
+		const float *p = P + (size_t)k * D;
+		double v[D], lambda = 0, res = 0;
+		for (uint32_t a = 0; a < D; a++) {
+			v[a] = 0;
+			for (uint32_t b = 0; b < D; b++)
+				v[a] += C[(size_t)a * D + b] * p[b];
+			lambda += v[a] * p[a];
+		}
+		for (uint32_t a = 0; a < D; a++)
+			res += (v[a] - lambda * p[a]) * (v[a] - lambda * p[a]);
+		cr_assert_lt(sqrt(res), 1e-4 * lambda, "row %u: |C p - l p| = %.3g, l = %.6g", k,
+			     sqrt(res), lambda);
+		cr_assert_lt(lambda, prev, "eigenvalues not decreasing at row %u", k);
+		prev = lambda;
+	}
+	/* LeanVec-OOD with the backend's Gram matrices: the CPU trainer's answer */
+	float *Q = malloc((size_t)300 * D * sizeof(float)), A[DR * D], B[DR * D], Ac[DR * D],
+	      Bc[DR * D];
+	cr_assert(Q);
+	for (size_t i = 0; i < (size_t)300 * D; i++)
+		Q[i] = (float)rng_gauss();
+	quant_leanvec_ood_opts_t o;
+	quant_leanvec_ood_opts_default(&o);
+	o.method = QUANT_LEANVEC_OOD_EIGEN;
+	quant_leanvec_ood_stats_t st, stc;
+	cr_assert_eq(quant_leanvec_train_ood(X, N, Q, 300, D, DR, &o, Ac, Bc, &stc, &e), 0, "%s",
+		     e.msg);
+	o.gram = index_backend_gram;
+	cr_assert_eq(quant_leanvec_train_ood(X, N, Q, 300, D, DR, &o, A, B, &st, &e), 0, "%s",
+		     e.msg);
+	cr_assert(fabs(st.loss - stc.loss) <= 1e-9 * stc.loss, "loss %.12g vs CPU %.12g", st.loss,
+		  stc.loss);
+	for (size_t i = 0; i < DR * D; i++)
+		cr_assert(fabsf(A[i] - Ac[i]) <= 1e-5f && fabsf(B[i] - Bc[i]) <= 1e-5f,
+			  "A/B[%zu] differ from the CPU trainer's", i);
+	free(Q);
+	free(mu);
+	free(C);
+	free(X);
+}
+
+Test(backend_cpu, leanvec_training) { leanvec_through(VELA_GPU_NO); }
+Test(backend_gpu, leanvec_training)
+{
+	backend_get(BE_GPU);
+	vela_gpu_info_t info;
+	index_backend_info(&info);
+	uint64_t f0 = info.fallbacks;
+	leanvec_through(VELA_GPU_YES);
+	index_backend_info(&info);
+	cr_assert_eq(info.fallbacks, f0, "the GPU Gram matrices fell back to the CPU");
+}
+
+/* A LeanVec graph store trains through the backend: a GPU Gram failure
+ * during graph_lvq_store_create is a counted fallback, not an error. */
+Test(backend_gpu, leanvec_store_uses_backend)
+{
+	backend_get(BE_GPU);
+	if (!fake_gpu())
+		cr_skip_test("needs the fake GPU library (test_index_backend_fakegpu)");
+	cr_assert_eq(index_backend_mode_set(VELA_GPU_YES, NULL), 0);
+	enum { N = 600, D = 16 };
+	float *X = gram_rows(N, D, false);
+	graph_lvq_params_t p;
+	graph_lvq_params_default(&p);
+	p.kind = GRAPH_LVQ_LEANVEC8X8;
+	p.dim = D;
+	p.reduce_dim = 6;
+	vela_gpu_info_t info;
+	index_backend_info(&info);
+	uint64_t f0 = info.fallbacks;
+	setenv("FAKE_GPU_FAIL", "gram", 1);
+	graph_lvq_store_t *s = NULL;
+	vela_err_t e = {0};
+	cr_assert_eq(graph_lvq_store_create(&p, X, N, NULL, 0, &s, &e), 0, "%s", e.msg);
+	unsetenv("FAKE_GPU_FAIL");
+	index_backend_info(&info);
+	cr_assert_eq(info.fallbacks, f0 + 1, "ID training must ask the backend once");
+	graph_lvq_store_destroy(s);
+	p.leanvec_mode = GRAPH_LVQ_LEANVEC_OOD;
+	setenv("FAKE_GPU_FAIL", "gram", 1);
+	cr_assert_eq(graph_lvq_store_create(&p, X, N, X, 100, &s, &e), 0, "%s", e.msg);
+	unsetenv("FAKE_GPU_FAIL");
+	index_backend_info(&info);
+	cr_assert_eq(info.fallbacks, f0 + 3, "OOD training: two Gram matrices");
+	graph_lvq_store_destroy(s);
+	free(X);
 }

@@ -3,7 +3,9 @@
  * LeanVec-OOD beats ID on queries that live where the data vary little
  * (held-out loss and recall@10 of (A q).(B x) against exact inner
  * products); Frank-Wolfe with line search never increases the loss; the
- * loss matches a direct double sum; projections; invalid inputs. */
+ * loss matches a direct double sum; projections; invalid inputs; the Gram
+ * step (quant_leanvec_gram against a double reference, trainers using the
+ * routine they are given, its errors failing them). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -550,4 +552,153 @@ Test(leanvec_invalid, train_ood_and_loss)
 	A[0] = NAN;
 	cr_assert_eq(quant_leanvec_loss(A, B, 2, 3, X, 4, Q, 2, &loss, &err), VELA_EINVAL);
 	cr_assert(strstr(err.msg, "A[0][0]"), "%s", err.msg);
+}
+
+/* ------------------------------------------------ the Gram step */
+
+/* G = sum (x - mu)(x - mu)^T written out entry by entry in double. */
+static double *gram_ref(const float *X, size_t n, uint32_t D, const double *mu)
+{
+	double *R = xcalloc((size_t)D * D, sizeof(*R));
+	for (uint32_t a = 0; a < D; a++)
+		for (uint32_t b = 0; b < D; b++)
+			for (size_t r = 0; r < n; r++)
+				R[(size_t)a * D + b] += ((double)X[r * D + a] - (mu ? mu[a] : 0)) *
+							((double)X[r * D + b] - (mu ? mu[b] : 0));
+	return R;
+}
+
+static double gram_rel_err(const double *G, const double *R, uint32_t D)
+{
+	double num = 0, den = 0;
+	for (size_t i = 0; i < (size_t)D * D; i++) {
+		num += (G[i] - R[i]) * (G[i] - R[i]);
+		den += R[i] * R[i];
+	}
+	return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+Test(leanvec_gram, matches_double_reference)
+{
+	rng_state = 11;
+	/* 15001 rows of 37: three of the dsyrk chunks, the last partial */
+	const uint32_t dims[] = {37, 1, 5};
+	const size_t rows[] = {15001, 40, 1};
+	for (int c = 0; c < 3; c++) {
+		uint32_t D = dims[c];
+		size_t n = rows[c];
+		float *X = xcalloc(n * D, sizeof(*X)), *Xi = xcalloc(n * D, sizeof(*Xi));
+		double *mu = xcalloc(D, sizeof(*mu)), *G = xcalloc((size_t)D * D, sizeof(*G));
+		for (size_t i = 0; i < n * D; i++) {
+			X[i] = (float)(3 + (i % D) * 0.5 + rng_gauss());
+			Xi[i] = (float)((int)(rng_next() % 17) - 8);
+			mu[i % D] += X[i] / (double)n;
+		}
+		for (int centred = 0; centred < 2; centred++) {
+			double *R = gram_ref(X, n, D, centred ? mu : NULL);
+			cr_assert_eq(quant_leanvec_gram(X, n, D, centred ? mu : NULL, G, NULL), 0);
+			double rel = gram_rel_err(G, R, D);
+			cr_assert_lt(rel, 1e-13, "n %zu D %u centred %d: %.3g", n, D, centred, rel);
+			for (uint32_t a = 0; a < D; a++)
+				for (uint32_t b = 0; b < D; b++)
+					cr_assert_eq(G[(size_t)a * D + b], G[(size_t)b * D + a]);
+			free(R);
+		}
+		double *R = gram_ref(Xi, n, D, NULL); /* integer sums: exact in any order */
+		cr_assert_eq(quant_leanvec_gram(Xi, n, D, NULL, G, NULL), 0);
+		cr_assert_eq(memcmp(G, R, (size_t)D * D * sizeof(*G)), 0, "D %u: not exact", D);
+		free(R), free(X), free(Xi), free(mu), free(G);
+	}
+	double G[4] = {1, 2, 3, 4};
+	float X[2] = {1, 2};
+	vela_err_t err = {0};
+	cr_assert_eq(quant_leanvec_gram(NULL, 0, 2, NULL, G, &err), 0); /* n = 0 */
+	cr_assert(G[0] == 0 && G[1] == 0 && G[2] == 0 && G[3] == 0);
+	cr_assert_eq(quant_leanvec_gram(NULL, 1, 2, NULL, G, &err), VELA_EINVAL);
+	cr_assert_eq(quant_leanvec_gram(X, 1, 2, NULL, NULL, &err), VELA_EINVAL);
+	cr_assert_eq(quant_leanvec_gram(X, 1, 0, NULL, G, &err), VELA_EINVAL);
+	cr_assert_eq(quant_leanvec_gram(X, 1, VELA_DIM_MAX + 1, NULL, G, &err), VELA_EINVAL);
+}
+
+/* A Gram routine of the test's own (the reference above), counting calls. */
+static int gram_calls, gram_centred;
+
+static int gram_naive(const float *X, uint64_t n, uint32_t D, const double *mu, double *G,
+		      vela_err_t *err)
+{
+	gram_calls++;
+	gram_centred += mu != NULL;
+	double *R = gram_ref(X, n, D, mu);
+	memcpy(G, R, (size_t)D * D * sizeof(*G));
+	free(R);
+	return 0;
+}
+
+static int gram_broken(const float *X, uint64_t n, uint32_t D, const double *mu, double *G,
+		       vela_err_t *err)
+{
+	gram_calls++;
+	return vela_err_set(err, VELA_EIO, "device on fire");
+}
+
+/* The trainers use the routine they are given, and with an independent
+ * one they train the same projections. */
+Test(leanvec_gram, trainers_use_the_given_routine)
+{
+	rng_state = 12;
+	const uint32_t D = 20, d = 4;
+	const size_t n = 2000, m = 200;
+	double *R = random_basis(D), sigma[20], offset[20];
+	for (uint32_t k = 0; k < D; k++) {
+		sigma[k] = k < d ? 5.0 - k : 0.2;
+		offset[k] = rng_gauss();
+	}
+	float *X = sample(R, sigma, offset, n, D), *Q = sample(R, sigma, NULL, m, D);
+	float P[4 * 20], Pn[4 * 20], mean[20], meann[20];
+	vela_err_t err = {0};
+	cr_assert_eq(quant_leanvec_train_id(X, n, D, d, P, mean, &err), 0, "%s", err.msg);
+	cr_assert_eq(quant_leanvec_train_id_with(gram_naive, X, n, D, d, Pn, meann, &err), 0, "%s",
+		     err.msg);
+	cr_assert_eq(gram_calls, 1);
+	cr_assert_eq(gram_centred, 1, "ID centres on the mean");
+	for (uint32_t i = 0; i < d * D; i++)
+		cr_assert(fabsf(P[i] - Pn[i]) <= 1e-5f, "P[%u] %.9g vs %.9g", i, P[i], Pn[i]);
+	cr_assert_eq(memcmp(mean, meann, sizeof(mean)), 0);
+
+	float A[4 * 20], B[4 * 20], An[4 * 20], Bn[4 * 20];
+	quant_leanvec_ood_opts_t o;
+	quant_leanvec_ood_opts_default(&o);
+	cr_assert_null(o.gram);
+	o.method = QUANT_LEANVEC_OOD_EIGEN; /* deterministic in the moments */
+	quant_leanvec_ood_stats_t st, stn;
+	cr_assert_eq(quant_leanvec_train_ood(X, n, Q, m, D, d, &o, A, B, &st, &err), 0);
+	o.gram = gram_naive;
+	gram_calls = gram_centred = 0;
+	cr_assert_eq(quant_leanvec_train_ood(X, n, Q, m, D, d, &o, An, Bn, &stn, &err), 0, "%s",
+		     err.msg);
+	cr_assert_eq(gram_calls, 2, "one Gram matrix each for X and Q");
+	cr_assert_eq(gram_centred, 0, "OOD does not centre");
+	cr_assert(fabs(st.loss - stn.loss) <= 1e-9 * st.loss, "%.12g vs %.12g", st.loss, stn.loss);
+	for (uint32_t i = 0; i < d * D; i++)
+		cr_assert(fabsf(A[i] - An[i]) <= 1e-5f && fabsf(B[i] - Bn[i]) <= 1e-5f, "entry %u", i);
+	free(R), free(X), free(Q);
+}
+
+Test(leanvec_gram, routine_errors_fail_training)
+{
+	float X[4 * 3] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 0, 1}, Q[2 * 3] = {1, 0, 0, 0, 1, 1};
+	float P[2 * 3], A[2 * 3], B[2 * 3];
+	vela_err_t err = {0};
+	cr_assert_eq(quant_leanvec_train_id_with(gram_broken, X, 4, 3, 2, P, NULL, &err), VELA_EIO);
+	cr_assert_str_eq(err.msg, "device on fire");
+	quant_leanvec_ood_opts_t o;
+	quant_leanvec_ood_opts_default(&o);
+	o.gram = gram_broken;
+	err = (vela_err_t){0};
+	cr_assert_eq(quant_leanvec_train_ood(X, 4, Q, 2, 3, 2, &o, A, B, NULL, &err), VELA_EIO);
+	cr_assert_str_eq(err.msg, "device on fire");
+	/* arguments are checked before the routine runs */
+	gram_calls = 0;
+	cr_assert_eq(quant_leanvec_train_id_with(gram_broken, X, 4, 3, 0, P, NULL, &err), VELA_EDIM);
+	cr_assert_eq(gram_calls, 0);
 }
