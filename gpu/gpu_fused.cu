@@ -162,6 +162,9 @@ struct fz_args {
 	const float *thr;                    /* per query: keep values <= thr */
 	const uint64_t *filter;              /* optional bitmap over rows */
 	uint32_t *cnt;                       /* per query: candidates seen */
+	uint4 *rec;       /* per CTA rec_cap records {query, value bits, row, 0} */
+	uint32_t *rec_n;  /* per CTA: records written */
+	uint32_t rec_cap;
 	float *cd;                           /* nq x cap candidate values */
 	uint32_t *ci;                        /* nq x cap candidate rows */
 	int32_t *dbg;    /* diagnostic: raw dots of item 0's first tile */
@@ -172,7 +175,6 @@ struct fz_args {
 	uint32_t nq, ld, kb, nt, nqb, cap;
 	int layout;       /* 1 128-byte swizzle, 0 none (gpu_fused_selfcheck) */
 	int dense;        /* every entry kept at slot t * 256 + column (t < nt) */
-	int flags;        /* diagnostic: 1 = no epilogue */
 };
 
 #if FZ_WGMMA
@@ -237,15 +239,34 @@ static __device__ void fz_load_stage(const fz_args &a, uint32_t t0, uint32_t s, 
 		ok ? 16 : 0);
 }
 
-static __device__ __forceinline__ void fz_push(const fz_args &a, uint32_t q, float v, uint64_t row)
+/* A kept entry goes straight into its query's list (atomic on the query's
+ * count: the warp waits for the reply), used when the CTA's record region
+ * is full. */
+static __device__ __forceinline__ void fz_push_list(const fz_args &a, uint32_t q, float v,
+						    uint64_t row)
 {
-	if (a.filter && !((a.filter[row >> 6] >> (row & 63)) & 1u))
-		return;
 	uint32_t slot = atomicAdd(&a.cnt[q], 1u);
 	if (slot < a.cap) {
 		a.cd[(size_t)q * a.cap + slot] = v;
 		a.ci[(size_t)q * a.cap + slot] = (uint32_t)row;
 	}
+}
+
+/* A kept entry becomes a record of the CTA's own region: the slot comes
+ * from a shared-memory counter (a short wait), the record is one 16-byte
+ * store nobody waits for. gpu_launch_fused_scatter files the records into
+ * the queries' lists after the round. */
+static __device__ __forceinline__ void fz_push(const fz_args &a, uint32_t *s_nrec, uint32_t q,
+					       float v, uint64_t row)
+{
+	if (a.filter && !((a.filter[row >> 6] >> (row & 63)) & 1u))
+		return;
+	uint32_t i = atomicAdd(s_nrec, 1u);
+	if (i < a.rec_cap)
+		a.rec[(size_t)blockIdx.x * a.rec_cap + i] =
+			make_uint4(q, __float_as_uint(v), (uint32_t)row, 0u);
+	else
+		fz_push_list(a, q, v, row);
 }
 
 /* Per query of this thread's two accumulator rows: threshold and the
@@ -268,11 +289,11 @@ static __device__ __forceinline__ fz_q fz_query(const fz_args &a, uint32_t q)
 
 /* Keeps one entry of a round that compares against thresholds (the rare
  * case: the caller tested the value first). */
-static __device__ __forceinline__ void fz_keep(const fz_args &a, const fz_q &q, float v,
-					       uint64_t row)
+static __device__ __forceinline__ void fz_keep(const fz_args &a, uint32_t *s_nrec, const fz_q &q,
+					       float v, uint64_t row)
 {
 	if (v <= q.thr && row < a.r_end)
-		fz_push(a, q.q, v, row);
+		fz_push(a, s_nrec, q.q, v, row);
 }
 
 /* A dense round (a sample no larger than the lists): every entry at slot
@@ -308,7 +329,7 @@ static __device__ void fz_dump(const int32_t (&acc)[FZ_ACC], int32_t *dbg, uint3
  * two FMAs and a compare; four entries share one rarely taken branch. */
 template <bool DENSE>
 static __device__ void fz_epilogue(const fz_args &a, const int32_t (&acc)[FZ_ACC], uint32_t t,
-				   const float *P, const fz_q &qa, const fz_q &qb)
+				   const float *P, const fz_q &qa, const fz_q &qb, uint32_t *s_nrec)
 {
 	uint32_t lane = threadIdx.x & 31;
 	uint64_t row0 = fz_tile_row0(a, t);
@@ -330,17 +351,17 @@ static __device__ void fz_epilogue(const fz_args &a, const int32_t (&acc)[FZ_ACC
 			fz_dense(a, qb, b0, row, slot);
 			fz_dense(a, qb, b1, row + 1, slot + 1);
 		} else if (a0 <= qa.thr || a1 <= qa.thr || b0 <= qb.thr || b1 <= qb.thr) {
-			fz_keep(a, qa, a0, row);
-			fz_keep(a, qa, a1, row + 1);
-			fz_keep(a, qb, b0, row);
-			fz_keep(a, qb, b1, row + 1);
+			fz_keep(a, s_nrec, qa, a0, row);
+			fz_keep(a, s_nrec, qa, a1, row + 1);
+			fz_keep(a, s_nrec, qb, b0, row);
+			fz_keep(a, s_nrec, qb, b1, row + 1);
 		}
 	}
 }
 
 /* One work item: query block qb against row tiles [t0, t1) of the round. */
 static __device__ void fz_item(const fz_args &a, uint32_t qb, uint32_t t0, uint32_t t1,
-			       int32_t *dbg, uint32_t sA, uint32_t sB, float *sP)
+			       int32_t *dbg, uint32_t sA, uint32_t sB, float *sP, uint32_t *s_nrec)
 {
 	uint32_t wg = threadIdx.x / 128, w = (threadIdx.x % 128) / 32, lane = threadIdx.x & 31;
 	uint32_t qrow = wg * 64 + w * 16 + lane / 4;
@@ -394,12 +415,10 @@ static __device__ void fz_item(const fz_args &a, uint32_t qb, uint32_t t0, uint3
 			const float *P = sP + (ti % FZ_PSLOTS) * (FZ_PARAMS * GPU_FZ_BN);
 			if (dbg && ti == 0)
 				fz_dump(acc, dbg, qrow);
-			if (a.flags & 1)
-				continue; /* diagnostic: the pipeline without its epilogue */
 			if (a.dense)
-				fz_epilogue<true>(a, acc, t0 + ti, P, qa, qbq);
+				fz_epilogue<true>(a, acc, t0 + ti, P, qa, qbq, s_nrec);
 			else
-				fz_epilogue<false>(a, acc, t0 + ti, P, qa, qbq);
+				fz_epilogue<false>(a, acc, t0 + ti, P, qa, qbq, s_nrec);
 		}
 	}
 	fz_cp_wait<0>();
@@ -419,15 +438,22 @@ static __global__ void __launch_bounds__(FZ_THREADS, 1) k_fused_lvq8(const fz_ar
 			*a.status = 2;
 		return;
 	}
+	uint32_t *s_nrec = (uint32_t *)(sP + FZ_PSLOTS * FZ_PARAMS * GPU_FZ_BN);
 	uint32_t per_qb = (a.nt + FZ_TILES_PER_ITEM - 1) / FZ_TILES_PER_ITEM;
 	uint32_t items = a.nqb * per_qb;
+	if (threadIdx.x == 0)
+		*s_nrec = 0;
+	__syncthreads();
 	/* items in row-chunk-major order: the CTAs running together share
 	 * their row tiles through L2 */
 	for (uint32_t item = blockIdx.x; item < items; item += gridDim.x) {
 		uint32_t qb = item % a.nqb, t0 = (item / a.nqb) * FZ_TILES_PER_ITEM;
 		uint32_t t1 = t0 + FZ_TILES_PER_ITEM < a.nt ? t0 + FZ_TILES_PER_ITEM : a.nt;
-		fz_item(a, qb, t0, t1, item == 0 ? a.dbg : NULL, sA, sB, sP);
+		fz_item(a, qb, t0, t1, item == 0 ? a.dbg : NULL, sA, sB, sP, s_nrec);
 	}
+	__syncthreads();
+	if (threadIdx.x == 0 && a.rec_n)
+		a.rec_n[blockIdx.x] = *s_nrec < a.rec_cap ? *s_nrec : a.rec_cap;
 #else
 	if (threadIdx.x == 0 && blockIdx.x == 0 && a.status)
 		*a.status = 1;
@@ -439,7 +465,7 @@ static __global__ void __launch_bounds__(FZ_THREADS, 1) k_fused_lvq8(const fz_ar
 static size_t fz_smem_bytes(uint32_t kb)
 {
 	return (size_t)GPU_FZ_BQ * kb * FZ_BK + FZ_STAGES * FZ_TILE_BYTES +
-	       FZ_PSLOTS * FZ_PARAMS * GPU_FZ_BN * sizeof(float);
+	       FZ_PSLOTS * FZ_PARAMS * GPU_FZ_BN * sizeof(float) + 16 /* record counter */;
 }
 
 int gpu_launch_fused(gpu_matrix_t *m, const gpu_qtile_t *t, uint32_t nq, const gpu_fz_round_t *r,
@@ -458,6 +484,9 @@ int gpu_launch_fused(gpu_matrix_t *m, const gpu_qtile_t *t, uint32_t nq, const g
 	a.thr = r->thr;
 	a.filter = r->filter;
 	a.cnt = r->cnt;
+	a.rec = r->rec;
+	a.rec_n = r->rec_n;
+	a.rec_cap = r->rec_cap;
 	a.cd = r->cd;
 	a.ci = r->ci;
 	a.dbg = r->dbg;
@@ -475,7 +504,6 @@ int gpu_launch_fused(gpu_matrix_t *m, const gpu_qtile_t *t, uint32_t nq, const g
 	a.cap = GPU_FZ_CAP;
 	a.layout = r->layout;
 	a.dense = r->dense;
-	a.flags = r->flags;
 	size_t smem = fz_smem_bytes(a.kb);
 	uint32_t items = a.nqb * ((a.nt + FZ_TILES_PER_ITEM - 1) / FZ_TILES_PER_ITEM);
 	uint32_t grid = items < (uint32_t)m->ctx->sm_count ? items : (uint32_t)m->ctx->sm_count;
@@ -503,6 +531,35 @@ int gpu_launch_fused_reset(float *thr, uint32_t *cnt, uint32_t nq, cudaStream_t 
 	int rc = 0;
 	k_fz_reset<<<(nq + 255) / 256, 256, 0, st>>>(thr, cnt, nq);
 	GPU_CKL("fused reset kernel");
+out:
+	return rc;
+}
+
+/* Blocks (region, y) of the last round: each record to its query's list
+ * (here the count's atomic has a whole grid of threads to hide it). */
+static __global__ void k_fz_scatter(const uint4 *rec, const uint32_t *rec_n, uint32_t rec_cap,
+				    uint32_t *cnt, float *cd, uint32_t *ci, uint32_t cap)
+{
+	uint32_t n = rec_n[blockIdx.x];
+	const uint4 *r = rec + (size_t)blockIdx.x * rec_cap;
+	for (uint32_t i = blockIdx.y * blockDim.x + threadIdx.x; i < n;
+	     i += gridDim.y * blockDim.x) {
+		uint4 e = r[i];
+		uint32_t slot = atomicAdd(&cnt[e.x], 1u);
+		if (slot < cap) {
+			cd[(size_t)e.x * cap + slot] = __uint_as_float(e.y);
+			ci[(size_t)e.x * cap + slot] = e.z;
+		}
+	}
+}
+
+int gpu_launch_fused_scatter(const gpu_fz_round_t *r, uint32_t regions, cudaStream_t st,
+			     vela_err_t *err)
+{
+	int rc = 0;
+	k_fz_scatter<<<dim3(regions, 16), 256, 0, st>>>(r->rec, r->rec_n, r->rec_cap, r->cnt, r->cd,
+							r->ci, GPU_FZ_CAP);
+	GPU_CKL("fused scatter kernel");
 out:
 	return rc;
 }

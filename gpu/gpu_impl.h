@@ -127,9 +127,11 @@ typedef struct gpu_qtile {
 /** Largest candidate count kc (rerank * k) of the fused path: a round keeps
  *  about kc * GPU_FZ_ROUND_GROWTH candidates, which must stay under CAP. */
 #define GPU_FZ_KC_MAX 128
-/** Row tiles of the first round (2,880 rows: every one fits the list). */
-#define GPU_FZ_ROUND0_TILES 15
-/** Each round samples this many times more tiles than the one before. */
+/** Row tiles of the first round (1,536 rows: every one fits the list). */
+#define GPU_FZ_ROUND0_TILES 8
+/** Each round samples this many times more tiles than the one before, and
+ *  the next is the last (all tiles) once it should keep at most CAP / 2
+ *  candidates a query (kc * tiles / sampled tiles). */
 #define GPU_FZ_ROUND_GROWTH 16
 /** Queries per pass (bounds the candidate lists: 16,384 x 4,096 x 8 B). */
 #define GPU_FZ_QCHUNK 16384
@@ -143,18 +145,23 @@ typedef struct gpu_fz_round {
 	const float *thr;        /* per query: keep values <= thr */
 	const uint64_t *filter;  /* optional, over all rows */
 	uint32_t *cnt;           /* per query: candidates seen (may pass CAP) */
+	uint4 *rec;              /* sm_count regions of rec_cap kept entries */
+	uint32_t *rec_n;         /* per region: entries (zeroed before a round) */
+	uint32_t rec_cap;
 	float *cd;               /* nq x GPU_FZ_CAP */
 	uint32_t *ci;
 	int layout;              /* shared memory: 1 128-byte swizzle, 0 none */
 	int dense;               /* nt * GPU_FZ_BN <= GPU_FZ_CAP: keep every entry
 				    at slot tile * 256 + column, no threshold */
-	int flags;               /* diagnostic: 1 = skip the epilogue */
 	int32_t *dbg;            /* diagnostic (self-check), else NULL */
 	uint32_t *status;        /* diagnostic (self-check), else NULL */
 } gpu_fz_round_t;
 
 int gpu_launch_fused(gpu_matrix_t *m, const gpu_qtile_t *t, uint32_t nq, const gpu_fz_round_t *r,
 		     cudaStream_t st, vela_err_t *err);
+/* Files a round's records (regions 0 .. regions-1) into the queries' lists. */
+int gpu_launch_fused_scatter(const gpu_fz_round_t *r, uint32_t regions, cudaStream_t st,
+			     vela_err_t *err);
 /* thr = +inf, cnt = 0 for nq queries. */
 int gpu_launch_fused_reset(float *thr, uint32_t *cnt, uint32_t nq, cudaStream_t st,
 			   vela_err_t *err);

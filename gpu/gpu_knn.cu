@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "gpu/gpu_impl.h"
 
@@ -252,7 +251,9 @@ typedef struct fz_scratch {
 	uint32_t *cnt; /* candidates seen this round */
 	float *cd;     /* tq x GPU_FZ_CAP kept values */
 	uint32_t *ci;  /* and their rows */
-	uint8_t *ovf;  /* the last round's list overflowed */
+	uint4 *rec;    /* a round's kept entries, one region per CTA */
+	uint32_t *rec_n;
+	uint32_t rec_cap, regions;
 } fz_scratch_t;
 
 /* Why the fused path cannot serve this plan, or NULL (gpu.h, GPU_PATH_FUSED). */
@@ -271,50 +272,14 @@ static const char *fused_refusal(const gpu_matrix_t *m, const knn_plan_t *pl)
 	return NULL;
 }
 
-/* TEMPORARY (device-run diagnostics, VELA_FZ_TRACE=1): phase times on stream 0. */
-static cudaEvent_t fz_ev[16];
-static int fz_nev, fz_trace = -1;
-static const char *fz_evname[16];
-static void fz_mark(cudaStream_t st, const char *name)
-{
-	if (fz_trace < 0)
-		fz_trace = getenv("VELA_FZ_TRACE") != NULL;
-	if (!fz_trace || fz_nev >= 16)
-		return;
-	if (!fz_ev[fz_nev])
-		cudaEventCreate(&fz_ev[fz_nev]);
-	fz_evname[fz_nev] = name;
-	cudaEventRecord(fz_ev[fz_nev++], st);
-}
-static double fz_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-static void fz_report(void)
-{
-	if (!fz_trace || fz_nev < 2)
-		return;
-	cudaEventSynchronize(fz_ev[fz_nev - 1]);
-	fprintf(stderr, "fused phases (ms):");
-	for (int i = 1; i < fz_nev; i++) {
-		float ms = 0;
-		cudaEventElapsedTime(&ms, fz_ev[i - 1], fz_ev[i]);
-		fprintf(stderr, " %s %.2f", fz_evname[i], ms);
-	}
-	fprintf(stderr, "\n");
-	fz_nev = 0;
-}
-
 /* Sampling rounds, then the last over every tile, then the usual finish
  * (re-ranking) of the kc candidates, for queries q0 .. q0 + nqc. */
 static int fz_chunk(gpu_matrix_t *m, const knn_plan_t *pl, gpu_qtile_t *t, fz_scratch_t *z,
-		    const float *queries, uint32_t q0, uint32_t nqc, const uint64_t *dfilter,
-		    uint32_t *dout_i, float *dout_d, uint8_t *hovf, vela_err_t *err)
+		    cudaStream_t st, const float *queries, uint32_t q0, uint32_t nqc,
+		    const uint64_t *dfilter, uint32_t *dout_i, float *dout_d, uint8_t *dovf,
+		    vela_err_t *err)
 {
 	int rc = 0;
-	cudaStream_t st = m->ctx->stream[0];
 	uint32_t d = m->p.dim;
 	uint64_t tiles = (pl->r_end - pl->r_begin + GPU_FZ_BN - 1) / GPU_FZ_BN;
 	gpu_fz_round_t r;
@@ -326,45 +291,41 @@ static int fz_chunk(gpu_matrix_t *m, const knn_plan_t *pl, gpu_qtile_t *t, fz_sc
 	r.cnt = z->cnt;
 	r.cd = z->cd;
 	r.ci = z->ci;
+	r.rec = z->rec;
+	r.rec_n = z->rec_n;
+	r.rec_cap = z->rec_cap;
 	r.layout = m->ctx->fused_state == 1;
-	/* TEMPORARY diagnostics for the first device runs: force a layout, skip the epilogue */
-	if (getenv("VELA_FZ_LAYOUT"))
-		r.layout = atoi(getenv("VELA_FZ_LAYOUT"));
-	if (getenv("VELA_FZ_FLAGS"))
-		r.flags = atoi(getenv("VELA_FZ_FLAGS"));
-	fz_mark(st, "start");
 	GPU_CK(cudaMemcpy2DAsync(t->qf32, m->ld * sizeof(float), queries + (size_t)q0 * d,
 				 d * sizeof(float), d * sizeof(float), nqc,
 				 cudaMemcpyHostToDevice, st), "upload queries");
-	fz_mark(st, "upload");
 	if ((rc = gpu_launch_prep_queries(m, t, nqc, st, err)) ||
 	    (rc = gpu_launch_fused_reset(z->thr, z->cnt, nqc, st, err)))
 		goto out;
-	fz_mark(st, "prep");
-	for (uint64_t nt = tiles < GPU_FZ_ROUND0_TILES ? tiles : GPU_FZ_ROUND0_TILES;;
-	     nt = nt * GPU_FZ_ROUND_GROWTH < tiles ? nt * GPU_FZ_ROUND_GROWTH : tiles) {
+	for (uint64_t nt = tiles < GPU_FZ_ROUND0_TILES ? tiles : GPU_FZ_ROUND0_TILES;;) {
 		int final = nt == tiles;
 		r.nt = (uint32_t)nt;
 		r.dense = nt * GPU_FZ_BN <= GPU_FZ_CAP;
 		uint32_t dense_n = r.dense ? (uint32_t)nt * GPU_FZ_BN : 0;
-		if ((rc = gpu_launch_fused(m, t, nqc, &r, st, err)))
+		if (!r.dense)
+			GPU_CK(cudaMemsetAsync(z->rec_n, 0, z->regions * sizeof(uint32_t), st),
+			       "fused records");
+		if ((rc = gpu_launch_fused(m, t, nqc, &r, st, err)) ||
+		    (!r.dense && (rc = gpu_launch_fused_scatter(&r, z->regions, st, err))))
 			goto out;
-		fz_mark(st, "round");
 		if ((rc = gpu_launch_cand_select(nqc, z->cnt, z->cd, z->ci, dense_n, pl->kc, z->thr,
-						 t->best_d, t->best_i, z->ovf, final, st, err)))
+						 t->best_d, t->best_i, dovf + q0, final, st, err)))
 			goto out;
-		fz_mark(st, "select");
 		if (final)
 			break;
+		/* the next round over every tile should keep kc * tiles / nt
+		 * entries a query: take it once that is at most half a list */
+		uint64_t next = nt * GPU_FZ_ROUND_GROWTH;
+		if (next >= tiles || (uint64_t)pl->kc * tiles <= nt * (GPU_FZ_CAP / 2))
+			next = tiles;
+		nt = next;
 	}
-	if ((rc = gpu_launch_finish(m, t, nqc, pl->kc, pl->k, pl->rerank,
-				    dout_i + (size_t)q0 * pl->k, dout_d + (size_t)q0 * pl->k, st,
-				    err)))
-		goto out;
-	fz_mark(st, "finish");
-	GPU_CK(cudaMemcpyAsync(hovf + q0, z->ovf, nqc, cudaMemcpyDeviceToHost, st),
-	       "download overflow flags");
-	fz_report();
+	rc = gpu_launch_finish(m, t, nqc, pl->kc, pl->k, pl->rerank, dout_i + (size_t)q0 * pl->k,
+			       dout_d + (size_t)q0 * pl->k, st, err);
 out:
 	return rc;
 }
@@ -402,27 +363,65 @@ static int fz_redo(gpu_matrix_t *m, const float *queries, uint32_t nq, const gpu
 	return rc;
 }
 
+static void fz_scratch_free(gpu_qtile_t *t, fz_scratch_t *z)
+{
+	qtile_free(t);
+	cudaFree(z->thr);
+	cudaFree(z->cd);
+	cudaFree(z->ci);
+	cudaFree(z->rec);
+	cudaFree(z->rec_n);
+	memset(z, 0, sizeof(*z));
+}
+
+/* Per stream: a query tile of cp->tq queries, their lists and records. */
+static int fz_scratch_alloc(gpu_matrix_t *m, const knn_plan_t *cp, gpu_qtile_t *t,
+			    fz_scratch_t *z, vela_err_t *err)
+{
+	int rc = 0;
+	size_t lists = (size_t)cp->tq * GPU_FZ_CAP;
+	GPU_CK(cudaMalloc((void **)&z->thr, cp->tq * 2 * sizeof(float)), "fused scratch");
+	z->cnt = (uint32_t *)(z->thr + cp->tq);
+	GPU_CK(cudaMalloc((void **)&z->cd, lists * sizeof(float)), "fused candidate lists");
+	GPU_CK(cudaMalloc((void **)&z->ci, lists * sizeof(uint32_t)), "fused candidate lists");
+	/* records: a round keeps at most about CAP / 2 entries a query (the
+	 * round rule in fz_chunk); a full region falls back to direct pushes */
+	z->regions = (uint32_t)m->ctx->sm_count;
+	z->rec_cap = (uint32_t)(((uint64_t)cp->tq * (GPU_FZ_CAP / 2) + z->regions - 1) /
+				z->regions);
+	GPU_CK(cudaMalloc((void **)&z->rec, (size_t)z->regions * z->rec_cap * sizeof(uint4)),
+	       "fused records");
+	GPU_CK(cudaMalloc((void **)&z->rec_n, z->regions * sizeof(uint32_t)), "fused records");
+	rc = qtile_alloc(m, cp, t, err);
+out:
+	return rc;
+}
+
+/* Queries in chunks over two streams: the (host-blocking) upload of one
+ * chunk's queries overlaps the other's rounds on the device. A chunk is a
+ * whole number of 128-query blocks, at most GPU_FZ_QCHUNK. */
 static int knn_fused_locked(gpu_matrix_t *m, const float *queries, uint32_t nq,
 			    const knn_plan_t *pl, const gpu_knn_params_t *p, uint32_t *ids,
 			    float *dists, vela_err_t *err)
 {
 	int rc = 0;
 	knn_plan_t cp = *pl;
-	cp.tq = GPU_ROUND_UP(nq < GPU_FZ_QCHUNK ? nq : GPU_FZ_QCHUNK, GPU_ALIGN);
+	uint32_t half = GPU_ROUND_UP((nq + 1) / 2, GPU_FZ_BQ);
+	uint32_t chunk = nq <= 2 * GPU_FZ_BQ ? nq : half < GPU_FZ_QCHUNK ? half : GPU_FZ_QCHUNK;
+	cp.tq = GPU_ROUND_UP(chunk, GPU_ALIGN);
 	cp.ldt = 0;
-	gpu_qtile_t t;
-	fz_scratch_t z;
-	memset(&t, 0, sizeof(t));
-	memset(&z, 0, sizeof(z));
+	int ns = nq > cp.tq ? 2 : 1;
+	gpu_qtile_t t[2];
+	fz_scratch_t z[2];
+	memset(t, 0, sizeof(t));
+	memset(z, 0, sizeof(z));
 	uint64_t *dfilter = NULL;
 	uint32_t *dout_i = NULL;
 	float *dout_d = NULL;
-	uint8_t *hovf = (uint8_t *)calloc(nq, 1);
-	size_t nout = (size_t)nq * pl->k, lists = (size_t)cp.tq * GPU_FZ_CAP;
-	cudaStream_t st = m->ctx->stream[0];
+	uint8_t *dovf = NULL, *hovf = (uint8_t *)calloc(nq, 1);
+	size_t nout = (size_t)nq * pl->k;
 	if (!hovf)
 		return VELA_ENOMEM;
-	double t_start = fz_now(), t_alloc = 0, t_run = 0;
 	GPU_CK(cudaSetDevice(m->ctx->device), "cudaSetDevice");
 	if (p->filter) {
 		size_t words = (m->rows + 63) / 64;
@@ -432,40 +431,35 @@ static int knn_fused_locked(gpu_matrix_t *m, const float *queries, uint32_t nq,
 	}
 	GPU_CK(cudaMalloc((void **)&dout_i, nout * sizeof(uint32_t)), "gpu results");
 	GPU_CK(cudaMalloc((void **)&dout_d, nout * sizeof(float)), "gpu results");
-	GPU_CK(cudaMalloc((void **)&z.thr, cp.tq * (2 * sizeof(float) + 1)), "fused scratch");
-	z.cnt = (uint32_t *)(z.thr + cp.tq);
-	z.ovf = (uint8_t *)(z.cnt + cp.tq);
-	GPU_CK(cudaMalloc((void **)&z.cd, lists * sizeof(float)), "fused candidate lists");
-	GPU_CK(cudaMalloc((void **)&z.ci, lists * sizeof(uint32_t)), "fused candidate lists");
-	if ((rc = qtile_alloc(m, &cp, &t, err)))
-		goto out;
+	GPU_CK(cudaMalloc((void **)&dovf, nq), "gpu results");
+	for (int s = 0; s < ns; s++)
+		if ((rc = fz_scratch_alloc(m, &cp, &t[s], &z[s], err)))
+			goto out;
 	GPU_CK(cudaDeviceSynchronize(), "gpu scratch");
-	t_alloc = fz_now();
-	for (uint32_t q0 = 0; q0 < nq; q0 += cp.tq) {
+	for (uint32_t q0 = 0, c = 0; q0 < nq; q0 += cp.tq, c++) {
 		uint32_t nqc = nq - q0 < cp.tq ? nq - q0 : cp.tq;
-		if ((rc = fz_chunk(m, &cp, &t, &z, queries, q0, nqc, dfilter, dout_i, dout_d, hovf,
-				   err)))
+		int s = (int)(c % ns);
+		if ((rc = fz_chunk(m, &cp, &t[s], &z[s], m->ctx->stream[s], queries, q0, nqc,
+				   dfilter, dout_i, dout_d, dovf, err)))
 			goto out;
 	}
-	GPU_CK(cudaStreamSynchronize(st), "gpu knn (fused)");
+	for (int s = 0; s < ns; s++)
+		GPU_CK(cudaStreamSynchronize(m->ctx->stream[s]), "gpu knn (fused)");
 	GPU_CK(cudaMemcpy(ids, dout_i, nout * sizeof(uint32_t), cudaMemcpyDeviceToHost),
 	       "download results");
 	GPU_CK(cudaMemcpy(dists, dout_d, nout * sizeof(float), cudaMemcpyDeviceToHost),
 	       "download results");
-	t_run = fz_now();
+	GPU_CK(cudaMemcpy(hovf, dovf, nq, cudaMemcpyDeviceToHost), "download overflow flags");
 	rc = fz_redo(m, queries, nq, p, hovf, ids, dists, err);
-	if (fz_trace > 0)
-		fprintf(stderr, "fused host (ms): alloc %.2f run+download %.2f redo %.2f\n",
-			t_alloc - t_start, t_run - t_alloc, fz_now() - t_run);
 out:
-	cudaStreamSynchronize(st);
-	qtile_free(&t);
-	cudaFree(z.thr);
-	cudaFree(z.cd);
-	cudaFree(z.ci);
+	for (int s = 0; s < 2; s++) {
+		cudaStreamSynchronize(m->ctx->stream[s]);
+		fz_scratch_free(&t[s], &z[s]);
+	}
 	cudaFree(dfilter);
 	cudaFree(dout_i);
 	cudaFree(dout_d);
+	cudaFree(dovf);
 	free(hovf);
 	return rc;
 }
