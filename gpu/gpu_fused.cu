@@ -10,33 +10,36 @@
  * the registers.
  *
  * How. A CTA keeps 128 queries' int8 codes in shared memory and streams
- * 256-row tiles of the database through a FZ_STAGES-deep cp.async ring; each
- * of its two warpgroups multiplies its 64 queries by the tile with wgmma
- * m64n256k32 (Hopper, sm_90a; PTX ISA "Asynchronous warpgroup level matrix
- * multiply"). The epilogue turns every dot product into the value the tiled
- * path ranks by (gpu_select.cu epi_val: LVQ scale and bias, squared norm)
- * and appends (value, row) to the query's candidate list only when it is at
- * most the query's threshold.
+ * 192-row tiles of the database through a FZ_STAGES-slot cp.async ring (a
+ * stage is copied FZ_AHEAD iterations before its use, one barrier a
+ * stage); each of its two warpgroups multiplies its 64 queries by the tile
+ * with wgmma m64n192k32 (Hopper, sm_90a; PTX ISA "Asynchronous warpgroup
+ * level matrix multiply"). The epilogue turns every dot product into the
+ * value the tiled path ranks by (gpu_select.cu epi_val: LVQ scale and bias,
+ * squared norm) and keeps (value, row) only when it is at most the query's
+ * threshold. Kept entries go to a per-CTA record region through a
+ * shared-memory counter; a scatter kernel files them into per-query lists
+ * after the round (a global atomic whose reply the epilogue waited for cost
+ * more than the arithmetic).
  *
  * Thresholds come from rounds over growing, evenly spaced samples of the row
- * tiles (FZ_ROUND0_TILES, then FZ_ROUND_GROWTH times more each round, the
- * last round all tiles): after a round, a query's threshold is the kc-th
- * best value it kept, an upper bound of its final kc-th best, so no row of
- * its true top kc is ever dropped. A round keeps about kc * FZ_ROUND_GROWTH
- * candidates per query, far under FZ_CAP; a query whose list still
- * overflows in the last round is answered again by the tiled path (gpu_knn.cu).
- * This is the filtered queue of Johnson et al. (arXiv 1702.08734 §4) moved
- * into the GEMM epilogue, its threshold learnt from samples instead of a
- * running queue.
+ * tiles (GPU_FZ_ROUND0_TILES, then GPU_FZ_ROUND_GROWTH times more, until
+ * the last round, over every tile, should keep at most half a list): after
+ * a round, a query's threshold is the kc-th best value it kept, an upper
+ * bound of its final kc-th best, so no row of its true top kc is ever
+ * dropped. A query whose list still overflows in the last round is
+ * answered again by the tiled path. This is the filtered queue of Johnson
+ * et al. (arXiv 1702.08734 §4) moved into the GEMM epilogue, its threshold
+ * learnt from samples instead of a running queue.
  *
- * Shared memory uses wgmma's canonical K-major layout without swizzle: 8
- * rows x 16 bytes per core matrix (128 contiguous bytes). Core matrix
- * (row group g, 16-byte column c) of the query block sits at
- * (c * 16 + g) * 128, of a row tile at (c * 32 + g) * 128; a descriptor's
- * leading byte offset steps along K, its stride byte offset along M / N.
- * Loads map 8 consecutive lanes to 8 rows of one 16-byte column, so a
- * quarter warp writes one whole core matrix (no bank conflict) and a warp
- * reads 64 contiguous bytes of each of 8 rows (whole 32-byte sectors).
+ * Shared memory uses wgmma's canonical K-major layouts: 128-byte swizzle
+ * (each row's 128 bytes of K at r * 128, its 16-byte columns permuted by
+ * c ^ (r % 8)), or, as a fallback the self-check can choose, none (8 rows x
+ * 16 bytes per core matrix). Without swizzle the same kernel ran 1.15x
+ * slower (45.0 against 39.2 ms, 300k x 768, H200, bench/results/gpu-h200/
+ * fused-variants-run13.log). Eight consecutive threads copy one row's 128
+ * bytes: whole sectors from global memory, one bank-conflict-free 128-byte
+ * write per quarter warp.
  */
 #include <math.h>
 #include <stdio.h>

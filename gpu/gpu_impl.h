@@ -135,8 +135,6 @@ typedef struct gpu_qtile {
 #define GPU_FZ_ROUND_GROWTH 16
 /** Queries per pass (bounds the candidate lists: 16,384 x 4,096 x 8 B). */
 #define GPU_FZ_QCHUNK 16384
-/** GPU_PATH_AUTO takes the fused path from this many rows searched. */
-#define GPU_FZ_MIN_ROWS 65536
 
 /* One launch of the fused kernel: nt of the tiles of [r_begin, r_end). */
 typedef struct gpu_fz_round {

@@ -467,8 +467,10 @@ out:
 /* Chooses the path (gpu.h, GPU_PATH_...); the context's lock is held. */
 static int knn_choose(gpu_matrix_t *m, uint32_t path, knn_plan_t *pl, vela_err_t *err)
 {
-	if (path == GPU_PATH_TILED ||
-	    (path == GPU_PATH_AUTO && pl->r_end - pl->r_begin < GPU_FZ_MIN_ROWS))
+	/* AUTO is TILED until the fused path measures faster (BENCHMARKS.md
+	 * "GPU batch kNN": 1.02x the tiled LVQ-8 path at 1M x 768, within the
+	 * runs' spread) */
+	if (path != GPU_PATH_FUSED)
 		return 0;
 	const char *why = fused_refusal(m, pl);
 	if (!why) {
@@ -478,14 +480,14 @@ static int knn_choose(gpu_matrix_t *m, uint32_t path, knn_plan_t *pl, vela_err_t
 		if (m->ctx->fused_state < 0)
 			why = m->ctx->fused_note;
 	}
-	if (why && path == GPU_PATH_FUSED) {
+	if (why) {
 		if (err) {
 			err->code = VELA_EUNSUPPORTED;
 			snprintf(err->msg, sizeof(err->msg), "gpu knn: %.200s", why);
 		}
 		return VELA_EUNSUPPORTED;
 	}
-	pl->fused = why == NULL;
+	pl->fused = 1;
 	return 0;
 }
 

@@ -4,8 +4,9 @@
 # ceiling (bench/knn_vs_torch.py), then a compute-sanitizer memcheck of a
 # quick test pass. Needs only the CUDA toolkit, CMake and PyTorch.
 # When a recorded partitions batch is there ($PART_DUMP, default
-# build/part200k.bin: bench_hybrid --dump-partitions on the engine's machine,
+# build/part100k.bin: bench_hybrid --dump-partitions on the engine's machine,
 # carried along), part_replay_gpu replays it after the tests (docs/gpu.md).
+# The benchmark includes the fused LVQ-8 path (gpu_knn GPU_PATH_FUSED).
 #
 #   gpu/run-device.sh [build-dir]      (outputs also under $OUT when set)
 #
@@ -26,7 +27,7 @@ if [ ! -x "$B/gpu_test" ] || ldd "$B/gpu_test" | grep -q 'not found' || ! "$B/gp
 fi
 echo "== gpu_test"
 timeout 150 "$B/gpu_test" 2>&1 | tee "$OUT/gpu_test.log"
-PART_DUMP=${PART_DUMP:-build/part200k.bin}
+PART_DUMP=${PART_DUMP:-build/part100k.bin}
 if [ -f "$PART_DUMP" ]; then
 	echo "== partitions batch replay ($PART_DUMP)"
 	[ -x "$B/part_replay_gpu" ] || cmake --build "$B" --target part_replay_gpu -j 16 2>&1 | tail -2
@@ -46,6 +47,11 @@ if command -v ncu >/dev/null; then
 		--kernel-name regex:k_select --launch-skip 20 --launch-count 1 \
 		"$B/gpu_bench" 200000 768 4096 10 BF16 2048 16384 >"$OUT/ncu-detail.log" 2>&1
 	grep -E 'Duration|Throughput|Achieved Occupancy|Stall|Registers' "$OUT/ncu-detail.log" | head -20
+	echo "== ncu: the fused LVQ-8 kernel's last round (300k x 768, 4,096 queries)"
+	timeout 90 ncu --clock-control none --section SpeedOfLight --section WarpStateStats \
+		--kernel-name regex:k_fused --launch-skip 3 --launch-count 1 \
+		"$B/gpu_bench" 300000 768 4096 10 LVQ8 0 0 fused >"$OUT/ncu-fused.log" 2>&1
+	grep -E 'Duration|Throughput|Warp Cycles' "$OUT/ncu-fused.log" | head -10
 fi
 if command -v compute-sanitizer >/dev/null; then
 	echo "== compute-sanitizer memcheck (quick pass)"
