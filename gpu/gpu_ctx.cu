@@ -2,6 +2,7 @@
  * gpu_ctx.cu — the device context: one per process (DESIGN.md §6), holding
  * the cuBLAS handles and the streams every operation runs on.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,18 @@ static int err_put(vela_err_t *err, int code, const char *what, const char *deta
 	if (err) {
 		err->code = code;
 		snprintf(err->msg, sizeof(err->msg), "%s: %s", what, detail);
+	}
+	return code;
+}
+
+int gpu_errf(vela_err_t *err, int code, const char *fmt, ...)
+{
+	if (err) {
+		va_list ap;
+		va_start(ap, fmt);
+		err->code = code;
+		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+		va_end(ap);
 	}
 	return code;
 }

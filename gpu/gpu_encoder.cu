@@ -28,7 +28,6 @@
  * context's mutex (like gpu_knn).
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,18 +98,6 @@ struct gpu_bert {
 	uint32_t *hmeta; /* pinned host staging of the same */
 	size_t bytes;
 };
-
-static int bert_err(vela_err_t *err, int code, const char *fmt, ...)
-{
-	if (err) {
-		va_list ap;
-		va_start(ap, fmt);
-		err->code = code;
-		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 /* ------------------------------------------------------------ kernels */
 
@@ -450,14 +437,14 @@ static int config_check(const gpu_bert_config_t *c, vela_err_t *err)
 	    !(c->ln_eps > 0.f && c->ln_eps < 1.f) ||
 	    (c->batch_tokens && (c->batch_tokens < GPU_BERT_BATCH_TOKENS_MIN ||
 				 c->batch_tokens > GPU_BERT_BATCH_TOKENS_MAX)))
-		return bert_err(err, VELA_EINVAL,
+		return gpu_errf(err, VELA_EINVAL,
 				"gpu bert: bad config (hidden %u layers %u heads %u intermediate %u "
 				"vocab %u max_pos %u batch_tokens %u)",
 				c->hidden, c->layers, c->heads, c->intermediate, c->vocab,
 				c->max_pos, c->batch_tokens);
 	uint32_t hd = c->hidden / c->heads;
 	if (hd != 32 && hd != 64)
-		return bert_err(err, VELA_EUNSUPPORTED, "gpu bert: head size %u (only 32 or 64)",
+		return gpu_errf(err, VELA_EUNSUPPORTED, "gpu bert: head size %u (only 32 or 64)",
 				hd);
 	return 0;
 }
@@ -473,7 +460,7 @@ static int bert_alloc(gpu_bert_t *b, vela_err_t *err)
 	b->layer = (bert_layer_t *)calloc(c->layers, sizeof(bert_layer_t));
 	b->set = (uint8_t *)calloc(GT_COUNT + (size_t)LT_COUNT * c->layers, 1);
 	if (!b->layer || !b->set)
-		return bert_err(err, VELA_ENOMEM, "gpu bert: out of host memory");
+		return gpu_errf(err, VELA_ENOMEM, "gpu bert: out of host memory");
 	GPU_CK(cudaMalloc((void **)&b->emb, nemb * sizeof(float)), "gpu bert weights");
 	b->word = b->emb;
 	b->pos = b->word + (size_t)c->vocab * H;
@@ -518,14 +505,14 @@ extern "C" int gpu_bert_create(gpu_ctx_t *ctx, const gpu_bert_config_t *cfg, gpu
 			       vela_err_t *err)
 {
 	if (!ctx || !cfg || !out)
-		return bert_err(err, VELA_EINVAL, "gpu bert: bad argument");
+		return gpu_errf(err, VELA_EINVAL, "gpu bert: bad argument");
 	*out = NULL;
 	int rc = config_check(cfg, err);
 	if (rc)
 		return rc;
 	gpu_bert_t *b = (gpu_bert_t *)calloc(1, sizeof(*b));
 	if (!b)
-		return bert_err(err, VELA_ENOMEM, "gpu bert: out of host memory");
+		return gpu_errf(err, VELA_ENOMEM, "gpu bert: out of host memory");
 	b->ctx = ctx;
 	b->c = *cfg;
 	if (!b->c.batch_tokens)
@@ -536,7 +523,7 @@ extern "C" int gpu_bert_create(gpu_ctx_t *ctx, const gpu_bert_config_t *cfg, gpu
 	pthread_mutex_lock(&ctx->lock);
 	rc = cudaSetDevice(ctx->device) == cudaSuccess
 		     ? bert_alloc(b, err)
-		     : bert_err(err, VELA_EIO, "gpu bert: cudaSetDevice failed");
+		     : gpu_errf(err, VELA_EIO, "gpu bert: cudaSetDevice failed");
 	pthread_mutex_unlock(&ctx->lock);
 	if (rc) {
 		bert_release(b);
@@ -643,12 +630,12 @@ extern "C" int gpu_bert_set_tensor(gpu_bert_t *b, const char *name, const float 
 				   vela_err_t *err)
 {
 	if (!b || !name || !host)
-		return bert_err(err, VELA_EINVAL, "gpu bert: bad argument");
+		return gpu_errf(err, VELA_EINVAL, "gpu bert: bad argument");
 	tdest_t t;
 	if (tensor_dest(b, name, &t))
-		return bert_err(err, VELA_ENOTFOUND, "gpu bert: tensor %.120s is not used", name);
+		return gpu_errf(err, VELA_ENOTFOUND, "gpu bert: tensor %.120s is not used", name);
 	if (n != t.n)
-		return bert_err(err, VELA_EINVAL, "gpu bert: tensor %.120s has %zu values, want %zu",
+		return gpu_errf(err, VELA_EINVAL, "gpu bert: tensor %.120s has %zu values, want %zu",
 				name, n, t.n);
 	int rc = 0;
 	__half *h16 = NULL;
@@ -657,7 +644,7 @@ extern "C" int gpu_bert_set_tensor(gpu_bert_t *b, const char *name, const float 
 	if (t.f16) {
 		h16 = (__half *)malloc(n * sizeof(__half));
 		if (!h16)
-			return bert_err(err, VELA_ENOMEM, "gpu bert: out of host memory");
+			return gpu_errf(err, VELA_ENOMEM, "gpu bert: out of host memory");
 		for (size_t i = 0; i < n; i++)
 			h16[i] = __float2half_rn(host[i]);
 		src = h16;
@@ -793,17 +780,17 @@ extern "C" int gpu_bert_encode(gpu_bert_t *b, const uint32_t *tokens, const uint
 			       uint32_t n_seqs, float *out, vela_err_t *err)
 {
 	if (!b || (n_seqs && (!tokens || !seq_offsets || !out)))
-		return bert_err(err, VELA_EINVAL, "gpu bert: bad argument");
+		return gpu_errf(err, VELA_EINVAL, "gpu bert: bad argument");
 	const gpu_bert_config_t *c = &b->c;
 	for (uint32_t s = 0; s < n_seqs; s++) {
 		uint32_t a = seq_offsets[s], e = seq_offsets[s + 1];
 		if (e <= a || e - a > c->max_pos)
-			return bert_err(err, VELA_EINVAL,
+			return gpu_errf(err, VELA_EINVAL,
 					"gpu bert: sequence %u has length %lld (1..%u)", s,
 					(long long)e - (long long)a, c->max_pos);
 		for (uint32_t t = a; t < e; t++)
 			if (tokens[t] >= c->vocab)
-				return bert_err(err, VELA_EINVAL,
+				return gpu_errf(err, VELA_EINVAL,
 						"gpu bert: token id %u of sequence %u >= vocab %u",
 						tokens[t], s, c->vocab);
 	}
@@ -815,10 +802,10 @@ extern "C" int gpu_bert_encode(gpu_bert_t *b, const uint32_t *tokens, const uint
 	for (size_t f = 0; f < GT_COUNT + (size_t)LT_COUNT * c->layers; f++)
 		if (!b->set[f]) {
 			if (f < GT_COUNT)
-				rc = bert_err(err, VELA_EINVAL, "gpu bert: tensor %s not set",
+				rc = gpu_errf(err, VELA_EINVAL, "gpu bert: tensor %s not set",
 					      global_names[f]);
 			else
-				rc = bert_err(err, VELA_EINVAL,
+				rc = gpu_errf(err, VELA_EINVAL,
 					      "gpu bert: tensor encoder.layer.%zu.%s not set",
 					      (f - GT_COUNT) / LT_COUNT,
 					      layer_names[(f - GT_COUNT) % LT_COUNT]);

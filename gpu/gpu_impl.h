@@ -67,6 +67,9 @@ struct gpu_matrix {
 	int have_mean;
 };
 
+/* Fill err (optional) with code and a printf-style message; returns code. */
+int gpu_errf(vela_err_t *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 /* Error helpers: fill err with the CUDA/cuBLAS text and return VELA_EIO. */
 int gpu_fail_cuda(vela_err_t *err, cudaError_t e, const char *what);
 int gpu_fail_blas(vela_err_t *err, cublasStatus_t s, const char *what);

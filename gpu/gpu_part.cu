@@ -27,7 +27,6 @@
  * as +INF (a real row with an infinite distance still beats a sentinel).
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,18 +52,6 @@ struct gpu_parts {
 	cudaEvent_t ev[4]; /* a scan's phases: uploads, kernel, downloads */
 	float times[3];    /* ms of the last successful scan's phases */
 };
-
-static int part_fail(vela_err_t *err, int code, const char *fmt, ...)
-{
-	if (err) {
-		va_list ap;
-		va_start(ap, fmt);
-		err->code = code;
-		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 /* ------------------------------------------------------------ device */
 
@@ -258,15 +245,15 @@ extern "C" int gpu_parts_create(gpu_ctx_t *ctx, const float *rows, uint64_t n, u
 		*out = NULL;
 	if (!ctx || !out || !offsets || (n && !rows) || dim < 1 || dim > GPU_DIM_MAX ||
 	    (unsigned)metric > GPU_METRIC_IP)
-		return part_fail(err, VELA_EINVAL, "gpu parts: bad parameters");
+		return gpu_errf(err, VELA_EINVAL, "gpu parts: bad parameters");
 	if (offsets[0] != 0 || offsets[nclusters] != n)
-		return part_fail(err, VELA_EINVAL,
+		return gpu_errf(err, VELA_EINVAL,
 				 "gpu parts: offsets must start at 0 and end at n = %llu",
 				 (unsigned long long)n);
 	for (uint32_t c = 0; c < nclusters; c++)
 		if (offsets[c + 1] < offsets[c] ||
 		    offsets[c + 1] - offsets[c] > GPU_PART_CLUSTER_ROWS_MAX)
-			return part_fail(err, VELA_EINVAL,
+			return gpu_errf(err, VELA_EINVAL,
 					 "gpu parts: cluster %u: offsets %llu..%llu (decreasing, or "
 					 "more than %u rows)",
 					 c, (unsigned long long)offsets[c],
@@ -276,7 +263,7 @@ extern "C" int gpu_parts_create(gpu_ctx_t *ctx, const float *rows, uint64_t n, u
 	if (!g || !hoff) {
 		free(g);
 		free(hoff);
-		return part_fail(err, VELA_ENOMEM, "gpu parts: out of host memory");
+		return gpu_errf(err, VELA_ENOMEM, "gpu parts: out of host memory");
 	}
 	memcpy(hoff, offsets, ((size_t)nclusters + 1) * sizeof(uint64_t));
 	g->ctx = ctx;
@@ -386,7 +373,7 @@ static int part_reserve(gpu_parts_t *g, size_t need, vela_err_t *err)
 	if (e != cudaSuccess) {
 		(void)cudaGetLastError();
 		g->scratch = NULL;
-		return part_fail(err, e == cudaErrorMemoryAllocation ? VELA_ENOMEM : VELA_EIO,
+		return gpu_errf(err, e == cudaErrorMemoryAllocation ? VELA_ENOMEM : VELA_EIO,
 				 "gpu parts: scratch of %zu bytes: %s", cap, cudaGetErrorString(e));
 	}
 	g->scratch_cap = cap;
@@ -401,12 +388,12 @@ static int part_bad_row(const gpu_parts_t *g, const gpu_part_pair_t *pairs, uint
 	uint64_t n = g->hoff[pr->cluster + 1] - g->hoff[pr->cluster];
 	for (uint32_t i = 0; i < pr->filter_len; i++)
 		if (filt[(size_t)pr->filter_off + i] >= n)
-			return part_fail(err, VELA_EINVAL,
+			return gpu_errf(err, VELA_EINVAL,
 					 "gpu parts scan: pair %u: filter entry %u is row %u, "
 					 "cluster %u has %llu rows",
 					 p, i, filt[(size_t)pr->filter_off + i], pr->cluster,
 					 (unsigned long long)n);
-	return part_fail(err, VELA_EINVAL, "gpu parts scan: pair %u: a filter row outside its "
+	return gpu_errf(err, VELA_EINVAL, "gpu parts scan: pair %u: a filter row outside its "
 			 "cluster", p);
 }
 
@@ -432,7 +419,7 @@ static int scan_locked(gpu_parts_t *g, const float *queries, uint32_t nq,
 	char *s;
 	unsigned grid = (unsigned)(((uint64_t)npairs + PART_WARPS - 1) / PART_WARPS);
 	if (smem > ctx->smem_optin)
-		return part_fail(err, VELA_EINVAL, "gpu parts scan: k = %u needs %zu bytes of "
+		return gpu_errf(err, VELA_EINVAL, "gpu parts scan: k = %u needs %zu bytes of "
 				 "shared memory per block, the device has %zu", k, smem,
 				 ctx->smem_optin);
 	GPU_CK(cudaSetDevice(ctx->device), "cudaSetDevice");
@@ -510,9 +497,9 @@ extern "C" int gpu_parts_scan(gpu_parts_t *g, const float *queries, uint32_t nq,
 {
 	if (!g || (npairs && (!pairs || !out_ids || !out_dists)) || (nq && !queries) ||
 	    (nfilt && !filt))
-		return part_fail(err, VELA_EINVAL, "gpu parts scan: NULL argument");
+		return gpu_errf(err, VELA_EINVAL, "gpu parts scan: NULL argument");
 	if (k < 1 || k > GPU_PART_K_MAX)
-		return part_fail(err, VELA_EINVAL, "gpu parts scan: k = %u, must be 1..%d", k,
+		return gpu_errf(err, VELA_EINVAL, "gpu parts scan: k = %u, must be 1..%d", k,
 				 GPU_PART_K_MAX);
 	for (uint32_t p = 0; p < npairs; p++) {
 		const gpu_part_pair_t *pr = &pairs[p];
@@ -520,7 +507,7 @@ extern "C" int gpu_parts_scan(gpu_parts_t *g, const float *queries, uint32_t nq,
 		    (pr->filter_len != GPU_PART_ALL_ROWS &&
 		     ((uint64_t)pr->filter_off + pr->filter_len > nfilt ||
 		      pr->filter_len > g->hoff[pr->cluster + 1] - g->hoff[pr->cluster])))
-			return part_fail(err, VELA_EINVAL,
+			return gpu_errf(err, VELA_EINVAL,
 					 "gpu parts scan: pair %u: cluster %u of %u, query %u of %u, "
 					 "filter %u + %u of %u (at most the cluster's rows)",
 					 p, pr->cluster, g->nclusters, pr->query, nq, pr->filter_off,
