@@ -171,13 +171,13 @@ struct fz_args {
 	float *cd;                           /* nq x cap candidate values */
 	uint32_t *ci;                        /* nq x cap candidate rows */
 	int32_t *dbg;    /* diagnostic: raw dots of item 0's first tile */
-	uint32_t *status; /* set to 1 by a build without sm_90a code */
+	uint32_t *status; /* 1: a build without sm_90a code; 2: misaligned shared memory */
 	uint64_t row_alloc; /* rows readable in x and the per-row arrays */
 	uint64_t r_begin, r_end, ntiles;
 	float coef;       /* -2 (L2) or -1 (IP) */
 	uint32_t nq, ld, kb, nt, nqb, cap;
 	int layout;       /* 1 128-byte swizzle, 0 none (gpu_fused_selfcheck) */
-	int dense;        /* every entry kept at slot t * 256 + column (t < nt) */
+	int dense;        /* every entry kept at slot t * GPU_FZ_BN + column */
 };
 
 #if FZ_WGMMA
@@ -188,7 +188,7 @@ static __device__ __forceinline__ uint64_t fz_tile_row0(const fz_args &a, uint32
 }
 
 /* Shared-memory offset of 16-byte column c of row r in a block of rows
- * (rows = 128 queries or 256 database rows, 128 bytes of K). 128-byte
+ * (rows = 128 queries or GPU_FZ_BN database rows, 128 bytes of K). 128-byte
  * swizzle: row r at r * 128, its columns permuted by c ^ (r % 8) (the
  * pattern wgmma undoes from the address bits; blocks 1024-byte aligned).
  * None: core matrix (r / 8, c) at (c * rows / 8 + r / 8) * 128. */
@@ -300,7 +300,7 @@ static __device__ __forceinline__ void fz_keep(const fz_args &a, uint32_t *s_nre
 }
 
 /* A dense round (a sample no larger than the lists): every entry at slot
- * t * 256 + column, +inf where the row is out of range or filtered out. */
+ * t * GPU_FZ_BN + column, +inf where the row is out of range or filtered out. */
 static __device__ __forceinline__ void fz_dense(const fz_args &a, const fz_q &q, float v,
 						uint64_t row, uint32_t slot)
 {

@@ -153,7 +153,7 @@ typedef struct gpu_fz_round {
 	uint32_t *ci;
 	int layout;              /* shared memory: 1 128-byte swizzle, 0 none */
 	int dense;               /* nt * GPU_FZ_BN <= GPU_FZ_CAP: keep every entry
-				    at slot tile * 256 + column, no threshold */
+				    at slot tile * GPU_FZ_BN + column, no threshold */
 	int32_t *dbg;            /* diagnostic (self-check), else NULL */
 	uint32_t *status;        /* diagnostic (self-check), else NULL */
 } gpu_fz_round_t;
