@@ -26,7 +26,7 @@ if [ ! -x "$B/gpu_test" ] || ldd "$B/gpu_test" | grep -q 'not found' || ! "$B/gp
 	cmake -S gpu -B "$B" -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build "$B" -j 16 2>&1 | tail -3
 fi
 echo "== gpu_test"
-timeout 150 "$B/gpu_test" 2>&1 | tee "$OUT/gpu_test.log"
+timeout 240 "$B/gpu_test" 2>&1 | tee "$OUT/gpu_test.log"
 PART_DUMP=${PART_DUMP:-build/part100k.bin}
 if [ -f "$PART_DUMP" ]; then
 	echo "== partitions batch replay ($PART_DUMP)"
