@@ -68,6 +68,16 @@ static int gl_load_locked(void)
 	if (!GL_SYM(h, gram))
 		vela_log(VELA_LOG_INFO, "gpu: the GPU library has no gpu_gram; LeanVec "
 			 "training runs on the CPU");
+	/* So did the batched partition scan: without it part_search scans on the CPU. */
+	if (!(GL_SYM(h, parts_create) && GL_SYM(h, parts_scan) && GL_SYM(h, parts_bytes) &&
+	      GL_SYM(h, parts_free))) {
+		gl.t.parts_create = NULL;
+		gl.t.parts_scan = NULL;
+		gl.t.parts_bytes = NULL;
+		gl.t.parts_free = NULL;
+		vela_log(VELA_LOG_INFO, "gpu: the GPU library has no gpu_parts_*; partition "
+			 "scans run on the CPU");
+	}
 	/* The encoder came later: a library without it still serves kNN. */
 	if (!(GL_SYM(h, bert_create) && GL_SYM(h, bert_set_tensor) && GL_SYM(h, bert_encode) &&
 	      GL_SYM(h, bert_bytes) && GL_SYM(h, bert_free))) {

@@ -12,7 +12,9 @@
  *
  * Symbols: the kNN / projection / k-means functions are required (a library
  * without one is refused, logged once as a warning). gpu_gram is optional
- * (NULL: LeanVec training's Gram matrices stay on the CPU). The encoder
+ * (NULL: LeanVec training's Gram matrices stay on the CPU), and so are the
+ * batched partition scan's gpu_parts_create / _scan / _bytes / _free (all
+ * NULL unless all are there: part_search's scans stay on the CPU). The encoder
  * functions (gpu_bert_*) are optional: a library built before them loads,
  * and its `bert_*` pointers are all NULL ("no GPU encoder", not a failure).
  */
@@ -41,6 +43,11 @@ typedef struct vela_gpulib {
 	__typeof__(gpu_kmeans_step) *kmeans_step;
 	/* optional: NULL in a library built before it */
 	__typeof__(gpu_gram) *gram;
+	/* optional: all set or all NULL (the batched partition scan) */
+	__typeof__(gpu_parts_create) *parts_create;
+	__typeof__(gpu_parts_scan) *parts_scan;
+	__typeof__(gpu_parts_bytes) *parts_bytes;
+	__typeof__(gpu_parts_free) *parts_free;
 	/* optional: all set or all NULL */
 	__typeof__(gpu_bert_create) *bert_create;
 	__typeof__(gpu_bert_set_tensor) *bert_set_tensor;

@@ -107,6 +107,54 @@ int backend_gram_check(const float *X, uint64_t n, uint32_t d, const double *G, 
 	return 0;
 }
 
+/* Cluster c against the first one's shape. */
+static int backend_part_shape_check(const index_parts_t *parts, uint32_t c, vela_err_t *err)
+{
+	const index_rows_t *c0 = &parts->cl[0], *r = &parts->cl[c];
+	int rc = backend_rows_check(r, err);
+	if (rc == 0 && (r->dim != c0->dim || r->type != c0->type || r->metric != c0->metric))
+		rc = vela_err_set(err, VELA_EINVAL, "parts: cluster %u's shape differs", c);
+	return rc;
+}
+
+int backend_parts_shape_check(const index_parts_t *parts, vela_err_t *err)
+{
+	int rc = 0;
+	for (uint32_t c = 0; rc == 0 && c < parts->n_cl; c++)
+		rc = backend_part_shape_check(parts, c, err);
+	return rc;
+}
+
+/* The pairs in range; the clusters they name (each run once) of cl[0]'s
+ * shape: O(pairs), not O(clusters), as a one-query batch names few. */
+static int backend_pairs_check(const index_parts_t *parts, const index_parts_req_t *req,
+			       vela_err_t *err)
+{
+	int rc = backend_part_shape_check(parts, 0, err);
+	for (uint32_t i = 0; rc == 0 && i < req->npairs; i++) {
+		const index_part_pair_t *p = &req->pairs[i];
+		if (p->cl >= parts->n_cl || p->q >= req->nq)
+			rc = vela_err_set(err, VELA_EINVAL, "parts: pair %u out of range", i);
+		else if (i == 0 || p->cl != req->pairs[i - 1].cl)
+			rc = backend_part_shape_check(parts, p->cl, err);
+	}
+	return rc;
+}
+
+int backend_parts_check(const index_parts_t *parts, const index_parts_req_t *req,
+			const vela_hit_t *out, const uint32_t *n_out, float *qn, vela_err_t *err)
+{
+	if (parts == NULL || req == NULL || (parts->n_cl > 0 && parts->cl == NULL))
+		return vela_err_set(err, VELA_EINVAL, "parts: NULL clusters or request");
+	if (req->npairs == 0)
+		return 0;
+	if (parts->n_cl == 0 || req->pairs == NULL || n_out == NULL || (req->k > 0 && out == NULL))
+		return vela_err_set(err, VELA_EINVAL, "parts: no clusters, pairs or output");
+	index_knn_t q = {.queries = req->queries, .nq = req->nq, .k = req->k};
+	int rc = backend_knn_check(&parts->cl[0], &q, qn, err);
+	return rc ? rc : backend_pairs_check(parts, req, err);
+}
+
 void backend_hits_pad(vela_hit_t *out, const uint32_t *n_out, uint32_t nq, uint32_t k)
 {
 	for (uint32_t i = 0; i < nq; i++)
@@ -220,6 +268,56 @@ static int cpu_knn(const index_rows_t *rows, const index_knn_t *req, vela_hit_t 
 	free(own.live);
 	free(own.norms);
 	free(qn);
+	return rc;
+}
+
+/* The end of the run of pairs naming pairs[s].cl. */
+static uint32_t backend_pair_run_end(const index_parts_req_t *req, uint32_t s)
+{
+	uint32_t e = s + 1;
+	while (e < req->npairs && req->pairs[e].cl == req->pairs[s].cl)
+		e++;
+	return e;
+}
+
+/* Pairs [s, e) name one cluster: one knn of its rows for their queries. */
+static int cpu_parts_run(const index_parts_t *parts, const index_parts_req_t *req, uint32_t s,
+			 uint32_t e, float *Q, const roaring_bitmap_t **flt, vela_hit_t *out,
+			 uint32_t *n_out, vela_err_t *err)
+{
+	const index_rows_t *r = &parts->cl[req->pairs[s].cl];
+	for (uint32_t i = s; i < e; i++) {
+		memcpy(Q + (size_t)(i - s) * r->dim, req->queries + (size_t)req->pairs[i].q * r->dim,
+		       r->dim * sizeof(float));
+		flt[i - s] = req->pairs[i].filter;
+	}
+	index_knn_t sub = {.queries = Q, .nq = e - s, .k = req->k, .filters = flt};
+	return cpu_knn(r, &sub, out ? out + (size_t)s * req->k : NULL, n_out + s, err);
+}
+
+/* Exactly the per-cluster loop partitions.c ran before the batched scan:
+ * one cpu_knn per run of pairs naming one cluster. */
+static int cpu_parts_knn(const index_parts_t *parts, const index_parts_req_t *req,
+			 vela_hit_t *out, uint32_t *n_out, vela_err_t *err)
+{
+	int rc = backend_parts_check(parts, req, out, n_out, NULL, err);
+	if (rc || req->npairs == 0)
+		return rc;
+	uint32_t most = 0;
+	for (uint32_t s = 0, e; s < req->npairs; s = e) {
+		e = backend_pair_run_end(req, s);
+		most = e - s > most ? e - s : most;
+	}
+	float *Q = malloc(vela_mul_size((size_t)most * parts->cl[0].dim, sizeof(float)));
+	const roaring_bitmap_t **flt = malloc(most * sizeof(*flt));
+	if (Q == NULL || flt == NULL)
+		rc = vela_err_set(err, VELA_ENOMEM, "parts: out of memory");
+	for (uint32_t s = 0, e; rc == 0 && s < req->npairs; s = e) {
+		e = backend_pair_run_end(req, s);
+		rc = cpu_parts_run(parts, req, s, e, Q, flt, out, n_out, err);
+	}
+	free(Q);
+	free(flt);
 	return rc;
 }
 
@@ -349,6 +447,7 @@ static const index_backend_t backend_cpu_table = {
 	.project = cpu_project,
 	.kmeans_step = cpu_kmeans_step,
 	.gram = cpu_gram,
+	.parts_knn = cpu_parts_knn,
 };
 
 const index_backend_t *index_backend_cpu(void)
@@ -537,4 +636,19 @@ int index_backend_gram(const float *X, uint64_t n, uint32_t d, const double *mu,
 			backend_fallback("gram", rc, &e);
 	}
 	return backend_cpu_table.gram(X, n, d, mu, G, err);
+}
+
+int index_backend_parts_knn(const index_parts_t *parts, const index_parts_req_t *req,
+			    vela_hit_t *out, uint32_t *n_out, vela_err_t *err)
+{
+	const index_backend_t *b = index_backend_current();
+	if (b != &backend_cpu_table && backend_parts_check(parts, req, out, n_out, NULL, err) == 0) {
+		vela_err_t e = {0};
+		int rc = b->parts_knn(parts, req, out, n_out, &e);
+		if (rc == 0)
+			return 0;
+		if (rc != VELA_EUNSUPPORTED)
+			backend_fallback("parts_knn", rc, &e);
+	}
+	return backend_cpu_table.parts_knn(parts, req, out, n_out, err);
 }

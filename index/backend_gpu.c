@@ -67,6 +67,15 @@ typedef struct {
 	gpu_matrix_t *m;
 } gk_block_t;
 
+/* A layout's clusters resident as one gpu_parts_t (the batched scan). */
+typedef struct {
+	uint64_t uid, generation, n, last_use;
+	uint32_t n_cl, dim;
+	gpu_metric_t metric;
+	float *norm_max; /* n_cl: bound on |x|^2 of each cluster's rows uploaded */
+	gpu_parts_t *g;
+} gp_entry_t;
+
 static struct {
 	pthread_mutex_t mu;
 	int devices; /* -1 until asked */
@@ -74,6 +83,8 @@ static struct {
 	char name[128];
 	gk_block_t res[INDEX_BACKEND_GPU_RESIDENT_MAX];
 	uint32_t n_res;
+	gp_entry_t parts[INDEX_BACKEND_GPU_PARTS_MAX];
+	uint32_t n_parts;
 	uint64_t clock;
 } gk = {.mu = PTHREAD_MUTEX_INITIALIZER, .devices = -1};
 
@@ -141,11 +152,34 @@ static void gk_block_drop_locked(uint32_t i)
 	gk.res[i] = gk.res[--gk.n_res];
 }
 
+static void gp_entry_free(gp_entry_t *e)
+{
+	if (e->g)
+		gl->parts_free(e->g);
+	free(e->norm_max);
+	e->g = NULL;
+	e->norm_max = NULL;
+}
+
+static void gp_drop_locked(uint32_t i)
+{
+	gp_entry_free(&gk.parts[i]);
+	gk.parts[i] = gk.parts[--gk.n_parts];
+}
+
+/* Every resident block and layout (device memory ran short, or gpu no). */
+static void gk_drop_all_locked(void)
+{
+	while (gk.n_res > 0)
+		gk_block_drop_locked(gk.n_res - 1);
+	while (gk.n_parts > 0)
+		gp_drop_locked(gk.n_parts - 1);
+}
+
 void backend_gpu_release(void)
 {
 	pthread_mutex_lock(&gk.mu);
-	while (gk.n_res > 0)
-		gk_block_drop_locked(gk.n_res - 1);
+	gk_drop_all_locked();
 	pthread_mutex_unlock(&gk.mu);
 }
 
@@ -159,9 +193,15 @@ void index_backend_forget(uint64_t uid)
 			gk_block_drop_locked(i);
 			break;
 		}
+	for (uint32_t i = 0; i < gk.n_parts; i++)
+		if (gk.parts[i].uid == uid) {
+			gp_drop_locked(i);
+			break;
+		}
 	pthread_mutex_unlock(&gk.mu);
 }
 
+/* Resident blocks and layouts together (INFO gpu_resident, _bytes). */
 void backend_gpu_state(char *device, size_t cap, uint32_t *resident, uint64_t *bytes)
 {
 	pthread_mutex_lock(&gk.mu);
@@ -169,8 +209,10 @@ void backend_gpu_state(char *device, size_t cap, uint32_t *resident, uint64_t *b
 	uint64_t b = 0;
 	for (uint32_t i = 0; i < gk.n_res; i++)
 		b += gl->matrix_bytes(gk.res[i].m);
+	for (uint32_t i = 0; i < gk.n_parts; i++)
+		b += gl->parts_bytes(gk.parts[i].g);
 	if (resident)
-		*resident = gk.n_res;
+		*resident = gk.n_res + gk.n_parts;
 	if (bytes)
 		*bytes = b;
 	pthread_mutex_unlock(&gk.mu);
@@ -263,9 +305,8 @@ static int gk_block_get_locked(const index_rows_t *r, gk_block_t *b, vela_err_t 
 		break;
 	}
 	int rc = gk_upload(r, b, err);
-	if (rc && gk.n_res > 0) {
-		while (gk.n_res > 0)
-			gk_block_drop_locked(gk.n_res - 1);
+	if (rc && gk.n_res + gk.n_parts > 0) {
+		gk_drop_all_locked();
 		rc = gk_upload(r, b, err);
 	}
 	if (rc || r->uid == 0)
@@ -546,6 +587,345 @@ static int gk_knn(const index_rows_t *rows, const index_knn_t *req, vela_hit_t *
 	return rc;
 }
 
+/* ------------------------------------------------ batched partition scans
+ * A layout's clusters are uploaded once, back to back, into one gpu_parts_t
+ * (F16 rows decoded: exact), resident by index_parts_t.uid until its
+ * generation changes, index_backend_forget, eviction of the least recently
+ * used of INDEX_BACKEND_GPU_PARTS_MAX layouts, or gpu no. A batch of pairs
+ * is one gpu_parts_scan per chunk asking kk = min(2k + 64, GPU_PART_K_MAX)
+ * candidates per pair; the device's distances are direct F32 sums, which
+ * differ from the host kernel's by less than the GEMM bound gk_rescore
+ * uses, so the same re-scoring and proof of completeness apply per pair.
+ * A pair that fails it is answered by the CPU's per-cluster scan. */
+
+/* Host scratch bounds of one gpu_parts_scan: result slots (pairs x kk) and
+ * filter rows. */
+#define GP_RESULT_SLOTS (4u << 20)
+#define GP_FILTER_ROWS (16u << 20)
+
+/* What the device cannot serve: the CPU answers, silently. */
+static int gp_shape_check(const index_parts_t *parts, uint32_t k, vela_err_t *err)
+{
+	if (gl->parts_create == NULL)
+		return vela_err_set(err, VELA_EUNSUPPORTED, "gpu parts: not in the GPU library");
+	if (k > INDEX_BACKEND_GPU_PARTS_K_MAX || k > GPU_PART_K_MAX ||
+	    parts->cl[0].dim > GPU_DIM_MAX)
+		return vela_err_set(err, VELA_EUNSUPPORTED, "gpu parts: k %u or dim %u too large", k,
+				    parts->cl[0].dim);
+	return 0;
+}
+
+/* Before an upload: every cluster (not only those a batch names) valid and
+ * of one shape, with no absent rows (gpu_parts_t has no presence bits). A
+ * resident copy is not checked again: its generation vouches for it. */
+static int gp_upload_check(const index_parts_t *parts, vela_err_t *err)
+{
+	int rc = backend_parts_shape_check(parts, err);
+	for (uint32_t c = 0; rc == 0 && c < parts->n_cl; c++)
+		if (parts->cl[c].live || parts->cl[c].n > GPU_PART_CLUSTER_ROWS_MAX)
+			rc = vela_err_set(err, VELA_EUNSUPPORTED,
+					  "gpu parts: cluster %u: absent rows or too large", c);
+	return rc;
+}
+
+/* Every cluster's rows as F32, back to back, with their offsets and norm
+ * bounds (as gk_upload bounds a block). */
+static int gp_pack(const index_parts_t *parts, gp_entry_t *e, float **rows, uint64_t **off)
+{
+	uint32_t dim = parts->cl[0].dim;
+	*off = malloc(((size_t)parts->n_cl + 1) * sizeof(uint64_t));
+	e->norm_max = malloc(parts->n_cl * sizeof(float));
+	if (*off == NULL || e->norm_max == NULL)
+		return VELA_ENOMEM;
+	(*off)[0] = 0;
+	for (uint32_t c = 0; c < parts->n_cl; c++)
+		(*off)[c + 1] = (*off)[c] + parts->cl[c].n;
+	e->n = (*off)[parts->n_cl];
+	*rows = malloc(vela_mul_size(e->n ? e->n : 1, (size_t)dim * sizeof(float)));
+	if (*rows == NULL)
+		return VELA_ENOMEM;
+	for (uint32_t c = 0; c < parts->n_cl; c++) {
+		const index_rows_t *r = &parts->cl[c];
+		double nmax = 0;
+		gk_pack(r, 0, r->n, *rows + (*off)[c] * dim, &nmax);
+		e->norm_max[c] = r->norm_max > 0 ? r->norm_max : (float)nmax;
+		if ((double)e->norm_max[c] < nmax)
+			e->norm_max[c] = (float)nmax * (1 + 0x1p-20f);
+	}
+	return 0;
+}
+
+/* Upload every cluster of `parts` into a new entry *e. */
+static int gp_upload(const index_parts_t *parts, gp_entry_t *e, vela_err_t *err)
+{
+	const index_rows_t *c0 = &parts->cl[0];
+	*e = (gp_entry_t){.uid = parts->uid, .generation = parts->generation, .n_cl = parts->n_cl,
+			  .dim = c0->dim, .metric = gk_metric(c0->metric)};
+	float *rows = NULL;
+	uint64_t *off = NULL;
+	int rc = gp_pack(parts, e, &rows, &off);
+	if (rc)
+		rc = vela_err_set(err, VELA_ENOMEM, "gpu parts: out of memory");
+	else
+		rc = gk_failed(gl->parts_create(gk.ctx, rows, e->n, e->dim, off, e->n_cl, e->metric,
+						&e->g, err));
+	free(rows);
+	free(off);
+	if (rc) {
+		e->g = NULL;
+		gp_entry_free(e);
+	}
+	return rc;
+}
+
+static bool gp_fresh(const gp_entry_t *e, const index_parts_t *parts)
+{
+	return e->generation == parts->generation && e->n_cl == parts->n_cl &&
+	       e->dim == parts->cl[0].dim && e->metric == gk_metric(parts->cl[0].metric);
+}
+
+/* Keep *e resident (uid != 0), evicting the least recently used layout. */
+static void gp_keep_locked(gp_entry_t *e)
+{
+	if (gk.n_parts == INDEX_BACKEND_GPU_PARTS_MAX) {
+		uint32_t lru = 0;
+		for (uint32_t i = 1; i < gk.n_parts; i++)
+			if (gk.parts[i].last_use < gk.parts[lru].last_use)
+				lru = i;
+		gp_drop_locked(lru);
+	}
+	e->last_use = ++gk.clock;
+	gk.parts[gk.n_parts++] = *e;
+}
+
+/* The device copy of `parts` into *e: the resident one when fresh, else a
+ * new upload (kept when parts->uid != 0; the caller frees a transient one
+ * with gp_entry_free). A failed upload is retried once after dropping every
+ * resident block and layout. */
+static int gp_get_locked(const index_parts_t *parts, gp_entry_t *e, vela_err_t *err)
+{
+	for (uint32_t i = 0; parts->uid && i < gk.n_parts; i++) {
+		if (gk.parts[i].uid != parts->uid)
+			continue;
+		if (gp_fresh(&gk.parts[i], parts)) {
+			gk.parts[i].last_use = ++gk.clock;
+			*e = gk.parts[i];
+			return 0;
+		}
+		gp_drop_locked(i); /* the layout changed since the upload */
+		break;
+	}
+	int rc = gp_upload_check(parts, err);
+	if (rc)
+		return rc;
+	rc = gp_upload(parts, e, err);
+	if (rc && gk.n_res + gk.n_parts > 0) {
+		gk_drop_all_locked();
+		rc = gp_upload(parts, e, err);
+	}
+	if (rc == 0 && parts->uid)
+		gp_keep_locked(e);
+	return rc;
+}
+
+typedef struct {
+	const index_parts_t *parts;
+	const index_parts_req_t *req;
+	const float *qn;
+	gp_entry_t *e;
+	uint32_t kk, chunk;
+	gpu_part_pair_t *gp; /* chunk */
+	uint32_t *filt;      /* filter rows of a chunk, grown on demand */
+	size_t filt_cap;
+	uint32_t *ids;       /* chunk x kk */
+	float *dists;
+	uint64_t *words;     /* one cluster's rows as bits; all clear between pairs */
+	bool *redo;          /* per pair: answer on the CPU */
+} gp_scan_t;
+
+static void gp_scan_free(gp_scan_t *t)
+{
+	free(t->gp);
+	free(t->filt);
+	free(t->ids);
+	free(t->dists);
+	free(t->words);
+	free(t->redo);
+}
+
+static int gp_scan_alloc(gp_scan_t *t)
+{
+	uint32_t np = t->req->npairs, k = t->req->k;
+	uint64_t most = 0;
+	for (uint32_t c = 0; c < t->parts->n_cl; c++)
+		most = t->parts->cl[c].n > most ? t->parts->cl[c].n : most;
+	t->kk = 2 * k + 64 < GPU_PART_K_MAX ? 2 * k + 64 : GPU_PART_K_MAX;
+	t->chunk = GP_RESULT_SLOTS / t->kk < np ? GP_RESULT_SLOTS / t->kk : np;
+	t->gp = malloc(t->chunk * sizeof(*t->gp));
+	t->ids = malloc((size_t)t->chunk * t->kk * sizeof(uint32_t));
+	t->dists = malloc((size_t)t->chunk * t->kk * sizeof(float));
+	t->words = calloc((most + 63) / 64 + 1, sizeof(uint64_t));
+	t->redo = calloc(np, sizeof(bool));
+	return t->gp && t->ids && t->dists && t->words && t->redo ? 0 : VELA_ENOMEM;
+}
+
+/* Allowed rows of pair p: its filter's rows below the cluster's n. */
+static uint32_t gp_filter_len(const gp_scan_t *t, uint32_t p)
+{
+	const index_part_pair_t *pr = &t->req->pairs[p];
+	if (pr->filter == NULL)
+		return GPU_PART_ALL_ROWS;
+	return (uint32_t)roaring_bitmap_range_cardinality(pr->filter, 0, t->parts->cl[pr->cl].n);
+}
+
+/* The device pairs of pairs [p0, *p1): as many as fit the scratch bounds
+ * (at least one); their filter rows into t->filt. 0 or VELA_ENOMEM. */
+static int gp_chunk_make(gp_scan_t *t, uint32_t p0, uint32_t *p1, uint32_t *nfilt)
+{
+	uint32_t m = 0;
+	size_t nf = 0;
+	for (uint32_t p = p0; p < t->req->npairs && m < t->chunk; p++, m++) {
+		uint32_t len = gp_filter_len(t, p), real = len == GPU_PART_ALL_ROWS ? 0 : len;
+		if (m > 0 && nf + real > GP_FILTER_ROWS)
+			break;
+		if (nf + real > t->filt_cap) {
+			size_t cap = (nf + real) * 2;
+			uint32_t *f = realloc(t->filt, vela_mul_size(cap ? cap : 1, sizeof(*f)));
+			if (f == NULL)
+				return VELA_ENOMEM;
+			t->filt = f;
+			t->filt_cap = cap;
+		}
+		const index_part_pair_t *pr = &t->req->pairs[p];
+		if (real)
+			roaring_bitmap_range_uint32_array(pr->filter, 0, real, t->filt + nf);
+		t->gp[m] = (gpu_part_pair_t){.cluster = pr->cl, .query = pr->q,
+					     .filter_off = (uint32_t)nf, .filter_len = len};
+		nf += real;
+	}
+	*p1 = p0 + m;
+	*nfilt = (uint32_t)nf;
+	return 0;
+}
+
+/* Re-score device pair i of the chunk starting at pair p0 (gk_rescore with
+ * the pair's filter as bits); false: the CPU answers it. */
+static bool gp_rescore(gp_scan_t *t, uint32_t p0, uint32_t i, vela_hit_t *out, uint32_t *n_out)
+{
+	const gpu_part_pair_t *g = &t->gp[i];
+	const index_rows_t *r = &t->parts->cl[g->cluster];
+	uint32_t k = t->req->k, p = p0 + i;
+	bool all = g->filter_len == GPU_PART_ALL_ROWS;
+	const uint32_t *f = t->filt + g->filter_off;
+	for (uint32_t j = 0; !all && j < g->filter_len; j++)
+		t->words[f[j] >> 6] |= 1ull << (f[j] & 63);
+	bool ok = gk_rescore(r, t->req->queries + (size_t)g->query * r->dim, t->qn[g->query],
+			     t->e->norm_max[g->cluster], all ? NULL : t->words,
+			     all ? r->n : g->filter_len, k, t->kk, t->ids + (size_t)i * t->kk,
+			     t->dists + (size_t)i * t->kk, out + (size_t)p * k, &n_out[p]);
+	for (uint32_t j = 0; !all && j < g->filter_len; j++)
+		t->words[f[j] >> 6] = 0;
+	return ok;
+}
+
+/* Every chunk of pairs: one gpu_parts_scan, then re-score each pair. */
+static int gp_scan_device_locked(gp_scan_t *t, vela_hit_t *out, uint32_t *n_out, vela_err_t *err)
+{
+	const index_parts_req_t *req = t->req;
+	for (uint32_t p0 = 0, p1; p0 < req->npairs; p0 = p1) {
+		uint32_t nfilt;
+		if (gp_chunk_make(t, p0, &p1, &nfilt))
+			return vela_err_set(err, VELA_ENOMEM, "gpu parts: out of memory");
+		int rc = gl->parts_scan(t->e->g, req->queries, req->nq, t->gp, p1 - p0,
+					nfilt ? t->filt : NULL, nfilt, t->kk, t->ids, t->dists, err);
+		if (rc)
+			return gk_failed(rc);
+		for (uint32_t i = 0; i < p1 - p0; i++)
+			t->redo[p0 + i] = !gp_rescore(t, p0, i, out, n_out);
+	}
+	return 0;
+}
+
+/* Answer the pairs marked redo with the CPU's scan, in one request. */
+static int gp_scan_redo(const index_parts_t *parts, const index_parts_req_t *req,
+			const bool *redo, vela_hit_t *out, uint32_t *n_out, vela_err_t *err)
+{
+	uint32_t m = 0;
+	for (uint32_t i = 0; i < req->npairs; i++)
+		m += redo[i];
+	if (m == 0)
+		return 0;
+	index_part_pair_t *pr = malloc(m * sizeof(*pr));
+	vela_hit_t *o = malloc(vela_mul_size((size_t)m * req->k, sizeof(*o)));
+	uint32_t *no = malloc(m * sizeof(*no)), *idx = malloc(m * sizeof(*idx));
+	int rc = pr && o && no && idx ? 0 : vela_err_set(err, VELA_ENOMEM, "parts: out of memory");
+	for (uint32_t i = 0, j = 0; rc == 0 && i < req->npairs; i++)
+		if (redo[i]) {
+			pr[j] = req->pairs[i];
+			idx[j++] = i;
+		}
+	index_parts_req_t sub = *req;
+	sub.pairs = pr;
+	sub.npairs = m;
+	if (rc == 0)
+		rc = index_backend_cpu()->parts_knn(parts, &sub, o, no, err);
+	for (uint32_t j = 0; rc == 0 && j < m; j++) {
+		memcpy(out + (size_t)idx[j] * req->k, o + (size_t)j * req->k, req->k * sizeof(*o));
+		n_out[idx[j]] = no[j];
+	}
+	free(pr);
+	free(o);
+	free(no);
+	free(idx);
+	return rc;
+}
+
+static int gp_scan_run(gp_scan_t *t, vela_hit_t *out, uint32_t *n_out, vela_err_t *err)
+{
+	if (gp_scan_alloc(t))
+		return vela_err_set(err, VELA_ENOMEM, "gpu parts: out of memory");
+	gp_entry_t e;
+	pthread_mutex_lock(&gk.mu);
+	int rc = gk_open_locked(err);
+	if (rc == 0)
+		rc = gp_shape_check(t->parts, t->req->k, err);
+	if (rc == 0)
+		rc = gp_get_locked(t->parts, &e, err);
+	if (rc == 0) {
+		t->e = &e;
+		rc = gp_scan_device_locked(t, out, n_out, err);
+		if (t->parts->uid == 0)
+			gp_entry_free(&e);
+	}
+	pthread_mutex_unlock(&gk.mu);
+	if (rc == 0)
+		rc = gp_scan_redo(t->parts, t->req, t->redo, out, n_out, err);
+	return rc;
+}
+
+static int gk_parts_knn(const index_parts_t *parts, const index_parts_req_t *req,
+			vela_hit_t *out, uint32_t *n_out, vela_err_t *err)
+{
+	if (parts == NULL || req == NULL || req->npairs == 0)
+		return backend_parts_check(parts, req, out, n_out, NULL, err);
+	float *qn = malloc((req->nq ? req->nq : 1) * sizeof(float));
+	if (qn == NULL)
+		return vela_err_set(err, VELA_ENOMEM, "parts: out of memory");
+	int rc = backend_parts_check(parts, req, out, n_out, qn, err);
+	if (rc == 0) {
+		memset(n_out, 0, req->npairs * sizeof(*n_out));
+		if (req->k > 0 && (rc = gk_fault(err)) == 0) {
+			gp_scan_t t = {.parts = parts, .req = req, .qn = qn};
+			rc = gp_scan_run(&t, out, n_out, err);
+			gp_scan_free(&t);
+		}
+	}
+	if (rc == 0)
+		backend_hits_pad(out, n_out, req->npairs, req->k);
+	free(qn);
+	return rc;
+}
+
 /* ------------------------------------------------ projection, k-means, Gram */
 
 static int gk_project(const float *X, uint64_t n, uint32_t din, const float *P, uint32_t dout,
@@ -621,6 +1001,7 @@ static const index_backend_t gk_table = {
 	.project = gk_project,
 	.kmeans_step = gk_kmeans_step,
 	.gram = gk_gram,
+	.parts_knn = gk_parts_knn,
 };
 
 int index_backend_gpu(const index_backend_t **out, vela_err_t *err)

@@ -10,6 +10,14 @@
 int backend_knn_check(const index_rows_t *rows, const index_knn_t *req, float *qn,
 		      vela_err_t *err);
 
+/* Check a batched partition scan (index_backend_t.parts_knn): the queries
+ * (qn as backend_knn_check), the pairs, the shapes of the clusters they
+ * name, the outputs. 0 or VELA_EINVAL with err. */
+int backend_parts_check(const index_parts_t *parts, const index_parts_req_t *req,
+			const vela_hit_t *out, const uint32_t *n_out, float *qn, vela_err_t *err);
+/* Every cluster of `parts` (what an upload reads) of cl[0]'s shape. */
+int backend_parts_shape_check(const index_parts_t *parts, vela_err_t *err);
+
 /* Argument checks of project, kmeans_step and gram. 0 or VELA_EINVAL with err. */
 int backend_project_check(const float *X, uint64_t n, uint32_t din, const float *P,
 			  uint32_t dout, const float *Y, vela_err_t *err);

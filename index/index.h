@@ -757,7 +757,8 @@ size_t graph_lvq_store_memory(const graph_lvq_store_t *s);
 
 /* ================================================================ BACKEND
  * The dense math of the layers above -- batch kNN over a block of rows,
- * LeanVec projection and training (Gram matrices), k-means steps -- goes
+ * batched scans of a partition layout's clusters, LeanVec projection and
+ * training (Gram matrices), k-means steps -- goes
  * through a small table of
  * operations (DESIGN.md §1, §6) with two implementations:
  *   cpu   OpenBLAS sgemm tiles, the quant/ kernels for exact re-scoring and
@@ -782,7 +783,10 @@ size_t graph_lvq_store_memory(const graph_lvq_store_t *s);
  * invalidates the resident copy, and the next call re-uploads the whole
  * block. The owner calls index_backend_forget(uid) when the rows go away
  * (flat_destroy does). At most INDEX_BACKEND_GPU_RESIDENT_MAX blocks stay
- * resident (least recently used evicted first).
+ * resident (least recently used evicted first). The batched partition scan
+ * keeps a whole layout's clusters resident the same way, keyed by
+ * index_parts_t.uid and .generation (at most INDEX_BACKEND_GPU_PARTS_MAX
+ * layouts; part_free forgets its layout's).
  *
  * Thread-safety: every function here may be called from any thread. The
  * GPU backend serialises its device work on one mutex.
@@ -835,6 +839,48 @@ typedef struct index_knn {
 	const roaring_bitmap_t *const *filters;
 } index_knn_t;
 
+/**
+ * The clusters of a partition layout for the batched scan (parts_knn): n_cl
+ * row blocks, cluster c's rows cl[c] (row numbers 0..cl[c].n - 1 are the
+ * ids results carry). Every block has the dim, type and metric of cl[0];
+ * each block's uid and generation are ignored (the set is one key). All
+ * borrowed for the call.
+ */
+typedef struct index_parts {
+	const index_rows_t *cl;
+	uint32_t n_cl;
+	/** Residency key of the whole set: 0 = transient (a GPU copy lasts one
+	 * call), else an id from index_backend_uid_new owned by the layout. */
+	uint64_t uid;
+	/** Changes whenever any cluster's rows (or n_cl) change. */
+	uint64_t generation;
+} index_parts_t;
+
+/** One (cluster, query) pair of a batched scan. */
+typedef struct index_part_pair {
+	uint32_t cl;                    /**< < n_cl */
+	uint32_t q;                     /**< < nq of the request */
+	/** NULL (every present row of the cluster) or the row numbers the pair
+	 * may return (numbers >= the cluster's n or of absent rows ignored). */
+	const roaring_bitmap_t *filter;
+} index_part_pair_t;
+
+/** One batched scan: npairs pairs, one k for all. Pointers borrowed. */
+typedef struct index_parts_req {
+	const float *queries; /**< nq x dim floats, as index_knn_t's */
+	uint32_t nq;
+	uint32_t k;           /**< 0..VELA_K_MAX */
+	const index_part_pair_t *pairs;
+	uint32_t npairs;      /**< pairs naming one cluster consecutively share
+				   one CPU scan: pass them grouped by cluster */
+} index_parts_req_t;
+
+/** Largest k the GPU batched scan serves (gpu.h GPU_PART_K_MAX); larger k,
+ * and a library without gpu_parts_*, run on the CPU. */
+#define INDEX_BACKEND_GPU_PARTS_K_MAX 1024u
+/** Layouts whose clusters the GPU backend keeps resident at once. */
+#define INDEX_BACKEND_GPU_PARTS_MAX 8u
+
 /** The operations of one backend. Tables are static: never freed. */
 typedef struct index_backend {
 	const char *name; /**< "cpu" or "cuda" */
@@ -886,6 +932,22 @@ typedef struct index_backend {
 	 */
 	int (*gram)(const float *X, uint64_t n, uint32_t d, const double *mu, double *G,
 		    vela_err_t *err);
+	/**
+	 * @brief The batched partition scan: for each pair p, the exact k
+	 * nearest allowed rows of cluster pairs[p].cl to query pairs[p].q, as
+	 * knn would answer that cluster for that query and filter (the CPU runs
+	 * exactly that: one knn per run of pairs naming one cluster).
+	 * out: npairs * k hits (caller-owned), pair p's at out + p * k, row
+	 * numbers within the cluster, ascending (dist, row), direct-kernel
+	 * distances; slots past n_out[p] hold {INFINITY, UINT32_MAX}. n_out:
+	 * npairs counts (caller-owned). Merging a query's pairs is the caller's.
+	 * @return 0; VELA_EINVAL (NULL or out-of-range arguments, clusters of
+	 * different shapes, a bad query); VELA_ENOMEM; the GPU also
+	 * VELA_EUNSUPPORTED (a shape it does not serve, a library without
+	 * gpu_parts_*) and VELA_EIO. On error out and n_out are unspecified.
+	 */
+	int (*parts_knn)(const index_parts_t *parts, const index_parts_req_t *req, vela_hit_t *out,
+			 uint32_t *n_out, vela_err_t *err);
 } index_backend_t;
 
 /** The CPU backend (always available). */
@@ -931,6 +993,10 @@ int index_backend_kmeans_step(const float *X, uint64_t n, uint32_t d, float *C, 
 /** Also a quant_leanvec_gram_fn: what index/ hands LeanVec training. */
 int index_backend_gram(const float *X, uint64_t n, uint32_t d, const double *mu, double *G,
 		       vela_err_t *err);
+
+/** The batched partition scan (parts_knn) through the current backend. */
+int index_backend_parts_knn(const index_parts_t *parts, const index_parts_req_t *req,
+			    vela_hit_t *out, uint32_t *n_out, vela_err_t *err);
 
 /** A new process-unique residency key (never 0, never reused). */
 uint64_t index_backend_uid_new(void);
@@ -1103,10 +1169,11 @@ int qdtree_unpack(const uint8_t *buf, size_t len, qdtree_t **out);
  * probe_factor * k (nprobe scaled with selectivity, the cuVS / Paimon
  * rule of §1.6 written in matches: about C k / s rows' worth of clusters,
  * and robust to filters anti-correlated with the query) and at least
- * probe_min clusters; the pairs are inverted to cluster -> queries and each
- * cluster is scored against its queries with one index_backend_knn, the
- * filter passed as row numbers (rows ascend with docid: a docid's row is
- * its rank in the cluster), and each query's hits are merged across
+ * probe_min clusters; the pairs are inverted to cluster -> queries and the
+ * whole batch is scored with index_backend_parts_knn (one call per k the
+ * queries ask: on the CPU each cluster once against its queries, on a GPU
+ * one kernel), the filter passed as row numbers (rows ascend with docid: a
+ * docid's row is its rank in the cluster), and each query's hits are merged across
  * clusters in (distance, docid) order. With probe_factor 0 every cluster
  * holding a match is scanned and the answer is flat_search's, bit for bit.
  *
@@ -1360,10 +1427,10 @@ int part_search(const part_layout_t *p, part_query_t *qs, uint32_t nq,
  * decoded), then m x (u32 query, u32 nf, nf x u32 row) with nf = UINT32_MAX
  * when the query takes every row (no list), else its filter's rows of the
  * cluster ascending; then the answers: nq x (u32 n, n x (u32 docid, f32
- * dist)); u32 magic again. Each cluster is one index_backend_knn over its n
- * rows for its m queries, k = the largest k of those queries, each query's
- * hits (row numbers) mapped to docids and merged per query in (distance,
- * docid) order, keeping the query's own k.
+ * dist)); u32 magic again. A replay scans each cluster with one
+ * index_backend_knn over its n rows for its m queries, k = the largest k of
+ * those queries, each query's hits (row numbers) mapped to docids and
+ * merged per query in (distance, docid) order, keeping the query's own k.
  * @return 0; part_search's errors; VELA_EIO (a write failed)
  */
 int part_search_plan_dump(const part_layout_t *p, part_query_t *qs, uint32_t nq,

@@ -48,6 +48,9 @@ struct part_layout {
 	 * cal_levels[l]; cal_steps 0 = not calibrated */
 	double cal[PART_CAL_STEPS][PART_CAL_LEVELS];
 	uint32_t cal_steps;
+	/* the batched scan's GPU residency: uid, and gen bumped by every
+	 * part_remove / part_insert (the clusters' copy on the device) */
+	uint64_t uid, gen;
 };
 
 void part_opts_default(part_opts_t *o)
@@ -440,6 +443,8 @@ static part_layout_t *layout_alloc(const part_source_t *s, part_encoding_t enc)
 			     .esize = f->esize, .stride = f->stride, .enc = enc,
 			     .norm_max = s->row ? 0 : f->norm_max};
 	p->rowb = enc == PART_ENC_LVQ8 ? lvq8_row_bytes(f->dim) : f->stride * f->esize;
+	p->uid = index_backend_uid_new();
+	p->gen = 1;
 	return p;
 }
 
@@ -483,6 +488,7 @@ void part_free(part_layout_t *p)
 {
 	if (p == NULL)
 		return;
+	index_backend_forget(p->uid);
 	for (uint32_t i = 0; i < p->n_cl; i++) {
 		part_cluster_t *c = &p->cl[i];
 		index_backend_forget(c->uid);
@@ -588,6 +594,7 @@ int part_remove(part_layout_t *p, uint32_t docid)
 			memmove(cl->ids + lo, cl->ids + lo + 1, after * sizeof(uint32_t));
 			cl->n--;
 			cl->gen++;
+			p->gen++;
 			roaring_bitmap_remove(cl->bm, docid);
 			break;
 		}
@@ -659,6 +666,7 @@ int part_insert(part_layout_t *p, const part_source_t *src, uint32_t cluster, ui
 	cl->ids[lo] = docid;
 	cl->n++;
 	cl->gen++;
+	p->gen++;
 	roaring_bitmap_add(cl->bm, docid);
 	roaring_bitmap_add(p->leaves[li].docids, docid);
 	p->leaves[li].rows++;
@@ -1188,92 +1196,6 @@ static void merge_hits(part_query_t *q, const vela_hit_t *b, uint32_t nb, vela_h
 	q->n_out = o;
 }
 
-/* cluster_knn of an LVQ-8 cluster: its rows decoded into a per-call F32
- * block with their norms (nothing kept: the cluster holds codes only) and
- * scored as F32 rows, so distances are those of the decoded vectors; on a
- * GPU the block is transient (uid 0) until an LVQ kernel reads the codes. */
-static int cluster_knn_lvq8(const part_layout_t *p, const part_cluster_t *cl, const float *Q,
-			    uint32_t nq, uint32_t k, const roaring_bitmap_t *const *filters,
-			    vela_hit_t *hits, uint32_t *nh)
-{
-	size_t n = cl->n ? cl->n : 1;
-	float *X = vela_aligned_alloc(64, vela_mul_size(n, p->dim * sizeof(float)));
-	float *nrm = malloc(n * sizeof(float)), nmax = 0;
-	int rc = X && nrm ? 0 : VELA_ENOMEM;
-	for (uint32_t r = 0; rc == 0 && r < cl->n; r++) {
-		nrm[r] = (float)lvq8_decode(p->mean, p->dim, cl->rows + (size_t)r * p->rowb,
-					    X + (size_t)r * p->dim);
-		nmax = nrm[r] > nmax ? nrm[r] : nmax;
-	}
-	if (rc == 0) {
-		index_rows_t rows = {.data = X, .type = VELA_VEC_FLOAT32, .metric = p->metric,
-				     .dim = p->dim, .stride = p->dim, .n = cl->n, .norms = nrm,
-				     .norm_max = nmax};
-		index_knn_t req = {.queries = Q, .nq = nq, .k = k, .filters = filters};
-		rc = index_backend_knn(&rows, &req, hits, nh, NULL);
-	}
-	free(X);
-	free(nrm);
-	return rc;
-}
-
-/* The k nearest rows of cluster cl (row numbers, ascending (distance, row))
- * for each of the nq queries Q (nq x dim), filters[i] its rows or NULL (all).
- * The one place a cluster's rows are ranked for a search. */
-static int cluster_knn(const part_layout_t *p, const part_cluster_t *cl, const float *Q,
-		       uint32_t nq, uint32_t k, const roaring_bitmap_t *const *filters,
-		       vela_hit_t *hits, uint32_t *nh)
-{
-	if (p->enc == PART_ENC_LVQ8)
-		return cluster_knn_lvq8(p, cl, Q, nq, k, filters, hits, nh);
-	index_rows_t rows = {.data = cl->rows, .type = p->type, .metric = p->metric,
-			     .dim = p->dim, .stride = p->stride, .n = cl->n,
-			     .norms = cl->norms, .norm_max = p->norm_max, .uid = cl->uid,
-			     .generation = cl->gen};
-	index_knn_t req = {.queries = Q, .nq = nq, .k = k, .filters = filters};
-	return index_backend_knn(&rows, &req, hits, nh, NULL);
-}
-
-/* Score cluster pr[0].cl against the queries of pr[0..n). */
-static int scan_cluster(const part_layout_t *p, part_query_t *qs, const probe_t *pr, uint32_t n)
-{
-	const part_cluster_t *cl = &p->cl[pr[0].cl];
-	uint32_t kmax = 0;
-	for (uint32_t i = 0; i < n; i++)
-		kmax = qs[pr[i].q].k > kmax ? qs[pr[i].q].k : kmax;
-	float *Q = malloc(vela_mul_size((size_t)n * p->dim, sizeof(float)));
-	roaring_bitmap_t **flt = calloc(n, sizeof(*flt));
-	vela_hit_t *hits = malloc(vela_mul_size((size_t)n * kmax, sizeof(vela_hit_t)));
-	vela_hit_t *tmp = malloc(vela_mul_size(kmax, sizeof(vela_hit_t)));
-	uint32_t *nh = malloc(n * sizeof(uint32_t));
-	int rc = Q && flt && hits && tmp && nh ? 0 : VELA_ENOMEM;
-	for (uint32_t i = 0; rc == 0 && i < n; i++) {
-		const part_query_t *q = &qs[pr[i].q];
-		memcpy(Q + (size_t)i * p->dim, q->q, p->dim * sizeof(float));
-		if (!pr[i].full && (flt[i] = rows_of(cl, q->filter)) == NULL)
-			rc = VELA_ENOMEM;
-	}
-	if (rc == 0)
-		rc = cluster_knn(p, cl, Q, n, kmax, (const roaring_bitmap_t *const *)flt, hits, nh);
-	for (uint32_t i = 0; rc == 0 && i < n; i++) {
-		part_query_t *q = &qs[pr[i].q];
-		vela_hit_t *h = hits + (size_t)i * kmax;
-		uint32_t m = nh[i] < q->k ? nh[i] : q->k;
-		for (uint32_t j = 0; j < m; j++)
-			h[j].docid = cl->ids[h[j].docid];
-		merge_hits(q, h, m, tmp);
-	}
-	for (uint32_t i = 0; flt && i < n; i++)
-		if (flt[i])
-			roaring_bitmap_free(flt[i]);
-	free(Q);
-	free(flt);
-	free(hits);
-	free(tmp);
-	free(nh);
-	return rc;
-}
-
 static int search_check(const part_layout_t *p, const part_query_t *qs, uint32_t nq,
 			const part_search_opts_t *o)
 {
@@ -1316,6 +1238,80 @@ static int plan_make(const part_layout_t *p, part_query_t *qs, uint32_t nq,
 	return rc;
 }
 
+/* Hits (pairs x k) and LVQ-8 floats decoded per batched scan call: the
+ * host scratch of one index_backend_parts_knn. */
+#define PART_SCAN_HITS (4u << 20)
+#define PART_SCAN_DECODED (16u << 20)
+
+/* The clusters as the backend's batched scan reads them. FIELD: the rows
+ * in place with their norms (on a GPU resident by the layout's uid and
+ * generation). LVQ-8: per call, each scanned cluster decoded into an F32
+ * block with its norms (the others empty; transient on a GPU: nothing is
+ * kept, the layout holds codes only), so distances are those of the
+ * decoded vectors. */
+typedef struct scan_set {
+	index_rows_t *cl; /* n_cl */
+	index_parts_t parts;
+} scan_set_t;
+
+static int scan_set_make(const part_layout_t *p, scan_set_t *s)
+{
+	s->cl = calloc(p->n_cl ? p->n_cl : 1, sizeof(*s->cl));
+	if (s->cl == NULL)
+		return VELA_ENOMEM;
+	bool lvq = p->enc == PART_ENC_LVQ8;
+	for (uint32_t c = 0; c < p->n_cl; c++) {
+		const part_cluster_t *cl = &p->cl[c];
+		index_rows_t r = {.type = VELA_VEC_FLOAT32, .metric = p->metric, .dim = p->dim,
+				  .stride = p->dim};
+		if (!lvq)
+			r = (index_rows_t){.data = cl->rows, .type = p->type, .metric = p->metric,
+					   .dim = p->dim, .stride = p->stride, .n = cl->n,
+					   .norms = cl->norms, .norm_max = p->norm_max,
+					   .uid = cl->uid, .generation = cl->gen};
+		s->cl[c] = r;
+	}
+	s->parts = (index_parts_t){.cl = s->cl, .n_cl = p->n_cl, .uid = lvq ? 0 : p->uid,
+				   .generation = p->gen};
+	return 0;
+}
+
+/* LVQ-8: decode cluster c into its scan_set entry. */
+static int scan_set_decode(const part_layout_t *p, scan_set_t *s, uint32_t c)
+{
+	const part_cluster_t *cl = &p->cl[c];
+	size_t n = cl->n ? cl->n : 1;
+	float *X = vela_aligned_alloc(64, vela_mul_size(n, p->dim * sizeof(float)));
+	float *nrm = malloc(n * sizeof(float)), nmax = 0;
+	if (X == NULL || nrm == NULL) {
+		free(X);
+		free(nrm);
+		return VELA_ENOMEM;
+	}
+	for (uint32_t r = 0; r < cl->n; r++) {
+		nrm[r] = (float)lvq8_decode(p->mean, p->dim, cl->rows + (size_t)r * p->rowb,
+					    X + (size_t)r * p->dim);
+		nmax = nrm[r] > nmax ? nrm[r] : nmax;
+	}
+	index_rows_t *e = &s->cl[c];
+	e->data = X;
+	e->norms = nrm;
+	e->norm_max = nmax;
+	e->n = cl->n;
+	return 0;
+}
+
+/* LVQ-8: empty cluster c's entry again. */
+static void scan_set_release(scan_set_t *s, uint32_t c)
+{
+	free((void *)s->cl[c].data);
+	free((void *)s->cl[c].norms);
+	s->cl[c].data = NULL;
+	s->cl[c].norms = NULL;
+	s->cl[c].n = 0;
+	s->cl[c].norm_max = 0;
+}
+
 /* The end of the run of pairs of pl->v[s].cl. */
 static size_t plan_run_end(const plist_t *pl, size_t s)
 {
@@ -1325,14 +1321,177 @@ static size_t plan_run_end(const plist_t *pl, size_t s)
 	return e;
 }
 
-/* Steps 4-5: every cluster of the plan against its queries. */
-static int plan_scan(const part_layout_t *p, part_query_t *qs, const plist_t *pl)
+/* The end of the scan call starting at pair s: whole clusters while the
+ * hits and the decoded rows fit the bounds (at least one cluster). */
+static size_t plan_call_end(const part_layout_t *p, const plist_t *pl, size_t s, uint32_t k)
+{
+	size_t e = s, hits = 0, dec = 0;
+	while (e < pl->n) {
+		size_t r = plan_run_end(pl, e);
+		size_t h = (r - e) * (k ? k : 1);
+		size_t d = p->enc == PART_ENC_LVQ8 ? (size_t)p->cl[pl->v[e].cl].n * p->dim : 0;
+		if (e > s && (hits + h > PART_SCAN_HITS || dec + d > PART_SCAN_DECODED))
+			break;
+		hits += h;
+		dec += d;
+		e = r;
+	}
+	return e;
+}
+
+/* Scratch of one scan call of n pairs at k. */
+typedef struct scan_call {
+	index_part_pair_t *pr;
+	roaring_bitmap_t **flt; /* per pair: its rows, NULL = all */
+	vela_hit_t *hits, *tmp;
+	uint32_t *nh;
+} scan_call_t;
+
+static int scan_call_alloc(scan_call_t *c, uint32_t n, uint32_t k)
+{
+	c->pr = malloc(n * sizeof(*c->pr));
+	c->flt = calloc(n, sizeof(*c->flt));
+	c->hits = malloc(vela_mul_size((size_t)n * k, sizeof(vela_hit_t)));
+	c->tmp = malloc(vela_mul_size(k, sizeof(vela_hit_t)));
+	c->nh = malloc(n * sizeof(uint32_t));
+	return c->pr && c->flt && c->hits && c->tmp && c->nh ? 0 : VELA_ENOMEM;
+}
+
+static void scan_call_free(scan_call_t *c, uint32_t n)
+{
+	for (uint32_t i = 0; c->flt && i < n; i++)
+		if (c->flt[i])
+			roaring_bitmap_free(c->flt[i]);
+	free(c->pr);
+	free(c->flt);
+	free(c->hits);
+	free(c->tmp);
+	free(c->nh);
+}
+
+/* The pairs of the call with their filters as row numbers (rows ascend
+ * with docid: a docid's row is its rank in the cluster); LVQ-8 clusters
+ * decoded. */
+static int scan_call_pairs(const part_layout_t *p, const part_query_t *qs, scan_set_t *set,
+			   const probe_t *pv, uint32_t n, scan_call_t *c)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		const part_cluster_t *cl = &p->cl[pv[i].cl];
+		if (!pv[i].full && (c->flt[i] = rows_of(cl, qs[pv[i].q].filter)) == NULL)
+			return VELA_ENOMEM;
+		c->pr[i] = (index_part_pair_t){.cl = pv[i].cl, .q = pv[i].q, .filter = c->flt[i]};
+		if (p->enc == PART_ENC_LVQ8 && (i == 0 || pv[i].cl != pv[i - 1].cl)) {
+			int rc = scan_set_decode(p, set, pv[i].cl);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/* Score pairs pv[0..n) (whole clusters, every query of k) with one batched
+ * scan, then merge each pair's hits into its query in (distance, docid)
+ * order. Q: the batch's queries, nq x dim. */
+static int scan_call(const part_layout_t *p, part_query_t *qs, const float *Q, uint32_t nq,
+		     scan_set_t *set, const probe_t *pv, uint32_t n, uint32_t k)
+{
+	scan_call_t c = {0};
+	int rc = scan_call_alloc(&c, n, k);
+	if (rc == 0)
+		rc = scan_call_pairs(p, qs, set, pv, n, &c);
+	index_parts_req_t req = {.queries = Q, .nq = nq, .k = k, .pairs = c.pr, .npairs = n};
+	if (rc == 0)
+		rc = index_backend_parts_knn(&set->parts, &req, c.hits, c.nh, NULL);
+	for (uint32_t i = 0; rc == 0 && i < n; i++) {
+		const part_cluster_t *cl = &p->cl[pv[i].cl];
+		part_query_t *q = &qs[pv[i].q];
+		vela_hit_t *h = c.hits + (size_t)i * k;
+		uint32_t m = c.nh[i] < q->k ? c.nh[i] : q->k;
+		for (uint32_t j = 0; j < m; j++)
+			h[j].docid = cl->ids[h[j].docid];
+		merge_hits(q, h, m, c.tmp);
+	}
+	for (uint32_t i = 0; p->enc == PART_ENC_LVQ8 && i < n; i++)
+		if (set->cl[pv[i].cl].data)
+			scan_set_release(set, pv[i].cl);
+	scan_call_free(&c, n);
+	return rc;
+}
+
+/* Every pair of pl (queries of one k), in calls of whole clusters. */
+static int plan_scan_k(const part_layout_t *p, part_query_t *qs, const float *Q, uint32_t nq,
+		       scan_set_t *set, const plist_t *pl, uint32_t k)
 {
 	int rc = 0;
 	for (size_t s = 0, e; rc == 0 && s < pl->n; s = e) {
-		e = plan_run_end(pl, s);
-		rc = scan_cluster(p, qs, pl->v + s, (uint32_t)(e - s));
+		e = plan_call_end(p, pl, s, k);
+		rc = scan_call(p, qs, Q, nq, set, pl->v + s, (uint32_t)(e - s), k);
 	}
+	return rc;
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* The distinct k > 0 of the queries, ascending, into ks; returns how many. */
+static uint32_t plan_ks(const part_query_t *qs, uint32_t nq, uint32_t *ks)
+{
+	uint32_t m = 0;
+	for (uint32_t i = 0; i < nq; i++)
+		if (qs[i].k)
+			ks[m++] = qs[i].k;
+	if (m > 1)
+		qsort(ks, m, sizeof(*ks), u32_cmp);
+	uint32_t d = 0;
+	for (uint32_t i = 0; i < m; i++)
+		if (d == 0 || ks[i] != ks[d - 1])
+			ks[d++] = ks[i];
+	return d;
+}
+
+/* The pairs of pl whose query has k, in pl's order. */
+static void plan_of_k(const part_query_t *qs, const plist_t *pl, uint32_t k, plist_t *sub)
+{
+	sub->n = 0;
+	for (size_t i = 0; i < pl->n; i++)
+		if (qs[pl->v[i].q].k == k)
+			sub->v[sub->n++] = pl->v[i];
+}
+
+/* The queries as one nq x dim matrix, the backend's request. */
+static float *plan_queries(const part_layout_t *p, const part_query_t *qs, uint32_t nq)
+{
+	float *Q = malloc(vela_mul_size((size_t)(nq ? nq : 1) * p->dim, sizeof(float)));
+	for (uint32_t i = 0; Q && i < nq; i++)
+		memcpy(Q + (size_t)i * p->dim, qs[i].q, p->dim * sizeof(float));
+	return Q;
+}
+
+/* Steps 4-5: every cluster of the plan against its queries, through the
+ * backend's batched scan: one call per k the queries ask (most batches:
+ * one), split only to bound host memory. Each query is scanned at its own
+ * k, so a cluster costs the CPU what one knn per cluster did. */
+static int plan_scan(const part_layout_t *p, part_query_t *qs, uint32_t nq, const plist_t *pl)
+{
+	if (pl->n == 0)
+		return 0;
+	uint32_t *ks = malloc(nq * sizeof(uint32_t)), nk = ks ? plan_ks(qs, nq, ks) : 0;
+	float *Q = plan_queries(p, qs, nq);
+	scan_set_t set = {0};
+	plist_t sub = {.v = nk > 1 ? malloc(vela_mul_size(pl->n, sizeof(probe_t))) : NULL};
+	int rc = ks && Q && (nk < 2 || sub.v) ? scan_set_make(p, &set) : VELA_ENOMEM;
+	for (uint32_t i = 0; rc == 0 && i < nk; i++) {
+		if (nk > 1)
+			plan_of_k(qs, pl, ks[i], &sub);
+		rc = plan_scan_k(p, qs, Q, nq, &set, nk > 1 ? &sub : pl, ks[i]);
+	}
+	free(set.cl);
+	free(sub.v);
+	free(Q);
+	free(ks);
 	return rc;
 }
 
@@ -1342,7 +1501,7 @@ int part_search(const part_layout_t *p, part_query_t *qs, uint32_t nq,
 	plist_t pl = {0};
 	int rc = plan_make(p, qs, nq, opts, &pl);
 	if (rc == 0)
-		rc = plan_scan(p, qs, &pl);
+		rc = plan_scan(p, qs, nq, &pl);
 	free(pl.v);
 	return rc;
 }
@@ -1382,13 +1541,13 @@ static void dump_f32(dump_w_t *w, float x)
 }
 
 /* One scanned cluster: its rows as F32 (decoded), their norms and norm_max
- * as cluster_knn passes them, then its (query, filter) pairs. */
+ * as the batched scan passes them, then its (query, filter) pairs. */
 static void dump_cluster(dump_w_t *w, const part_layout_t *p, const part_query_t *qs,
 			 const probe_t *pr, uint32_t n, float *x)
 {
 	const part_cluster_t *cl = &p->cl[pr[0].cl];
 	double nmax = p->norm_max;
-	if (p->enc == PART_ENC_LVQ8) { /* cluster_knn_lvq8's norms */
+	if (p->enc == PART_ENC_LVQ8) { /* scan_set_decode's norms */
 		nmax = 0;
 		for (uint32_t r = 0; r < cl->n; r++) {
 			double n2 = (float)lvq8_decode(p->mean, p->dim, cl->rows + (size_t)r * p->rowb, x);
@@ -1463,7 +1622,7 @@ int part_search_plan_dump(const part_layout_t *p, part_query_t *qs, uint32_t nq,
 		dump_cluster(&w, p, qs, pl.v + s, (uint32_t)(e - s), x);
 	}
 	if (w.rc == 0) /* the engine's answers, for the replay to check */
-		w.rc = plan_scan(p, qs, &pl);
+		w.rc = plan_scan(p, qs, nq, &pl);
 	for (uint32_t i = 0; i < nq && w.rc == 0; i++) {
 		dump_u32(&w, qs[i].n_out);
 		for (uint32_t j = 0; j < qs[i].n_out; j++) {

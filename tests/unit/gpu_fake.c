@@ -9,10 +9,11 @@
  * device would, so they differ from the host kernels by rounding.
  *
  * Environment: FAKE_GPU_DEVICES (default 1) devices; FAKE_GPU_FAIL=knn,
- * project, kmeans, gram, bert_create, bert_set or bert_encode makes that call
- * fail with VELA_EIO (read at every call); FAKE_GPU_K_CAP
- * returns at most that many candidates per query (a device that truncates
- * its lists: the backend must notice and answer on the CPU). */
+ * project, kmeans, gram, parts_create, parts_scan, bert_create, bert_set or
+ * bert_encode makes that call fail with VELA_EIO (read at every call);
+ * FAKE_GPU_K_CAP returns at most that many candidates per query or pair (a
+ * device that truncates its lists: the backend must notice and answer on
+ * the CPU). */
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -279,6 +280,174 @@ int gpu_gram(gpu_ctx_t *ctx, const float *X, uint64_t n, uint32_t d, const doubl
 			G[(size_t)a * d + b] = G[(size_t)b * d + a];
 	free(y);
 	return 0;
+}
+
+/* ------------------------------------------------------------- partitions */
+
+/* gpu_parts_*: the clusters copied back to back; a scan ranks each pair's
+ * allowed rows by a direct distance summed in double and rounded to float
+ * (a device sums in another order: it differs from the host kernels by
+ * rounding), ties by the smaller row. FAKE_GPU_FAIL=parts_create or
+ * parts_scan fails that call; FAKE_GPU_K_CAP truncates a pair's list as it
+ * does gpu_knn's. The counters below let a test see uploads and frees
+ * (dlsym on the loaded library). */
+
+extern unsigned fake_gpu_parts_created, fake_gpu_parts_freed, fake_gpu_parts_scans;
+unsigned fake_gpu_parts_created, fake_gpu_parts_freed, fake_gpu_parts_scans;
+
+struct gpu_parts {
+	float *rows;
+	uint64_t *off;
+	uint64_t n;
+	uint32_t dim, ncl;
+	gpu_metric_t metric;
+	uint32_t *mark; /* per row of the widest cluster: allowed by this pair */
+};
+
+static int fake_parts_args(const float *rows, uint64_t n, uint32_t dim, const uint64_t *off,
+			   uint32_t ncl, gpu_metric_t metric, vela_err_t *err)
+{
+	if (dim == 0 || dim > GPU_DIM_MAX || (metric != GPU_METRIC_L2 && metric != GPU_METRIC_IP) ||
+	    off == NULL || (n && rows == NULL) || off[0] != 0 || off[ncl] != n)
+		return fake_err(err, VELA_EINVAL, "fake parts: bad arguments");
+	for (uint32_t c = 0; c < ncl; c++)
+		if (off[c + 1] < off[c] || off[c + 1] - off[c] > GPU_PART_CLUSTER_ROWS_MAX)
+			return fake_err(err, VELA_EINVAL, "fake parts: bad offsets at %u", c);
+	return 0;
+}
+
+int gpu_parts_create(gpu_ctx_t *ctx, const float *rows, uint64_t n, uint32_t dim,
+		     const uint64_t *offsets, uint32_t nclusters, gpu_metric_t metric,
+		     gpu_parts_t **out, vela_err_t *err)
+{
+	if (ctx == NULL || out == NULL)
+		return fake_err(err, VELA_EINVAL, "fake parts: NULL");
+	int rc = fake_parts_args(rows, n, dim, offsets, nclusters, metric, err);
+	if (rc || (rc = fake_fails("parts_create", err)))
+		return rc;
+	gpu_parts_t *g = calloc(1, sizeof(*g));
+	uint64_t most = 0;
+	for (uint32_t c = 0; c < nclusters; c++)
+		most = offsets[c + 1] - offsets[c] > most ? offsets[c + 1] - offsets[c] : most;
+	if (g) {
+		g->rows = malloc((n ? n : 1) * dim * sizeof(float));
+		g->off = malloc((nclusters + 1) * sizeof(uint64_t));
+		g->mark = calloc(most + 1, sizeof(uint32_t));
+	}
+	if (g == NULL || !g->rows || !g->off || !g->mark) {
+		gpu_parts_free(g);
+		return fake_err(err, VELA_ENOMEM, "fake parts: out of memory");
+	}
+	memcpy(g->rows, rows, n * dim * sizeof(float));
+	memcpy(g->off, offsets, (nclusters + 1) * sizeof(uint64_t));
+	g->n = n;
+	g->dim = dim;
+	g->ncl = nclusters;
+	g->metric = metric;
+	fake_gpu_parts_created++;
+	*out = g;
+	return 0;
+}
+
+static float fake_part_dist(const gpu_parts_t *g, const float *q, const float *x)
+{
+	double s = 0;
+	for (uint32_t j = 0; j < g->dim; j++)
+		s += g->metric == GPU_METRIC_L2 ? ((double)q[j] - x[j]) * ((double)q[j] - x[j])
+						: (double)q[j] * x[j];
+	return g->metric == GPU_METRIC_L2 ? (float)s : (float)(1.0 - s);
+}
+
+/* A pair's filter: in range, every row inside its cluster. */
+static int fake_pair_check(const gpu_parts_t *g, uint32_t nq, const gpu_part_pair_t *p,
+			   const uint32_t *filt, uint32_t nfilt, uint32_t i, vela_err_t *err)
+{
+	if (p->cluster >= g->ncl || p->query >= nq)
+		return fake_err(err, VELA_EINVAL, "fake parts: pair %u out of range", i);
+	if (p->filter_len == GPU_PART_ALL_ROWS)
+		return 0;
+	uint64_t rows = g->off[p->cluster + 1] - g->off[p->cluster];
+	if ((uint64_t)p->filter_off + p->filter_len > nfilt || p->filter_len > rows)
+		return fake_err(err, VELA_EINVAL, "fake parts: pair %u's filter out of range", i);
+	for (uint32_t j = 0; j < p->filter_len; j++)
+		if (filt[p->filter_off + j] >= rows)
+			return fake_err(err, VELA_EINVAL, "fake parts: pair %u's filter row", i);
+	return 0;
+}
+
+/* One pair's k best into ids / dists (h: scratch for the cluster's rows). */
+static void fake_pair_scan(gpu_parts_t *g, const float *q, const gpu_part_pair_t *p,
+			   const uint32_t *filt, uint32_t k, fake_hit_t *h, uint32_t *ids,
+			   float *dists)
+{
+	uint64_t r0 = g->off[p->cluster], rows = g->off[p->cluster + 1] - r0, c = 0;
+	bool all = p->filter_len == GPU_PART_ALL_ROWS;
+	for (uint32_t j = 0; !all && j < p->filter_len; j++)
+		g->mark[filt[p->filter_off + j]] = 1;
+	for (uint64_t r = 0; r < rows; r++) {
+		if (!all && !g->mark[r])
+			continue;
+		float d = fake_part_dist(g, q, g->rows + (r0 + r) * g->dim);
+		h[c++] = (fake_hit_t){isnan(d) ? INFINITY : d, (uint32_t)r};
+	}
+	for (uint32_t j = 0; !all && j < p->filter_len; j++)
+		g->mark[filt[p->filter_off + j]] = 0;
+	qsort(h, c, sizeof(*h), fake_hit_cmp);
+	const char *cap_s = getenv("FAKE_GPU_K_CAP");
+	uint32_t cap = cap_s ? (uint32_t)atoi(cap_s) : k;
+	for (uint32_t j = 0; j < k; j++) {
+		bool ok = j < c && j < cap;
+		ids[j] = ok ? h[j].id : UINT32_MAX;
+		dists[j] = ok ? h[j].d : INFINITY;
+	}
+}
+
+int gpu_parts_scan(gpu_parts_t *parts, const float *queries, uint32_t nq,
+		   const gpu_part_pair_t *pairs, uint32_t npairs, const uint32_t *filt,
+		   uint32_t nfilt, uint32_t k, uint32_t *out_ids, float *out_dists,
+		   vela_err_t *err)
+{
+	if (parts == NULL || k < 1 || k > GPU_PART_K_MAX || (npairs && (!pairs || !queries)))
+		return fake_err(err, VELA_EINVAL, "fake parts: bad k or NULL");
+	for (uint32_t i = 0; i < npairs; i++) {
+		int rc = fake_pair_check(parts, nq, &pairs[i], filt, nfilt, i, err);
+		if (rc)
+			return rc;
+	}
+	if (fake_fails("parts_scan", err))
+		return VELA_EIO;
+	fake_hit_t *h = malloc((parts->n + 1) * sizeof(*h));
+	if (h == NULL)
+		return fake_err(err, VELA_ENOMEM, "fake parts: out of memory");
+	for (uint32_t i = 0; i < npairs; i++)
+		fake_pair_scan(parts, queries + (size_t)pairs[i].query * parts->dim, &pairs[i], filt,
+			       k, h, out_ids + (size_t)i * k, out_dists + (size_t)i * k);
+	free(h);
+	fake_gpu_parts_scans++;
+	return 0;
+}
+
+void gpu_parts_last_times(const gpu_parts_t *parts, float ms[3])
+{
+	(void)parts;
+	ms[0] = ms[1] = ms[2] = 0;
+}
+
+size_t gpu_parts_bytes(const gpu_parts_t *parts)
+{
+	return parts ? (size_t)parts->n * parts->dim * sizeof(float) : 0;
+}
+
+void gpu_parts_free(gpu_parts_t *parts)
+{
+	if (parts == NULL)
+		return;
+	if (parts->rows)
+		fake_gpu_parts_freed++;
+	free(parts->rows);
+	free(parts->off);
+	free(parts->mark);
+	free(parts);
 }
 
 /* ---------------------------------------------------------------- encoder */

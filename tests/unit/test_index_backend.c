@@ -9,6 +9,7 @@
  * GPU -> CPU fallback, FLAT batch search and LeanVec training (also a
  * LeanVec graph store's) through the backend. */
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -988,4 +989,513 @@ Test(backend_gpu, leanvec_store_uses_backend)
 	cr_assert_eq(info.fallbacks, f0 + 3, "OOD training: two Gram matrices");
 	graph_lvq_store_destroy(s);
 	free(X);
+}
+
+/* ------------------------------------------------ batched partition scans */
+
+/* The fake library's counters of gpu_parts_create / _free / _scan calls;
+ * NULL when the fake is not the loaded library. */
+static unsigned *fake_counter(const char *name)
+{
+	const char *lib = getenv("VELA_GPU_LIB");
+	void *h = lib && fake_gpu() ? dlopen(lib, RTLD_NOW | RTLD_NOLOAD) : NULL;
+	unsigned *c = h ? (unsigned *)dlsym(h, name) : NULL;
+	if (h)
+		dlclose(h); /* still loaded by common/gpulib.c */
+	return c;
+}
+
+enum { PB_CL = 12, PB_QN = 9 };
+
+/* Clusters of several sizes (empty, one row, past a warp, past the
+ * default cluster) as index_parts_t. */
+static void parts_blocks(block_t *b, index_rows_t *rows, uint32_t dim, vela_metric_t metric,
+			 vela_vec_type_t type)
+{
+	static const uint32_t sizes[PB_CL] = {0, 1, 5, 64, 200, 333, 10, 0, 1000, 70, 3, 129};
+	for (uint32_t c = 0; c < PB_CL; c++) {
+		block_make(&b[c], dim, sizes[c], metric, type, c % 3, false);
+		rows[c] = b[c].rows;
+	}
+}
+
+/* Pairs: most clusters with several queries (grouped), one cluster named
+ * again later; filters none, empty, a random half (with numbers past n). */
+static uint32_t parts_pairs(index_part_pair_t *pr, roaring_bitmap_t **flt, uint32_t *nflt)
+{
+	uint32_t n = 0;
+	*nflt = 0;
+	for (uint32_t c = 0; c < PB_CL; c++)
+		for (uint32_t q = c % 3; q < PB_QN; q += 2) {
+			roaring_bitmap_t *f = NULL;
+			if ((q + c) % 3 == 1) {
+				f = flt[(*nflt)++] = roaring_bitmap_create();
+				for (uint32_t r = 0; r < 1100; r++)
+					if (rng_next() & 1)
+						roaring_bitmap_add(f, r);
+			} else if ((q + c) % 7 == 2) {
+				f = flt[(*nflt)++] = roaring_bitmap_create();
+			}
+			pr[n++] = (index_part_pair_t){.cl = c, .q = q, .filter = f};
+		}
+	pr[n++] = (index_part_pair_t){.cl = 4, .q = 0, .filter = NULL};
+	return n;
+}
+
+/* be's batched scan: every pair as the CPU knn of its cluster alone, bit
+ * for bit, and against the brute force. */
+static void parts_op_case(const index_backend_t *be, vela_metric_t metric, vela_vec_type_t type,
+			  uint32_t k)
+{
+	const uint32_t dim = 19;
+	block_t b[PB_CL];
+	index_rows_t rows[PB_CL];
+	parts_blocks(b, rows, dim, metric, type);
+	float Q[PB_QN * 19];
+	for (uint32_t i = 0; i < PB_QN; i++)
+		random_vec(Q + i * dim, dim, metric);
+	index_part_pair_t pr[PB_CL * PB_QN];
+	roaring_bitmap_t *flt[PB_CL * PB_QN];
+	uint32_t nflt, np = parts_pairs(pr, flt, &nflt);
+	index_parts_t parts = {.cl = rows, .n_cl = PB_CL, .uid = index_backend_uid_new(),
+			       .generation = 1};
+	index_parts_req_t req = {.queries = Q, .nq = PB_QN, .k = k, .pairs = pr, .npairs = np};
+	vela_hit_t *out = malloc((size_t)np * k * sizeof(*out)), *one = malloc(k * sizeof(*one));
+	uint32_t n_out[PB_CL * PB_QN + 1], n1;
+	cr_assert(out && one);
+	vela_err_t e = {0};
+	int rc = be->parts_knn(&parts, &req, out, n_out, &e);
+	if (rc == VELA_EUNSUPPORTED && strcmp(be->name, "cuda") == 0)
+		cr_skip_test("a GPU library without gpu_parts_*: %s", e.msg);
+	cr_assert_eq(rc, 0, "%s: %s", be->name, e.msg);
+	for (uint32_t p = 0; p < np; p++) {
+		const float *q = Q + (size_t)pr[p].q * dim;
+		index_knn_t r1 = {.queries = q, .nq = 1, .k = k, .filters = &pr[p].filter};
+		cr_assert_eq(index_backend_cpu()->knn(&rows[pr[p].cl], &r1, one, &n1, NULL), 0);
+		cr_assert_eq(n_out[p], n1, "pair %u: %u hits, cpu knn %u", p, n_out[p], n1);
+		cr_assert_eq(memcmp(out + (size_t)p * k, one, k * sizeof(*one)), 0,
+			     "pair %u (cluster %u) differs from the cluster's knn", p, pr[p].cl);
+		check_query(&b[pr[p].cl], q, k, pr[p].filter, out + (size_t)p * k, n_out[p]);
+	}
+	index_backend_forget(parts.uid);
+	for (uint32_t i = 0; i < nflt; i++)
+		roaring_bitmap_free(flt[i]);
+	for (uint32_t c = 0; c < PB_CL; c++)
+		block_free(&b[c]);
+	free(out);
+	free(one);
+}
+
+static void parts_op(be_kind_t kind)
+{
+	const index_backend_t *be = backend_get(kind);
+	static const vela_metric_t m[] = {VELA_METRIC_L2, VELA_METRIC_IP, VELA_METRIC_COSINE};
+	for (int i = 0; i < 3; i++)
+		for (uint32_t k = 1; k <= 100; k *= 10)
+			parts_op_case(be, m[i], i == 1 ? VELA_VEC_FLOAT16 : VELA_VEC_FLOAT32, k);
+	parts_op_case(be, VELA_METRIC_L2, VELA_VEC_FLOAT32, 1000);
+}
+
+Test(backend_cpu, parts_knn) { parts_op(BE_CPU); }
+Test(backend_gpu, parts_knn) { parts_op(BE_GPU); }
+
+/* Refused arguments; shapes the GPU does not serve are the CPU's. */
+static void parts_errors(be_kind_t kind)
+{
+	const index_backend_t *be = backend_get(kind);
+	block_t b[2];
+	block_make(&b[0], 8, 50, VELA_METRIC_L2, VELA_VEC_FLOAT32, 0, false);
+	block_make(&b[1], 8, 40, VELA_METRIC_L2, VELA_VEC_FLOAT32, 0, true);
+	index_rows_t rows[2] = {b[0].rows, b[1].rows};
+	float q[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+	index_part_pair_t pr[2] = {{0, 0, NULL}, {1, 0, NULL}};
+	index_parts_t parts = {.cl = rows, .n_cl = 2};
+	index_parts_req_t req = {.queries = q, .nq = 1, .k = 5, .pairs = pr, .npairs = 2};
+	vela_hit_t out[2 * 1025];
+	uint32_t n_out[2];
+	vela_err_t e = {0};
+	pr[1].cl = 2;
+	cr_assert_eq(be->parts_knn(&parts, &req, out, n_out, &e), VELA_EINVAL);
+	pr[1] = (index_part_pair_t){0, 1, NULL};
+	cr_assert_eq(be->parts_knn(&parts, &req, out, n_out, &e), VELA_EINVAL);
+	pr[1] = (index_part_pair_t){1, 0, NULL};
+	cr_assert_eq(be->parts_knn(&parts, &req, NULL, n_out, &e), VELA_EINVAL);
+	rows[1].dim = 7;
+	cr_assert_eq(be->parts_knn(&parts, &req, out, n_out, &e), VELA_EINVAL);
+	rows[1].dim = 8;
+	q[3] = NAN;
+	cr_assert_eq(be->parts_knn(&parts, &req, out, n_out, &e), VELA_EINVAL);
+	q[3] = 4;
+	req.npairs = 0; /* nothing to do */
+	cr_assert_eq(be->parts_knn(&parts, &req, NULL, NULL, &e), 0);
+	req.npairs = 2;
+	req.k = 0;
+	cr_assert_eq(be->parts_knn(&parts, &req, NULL, n_out, &e), 0);
+	cr_assert(n_out[0] == 0 && n_out[1] == 0);
+	/* absent rows (cluster 1) and k above the GPU's: the wrapper answers */
+	for (uint32_t k = 5; k <= 1025; k += 1020) {
+		req.k = k;
+		int rc = be->parts_knn(&parts, &req, out, n_out, &e);
+		cr_assert(rc == 0 || (kind == BE_GPU && rc == VELA_EUNSUPPORTED), "rc %d", rc);
+		cr_assert_eq(index_backend_parts_knn(&parts, &req, out, n_out, &e), 0, "%s", e.msg);
+		check_query(&b[0], q, k, NULL, out, n_out[0]);
+		check_query(&b[1], q, k, NULL, out + k, n_out[1]);
+	}
+	block_free(&b[0]);
+	block_free(&b[1]);
+}
+
+Test(backend_cpu, parts_errors) { parts_errors(BE_CPU); }
+Test(backend_gpu, parts_errors) { parts_errors(BE_GPU); }
+
+/* ---- part_search through the backend */
+
+#define PQ 40u
+#define PK_MAX 50u
+
+typedef struct {
+	flat_index_t *f;
+	part_layout_t *p;
+	uint32_t dim;
+	float *q;
+	uint32_t k[PQ];
+	roaring_bitmap_t *flt[PQ];
+	vela_hit_t out[PQ][PK_MAX];
+	uint32_t n_out[PQ], probed[PQ];
+} pfx_t;
+
+static void pfx_vec(float *v, uint32_t dim, vela_metric_t metric, const float *centre)
+{
+	for (uint32_t d = 0; d < dim; d++)
+		v[d] = centre[d] + rng_gauss();
+	if (metric == VELA_METRIC_COSINE)
+		cr_assert_eq(quant_normalize(v, dim), 0);
+}
+
+static void pfx_layout(pfx_t *x, part_encoding_t enc)
+{
+	roaring_bitmap_t *lv[2] = {roaring_bitmap_create(), roaring_bitmap_create()};
+	roaring_bitmap_add_range(lv[0], 0, 1200);
+	roaring_bitmap_add_range(lv[1], 1200, 2500);
+	part_opts_t po;
+	part_opts_default(&po);
+	po.cluster_rows = 64;
+	po.encoding = enc;
+	part_source_t src = {.f = x->f};
+	cr_assert_eq(part_build(&src, (const roaring_bitmap_t *const *)lv, 2, &po, &x->p), 0);
+	cr_assert_eq(part_calibrate(x->p, 16), 0);
+	roaring_bitmap_free(lv[0]);
+	roaring_bitmap_free(lv[1]);
+}
+
+/* 2,500 rows around 6 centres in two leaves (64-row clusters), some docids
+ * absent; 40 queries: k mixed (or all 10), filters none, a range, nothing
+ * in the layout, a random 30%. Built on the CPU. */
+static void pfx_make(pfx_t *x, vela_metric_t metric, vela_vec_type_t type, part_encoding_t enc,
+		     bool mixed_k)
+{
+	cr_assert_eq(index_backend_mode_set(VELA_GPU_NO, NULL), 0);
+	memset(x, 0, sizeof(*x));
+	x->dim = 20;
+	cr_assert_eq(flat_create(x->dim, metric, type, &x->f), 0);
+	float centre[6][20], v[20];
+	for (uint32_t c = 0; c < 6; c++)
+		for (uint32_t d = 0; d < x->dim; d++)
+			centre[c][d] = 3 * rng_gauss();
+	for (uint32_t i = 0; i < 2500; i++) {
+		pfx_vec(v, x->dim, metric, centre[i % 6]);
+		if (i % 13 != 3)
+			cr_assert_eq(flat_set(x->f, i, v), 0);
+	}
+	pfx_layout(x, enc);
+	x->q = malloc(PQ * x->dim * sizeof(float));
+	cr_assert(x->q);
+	static const uint32_t ks[] = {1, 5, 10, 20, 0, 50};
+	for (uint32_t i = 0; i < PQ; i++) {
+		pfx_vec(x->q + i * x->dim, x->dim, metric, centre[rng_next() % 6]);
+		x->k[i] = mixed_k ? ks[i % 6] : 10;
+		if (i % 3 == 0)
+			continue;
+		x->flt[i] = roaring_bitmap_create();
+		if (i % 12 == 4)
+			roaring_bitmap_add_range(x->flt[i], 100, 1500);
+		else if (i % 12 == 7)
+			roaring_bitmap_add(x->flt[i], 9999);
+		else
+			for (uint32_t d = 0; d < 2500; d++)
+				if (rng_next() % 10 < 3)
+					roaring_bitmap_add(x->flt[i], d);
+	}
+}
+
+static void pfx_free(pfx_t *x)
+{
+	for (uint32_t i = 0; i < PQ; i++)
+		if (x->flt[i])
+			roaring_bitmap_free(x->flt[i]);
+	part_free(x->p);
+	flat_destroy(x->f);
+	free(x->q);
+}
+
+/* part_search of the fixture's batch under `mode` into x->out etc. */
+static void pfx_search(pfx_t *x, vela_gpu_mode_t mode, const part_search_opts_t *o)
+{
+	cr_assert_eq(index_backend_mode_set(mode, NULL), 0);
+	part_query_t pq[PQ];
+	for (uint32_t i = 0; i < PQ; i++)
+		pq[i] = (part_query_t){.q = x->q + i * x->dim, .k = x->k[i], .filter = x->flt[i],
+				       .out = x->out[i]};
+	cr_assert_eq(part_search(x->p, pq, PQ, o), 0);
+	for (uint32_t i = 0; i < PQ; i++) {
+		x->n_out[i] = pq[i].n_out;
+		x->probed[i] = pq[i].probed;
+	}
+}
+
+typedef struct {
+	vela_hit_t out[PQ][PK_MAX];
+	uint32_t n_out[PQ], probed[PQ];
+} pans_t;
+
+static void pans_take(pans_t *a, const pfx_t *x)
+{
+	memcpy(a->out, x->out, sizeof(a->out));
+	memcpy(a->n_out, x->n_out, sizeof(a->n_out));
+	memcpy(a->probed, x->probed, sizeof(a->probed));
+}
+
+/* x's answers are a's, bit for bit. */
+static void pans_same(const pans_t *a, const pfx_t *x, const char *what)
+{
+	for (uint32_t i = 0; i < PQ; i++) {
+		cr_assert_eq(x->n_out[i], a->n_out[i], "%s: query %u: %u hits, cpu %u", what, i,
+			     x->n_out[i], a->n_out[i]);
+		cr_assert_eq(x->probed[i], a->probed[i], "%s: query %u probed", what, i);
+		for (uint32_t j = 0; j < a->n_out[i]; j++)
+			cr_assert(x->out[i][j].docid == a->out[i][j].docid &&
+					  memcmp(&x->out[i][j].dist, &a->out[i][j].dist, 4) == 0,
+				  "%s: query %u hit %u: (%u, %.9g), cpu (%u, %.9g)", what, i, j,
+				  x->out[i][j].docid, x->out[i][j].dist, a->out[i][j].docid,
+				  a->out[i][j].dist);
+	}
+}
+
+/* Probing every cluster with a match, the CPU answer is flat_search's. */
+static void pfx_check_flat(const pfx_t *x)
+{
+	vela_hit_t h[PK_MAX];
+	uint32_t n;
+	for (uint32_t i = 0; i < PQ; i++) {
+		cr_assert_eq(flat_search(x->f, x->q + i * x->dim, x->k[i], x->flt[i], h, &n), 0);
+		cr_assert_eq(n, x->n_out[i], "query %u", i);
+		cr_assert_eq(memcmp(h, x->out[i], n * sizeof(*h)), 0, "query %u", i);
+	}
+}
+
+static void pfx_opts(part_search_opts_t *o, int which)
+{
+	part_search_opts_default(o);
+	if (which == 0) { /* exact */
+		o->probe_factor = 0;
+		o->recall = 0;
+	} else if (which == 2) {
+		o->probe_factor = 20;
+	}
+}
+
+/* CPU and GPU part_search agree bit for bit under exact, calibrated and
+ * fixed probing, and the CPU's exact answer is flat_search's (FIELD). */
+static void parts_search_case(vela_metric_t metric, vela_vec_type_t type, part_encoding_t enc)
+{
+	bool gpu = index_backend_gpu_devices() > 0;
+	unsigned *scans = fake_counter("fake_gpu_parts_scans");
+	vela_gpu_info_t info;
+	for (int mixed = 0; mixed < 2; mixed++) {
+		pfx_t x;
+		pfx_make(&x, metric, type, enc, mixed);
+		for (int which = 0; which < 3; which++) {
+			part_search_opts_t o;
+			pfx_opts(&o, which);
+			pans_t cpu;
+			pfx_search(&x, VELA_GPU_NO, &o);
+			if (which == 0 && enc == PART_ENC_FIELD)
+				pfx_check_flat(&x);
+			pans_take(&cpu, &x);
+			if (!gpu)
+				continue;
+			index_backend_info(&info);
+			uint64_t f0 = info.fallbacks;
+			unsigned s0 = scans ? *scans : 0;
+			memset(x.out, 0xa5, sizeof(x.out));
+			pfx_search(&x, VELA_GPU_YES, &o);
+			static const char *const names[] = {"exact", "calibrated", "fixed"};
+			pans_same(&cpu, &x, names[which]);
+			index_backend_info(&info);
+			cr_assert_eq(info.fallbacks, f0, "a GPU scan fell back");
+			cr_assert(scans == NULL || *scans >= s0 + 1 + (unsigned)mixed,
+				  "the GPU did not scan (%u scans)", scans ? *scans - s0 : 0);
+		}
+		pfx_free(&x);
+	}
+}
+
+Test(backend_cpu, parts_search)
+{
+	if (index_backend_gpu_devices() > 0)
+		cr_skip_test("the GPU run compares with the CPU (backend_gpu.parts_search_*)");
+	parts_search_case(VELA_METRIC_L2, VELA_VEC_FLOAT32, PART_ENC_FIELD);
+	parts_search_case(VELA_METRIC_COSINE, VELA_VEC_FLOAT16, PART_ENC_LVQ8);
+}
+
+Test(backend_gpu, parts_search_l2)
+{
+	backend_get(BE_GPU);
+	parts_search_case(VELA_METRIC_L2, VELA_VEC_FLOAT32, PART_ENC_FIELD);
+}
+
+Test(backend_gpu, parts_search_ip_f16)
+{
+	backend_get(BE_GPU);
+	parts_search_case(VELA_METRIC_IP, VELA_VEC_FLOAT16, PART_ENC_FIELD);
+}
+
+Test(backend_gpu, parts_search_cosine)
+{
+	backend_get(BE_GPU);
+	parts_search_case(VELA_METRIC_COSINE, VELA_VEC_FLOAT32, PART_ENC_FIELD);
+}
+
+Test(backend_gpu, parts_search_lvq8)
+{
+	backend_get(BE_GPU);
+	parts_search_case(VELA_METRIC_L2, VELA_VEC_FLOAT32, PART_ENC_LVQ8);
+	parts_search_case(VELA_METRIC_COSINE, VELA_VEC_FLOAT32, PART_ENC_LVQ8);
+}
+
+/* Search under `mode` with exact probing; x's answers must be a's. */
+static void pfx_same(pfx_t *x, const pans_t *a, const char *what)
+{
+	part_search_opts_t o;
+	pfx_opts(&o, 0);
+	memset(x->out, 0xa5, sizeof(x->out));
+	pfx_search(x, VELA_GPU_YES, &o);
+	pans_same(a, x, what);
+}
+
+static uint64_t fallbacks(void)
+{
+	vela_gpu_info_t info;
+	index_backend_info(&info);
+	return info.fallbacks;
+}
+
+/* A failing scan or upload is answered on the CPU and counted; a device
+ * whose lists cannot be proven complete is answered on the CPU silently. */
+Test(backend_gpu, parts_fallback)
+{
+	backend_get(BE_GPU);
+	if (!fake_gpu())
+		cr_skip_test("needs the fake GPU library (test_index_backend_fakegpu)");
+	pfx_t x;
+	pfx_make(&x, VELA_METRIC_L2, VELA_VEC_FLOAT32, PART_ENC_FIELD, false);
+	part_search_opts_t o;
+	pfx_opts(&o, 0);
+	pans_t cpu;
+	pfx_search(&x, VELA_GPU_NO, &o);
+	pans_take(&cpu, &x);
+	uint64_t f0 = fallbacks();
+	setenv("FAKE_GPU_FAIL", "parts_create", 1); /* the first upload fails */
+	pfx_same(&x, &cpu, "failed upload");
+	unsetenv("FAKE_GPU_FAIL");
+	cr_assert_eq(fallbacks(), f0 + 1);
+	pfx_same(&x, &cpu, "uploaded");
+	cr_assert_eq(fallbacks(), f0 + 1);
+	setenv("FAKE_GPU_FAIL", "parts_scan", 1);
+	pfx_same(&x, &cpu, "failed scan");
+	unsetenv("FAKE_GPU_FAIL");
+	cr_assert_eq(fallbacks(), f0 + 2);
+	setenv("FAKE_GPU_K_CAP", "3", 1); /* lists too short to prove anything */
+	pfx_same(&x, &cpu, "truncated lists");
+	unsetenv("FAKE_GPU_K_CAP");
+	cr_assert_eq(fallbacks(), f0 + 2);
+	/* an injected fault through the wrapper directly */
+	index_rows_t r = {.data = x.q, .type = VELA_VEC_FLOAT32, .metric = VELA_METRIC_L2,
+			  .dim = x.dim, .stride = x.dim, .n = PQ};
+	index_part_pair_t pr = {0, 3, NULL};
+	index_parts_t parts = {.cl = &r, .n_cl = 1};
+	index_parts_req_t req = {.queries = x.q, .nq = PQ, .k = 4, .pairs = &pr, .npairs = 1};
+	vela_hit_t out[4];
+	uint32_t n_out;
+	index_backend_fault_inject(1);
+	cr_assert_eq(index_backend_parts_knn(&parts, &req, out, &n_out, NULL), 0);
+	cr_assert_eq(fallbacks(), f0 + 3);
+	cr_assert(n_out == 4 && out[0].docid == 3 && out[0].dist == 0.0f);
+	pfx_free(&x);
+}
+
+/* The layout's clusters stay resident between searches, are uploaded
+ * again after part_remove / part_insert, and go with part_free; a rebuilt
+ * layout is another key. LVQ-8 layouts are uploaded per call. */
+Test(backend_gpu, parts_residency)
+{
+	backend_get(BE_GPU);
+	unsigned *made = fake_counter("fake_gpu_parts_created");
+	unsigned *gone = fake_counter("fake_gpu_parts_freed");
+	if (made == NULL || gone == NULL)
+		cr_skip_test("needs the fake GPU library (test_index_backend_fakegpu)");
+	pfx_t x;
+	pfx_make(&x, VELA_METRIC_L2, VELA_VEC_FLOAT32, PART_ENC_FIELD, false);
+	part_search_opts_t o;
+	pfx_opts(&o, 0);
+	pans_t cpu;
+	pfx_search(&x, VELA_GPU_NO, &o);
+	pans_take(&cpu, &x);
+	unsigned m0 = *made, g0 = *gone;
+	pfx_same(&x, &cpu, "first");
+	pfx_same(&x, &cpu, "second");
+	cr_assert_eq(*made, m0 + 1, "uploaded %u times", *made - m0);
+	cr_assert_eq(*gone, g0);
+	vela_gpu_info_t info;
+	index_backend_info(&info);
+	cr_assert_geq(info.resident_bytes, 2300ull * 20 * sizeof(float));
+	uint32_t top = cpu.out[0][0].docid; /* query 0: no filter, k 10 */
+	cr_assert_eq(part_remove(x.p, top), 0);
+	pfx_search(&x, VELA_GPU_YES, &o);
+	cr_assert_eq(*made, m0 + 2, "part_remove must invalidate the resident copy");
+	cr_assert_eq(*gone, g0 + 1);
+	cr_assert_neq(x.out[0][0].docid, top);
+	pans_take(&cpu, &x);
+	pfx_search(&x, VELA_GPU_NO, &o); /* also frees the resident copies */
+	pans_same(&cpu, &x, "after part_remove");
+	cr_assert_eq(*gone, g0 + 2);
+	part_source_t src = {.f = x.f};
+	cr_assert_eq(part_insert(x.p, &src, 0, top), 0);
+	pfx_search(&x, VELA_GPU_NO, &o);
+	pans_take(&cpu, &x);
+	pfx_same(&x, &cpu, "after part_insert");
+	cr_assert_eq(*made, m0 + 3);
+	pfx_same(&x, &cpu, "again");
+	cr_assert_eq(*made, m0 + 3);
+	part_free(x.p); /* a rebuild: the old copy goes, the new layout uploads */
+	cr_assert_eq(*gone, g0 + 3);
+	cr_assert_eq(index_backend_mode_set(VELA_GPU_NO, NULL), 0);
+	pfx_layout(&x, PART_ENC_FIELD);
+	pfx_search(&x, VELA_GPU_NO, &o);
+	pans_take(&cpu, &x);
+	pfx_same(&x, &cpu, "rebuilt");
+	cr_assert_eq(*made, m0 + 4);
+	cr_assert_eq(*gone, g0 + 3);
+	pfx_free(&x);
+	cr_assert_eq(*gone, g0 + 4);
+	pfx_make(&x, VELA_METRIC_L2, VELA_VEC_FLOAT32, PART_ENC_LVQ8, false);
+	pfx_search(&x, VELA_GPU_NO, &o);
+	pans_take(&cpu, &x);
+	m0 = *made;
+	g0 = *gone;
+	pfx_same(&x, &cpu, "lvq8");
+	pfx_same(&x, &cpu, "lvq8 again");
+	cr_assert_eq(*made, m0 + 2, "LVQ-8: one transient upload per call");
+	cr_assert_eq(*gone, g0 + 2);
+	pfx_free(&x);
 }
