@@ -1408,7 +1408,9 @@ int db_layout_parse(const uint8_t *buf, size_t len, const part_source_t *src, ui
 	uint64_t pl = rc ? 0 : vela_rbuf_u64(&r);
 	const uint8_t *pp = rc || r.bad || pl > len ? NULL : vela_rbuf_take(&r, pl);
 	rc = rc ? rc : pp ? part_unpack(src, pp, pl, &l->part) : VELA_ECORRUPT;
-	if (rc == 0) /* measured again: cheaper to redo than to trust */
+	/* the file's calibration (checksummed, and the file is only loaded when
+	 * no write came after it); files before part_pack version 3 have none */
+	if (rc == 0 && part_calibration(l->part, NULL) == 0)
 		rc = part_calibrate(l->part, PART_CAL_QUERIES_DEFAULT);
 	part_stats_t st;
 	if (rc == 0) {

@@ -1354,6 +1354,12 @@ uint32_t part_clusters_over(const part_layout_t *p, uint32_t target);
  */
 int part_calibrate(part_layout_t *p, uint32_t queries);
 /**
+ * @brief The layout's calibration: returns its ladder steps (0: not
+ * calibrated) and, when cal is not NULL, copies steps x PART_CAL_LEVELS
+ * values (rows to scan, row-major by step) into it.
+ */
+uint32_t part_calibration(const part_layout_t *p, double *cal);
+/**
  * @brief Rows a query of k whose filter has `matches` in the layout is
  * expected to scan under the probing o: with s = matches / rows, R(k / s)
  * of the calibration (fixed rule: probe_factor k / s), capped at the
@@ -1363,14 +1369,17 @@ int part_calibrate(part_layout_t *p, uint32_t queries);
 double part_probe_rows(const part_layout_t *p, uint32_t k, uint64_t matches,
 		       const part_search_opts_t *o);
 
-/** Version of part_pack's format (2: the encoding and the LVQ-8 mean;
- * part_unpack still reads 1, a FIELD layout). */
-#define PART_PACK_VERSION 2u
+/** Version of part_pack's format (3: the calibration table; 2: the
+ * encoding and the LVQ-8 mean; part_unpack still reads 1 and 2, whose
+ * layouts come back uncalibrated). */
+#define PART_PACK_VERSION 3u
 /**
  * @brief Serialise the layout's structure (not its rows): version, dim,
  * type, metric, encoding, leaves, clusters, the LVQ-8 mean (dim floats,
  * LVQ8 only); per leaf its centroids and per cluster its docids
- * (ascending). Host byte order (little-endian targets).
+ * (ascending); then the calibration (u32 steps, steps x PART_CAL_LEVELS
+ * doubles), so a loaded layout need not measure it again. Host byte order
+ * (little-endian targets).
  * @param out malloc'd bytes the caller frees
  * @return 0; VELA_EINVAL; VELA_ENOMEM
  */
@@ -1381,7 +1390,9 @@ int part_pack(const part_layout_t *p, uint8_t **out, size_t *len);
  * the bytes: every docid must be present in src->f, ascending in its
  * cluster and in no other cluster, every centroid's and the mean's |c|^2
  * within FLAT_NORM_SQ_MAX (as vectors: distances stay finite), a known
- * encoding, the sizes exact.
+ * encoding, the sizes exact, the calibration's steps at most
+ * PART_CAL_STEPS and its values finite, >= 0 and non-decreasing with the
+ * recall level.
  * @return 0; VELA_ECORRUPT; VELA_EVERSION (newer format); VELA_EDIM (another
  *   dim, type or metric than f's); VELA_EUNSUPPORTED (no `row` and f's rows
  *   released); VELA_EINVAL; VELA_ENOMEM; src->row's error

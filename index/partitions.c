@@ -753,6 +753,9 @@ int part_pack(const part_layout_t *p, uint8_t **out, size_t *len)
 				vela_wbuf_put(&w, p->cl[c].ids, (size_t)p->cl[c].n * sizeof(uint32_t));
 		}
 	}
+	vela_wbuf_u32(&w, p->cal_steps); /* version 3 */
+	if (p->cal_steps)
+		vela_wbuf_put(&w, p->cal, (size_t)p->cal_steps * PART_CAL_LEVELS * sizeof(double));
 	if (w.oom) {
 		free(w.b);
 		return VELA_ENOMEM;
@@ -831,16 +834,19 @@ static int leaf_unpack(part_layout_t *p, const part_source_t *s, vela_rbuf_t *r,
 	return 0;
 }
 
-/* part_unpack's header: version 1 (FIELD, no encoding word) or 2. */
-static int unpack_head(const part_source_t *s, vela_rbuf_t *r, size_t len, uint32_t *enc,
-		       uint32_t *n_leaves, uint32_t *n_cl)
+/* part_unpack's header: version 1 (FIELD, no encoding word), 2 or 3. */
+static int unpack_head(const part_source_t *s, vela_rbuf_t *r, size_t len, uint32_t *ver,
+		       uint32_t *enc, uint32_t *n_leaves, uint32_t *n_cl)
 {
 	const flat_index_t *f = s->f;
-	uint32_t ver = vela_rbuf_u32(r), dim = vela_rbuf_u32(r), type = vela_rbuf_u32(r),
-		 metric = vela_rbuf_u32(r);
-	if (r->bad || ver == 0 || ver > PART_PACK_VERSION)
-		return r->bad || ver == 0 ? VELA_ECORRUPT : VELA_EVERSION;
-	*enc = ver >= 2 ? vela_rbuf_u32(r) : PART_ENC_FIELD;
+	uint32_t dim, type, metric;
+	*ver = vela_rbuf_u32(r);
+	dim = vela_rbuf_u32(r);
+	type = vela_rbuf_u32(r);
+	metric = vela_rbuf_u32(r);
+	if (r->bad || *ver == 0 || *ver > PART_PACK_VERSION)
+		return r->bad || *ver == 0 ? VELA_ECORRUPT : VELA_EVERSION;
+	*enc = *ver >= 2 ? vela_rbuf_u32(r) : PART_ENC_FIELD;
 	*n_leaves = vela_rbuf_u32(r);
 	*n_cl = vela_rbuf_u32(r);
 	if (r->bad || *enc >= PART_ENC_COUNT)
@@ -853,6 +859,33 @@ static int unpack_head(const part_source_t *s, vela_rbuf_t *r, size_t len, uint3
 	return 0;
 }
 
+/* Version 3's calibration table: steps, then steps x levels rows to scan,
+ * each finite, >= 0 and non-decreasing with the level (they are quantiles
+ * of one pool). Not bounded by the rows: writes since the calibration may
+ * have removed some, and a walk stops at the layout's rows anyway. */
+static int cal_unpack(part_layout_t *p, vela_rbuf_t *r)
+{
+	uint32_t steps = vela_rbuf_u32(r);
+	if (r->bad || steps > PART_CAL_STEPS)
+		return VELA_ECORRUPT;
+	size_t bytes = (size_t)steps * PART_CAL_LEVELS * sizeof(double);
+	const uint8_t *b = steps ? vela_rbuf_take(r, bytes) : NULL;
+	if (steps && b == NULL)
+		return VELA_ECORRUPT;
+	double cal[PART_CAL_STEPS][PART_CAL_LEVELS];
+	if (steps)
+		memcpy(cal, b, bytes);
+	for (uint32_t j = 0; j < steps; j++)
+		for (uint32_t l = 0; l < PART_CAL_LEVELS; l++) {
+			double v = cal[j][l];
+			if (!(v >= 0 && v < 1e18) || (l && v < cal[j][l - 1]))
+				return VELA_ECORRUPT;
+		}
+	memcpy(p->cal, cal, bytes);
+	p->cal_steps = steps;
+	return 0;
+}
+
 int part_unpack(const part_source_t *src, const uint8_t *buf, size_t len, part_layout_t **out)
 {
 	if (src == NULL || src->f == NULL || (len && buf == NULL) || out == NULL)
@@ -861,8 +894,8 @@ int part_unpack(const part_source_t *src, const uint8_t *buf, size_t len, part_l
 	if (!src_ok(src))
 		return VELA_EUNSUPPORTED;
 	vela_rbuf_t r = {.b = buf, .len = len};
-	uint32_t enc, n_leaves, n_cl;
-	int rc = unpack_head(src, &r, len, &enc, &n_leaves, &n_cl);
+	uint32_t ver, enc, n_leaves, n_cl;
+	int rc = unpack_head(src, &r, len, &ver, &enc, &n_leaves, &n_cl);
 	if (rc)
 		return rc;
 	part_layout_t *p = layout_alloc(src, (part_encoding_t)enc);
@@ -887,6 +920,8 @@ int part_unpack(const part_source_t *src, const uint8_t *buf, size_t len, part_l
 		p->n_leaves = li + 1;
 		rc = leaf_unpack(p, src, &r, li, seen, x);
 	}
+	if (rc == 0 && ver >= 3)
+		rc = cal_unpack(p, &r);
 	if (rc == 0 && (p->n_cl != n_cl || r.o != r.len))
 		rc = VELA_ECORRUPT;
 	if (seen)
@@ -1858,6 +1893,15 @@ static int cal_run(part_layout_t *p, uint64_t n, uint32_t nc, uint32_t steps, fl
 	free(Y);
 	free(c);
 	return rc;
+}
+
+uint32_t part_calibration(const part_layout_t *p, double *cal)
+{
+	if (p == NULL)
+		return 0;
+	if (cal && p->cal_steps)
+		memcpy(cal, p->cal, (size_t)p->cal_steps * PART_CAL_LEVELS * sizeof(double));
+	return p->cal_steps;
 }
 
 int part_calibrate(part_layout_t *p, uint32_t queries)

@@ -6,8 +6,12 @@
  *     scan_cluster scans it gives part_search's hits exactly (docids and
  *     distances), and the recorded answers are part_search's;
  *   - the reader refuses a truncated file, a wrong magic and a wrong
- *     version. */
+ *     version;
+ *   - part_pack keeps the calibration: part_unpack gives it back bit for bit
+ *     and the same search answers; version 2 bytes (no table) load
+ *     uncalibrated; damaged tables and newer versions are refused. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -220,6 +224,87 @@ Test(index_partreplay, reader_refuses_bad_files)
 	unlink(p);
 	cr_assert_eq(part_search_plan_dump(x.p, pq, NQ, NULL, NULL), VELA_EINVAL);
 	free(bad);
+	free(buf);
+	fx_free(&x);
+}
+
+/* ------------------------------------------------------------ pack */
+
+static part_layout_t *unpack_ok(fx_t *x, const uint8_t *b, size_t n)
+{
+	part_source_t src = {.f = x->f};
+	part_layout_t *q = NULL;
+	int rc = part_unpack(&src, b, n, &q);
+	cr_assert_eq(rc, 0, "part_unpack: %d", rc);
+	return q;
+}
+
+static int unpack_rc(fx_t *x, const uint8_t *b, size_t n)
+{
+	part_source_t src = {.f = x->f};
+	part_layout_t *q = NULL;
+	int rc = part_unpack(&src, b, n, &q);
+	part_free(q);
+	return rc;
+}
+
+Test(index_partreplay, pack_keeps_calibration)
+{
+	fx_t x;
+	fx_make(&x, PART_ENC_FIELD);
+	double a[PART_CAL_STEPS][PART_CAL_LEVELS], b[PART_CAL_STEPS][PART_CAL_LEVELS];
+	uint32_t steps = part_calibration(x.p, &a[0][0]);
+	cr_assert_gt(steps, 0u, "the fixture is calibrated");
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	cr_assert_eq(part_pack(x.p, &buf, &len), 0);
+	part_layout_t *q = unpack_ok(&x, buf, len);
+	cr_assert_eq(part_calibration(q, &b[0][0]), steps);
+	cr_assert_eq(memcmp(a, b, steps * sizeof(a[0])), 0, "the table comes back bit for bit");
+
+	/* the same answers under calibrated probing, from the loaded table */
+	part_query_t p1[NQ], p2[NQ];
+	vela_hit_t h1[NQ][20], h2[NQ][20];
+	queries(&x, p1, h1);
+	queries(&x, p2, h2);
+	part_search_opts_t o;
+	part_search_opts_default(&o);
+	cr_assert_eq(part_search(x.p, p1, NQ, &o), 0);
+	cr_assert_eq(part_search(q, p2, NQ, &o), 0);
+	for (uint32_t i = 0; i < NQ; i++) {
+		cr_assert_eq(p1[i].n_out, p2[i].n_out, "query %u", i);
+		cr_assert_eq(p1[i].probed, p2[i].probed, "query %u", i);
+		cr_assert_eq(memcmp(h1[i], h2[i], p1[i].n_out * sizeof(vela_hit_t)), 0);
+	}
+	part_free(q);
+
+	/* version 2: no table at the end, loads uncalibrated */
+	size_t table = sizeof(uint32_t) + (size_t)steps * sizeof(a[0]);
+	uint8_t *old = malloc(len);
+	memcpy(old, buf, len);
+	uint32_t v2 = 2;
+	memcpy(old, &v2, sizeof(v2));
+	q = unpack_ok(&x, old, len - table);
+	cr_assert_eq(part_calibration(q, NULL), 0u, "a version 2 layout has no calibration");
+	part_free(q);
+
+	/* damaged tables: a NaN, a level below the one before, too many steps */
+	double *t = (double *)(buf + len - (size_t)steps * sizeof(a[0]));
+	double keep = t[3];
+	t[3] = NAN;
+	cr_assert_eq(unpack_rc(&x, buf, len), VELA_ECORRUPT, "a NaN in the table");
+	t[3] = t[2] - 1;
+	cr_assert_eq(unpack_rc(&x, buf, len), VELA_ECORRUPT, "a decreasing level");
+	t[3] = keep;
+	uint32_t too_many = PART_CAL_STEPS + 1;
+	memcpy(buf + len - table, &too_many, sizeof(too_many));
+	cr_assert_eq(unpack_rc(&x, buf, len), VELA_ECORRUPT, "more steps than the ladder");
+	memcpy(buf + len - table, &steps, sizeof(steps));
+	cr_assert_eq(unpack_rc(&x, buf, len - 8), VELA_ECORRUPT, "a truncated table");
+	uint32_t v4 = PART_PACK_VERSION + 1;
+	memcpy(buf, &v4, sizeof(v4));
+	cr_assert_eq(unpack_rc(&x, buf, len), VELA_EVERSION, "a newer format");
+	free(old);
 	free(buf);
 	fx_free(&x);
 }
