@@ -108,6 +108,7 @@ void db_index_free(db_index_t *ix)
 		graph_lvq_store_destroy(ix->fields[i].lvq);
 		flat_destroy(ix->fields[i].flat);
 		db_numidx_free(ix->fields[i].num);
+		db_tagidx_free(ix->fields[i].tag);
 	}
 	free(ix->fields);
 	if (ix->docids)
@@ -694,6 +695,9 @@ int vela_index_info(vela_db_t *db, const char *name, vela_index_info_t *out, vel
 		db_numidx_stats_t ns;
 		db_numidx_stats(&ix->fields[i], &ns);
 		out->numeric_bytes += ns.bytes;
+		db_tagidx_stats_t ts;
+		db_tagidx_stats(&ix->fields[i], &ts);
+		out->tag_bytes += ts.bytes;
 	}
 	pthread_rwlock_unlock(&db->lock);
 	return VELA_OK;

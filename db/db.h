@@ -66,6 +66,13 @@ typedef struct db_field {
 	 * index. Published with an atomic store under db->lock shared, changed
 	 * under it exclusive. */
 	struct db_numidx *num;
+	/** TAG fields: the in-memory value -> docids map (db/tagidx.c), NULL
+	 * until the field's first tag clause builds it; as `num`. */
+	struct db_tagidx *tag;
+	/** TAG fields: the value budget (db_tagidx_values_max) the field was
+	 * found over, 0 when not: its clauses read LMDB until the budget is
+	 * raised past it or the index is reloaded. Atomic. */
+	uint32_t tag_over;
 } db_field_t;
 
 /** A loaded index. */
@@ -278,6 +285,66 @@ typedef struct db_numidx_stats {
 /** Figures of f's index (all zero when not built); db->lock held. */
 void db_numidx_stats(const db_field_t *f, db_numidx_stats_t *out);
 
+/* ------------------------------------------------------------ tag value index */
+/*
+ * db/tagidx.c: per TAG field, a hash of its values (the postings' terms,
+ * already split, trimmed and case-folded as indexing writes them) to a
+ * roaring bitmap of their docids: a clause of several values is one
+ * roaring_bitmap_or_many of borrowed bitmaps instead of one LMDB read and
+ * in-place OR per value. Built lazily at the field's first tag clause of a
+ * one-at-a-time search by one scan of its postings (in the search's read
+ * transaction, under one build mutex), kept current by DC_TAG_ADD /
+ * DC_TAG_REMOVE after each commit, freed with its index (FT.DROPINDEX,
+ * close). Memory is bounded by a budget of distinct values per field: a
+ * field with more (a unique id used as a tag) is not built, or is dropped
+ * when writes take it past the budget, and its clauses read LMDB as before
+ * (db_field_t.tag_over). About 100 bytes per value plus its bitmap
+ * (db_tagidx_stats, vela_index_info_t.tag_bytes).
+ */
+typedef struct db_tagidx db_tagidx_t;
+
+/** Distinct values (those with an empty bitmap included, until the next
+ * rehash drops them) a field's index may hold. 65,536 values cost about
+ * 6 MiB besides their bitmaps; a field past the budget is answered from
+ * LMDB, which reads only the values a clause names. */
+#define DB_TAGIDX_VALUES_DEFAULT 65536u
+#define DB_TAGIDX_VALUES_MIN 1u
+#define DB_TAGIDX_VALUES_MAX (1u << 24)
+
+/** Set the value budget of indexes built (or grown) from now on
+ * (process-wide). @return 0 or VELA_EINVAL */
+int db_tagidx_values_max(uint32_t n);
+/** Stop (false) or resume (true) using the tag indexes: while off, tag
+ * clauses read LMDB as if none were built (benchmarks compare the two). */
+void db_tagidx_enable(bool on);
+/**
+ * @brief The docids of TAG `field`'s value `val` (the bytes a posting key
+ * holds), from the in-memory index, built now when it is not yet. *bm is
+ * borrowed while db->lock is held (NULL: no document has the value).
+ * Caller holds db->lock shared (or exclusive) and `txn` is a read
+ * transaction begun under it.
+ * @return 0; VELA_EUNSUPPORTED when the field has no index (over the value
+ *   budget, out of memory, a storage error, not a TAG field): read LMDB
+ */
+int db_tagidx_ref(storage_txn_t *txn, const db_index_t *ix, uint32_t field, const void *val,
+		  size_t len, const roaring_bitmap_t **bm);
+/** Apply one committed tag posting change (exclusive lock held). A field
+ * whose index is not built is left alone; one that cannot take the change
+ * (out of memory, over the budget) is dropped (rebuilt by the next clause,
+ * or marked over the budget). */
+int db_tagidx_apply(db_field_t *f, uint32_t docid, const uint8_t *val, size_t len, bool add);
+void db_tagidx_free(db_tagidx_t *ti);
+
+typedef struct db_tagidx_stats {
+	bool built;
+	uint32_t over;   /**< db_field_t.tag_over */
+	uint64_t values; /**< values held (empty ones until a rehash) */
+	uint64_t postings; /**< (value, docid) pairs */
+	size_t bytes; /**< memory held (bitmaps counted at their serialized size) */
+} db_tagidx_stats_t;
+/** Figures of f's index (all zero when not built); db->lock held. */
+void db_tagidx_stats(const db_field_t *f, db_tagidx_stats_t *out);
+
 /* ------------------------------------------------------------ snapshots */
 
 #define PATH_MAX_SNAP 4096
@@ -322,6 +389,8 @@ enum db_change_kind {
 	DC_INDEX_DROP, /**< unpublish and free an index */
 	DC_NUM_ADD,    /**< numeric posting (field, docid, num) written (db_numidx_apply) */
 	DC_NUM_REMOVE, /**< numeric posting (field, docid, num) removed */
+	DC_TAG_ADD,    /**< tag posting (field, docid, term) written (db_tagidx_apply) */
+	DC_TAG_REMOVE, /**< tag posting (field, docid, term) removed */
 };
 
 typedef struct db_change {
@@ -331,6 +400,8 @@ typedef struct db_change {
 	uint32_t docid;
 	float *vec; /**< DC_VEC_SET: owned (malloc'd), freed after apply */
 	uint64_t num; /**< DC_NUM_*: the encoded value (storage_num_encode, big-endian) */
+	uint8_t *term; /**< DC_TAG_*: the posting's value (malloc'd), freed after apply */
+	size_t term_len;
 } db_change_t;
 
 /** A list of changes to apply after commit (or drop on abort). */

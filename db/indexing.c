@@ -127,6 +127,8 @@ struct post_ctx {
 	uint16_t field;
 	int kind;
 	int add;
+	db_index_t *ix;
+	db_changes_t *ch;
 };
 
 static int post_term(void *ctx, const uint8_t *term, size_t len)
@@ -138,6 +140,26 @@ static int post_term(void *ctx, const uint8_t *term, size_t len)
 		return storage_posting_add(p->txn, key, kl, p->docid);
 	int rc = storage_posting_remove(p->txn, key, kl, p->docid);
 	return rc == VELA_ENOTFOUND ? VELA_OK : rc;
+}
+
+/* Write (or remove) a tag posting, and record the change for the field's
+ * in-memory value index (db/tagidx.c). */
+static int post_tag(void *ctx, const uint8_t *term, size_t len)
+{
+	struct post_ctx *p = ctx;
+	int rc = post_term(p, term, len);
+	uint8_t *t = rc ? NULL : malloc(len ? len : 1);
+	if (rc == 0 && t == NULL)
+		rc = VELA_ENOMEM;
+	if (rc)
+		return rc;
+	memcpy(t, term, len);
+	rc = db_changes_push(p->ch, (db_change_t){.kind = p->add ? DC_TAG_ADD : DC_TAG_REMOVE,
+						  .ix = p->ix, .field = p->field,
+						  .docid = p->docid, .term = t, .term_len = len});
+	if (rc)
+		free(t);
+	return rc;
 }
 
 /* Write (or remove) a numeric posting, and record the change for the
@@ -158,7 +180,8 @@ static int post_num(struct post_ctx *p, db_index_t *ix, double d, db_changes_t *
 static int postings_apply(db_index_t *ix, storage_txn_t *txn, uint32_t docid,
 			  const storage_field_t *doc, size_t n, int add, db_changes_t *ch)
 {
-	struct post_ctx p = {.txn = txn, .index_id = ix->id, .docid = docid, .add = add};
+	struct post_ctx p = {.txn = txn, .index_id = ix->id, .docid = docid, .add = add,
+			     .ix = ix, .ch = ch};
 	for (uint32_t i = 0; i < ix->n_fields; i++) {
 		const db_field_t *f = &ix->fields[i];
 		const storage_field_t *v = db_doc_field(doc, n, f->name);
@@ -168,7 +191,7 @@ static int postings_apply(db_index_t *ix, storage_txn_t *txn, uint32_t docid,
 		int rc = VELA_OK;
 		if (f->type == VELA_FIELD_TAG) {
 			p.kind = SP_TAG;
-			rc = tags_each(f, v->value, v->value_len, post_term, &p);
+			rc = tags_each(f, v->value, v->value_len, post_tag, &p);
 		} else if (f->type == VELA_FIELD_TEXT) {
 			p.kind = SP_TEXT;
 			rc = text_each(v->value, v->value_len, post_term, &p);

@@ -110,22 +110,33 @@ static int src_term(src_ctx_t *s, uint32_t field, int kind, const void *v, size_
 	return storage_posting_get(s->txn, key, kl, db_docids_add, out);
 }
 
+/* One query alone: the field's in-memory value index (db/tagidx.c) when
+ * it has one, else its posting in LMDB. */
 static int src_tag(void *ctx, uint32_t field, const char *val, size_t len, roaring_bitmap_t *out)
 {
+	src_ctx_t *s = ctx;
+	const roaring_bitmap_t *bm;
+	if (s->cache == NULL && len <= STORAGE_TERM_MAX &&
+	    db_tagidx_ref(s->txn, s->ix, field, val, len, &bm) == 0) {
+		if (bm)
+			roaring_bitmap_or_inplace(out, bm);
+		return VELA_OK;
+	}
 	return src_term(ctx, field, SP_TAG, val, len, out);
 }
 
-/* The batch cache's bitmap of a tag value (query_source_t.tag_ref); one
- * query alone has no cache (its postings are read once anyway). */
+/* The bitmap of a tag value (query_source_t.tag_ref): the batch cache's,
+ * or one query's from the field's value index; VELA_EUNSUPPORTED when the
+ * field has none (over its value budget): src_tag reads LMDB. */
 static int src_tag_ref(void *ctx, uint32_t field, const char *val, size_t len,
 		       const roaring_bitmap_t **bm)
 {
 	src_ctx_t *s = ctx;
 	*bm = NULL;
-	if (s->cache == NULL)
-		return VELA_EUNSUPPORTED;
 	if (len > STORAGE_TERM_MAX)
 		return VELA_OK; /* could not have been indexed: matches nothing */
+	if (s->cache == NULL)
+		return db_tagidx_ref(s->txn, s->ix, field, val, len, bm);
 	uint8_t key[8 + STORAGE_TERM_MAX];
 	size_t kl = storage_posting_key(key, s->ix->id, (uint16_t)field, SP_TAG, val, len);
 	return db_cache_posting_ref(s->cache, s->txn, key, kl, bm);

@@ -26,6 +26,7 @@ void db_changes_truncate(db_changes_t *c, size_t mark)
 {
 	for (size_t i = mark; i < c->n; i++) {
 		free(c->v[i].vec);
+		free(c->v[i].term);
 		if (c->v[i].kind == DC_INDEX_ADD)
 			db_index_free(c->v[i].ix);
 	}
@@ -106,6 +107,11 @@ static void change_apply(vela_db_t *db, db_change_t *c)
 		rc = db_numidx_apply(&c->ix->fields[c->field], c->docid, c->num,
 				     c->kind == DC_NUM_ADD);
 		break;
+	case DC_TAG_ADD:
+	case DC_TAG_REMOVE:
+		rc = db_tagidx_apply(&c->ix->fields[c->field], c->docid, c->term, c->term_len,
+				     c->kind == DC_TAG_ADD);
+		break;
 	}
 	/* The commit is durable; memory can only lag (restart reloads it). */
 	if (rc)
@@ -120,6 +126,8 @@ void db_changes_apply(vela_db_t *db, db_changes_t *c)
 		change_apply(db, &c->v[i]);
 		free(c->v[i].vec);
 		c->v[i].vec = NULL;
+		free(c->v[i].term);
+		c->v[i].term = NULL;
 	}
 	/* A field that just reached its build threshold gets its graph, in one
 	 * bulk build after all of this commit's vectors are in (the writer holds

@@ -254,6 +254,8 @@ typedef struct vela_index_info {
 	uint64_t vector_bytes;       /**< in-memory bytes of vector data (and graphs) */
 	uint64_t numeric_bytes;      /**< in-memory bytes of NUMERIC range indexes (built at
 				      *   a field's first numeric filter; 0 before) */
+	uint64_t tag_bytes;          /**< in-memory bytes of TAG value indexes (built at a
+				      *   field's first tag clause of a one-at-a-time search) */
 	uint64_t graph_nodes;        /**< live nodes of built graphs (0: none built yet) */
 	uint32_t graphs_from_snapshot; /**< graphs loaded from a snapshot at open (not rebuilt) */
 	uint32_t graphs_building;    /**< fields whose graph build or retraining is queued or running */
