@@ -11,24 +11,6 @@
 
 #include "db/db.h"
 
-/* A seeded splitmix64 stream per caller (threads draw their own). */
-typedef struct test_rng {
-	uint64_t s;
-} test_rng_t;
-
-static test_rng_t test_rng(uint64_t seed)
-{
-	return (test_rng_t){seed * 0x9e3779b97f4a7c15ull + 1};
-}
-
-static uint32_t test_rng_u32(test_rng_t *g)
-{
-	uint64_t z = (g->s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return (uint32_t)((z ^ (z >> 31)) >> 32);
-}
-
 #define NDOCS 600u
 #define NFIELDS 2u /* NUMERIC n and m */
 
@@ -144,15 +126,6 @@ static void query_fmt(uint32_t f, const range_t *q, char *buf, size_t cap)
 	snprintf(buf, cap, "@%s:[%s %s]", fname[f], lo, hi);
 }
 
-static void req_make(vela_search_req_t *req, const char *index, const char *query)
-{
-	memset(req, 0, sizeof(*req));
-	req->index = index;
-	req->query = query;
-	req->nocontent = true;
-	req->limit_set = true;
-	req->limit = NDOCS + 1;
-}
 
 /* Compare one result with the reference. */
 static void result_check(const vela_result_t *res, const ref_t *r, uint32_t f, const range_t *q,
@@ -182,7 +155,7 @@ static void check_one(vela_db_t *db, const char *index, const ref_t *r, uint32_t
 	char query[160];
 	query_fmt(f, q, query, sizeof(query));
 	vela_search_req_t req;
-	req_make(&req, index, query);
+	test_req_ids(&req, index, query, NDOCS + 1);
 	vela_result_t *res = NULL;
 	vela_err_t err = {0};
 	cr_assert_eq(vela_search(db, &req, &res, &err), 0, "%s: %s", query, err.msg);
@@ -207,7 +180,7 @@ static void check_random(vela_db_t *db, const char *index, const ref_t *r, test_
 			qs[i] = q;
 			fs[i] = f;
 			query_fmt(f, &q, text[i], sizeof(text[i]));
-			req_make(&reqs[i], index, text[i]);
+			test_req_ids(&reqs[i], index, text[i], NDOCS + 1);
 		}
 	}
 	uint32_t nb = n < B ? n : B;
@@ -509,7 +482,7 @@ static void *conc_run(void *arg)
 	conc_t *c = arg;
 	for (int i = 0; i < 10; i++) {
 		vela_search_req_t req;
-		req_make(&req, "ix", c->text[i]);
+		test_req_ids(&req, "ix", c->text[i], NDOCS + 1);
 		vela_err_t err = {0};
 		c->rc[i] = vela_search(c->db, &req, &c->res[i], &err);
 	}

@@ -14,23 +14,6 @@
 
 #include "db/db.h"
 
-typedef struct test_rng {
-	uint64_t s;
-} test_rng_t;
-
-static test_rng_t test_rng(uint64_t seed)
-{
-	return (test_rng_t){seed * 0x9e3779b97f4a7c15ull + 1};
-}
-
-static uint32_t test_rng_u32(test_rng_t *g)
-{
-	uint64_t z = (g->s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return (uint32_t)((z ^ (z >> 31)) >> 32);
-}
-
 #define NDOCS 500u
 #define NFIELDS 3u /* t: ',' folded; u: ';' folded; c: ',' case-sensitive */
 #define VAL_MAX 96
@@ -167,15 +150,6 @@ static void query_fmt(const clause_t *q, test_rng_t *g, char *buf, size_t cap)
 	cr_assert_lt(n, cap);
 }
 
-static void req_make(vela_search_req_t *req, const char *index, const char *query)
-{
-	memset(req, 0, sizeof(*req));
-	req->index = index;
-	req->query = query;
-	req->nocontent = true;
-	req->limit_set = true;
-	req->limit = NDOCS + 1;
-}
 
 static void result_check(const vela_result_t *res, const ref_t *r, const clause_t *q,
 			 const char *query)
@@ -204,7 +178,7 @@ static void check_one(vela_db_t *db, const char *index, const ref_t *r, const cl
 	char query[800];
 	query_fmt(q, g, query, sizeof(query));
 	vela_search_req_t req;
-	req_make(&req, index, query);
+	test_req_ids(&req, index, query, NDOCS + 1);
 	vela_result_t *res = NULL;
 	vela_err_t err = {0};
 	cr_assert_eq(vela_search(db, &req, &res, &err), 0, "%s: %s", query, err.msg);
@@ -232,7 +206,7 @@ static void check_random(vela_db_t *db, const char *index, const ref_t *r, test_
 		if (i < B) {
 			qs[i] = q;
 			query_fmt(&q, g, text[i], sizeof(text[i]));
-			req_make(&reqs[i], index, text[i]);
+			test_req_ids(&reqs[i], index, text[i], NDOCS + 1);
 		}
 	}
 	uint32_t nb = n < B ? n : B;
@@ -520,7 +494,7 @@ static void *conc_run(void *arg)
 	conc_t *c = arg;
 	for (int i = 0; i < 10; i++) {
 		vela_search_req_t req;
-		req_make(&req, "ix", c->text[i]);
+		test_req_ids(&req, "ix", c->text[i], NDOCS + 1);
 		vela_err_t err = {0};
 		c->rc[i] = vela_search(c->db, &req, &c->res[i], &err);
 	}
@@ -590,7 +564,7 @@ Test(tagidx, value_budget_falls_back)
 			char q[128];
 			snprintf(q, sizeof(q), "@t:{id%u|id%u|nope|ID%u}", d, (d * 13) % 300, d + 1);
 			vela_search_req_t req;
-			req_make(&req, "ix", q);
+			test_req_ids(&req, "ix", q, NDOCS + 1);
 			vela_result_t *res = NULL;
 			cr_assert_eq(vela_search(db, &req, &res, &err), 0, "%s", err.msg);
 			uint64_t want = 1 + (d != (d * 13) % 300) + (d + 1 < 300 && d + 1 != (d * 13) % 300);
@@ -604,7 +578,7 @@ Test(tagidx, value_budget_falls_back)
 	/* c: 40 values, built; 60 more values take it past 64: dropped */
 	vela_search_req_t req;
 	vela_result_t *res = NULL;
-	req_make(&req, "ix", "@c:{C1|C2|c3}");
+	test_req_ids(&req, "ix", "@c:{C1|C2|c3}", NDOCS + 1);
 	cr_assert_eq(vela_search(db, &req, &res, &err), 0, "%s", err.msg);
 	cr_assert_eq(res->total, 16, "%llu", (unsigned long long)res->total); /* c3: case */
 	vela_result_free(res);
@@ -618,7 +592,7 @@ Test(tagidx, value_budget_falls_back)
 	}
 	cr_assert_not(stats_of(db, "ix", 2).built);
 	cr_assert_eq(stats_of(db, "ix", 2).over, 64);
-	req_make(&req, "ix", "@c:{N1|N59|C1|C39}");
+	test_req_ids(&req, "ix", "@c:{N1|N59|C1|C39}", NDOCS + 1);
 	cr_assert_eq(vela_search(db, &req, &res, &err), 0, "%s", err.msg);
 	/* C1: docs 1, 41, 81, ... less doc 1 and 41 (rewritten): 8 - 2 = 6;
 	 * C39: docs 39, 79, ... less 39: 7 - 1 = 6 */
@@ -646,7 +620,7 @@ Test(tagidx, churn_under_budget)
 	vela_search_req_t req;
 	vela_result_t *res = NULL;
 	vela_err_t err = {0};
-	req_make(&req, "ix", "@t:{v0}");
+	test_req_ids(&req, "ix", "@t:{v0}", NDOCS + 1);
 	cr_assert_eq(vela_search(db, &req, &res, &err), 0, "%s", err.msg);
 	vela_result_free(res);
 	/* 40 documents, each rewritten 25 times: the table (128 slots for 40
@@ -662,7 +636,7 @@ Test(tagidx, churn_under_budget)
 	cr_assert_leq(s.values, 64);
 	for (uint32_t i = 970; i < 1000; i++) { /* the last 40 written are live */
 		snprintf(q, sizeof(q), "@t:{v%u|v%u}", i, i - 30);
-		req_make(&req, "ix", q);
+		test_req_ids(&req, "ix", q, NDOCS + 1);
 		cr_assert_eq(vela_search(db, &req, &res, &err), 0, "%s", err.msg);
 		cr_assert_eq(res->total, 1 + (i - 30 >= 960), "%s", q);
 		vela_result_free(res);

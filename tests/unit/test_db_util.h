@@ -36,6 +36,37 @@ static inline vela_db_t *db_open_ok(const char *dir, size_t map)
 	return db;
 }
 
+/* A seeded generator of its own per test (splitmix64): a test's data do not
+ * depend on which other tests ran before it. */
+typedef struct test_rng {
+	uint64_t s;
+} test_rng_t;
+
+static inline test_rng_t test_rng(uint64_t seed)
+{
+	return (test_rng_t){seed * 0x9e3779b97f4a7c15ull + 1};
+}
+
+static inline uint32_t test_rng_u32(test_rng_t *g)
+{
+	uint64_t z = (g->s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return (uint32_t)((z ^ (z >> 31)) >> 32);
+}
+
+/* A search request for query on index: ids only, up to limit results. */
+static inline void test_req_ids(vela_search_req_t *req, const char *index, const char *query,
+				uint32_t limit)
+{
+	memset(req, 0, sizeof(*req));
+	req->index = index;
+	req->query = query;
+	req->nocontent = true;
+	req->limit_set = true;
+	req->limit = limit;
+}
+
 /* Encode a value that is exactly representable as a normal half (or 0). */
 static inline uint16_t test_half_exact(double v)
 {
