@@ -402,12 +402,13 @@ static int docid_bind(db_index_t *ix, storage_txn_t *txn, const uint8_t *key, si
 		      uint32_t *docid)
 {
 	int rc = docid_alloc(ix, txn, docid);
+	if (rc)
+		return rc; /* *docid unset */
 	uint8_t k[4 + STORAGE_DOC_KEY_MAX], d[8], dv[4];
 	size_t kl = db_key_idmap(k, ix->id, key, klen);
 	size_t dl = db_key_docid(d, ix->id, *docid);
 	vela_put_be32(dv, *docid);
-	if (rc == 0)
-		rc = storage_put(txn, ST_IDMAP, k, kl, dv, 4);
+	rc = storage_put(txn, ST_IDMAP, k, kl, dv, 4);
 	if (rc == 0)
 		rc = storage_put(txn, ST_KEYS, d, dl, key, klen);
 	return rc;
