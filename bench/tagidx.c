@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bench/workload_gen.h"
 #include "db/db.h"
 #include "vela/vela.h"
 
@@ -30,30 +31,15 @@ static uint64_t now_ns(void)
 	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
-static uint64_t rng_s = 0x243f6a8885a308d3ull;
-static uint64_t rng_next(void)
-{
-	uint64_t z = (rng_s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
+/* The documents' and the queries' draws (bench/workload_gen.h). */
+static wl_rng_t rng;
 
-static double *cdf;
+static double *cdf; /* Zipf(0.5) over the values */
 static uint32_t n_values;
 
 static uint32_t value_draw(void)
 {
-	double u = (double)(rng_next() >> 11) / 9007199254740992.0;
-	uint32_t lo = 0, hi = n_values - 1;
-	while (lo < hi) {
-		uint32_t mid = (lo + hi) / 2;
-		if (cdf[mid] < u)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	return wl_zipf(&rng, cdf, n_values);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -133,12 +119,9 @@ int main(int argc, char **argv)
 	}
 	if (n_values == 0 || width == 0 || width > 4096 || nq == 0 || reps == 0 || per > 16)
 		return 2;
-	cdf = malloc(n_values * sizeof(*cdf));
-	double sum = 0;
-	for (uint32_t i = 0; i < n_values; i++)
-		sum += cdf[i] = 1.0 / sqrt(i + 1.0);
-	for (uint32_t i = 0; i < n_values; i++)
-		cdf[i] = (i ? cdf[i - 1] : 0) + cdf[i] / sum;
+	rng = wl_rng(1, WL_S_USER, 0);
+	if ((cdf = wl_zipf_cdf(n_values, 0.5)) == NULL)
+		return 1;
 	char tmp[] = "/tmp/bench-tagidx-XXXXXX";
 	if (dbdir == NULL && (dbdir = mkdtemp(tmp)) == NULL)
 		return 1;
@@ -159,7 +142,7 @@ int main(int argc, char **argv)
 		size_t len = (size_t)sprintf(q[i], "@t:{");
 		for (uint32_t j = 0; j < width; j++)
 			len += (size_t)sprintf(q[i] + len, "%sv%u", j ? "|" : "",
-					       (uint32_t)(rng_next() % n_values));
+					       wl_below(&rng, n_values));
 		sprintf(q[i] + len, "}");
 	}
 	uint64_t *best = malloc(2 * (size_t)nq * sizeof(*best)), *filt = calloc(2, sizeof(*filt));
