@@ -164,10 +164,11 @@ typedef struct gpu_knn_params {
 
 /**
  * @brief Whether the fused path is usable for `m` (runs the context's one-off
- * check if it has not run): 1 yes, 0 no, or a negative VELA_E... code on a
- * CUDA error. `note` (optional) receives the check's outcome in words.
+ * check if it has not run): 1 yes, 0 no (a check that could not run counts
+ * as no), VELA_EINVAL for a NULL m. `note` (optional, cap bytes) receives
+ * the check's outcome in words.
  */
-int gpu_fused_probe(gpu_matrix_t *m, char *note, size_t cap, vela_err_t *err);
+int gpu_fused_probe(gpu_matrix_t *m, char *note, size_t cap);
 
 /**
  * @brief k nearest rows for each of `nq` queries (host, row-major F32).

@@ -166,8 +166,9 @@ int gpu_launch_fused_scatter(const gpu_fz_round_t *r, uint32_t regions, cudaStre
 /* thr = +inf, cnt = 0 for nq queries. */
 int gpu_launch_fused_reset(float *thr, uint32_t *cnt, uint32_t nq, cudaStream_t st,
 			   vela_err_t *err);
-/* Once per context (m->ctx->fused_state). */
-int gpu_fused_selfcheck(gpu_matrix_t *m, vela_err_t *err);
+/* Once per context: sets m->ctx->fused_state and fused_note (never fails:
+ * a check that cannot run marks the path unusable). */
+void gpu_fused_selfcheck(gpu_matrix_t *m);
 /* Per query: sort its kept candidates (the first dense_n slots after a
  * dense round, else min(cnt, GPU_FZ_CAP)); not final: lower thr to the kc-th
  * value (when it kept kc); final: write the kc best to best_d/best_i and

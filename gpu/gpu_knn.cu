@@ -474,9 +474,7 @@ static int knn_choose(gpu_matrix_t *m, uint32_t path, knn_plan_t *pl, vela_err_t
 		return 0;
 	const char *why = fused_refusal(m, pl);
 	if (!why) {
-		int rc = gpu_fused_selfcheck(m, err);
-		if (rc)
-			return rc;
+		gpu_fused_selfcheck(m);
 		if (m->ctx->fused_state < 0)
 			why = m->ctx->fused_note;
 	}
@@ -491,7 +489,7 @@ static int knn_choose(gpu_matrix_t *m, uint32_t path, knn_plan_t *pl, vela_err_t
 	return 0;
 }
 
-extern "C" int gpu_fused_probe(gpu_matrix_t *m, char *note, size_t cap, vela_err_t *err)
+extern "C" int gpu_fused_probe(gpu_matrix_t *m, char *note, size_t cap)
 {
 	if (!m)
 		return VELA_EINVAL;
@@ -499,11 +497,10 @@ extern "C" int gpu_fused_probe(gpu_matrix_t *m, char *note, size_t cap, vela_err
 	memset(&pl, 0, sizeof(pl));
 	pl.kc = 1;
 	const char *why = fused_refusal(m, &pl);
-	int rc = 0;
 	pthread_mutex_lock(&m->ctx->lock);
 	if (!why && m->rows) {
-		rc = gpu_fused_selfcheck(m, err);
-		if (!rc && m->ctx->fused_state < 0)
+		gpu_fused_selfcheck(m);
+		if (m->ctx->fused_state < 0)
 			why = "";
 	}
 	if (note && cap)
@@ -511,7 +508,7 @@ extern "C" int gpu_fused_probe(gpu_matrix_t *m, char *note, size_t cap, vela_err
 			 why ? why : "", why && *why ? "; " : "", m->ctx->fused_note,
 			 (unsigned long long)m->ctx->fused_redone);
 	pthread_mutex_unlock(&m->ctx->lock);
-	return rc ? rc : why || !m->rows ? 0 : 1;
+	return why || !m->rows ? 0 : 1;
 }
 
 extern "C" int gpu_knn(gpu_matrix_t *m, const float *queries, uint32_t nq,

@@ -63,7 +63,7 @@ class Vela:
         L.gpu_matrix_free.argtypes = [C.c_void_p]
         L.gpu_knn.argtypes = [C.c_void_p, C.c_void_p, C.c_uint32, C.POINTER(KnnParams),
                               C.c_void_p, C.c_void_p, C.POINTER(Err)]
-        L.gpu_fused_probe.argtypes = [C.c_void_p, C.c_char_p, C.c_size_t, C.POINTER(Err)]
+        L.gpu_fused_probe.argtypes = [C.c_void_p, C.c_char_p, C.c_size_t]
         L.vela_gpu_bench_gemm.restype = C.c_double
         L.vela_gpu_bench_gemm.argtypes = [C.c_int] * 5
         self.ctx = C.c_void_p()
@@ -95,7 +95,7 @@ class Vela:
 
     def fused_note(self, m):
         note = C.create_string_buffer(512)
-        self.lib.gpu_fused_probe(m, note, 512, None)
+        self.lib.gpu_fused_probe(m, note, 512)
         return note.value.decode()
 
 

@@ -451,7 +451,7 @@ static void fused_vs_tiled(gpu_ctx_t *ctx, const float *X, uint64_t n, const flo
 	if (!rc)
 		rc = gpu_knn(m, Q, nq, &kp, i2, d2, &err);
 	char note[400] = "";
-	gpu_fused_probe(m, note, sizeof(note), NULL);
+	gpu_fused_probe(m, note, sizeof(note));
 	gpu_matrix_free(m);
 	size_t same = 0;
 	for (size_t i = 0; !rc && i < nout; i++)
@@ -482,7 +482,7 @@ static void fused_cases(gpu_ctx_t *ctx)
 		char note[400] = "";
 		int rc = gpu_matrix_create(ctx, &mp, &m, &err), use = 0;
 		if (!rc && !(rc = gpu_matrix_append(m, X, 512, &err)))
-			use = gpu_fused_probe(m, note, sizeof(note), &err);
+			use = gpu_fused_probe(m, note, sizeof(note));
 		gpu_matrix_free(m);
 		printf("%-4s fused path usable: %s%s\n", use == 1 ? "ok" : "FAIL", note,
 		       rc ? err.msg : "");
